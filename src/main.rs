@@ -1,0 +1,57 @@
+//! The `chaintrigger` command line: parse arguments, set up logging, hand over to the library.
+
+use clap::{Parser, Subcommand};
+
+use chaintrigger::cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "chaintrigger", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode raw `common.Block` files and print every event as a JSON line.
+    Decode(cmd::decode::Args),
+    /// Follow a channel on a peer and print its events as they arrive.
+    Tail(cmd::tail::Args),
+    /// Run a Fabric peer simulator (Deliver service) for tests and demos.
+    Peersim(cmd::peersim::Args),
+    /// Run the whole path on this machine: simulated peer, bundled runtime, daemon.
+    Demo(cmd::demo::Args),
+    /// Run the bundled function runtime (Function Compute 2016-08-15 API).
+    Runtime(cmd::runtime::Args),
+    /// Run the trigger daemon.
+    Serve(cmd::serve::Args),
+    /// Check a configuration file and exit.
+    CheckConfig(cmd::check_config::Args),
+    /// Manage a running daemon's triggers over its admin API.
+    Triggers(cmd::triggers::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    chaintrigger::install_crypto_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Decode(args) => cmd::decode::run(args).await,
+            Command::Tail(args) => cmd::tail::run(args).await,
+            Command::Peersim(args) => cmd::peersim::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Runtime(args) => cmd::runtime::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::CheckConfig(args) => cmd::check_config::run(args).await,
+            Command::Triggers(args) => cmd::triggers::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,4 @@
+//! One integration-test binary: every module below drives real parts (TLS gRPC, SQLite files, python3 and node
+//! processes) through the helpers in `support`.
+
+mod support;
