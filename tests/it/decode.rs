@@ -1,0 +1,298 @@
+//! The block decoder and event extraction against real Fabric v2.5 blocks and Fabric's own decoding of them.
+
+use std::path::{Path, PathBuf};
+
+use chaintrigger::events::{EventType, ExtractOptions, extract};
+use chaintrigger::fabric::decode::{Block, DecodeError, decode_block};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fabric-v2.5")
+}
+
+fn block_count() -> u64 {
+    summary()["num_blocks"]
+        .as_u64()
+        .expect("summary.json has num_blocks")
+}
+
+fn raw_block(n: u64) -> Vec<u8> {
+    let path = fixtures().join(format!("blocks/block_{n}.pb"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn configtxlator_json(n: u64) -> Value {
+    let path = fixtures().join(format!("blocks/block_{n}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("configtxlator output is JSON")
+}
+
+fn summary() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+fn decoded(n: u64) -> Block {
+    decode_block(&raw_block(n)).unwrap_or_else(|e| panic!("block {n}: {e}"))
+}
+
+fn options() -> ExtractOptions {
+    ExtractOptions {
+        instance_id: "csi-test-instance".into(),
+        include_invalid: false,
+    }
+}
+
+/// The first path where two JSON trees differ, for a readable failure.
+fn first_difference(path: &str, ours: &Value, theirs: &Value) -> Option<String> {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for key in a.keys().chain(b.keys()) {
+                let child = format!("{path}.{key}");
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => {
+                        if let Some(d) = first_difference(&child, x, y) {
+                            return Some(d);
+                        }
+                    }
+                    (x, y) => return Some(format!("{child}: ours {x:?}, configtxlator {y:?}")),
+                }
+            }
+            None
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(&format!("{path}[{i}]"), x, y)),
+        _ if ours == theirs => None,
+        _ => Some(format!("{path}: ours {ours}, configtxlator {theirs}")),
+    }
+}
+
+#[test]
+fn every_fixture_block_decodes_with_its_transactions() {
+    let summary = summary();
+    let mut txs = 0;
+    for n in 0..block_count() {
+        let block = decoded(n);
+        let expected = &summary["blocks"][n as usize];
+        assert_eq!(block.number, n);
+        assert_eq!(
+            block.errors().count(),
+            0,
+            "block {n}: {:?}",
+            block.errors().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            block.transactions.len() as u64,
+            expected["num_txs"].as_u64().unwrap()
+        );
+        for (tx, want) in block.decoded().zip(expected["txs"].as_array().unwrap()) {
+            assert_eq!(tx.tx_id, want["tx_id"].as_str().unwrap());
+            assert_eq!(tx.header_type_name(), want["header_type"].as_str().unwrap());
+            assert_eq!(tx.channel_id, want["channel_id"].as_str().unwrap());
+            assert_eq!(
+                tx.validation_code.as_str_name(),
+                want["validation_code"].as_str().unwrap()
+            );
+            assert_eq!(
+                tx.creator.as_ref().map(|c| c.msp_id.as_str()),
+                want["creator_mspid"].as_str()
+            );
+            if let Some(chaincode) = want["chaincode"].as_str() {
+                assert_eq!(
+                    tx.actions[0].chaincode, chaincode,
+                    "block {n} tx {}",
+                    tx.tx_id
+                );
+                let args: Vec<String> = tx.actions[0]
+                    .args
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let want_args: Vec<String> = serde_json::from_value(want["args"].clone()).unwrap();
+                assert_eq!(args.len(), want_args.len());
+                assert_eq!(args[0], want_args[0]);
+            }
+            txs += 1;
+        }
+    }
+    assert_eq!(txs, summary["total_txs"].as_u64().unwrap());
+}
+
+#[test]
+fn block_hashes_chain_and_match_the_headers() {
+    let blocks: Vec<Block> = (0..block_count()).map(decoded).collect();
+    for pair in blocks.windows(2) {
+        assert_eq!(
+            pair[0].hash.as_slice(),
+            pair[1].previous_hash.as_ref(),
+            "block {}'s hash is not block {}'s previous_hash",
+            pair[0].number,
+            pair[1].number
+        );
+    }
+    assert!(blocks[0].previous_hash.is_empty());
+}
+
+#[test]
+fn creators_are_msp_id_and_certificate_common_name() {
+    let block = decoded(3);
+    let creator = block.transactions[0]
+        .outcome
+        .as_ref()
+        .unwrap()
+        .creator
+        .clone()
+        .unwrap();
+    assert_eq!(creator.label(), "Org1MSP.User1@org1.example.com");
+    let genesis = decoded(0);
+    assert!(
+        genesis.transactions[0]
+            .outcome
+            .as_ref()
+            .unwrap()
+            .creator
+            .is_none()
+    );
+    let config_update = decoded(8);
+    let creator = config_update.transactions[0]
+        .outcome
+        .as_ref()
+        .unwrap()
+        .creator
+        .clone()
+        .unwrap();
+    assert_eq!(creator.msp_id, "OrdererMSP");
+}
+
+#[test]
+fn tx_and_config_data_equal_configtxlator_for_every_transaction() {
+    let mut compared = 0;
+    for n in 0..block_count() {
+        let block = decoded(n);
+        let reference = configtxlator_json(n);
+        let tx_events = extract(&block, &options())
+            .into_iter()
+            .filter(|e| matches!(e.event_type(), EventType::Tx | EventType::Config));
+        for (i, event) in tx_events.enumerate() {
+            let ours = &event.envelope()["content"]["data"];
+            let theirs = &reference["data"]["data"][i]["payload"];
+            if let Some(difference) = first_difference("payload", ours, theirs) {
+                panic!("block {n} data[{i}]: {difference}");
+            }
+            assert_eq!(ours, theirs);
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, summary()["total_txs"].as_u64().unwrap());
+}
+
+#[test]
+fn events_agree_with_the_summary() {
+    let summary = summary();
+    let mut contract_valid = 0;
+    let mut contract_all = 0;
+    for n in 0..block_count() {
+        let block = decoded(n);
+        let expected = &summary["blocks"][n as usize];
+        let events = extract(&block, &options());
+        let all = extract(
+            &block,
+            &ExtractOptions {
+                include_invalid: true,
+                ..options()
+            },
+        );
+
+        let head = &events[0];
+        assert_eq!(head.event_type(), EventType::Block);
+        assert_eq!(head.id(), format!("block-{n}"));
+        let envelope = head.envelope();
+        assert_eq!(envelope["platform"], "Fabric");
+        assert_eq!(envelope["instance_id"], "csi-test-instance");
+        assert_eq!(envelope["network"], "mychannel");
+        assert_eq!(envelope["name"], n.to_string());
+        assert_eq!(envelope["content"]["number"], n);
+        assert_eq!(envelope["content"]["hash"], hex::encode(block.hash));
+
+        let mut rest = events[1..].iter();
+        for want in expected["txs"].as_array().unwrap() {
+            let tx_id = want["tx_id"].as_str().unwrap();
+            let tx = rest.next().expect("a Tx or Config event per transaction");
+            let content = &tx.envelope()["content"];
+            assert_eq!(content["state"], want["validation_code"]);
+            if want["header_type"] == "CONFIG" {
+                assert_eq!(tx.event_type(), EventType::Config);
+                assert_eq!(tx.id(), format!("config-{n}-{tx_id}"));
+                assert_eq!(tx.envelope()["name"], "");
+                assert_eq!(content["events"], Value::Null);
+                if want["last_update_present"] == true {
+                    let input: Value =
+                        serde_json::from_str(content["input"].as_str().unwrap()).unwrap();
+                    assert_eq!(input["channel_id"], "mychannel");
+                }
+                continue;
+            }
+            assert_eq!(tx.event_type(), EventType::Tx);
+            assert_eq!(tx.id(), format!("tx-{n}-{tx_id}"));
+            assert_eq!(tx.envelope()["name"], tx_id);
+            assert_eq!(content["to"], want["chaincode"]);
+            let input: Vec<String> =
+                serde_json::from_str(content["input"].as_str().unwrap()).unwrap();
+            assert_eq!(input[0], want["args"][0].as_str().unwrap());
+            assert!(content["from"].as_str().unwrap().starts_with("Org1MSP."));
+            let event = &want["chaincode_event"];
+            if event.is_null() {
+                assert_eq!(content["events"], serde_json::json!([]));
+                continue;
+            }
+            contract_all += 1;
+            let inner = &content["events"][0];
+            assert_eq!(inner["network"], "");
+            assert_eq!(inner["name"], event["event_name"]);
+            if want["validation_code"] == "VALID" {
+                contract_valid += 1;
+                let contract = rest.next().expect("a Contract event after its valid Tx");
+                assert_eq!(contract.event_type(), EventType::Contract);
+                assert_eq!(contract.id(), format!("contract-{n}-{tx_id}"));
+                assert_eq!(contract.envelope()["name"], event["event_name"]);
+                assert_eq!(contract.envelope()["content"], event["payload_b64"]);
+                assert_eq!(contract.envelope()["network"], "mychannel");
+            }
+        }
+        assert!(rest.next().is_none(), "block {n}: unexpected extra events");
+        let invalid_contracts = all
+            .iter()
+            .filter(|e| e.event_type() == EventType::Contract)
+            .count()
+            - events
+                .iter()
+                .filter(|e| e.event_type() == EventType::Contract)
+                .count();
+        let expected_invalid = expected["txs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["validation_code"] != "VALID" && !t["chaincode_event"].is_null())
+            .count();
+        assert_eq!(invalid_contracts, expected_invalid);
+    }
+    assert_eq!(
+        contract_all,
+        summary["total_chaincode_events"].as_u64().unwrap()
+    );
+    assert_eq!(
+        contract_valid,
+        summary["total_events_in_valid_txs"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn a_truncated_block_is_a_typed_error() {
+    let raw = raw_block(12);
+    let err = decode_block(&raw[..raw.len() / 2]).unwrap_err();
+    assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
+}
