@@ -339,6 +339,8 @@ fn transaction_envelope(
             ..chaincode_id.clone()
         }),
     };
+    let mut header_extension = protos::ChaincodeHeaderExtension::default();
+    header_extension.chaincode_id = Some(chaincode_id.clone());
     let channel_header = common::ChannelHeader {
         r#type: common::HeaderType::EndorserTransaction as i32,
         version: 0,
@@ -346,11 +348,7 @@ fn transaction_envelope(
         channel_id: inputs.channel_id.to_owned(),
         tx_id: tx_id.clone(),
         epoch: 0,
-        extension: protos::ChaincodeHeaderExtension {
-            chaincode_id: Some(chaincode_id.clone()),
-        }
-        .encode_to_vec()
-        .into(),
+        extension: header_extension.encode_to_vec().into(),
         tls_cert_hash: Bytes::new(),
     }
     .encode_to_vec();
