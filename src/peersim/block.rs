@@ -339,8 +339,9 @@ fn transaction_envelope(
             ..chaincode_id.clone()
         }),
     };
-    let mut header_extension = protos::ChaincodeHeaderExtension::default();
-    header_extension.chaincode_id = Some(chaincode_id.clone());
+    let header_extension = protos::ChaincodeHeaderExtension {
+        chaincode_id: Some(chaincode_id.clone()),
+    };
     let channel_header = common::ChannelHeader {
         r#type: common::HeaderType::EndorserTransaction as i32,
         version: 0,
