@@ -40,7 +40,7 @@ impl fmt::Display for BlockRef {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The bytes at `path` are not the protobuf message expected there.
-    #[error("{block}: {path}: not a valid {message}: {reason}")]
+    #[error("{block}: {}not a valid {message}: {reason}", at(path))]
     Malformed {
         block: BlockRef,
         path: String,
@@ -48,7 +48,7 @@ pub enum DecodeError {
         reason: String,
     },
     /// A field that must be present is absent or empty.
-    #[error("{block}: {path}: missing (expected a {message})")]
+    #[error("{block}: {}missing (expected a {message})", at(path))]
     Missing {
         block: BlockRef,
         path: String,
@@ -72,6 +72,15 @@ pub enum DecodeError {
         index: usize,
         code: u8,
     },
+}
+
+/// `path: ` for an error inside the block, nothing for the block itself.
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
 }
 
 /// A decoded block.

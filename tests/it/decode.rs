@@ -296,3 +296,230 @@ fn a_truncated_block_is_a_typed_error() {
     let err = decode_block(&raw[..raw.len() / 2]).unwrap_err();
     assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
 }
+
+mod malformed {
+    //! Blocks rebuilt from a real one with one part broken: the error names the block and the path, and the
+    //! other transactions still decode.
+
+    use super::*;
+    use bytes::Bytes;
+    use chaintrigger::fabric::proto::{common, protos};
+    use prost::Message;
+
+    fn fixture(n: u64) -> common::Block {
+        common::Block::decode(raw_block(n).as_slice()).expect("fixture block parses")
+    }
+
+    fn envelope_payload(block: &common::Block, i: usize) -> common::Payload {
+        let envelope =
+            common::Envelope::decode(block.data.as_ref().unwrap().data[i].clone()).unwrap();
+        common::Payload::decode(envelope.payload).unwrap()
+    }
+
+    fn set_payload(block: &mut common::Block, i: usize, payload: &common::Payload) {
+        let data = &mut block.data.as_mut().unwrap().data;
+        let mut envelope = common::Envelope::decode(data[i].clone()).unwrap();
+        envelope.payload = Bytes::from(payload.encode_to_vec());
+        data[i] = Bytes::from(envelope.encode_to_vec());
+    }
+
+    fn filter(block: &mut common::Block) -> &mut Bytes {
+        &mut block.metadata.as_mut().unwrap().metadata[2]
+    }
+
+    fn decode(block: &common::Block) -> Block {
+        decode_block(&block.encode_to_vec()).expect("the block itself is well formed")
+    }
+
+    #[test]
+    fn a_truncated_transaction_fails_alone_with_its_path() {
+        let mut block = fixture(12);
+        let data = &mut block.data.as_mut().unwrap().data;
+        data[3] = data[3].slice(..data[3].len() / 2);
+        let decoded = decode(&block);
+        let err = decoded.transactions[3].outcome.as_ref().unwrap_err();
+        assert!(err.to_string().starts_with("block 12: data[3]"), "{err}");
+        assert_eq!(decoded.decoded().count(), 4);
+        let events = extract(&decoded, &options());
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.event_type() == EventType::Tx)
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn a_missing_endorsed_action_names_its_path() {
+        let mut block = fixture(12);
+        let mut payload = envelope_payload(&block, 3);
+        let mut tx = protos::Transaction::decode(payload.data.clone()).unwrap();
+        let mut action =
+            protos::ChaincodeActionPayload::decode(tx.actions[0].payload.clone()).unwrap();
+        action.action = None;
+        tx.actions[0].payload = Bytes::from(action.encode_to_vec());
+        payload.data = Bytes::from(tx.encode_to_vec());
+        set_payload(&mut block, 3, &payload);
+        let decoded = decode(&block);
+        let err = decoded.transactions[3].outcome.as_ref().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "block 12: data[3].payload.data.actions[0].payload.action: missing (expected a protos.ChaincodeEndorsedAction)"
+        );
+    }
+
+    #[test]
+    fn a_garbled_chaincode_action_names_its_path() {
+        let mut block = fixture(3);
+        let mut payload = envelope_payload(&block, 0);
+        let mut tx = protos::Transaction::decode(payload.data.clone()).unwrap();
+        tx.actions[0].payload = Bytes::from_static(&[0x0a, 0x05, 0x01]);
+        payload.data = Bytes::from(tx.encode_to_vec());
+        set_payload(&mut block, 0, &payload);
+        let err = decode(&block).transactions[0].outcome.clone().unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("block 3: data[0].payload.data.actions[0].payload: not a valid protos.ChaincodeActionPayload"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_short_transactions_filter_fails_the_uncovered_transactions() {
+        let mut block = fixture(12);
+        *filter(&mut block) = Bytes::from_static(&[0, 11, 11]);
+        let decoded = decode(&block);
+        assert_eq!(decoded.decoded().count(), 3);
+        let err = decoded.transactions[4].outcome.as_ref().unwrap_err();
+        assert_eq!(
+            *err,
+            DecodeError::FilterTooShort {
+                block: chaintrigger::fabric::decode::BlockRef(Some(12)),
+                index: 4,
+                filter_len: 3,
+                tx_count: 5
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("(TRANSACTIONS_FILTER) has 3 entries"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_validation_code_is_a_typed_error() {
+        let mut block = fixture(3);
+        *filter(&mut block) = Bytes::from_static(&[77]);
+        let err = decode(&block).transactions[0].outcome.clone().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "block 3: metadata.metadata[2][0]: 77 is not a peer.TxValidationCode"
+        );
+    }
+
+    #[test]
+    fn every_validation_code_has_its_fabric_name() {
+        for (code, name) in [
+            (0u8, "VALID"),
+            (1, "NIL_ENVELOPE"),
+            (10, "ENDORSEMENT_POLICY_FAILURE"),
+            (11, "MVCC_READ_CONFLICT"),
+            (12, "PHANTOM_READ_CONFLICT"),
+            (25, "INVALID_CHAINCODE"),
+            (254, "NOT_VALIDATED"),
+            (255, "INVALID_OTHER_REASON"),
+        ] {
+            let mut block = fixture(3);
+            *filter(&mut block) = Bytes::copy_from_slice(&[code]);
+            let decoded = decode(&block);
+            let events = extract(&decoded, &options());
+            assert_eq!(events[1].envelope()["content"]["state"], name);
+            let contracts = events
+                .iter()
+                .filter(|e| e.event_type() == EventType::Contract)
+                .count();
+            assert_eq!(contracts, usize::from(code == 0), "code {code}");
+        }
+    }
+
+    #[test]
+    fn other_header_types_decode_as_transactions_of_their_kind() {
+        for (header_type, name) in [
+            (common::HeaderType::Message, "MESSAGE"),
+            (common::HeaderType::ConfigUpdate, "CONFIG_UPDATE"),
+            (
+                common::HeaderType::OrdererTransaction,
+                "ORDERER_TRANSACTION",
+            ),
+            (common::HeaderType::ChaincodePackage, "CHAINCODE_PACKAGE"),
+        ] {
+            let mut block = fixture(3);
+            let mut payload = envelope_payload(&block, 0);
+            let header = payload.header.as_mut().unwrap();
+            let mut channel_header =
+                common::ChannelHeader::decode(header.channel_header.clone()).unwrap();
+            channel_header.r#type = header_type as i32;
+            channel_header.extension = Bytes::new();
+            header.channel_header = Bytes::from(channel_header.encode_to_vec());
+            payload.data = Bytes::from(
+                common::ConfigValue {
+                    version: 1,
+                    value: Bytes::from_static(b"hello"),
+                    mod_policy: "Admins".into(),
+                }
+                .encode_to_vec(),
+            );
+            set_payload(&mut block, 0, &payload);
+            let decoded = decode(&block);
+            let tx = decoded.transactions[0].outcome.as_ref().unwrap();
+            assert_eq!(tx.header_type_name(), name);
+            assert!(tx.actions.is_empty());
+            let events = extract(&decoded, &options());
+            assert_eq!(events.len(), 2, "{name}: a Block and a Tx event");
+            let data = &events[1].envelope()["content"]["data"];
+            assert_eq!(data["header"]["channel_header"]["type"], header_type as i32);
+            if header_type == common::HeaderType::Message {
+                assert_eq!(
+                    data["data"],
+                    serde_json::json!({"version": "1", "value": "aGVsbG8=", "mod_policy": "Admins"})
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_command_prints_every_event_and_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-a-block.pb");
+    std::fs::write(&bad, b"\xff\xff\xff").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
+        .arg("decode")
+        .args(["--instance-id", "csi-cli"])
+        .arg(fixtures().join("blocks/block_12.pb"))
+        .arg(&bad)
+        .arg(fixtures().join("blocks/block_8.pb"))
+        .output()
+        .expect("the chaintrigger binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not-a-block.pb: block (number unknown): not a valid common.Block"),
+        "{stderr}"
+    );
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    // Block 12: Block, 5 Tx, 1 Contract (the one valid transaction); block 8: Block, Config.
+    assert_eq!(lines.len(), 9, "{ids:?}");
+    assert_eq!(ids[0], "block-12");
+    assert_eq!(ids[7], "block-8");
+    assert_eq!(ids[8], "config-8-");
+    assert!(lines.iter().all(|l| l["instance_id"] == "csi-cli"));
+}
