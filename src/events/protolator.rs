@@ -37,13 +37,17 @@ macro_rules! obj {
     }};
 }
 
+/// Envelopes can nest inside payloads (orderer transactions, a config's last update): beyond this depth the
+/// bytes stay base64, so a crafted block cannot exhaust the stack.
+const MAX_ENVELOPE_DEPTH: u8 = 16;
+
 /// The JSON of a serialized `common.Payload` (what configtxlator prints for `data.data[i].payload`).
 pub fn payload_bytes(bytes: &Bytes) -> Value {
-    opaque(bytes, payload)
+    opaque(bytes, |p| payload(p, 0))
 }
 
-/// The JSON of a `common.Payload`.
-pub fn payload(p: &common::Payload) -> Value {
+/// The JSON of a `common.Payload` found `depth` envelopes deep.
+fn payload(p: &common::Payload, depth: u8) -> Value {
     let data = if p.data.is_empty() {
         Value::Null
     } else {
@@ -52,7 +56,7 @@ pub fn payload(p: &common::Payload) -> Value {
             .as_ref()
             .and_then(|h| common::ChannelHeader::decode(h.channel_header.clone()).ok())
         {
-            Some(ch) => payload_data(ch.r#type, &p.data),
+            Some(ch) => payload_data(ch.r#type, &p.data, depth),
             None => base64(&p.data),
         }
     };
@@ -62,11 +66,14 @@ pub fn payload(p: &common::Payload) -> Value {
     }
 }
 
-fn payload_data(header_type: i32, data: &Bytes) -> Value {
+fn payload_data(header_type: i32, data: &Bytes, depth: u8) -> Value {
     use common::HeaderType as H;
+    if depth >= MAX_ENVELOPE_DEPTH {
+        return base64(data);
+    }
     match H::try_from(header_type) {
-        Ok(H::Config) => opaque(data, config_envelope),
-        Ok(H::OrdererTransaction) => opaque(data, envelope),
+        Ok(H::Config) => opaque(data, |c| config_envelope(c, depth)),
+        Ok(H::OrdererTransaction) => opaque(data, |e| envelope(e, depth + 1)),
         Ok(H::ConfigUpdate) => opaque(data, config_update_envelope),
         Ok(H::Message) => opaque(data, plain_config_value),
         Ok(H::EndorserTransaction) => opaque(data, transaction),
@@ -87,9 +94,9 @@ pub fn config_update(u: &common::ConfigUpdate) -> Value {
 
 // ---- common -------------------------------------------------------------------------------------------
 
-fn envelope(e: &common::Envelope) -> Value {
+fn envelope(e: &common::Envelope, depth: u8) -> Value {
     obj! {
-        "payload" => opaque(&e.payload, payload),
+        "payload" => opaque(&e.payload, |p| payload(p, depth)),
         "signature" => bytes(&e.signature),
     }
 }
@@ -133,10 +140,10 @@ fn serialized_identity(id: &msp::SerializedIdentity) -> Value {
     }
 }
 
-fn config_envelope(ce: &common::ConfigEnvelope) -> Value {
+fn config_envelope(ce: &common::ConfigEnvelope, depth: u8) -> Value {
     obj! {
         "config" => option(&ce.config, config),
-        "last_update" => option(&ce.last_update, envelope),
+        "last_update" => option(&ce.last_update, |e| envelope(e, depth + 1)),
     }
 }
 
@@ -788,6 +795,38 @@ mod tests {
     fn bytes_that_do_not_parse_stay_base64() {
         let raw = Bytes::from_static(&[0xff, 0xff]);
         assert_eq!(opaque(&raw, chaincode_event), "//8=");
+    }
+
+    #[test]
+    fn deeply_nested_envelopes_stop_at_a_fixed_depth() {
+        let mut inner = Bytes::from_static(b"innermost");
+        for _ in 0..10_000 {
+            let channel_header = common::ChannelHeader {
+                r#type: common::HeaderType::OrdererTransaction as i32,
+                ..Default::default()
+            };
+            let payload = common::Payload {
+                header: Some(common::Header {
+                    channel_header: Bytes::from(channel_header.encode_to_vec()),
+                    signature_header: Bytes::new(),
+                }),
+                data: inner,
+            };
+            let envelope = common::Envelope {
+                payload: Bytes::from(payload.encode_to_vec()),
+                signature: Bytes::new(),
+            };
+            inner = Bytes::from(envelope.encode_to_vec());
+        }
+        let json = opaque(&inner, |e| envelope(e, 0));
+        let mut node = &json;
+        let mut depth = 0;
+        while let Some(next) = node.get("payload").and_then(|p| p.get("data")) {
+            node = next;
+            depth += 1;
+        }
+        assert_eq!(depth, usize::from(MAX_ENVELOPE_DEPTH) + 1);
+        assert!(node.is_string(), "the rest stays base64");
     }
 
     #[test]

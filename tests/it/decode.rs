@@ -523,3 +523,66 @@ fn decode_command_prints_every_event_and_names_bad_files() {
     assert_eq!(ids[8], "config-8-");
     assert!(lines.iter().all(|l| l["instance_id"] == "csi-cli"));
 }
+
+mod never_panics {
+    //! Arbitrary bytes and damaged real blocks go through decode, extract and the JSON without a panic.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn exercise(bytes: &[u8]) {
+        if let Ok(block) = decode_block(bytes) {
+            let options = ExtractOptions {
+                include_invalid: true,
+                ..options()
+            };
+            for event in extract(&block, &options) {
+                serde_json::to_string(event.envelope()).expect("an envelope serializes");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn truncated_fixture_blocks(n in 0u64..24, cut in any::<prop::sample::Index>()) {
+            let raw = raw_block(n);
+            exercise(&raw[..cut.index(raw.len())]);
+        }
+
+        #[test]
+        fn bit_flipped_fixture_blocks(
+            n in 0u64..24,
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..8),
+        ) {
+            let mut raw = raw_block(n);
+            let len = raw.len();
+            for (at, bit) in flips {
+                raw[at.index(len)] ^= 1 << bit;
+            }
+            exercise(&raw);
+        }
+
+        #[test]
+        fn overwritten_fixture_bytes(
+            n in 0u64..24,
+            at in any::<prop::sample::Index>(),
+            junk in proptest::collection::vec(any::<u8>(), 1..16),
+        ) {
+            let mut raw = raw_block(n);
+            let start = at.index(raw.len());
+            for (i, b) in junk.into_iter().enumerate() {
+                if let Some(slot) = raw.get_mut(start + i) {
+                    *slot = b;
+                }
+            }
+            exercise(&raw);
+        }
+    }
+}
