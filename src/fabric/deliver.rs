@@ -7,9 +7,10 @@
 //! - A dropped stream, a transport error or a transient status (SERVICE_UNAVAILABLE, INTERNAL_SERVER_ERROR, ...)
 //!   is handled inside: the subscription moves to the channel's next peer, waits per its [`BackoffPolicy`]
 //!   and resumes at the next block not yet handed out (never at "newest" once a block has been handed out).
-//! - A refusal (FORBIDDEN, NOT_FOUND, BAD_REQUEST) from every peer in turn is returned as
-//!   [`DeliverError::Refused`]: nothing will change until someone fixes the network or the configuration. The
-//!   subscription stays usable: the next call tries again, after the backoff delay.
+//! - A refusal (FORBIDDEN, NOT_FOUND, BAD_REQUEST, or a rejected TLS certificate) from every peer in turn is
+//!   returned as [`DeliverError::Refused`] (or [`DeliverError::Tls`]): nothing will change until someone fixes
+//!   the network or the configuration. The subscription stays usable: the next call tries again, after the
+//!   backoff delay.
 //! - A block whose number is not the expected one is never handed out: a duplicate is skipped, a gap makes the
 //!   subscription reconnect from the expected block.
 //!
@@ -171,6 +172,10 @@ pub enum DeliverError {
     },
     #[error("cannot connect to peer {peer}: {message}")]
     Connect { peer: String, message: String },
+    /// The peer's TLS certificate was rejected (wrong CA, or a name that is neither the address's host nor the
+    /// configured `tls_server_name`): a configuration problem, treated like a refusal.
+    #[error("TLS handshake with peer {peer} failed: {message}")]
+    Tls { peer: String, message: String },
     #[error("stream from peer {peer} failed: {message}")]
     Stream { peer: String, message: String },
     #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
@@ -193,13 +198,20 @@ pub enum DeliverError {
 }
 
 impl DeliverError {
-    /// True for errors that stay until someone acts (see [`DeliverError::Refused`]).
+    /// True for errors that stay until someone acts: refusals, TLS certificate rejections, bad configuration.
     pub fn is_fatal_for_now(&self) -> bool {
+        self.is_peer_refusal()
+            || matches!(
+                self,
+                DeliverError::BadAddress { .. } | DeliverError::NoPeers { .. }
+            )
+    }
+
+    /// A peer-specific "no" that another peer might not say: returned once every peer said it in turn.
+    fn is_peer_refusal(&self) -> bool {
         matches!(
             self,
-            DeliverError::Refused { .. }
-                | DeliverError::BadAddress { .. }
-                | DeliverError::NoPeers { .. }
+            DeliverError::Refused { .. } | DeliverError::Tls { .. }
         )
     }
 }
@@ -460,7 +472,7 @@ impl Subscription {
             s.connected = false;
             s.last_error = Some(message);
         });
-        if matches!(error, DeliverError::Refused { .. }) {
+        if error.is_peer_refusal() {
             self.refusals += 1;
             if self.refusals >= self.config.peers.len() {
                 self.refusals = 0;
@@ -497,10 +509,7 @@ impl Subscription {
         let endpoint = endpoint(peer, tls, &self.config.options)?;
         let channel = tokio::select! {
             _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-            channel = endpoint.connect() => channel.map_err(|e| DeliverError::Connect {
-                peer: peer.address.clone(),
-                message: describe_error_chain(&e),
-            })?,
+            channel = endpoint.connect() => channel.map_err(|e| connect_error(&peer.address, &e))?,
         };
         let request = SeekRequest {
             channel_id: self.config.channel_id.clone(),
@@ -589,6 +598,23 @@ pub fn endpoint(
             .map_err(|e| bad(describe_error_chain(&e)))?;
     }
     Ok(endpoint)
+}
+
+/// Classifies a connect failure: a rejected certificate is a TLS configuration problem, anything else is
+/// transient.
+fn connect_error(peer: &str, error: &tonic::transport::Error) -> DeliverError {
+    let message = describe_error_chain(error);
+    if message.contains("invalid peer certificate") {
+        DeliverError::Tls {
+            peer: peer.to_owned(),
+            message,
+        }
+    } else {
+        DeliverError::Connect {
+            peer: peer.to_owned(),
+            message,
+        }
+    }
 }
 
 /// A tonic transport error's message with its causes ("transport error" alone says nothing).

@@ -2,4 +2,7 @@
 //! processes) through the helpers in `support`.
 
 mod decode;
+mod deliver;
+mod identity;
+mod peersim;
 mod support;
