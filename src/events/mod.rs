@@ -298,3 +298,99 @@ fn contract_envelopes(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::fabric::decode::{
+        ChaincodeInvocation, Creator, DecodedTransaction, Transaction, TxValidationCode,
+    };
+    use crate::fabric::proto::protos;
+
+    fn invocation(event: &str) -> ChaincodeInvocation {
+        ChaincodeInvocation {
+            chaincode: "taskmgr".into(),
+            chaincode_version: "1".into(),
+            args: vec![Bytes::from_static(b"create"), Bytes::from_static(b"\xffk")],
+            event: Some(protos::ChaincodeEvent {
+                chaincode_id: "taskmgr".into(),
+                tx_id: "t1".into(),
+                event_name: event.into(),
+                payload: Bytes::from_static(b"{}"),
+            }),
+            response: None,
+            rwsets: Vec::new(),
+        }
+    }
+
+    fn block(code: TxValidationCode) -> Block {
+        Block {
+            number: 5,
+            hash: [0xab; 32],
+            previous_hash: Bytes::from_static(&[0x01, 0x02]),
+            data_hash: Bytes::new(),
+            transactions: vec![Transaction {
+                index: 0,
+                outcome: Ok(DecodedTransaction {
+                    validation_code: code,
+                    header_type: HeaderType::EndorserTransaction as i32,
+                    channel_id: "ch1".into(),
+                    tx_id: "t1".into(),
+                    timestamp: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 5,
+                    }),
+                    creator: Some(Arc::new(Creator {
+                        msp_id: "Org1MSP".into(),
+                        common_name: Some("User1@org1.example.com".into()),
+                    })),
+                    payload: Bytes::new(),
+                    actions: vec![invocation("first"), invocation("second")],
+                    config: None,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn events_come_in_chain_order_with_unique_ids() {
+        let events = extract(&block(TxValidationCode::Valid), &ExtractOptions::default());
+        let ids: Vec<&str> = events.iter().map(Event::id).collect();
+        assert_eq!(
+            ids,
+            ["block-5", "tx-5-t1", "contract-5-t1", "contract-5-t1-1"]
+        );
+        let block_event = events[0].envelope();
+        assert_eq!(block_event["content"]["create_time"], 1_700_000_000);
+        assert_eq!(block_event["content"]["previous_hash"], "0102");
+        assert_eq!(block_event["content"]["transactions"], json!(["t1"]));
+        let tx = events[1].envelope();
+        assert_eq!(tx["content"]["from"], "Org1MSP.User1@org1.example.com");
+        assert_eq!(tx["content"]["to"], "taskmgr");
+        assert_eq!(tx["content"]["input"], "[\"create\",\"\u{fffd}k\"]");
+        assert_eq!(tx["content"]["events"][1]["id"], "contract-5-t1-1");
+        assert_eq!(tx["content"]["events"][1]["network"], "");
+        assert_eq!(events[3].envelope()["name"], "second");
+        assert_eq!(events[3].envelope()["content"], "e30=");
+    }
+
+    #[test]
+    fn invalid_transactions_keep_their_tx_event_but_not_their_contract_events() {
+        let invalid = block(TxValidationCode::MvccReadConflict);
+        let events = extract(&invalid, &ExtractOptions::default());
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1].envelope()["content"]["state"],
+            "MVCC_READ_CONFLICT"
+        );
+        let with_invalid = ExtractOptions {
+            include_invalid: true,
+            ..ExtractOptions::default()
+        };
+        assert_eq!(extract(&invalid, &with_invalid).len(), 4);
+    }
+}
