@@ -397,6 +397,8 @@ impl Subscription {
             match outcome {
                 Ok(Some(block)) => return Ok(block),
                 Ok(None) => {}
+                // A server going down with us at shutdown is not a failure worth reporting.
+                Err(_) if self.shutdown.is_cancelled() => return Err(self.shutdown_error()),
                 Err(error) => self.fail(error)?,
             }
         }
