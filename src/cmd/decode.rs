@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::events::{ExtractOptions, extract};
-use crate::fabric::decode::decode_block_bytes;
+use crate::fabric::decode::BlockDecoder;
 
 /// Arguments of `chaintrigger decode`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = 0usize;
+    let mut decoder = BlockDecoder::new();
     for file in &args.files {
         let raw = match tokio::fs::read(file).await {
             Ok(raw) => raw,
@@ -41,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let block = match decode_block_bytes(raw.into()) {
+        let block = match decoder.decode_bytes(raw.into()) {
             Ok(block) => block,
             Err(e) => {
                 eprintln!("error: {}: {e}", file.display());

@@ -244,14 +244,53 @@ pub struct ConfigTransaction {
 /// Decodes `common.Block` bytes. See the module documentation for what fails the block and what fails one
 /// transaction.
 pub fn decode_block(bytes: &[u8]) -> Result<Block, DecodeError> {
-    decode_block_bytes(Bytes::copy_from_slice(bytes))
+    BlockDecoder::default().decode(bytes)
 }
 
 /// As [`decode_block`], without copying when the caller already holds the bytes in a [`Bytes`].
 pub fn decode_block_bytes(bytes: Bytes) -> Result<Block, DecodeError> {
+    BlockDecoder::default().decode_bytes(bytes)
+}
+
+/// As [`decode_block`], for a block the Deliver client already parsed (`DeliverResponse.block`).
+pub fn decode_block_message(block: common::Block) -> Result<Block, DecodeError> {
+    BlockDecoder::default().decode_message(block)
+}
+
+/// Decodes the blocks of one stream, remembering creators from block to block: a channel's transactions come
+/// from a few identities, so each certificate is parsed once rather than once per block.
+#[derive(Debug, Default)]
+pub struct BlockDecoder {
+    /// Parsed creators by their serialized identity bytes.
+    creators: CreatorCache,
+}
+
+impl BlockDecoder {
+    /// A decoder with an empty creator cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes `common.Block` bytes.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Block, DecodeError> {
+        self.decode_bytes(Bytes::copy_from_slice(bytes))
+    }
+
+    /// Decodes `common.Block` bytes without copying them.
+    pub fn decode_bytes(&mut self, bytes: Bytes) -> Result<Block, DecodeError> {
+        let block = common::Block::decode(bytes)
+            .map_err(|e| malformed(BlockRef(None), "", "common.Block", e))?;
+        self.decode_message(block)
+    }
+
+    /// Decodes a parsed `common.Block`.
+    pub fn decode_message(&mut self, block: common::Block) -> Result<Block, DecodeError> {
+        decode_parsed(block, &mut self.creators)
+    }
+}
+
+fn decode_parsed(block: common::Block, creators: &mut CreatorCache) -> Result<Block, DecodeError> {
     let unknown = BlockRef(None);
-    let block =
-        common::Block::decode(bytes).map_err(|e| malformed(unknown, "", "common.Block", e))?;
     let header = block.header.ok_or(DecodeError::Missing {
         block: unknown,
         path: "header".into(),
@@ -265,13 +304,12 @@ pub fn decode_block_bytes(bytes: Bytes) -> Result<Block, DecodeError> {
         .and_then(|m| m.metadata.into_iter().nth(TRANSACTIONS_FILTER))
         .unwrap_or_default();
     let tx_count = data.len();
-    let mut creators = CreatorCache::default();
     let transactions = data
         .into_iter()
         .enumerate()
         .map(|(index, envelope)| {
             let outcome = validation_code(at, &filter, index, tx_count)
-                .and_then(|code| decode_transaction(at, index, envelope, code, &mut creators));
+                .and_then(|code| decode_transaction(at, index, envelope, code, creators));
             Transaction { index, outcome }
         })
         .collect();
@@ -367,11 +405,15 @@ fn message<M: Message + Default>(
     M::decode(bytes).map_err(|e| malformed(block, path, name, e))
 }
 
-/// Creators repeat across transactions: parse each distinct serialized identity once per block.
-#[derive(Default)]
+/// Creators repeat across transactions: parse each distinct serialized identity once.
+#[derive(Debug, Default)]
 struct CreatorCache {
     seen: HashMap<Bytes, Arc<Creator>>,
 }
+
+/// More distinct creators than this (a very large network, or crafted blocks) start the cache afresh, so it
+/// stays small.
+const MAX_CACHED_CREATORS: usize = 1024;
 
 impl CreatorCache {
     fn get(&mut self, serialized: &Bytes) -> Option<Arc<Creator>> {
@@ -382,6 +424,9 @@ impl CreatorCache {
             return Some(found.clone());
         }
         let creator = Arc::new(parse_creator(serialized)?);
+        if self.seen.len() >= MAX_CACHED_CREATORS {
+            self.seen.clear();
+        }
         self.seen.insert(serialized.clone(), creator.clone());
         Some(creator)
     }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use chaintrigger::events::{EventType, ExtractOptions, extract};
 use chaintrigger::fabric::decode::{Block, DecodeError, decode_block};
+use prost::Message;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -543,7 +544,7 @@ mod never_panics {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
         fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
@@ -585,4 +586,19 @@ mod never_panics {
             exercise(&raw);
         }
     }
+}
+
+#[test]
+fn a_stream_decoder_parses_each_creator_once() {
+    use chaintrigger::fabric::decode::BlockDecoder;
+    let mut decoder = BlockDecoder::new();
+    let first = decoder.decode(&raw_block(3)).unwrap();
+    let second = decoder.decode(&raw_block(4)).unwrap();
+    let creator = |b: &Block| b.decoded().next().unwrap().creator.clone().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&creator(&first), &creator(&second)));
+    assert_eq!(creator(&second).label(), "Org1MSP.User1@org1.example.com");
+    let message =
+        chaintrigger::fabric::proto::common::Block::decode(raw_block(5).as_slice()).unwrap();
+    let third = decoder.decode_message(message).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&creator(&first), &creator(&third)));
 }
