@@ -6,3 +6,4 @@ mod deliver;
 mod identity;
 mod peersim;
 mod support;
+mod tail;

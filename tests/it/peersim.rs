@@ -193,3 +193,60 @@ async fn generated_blocks_arrive_at_the_configured_rate_and_chain_onto_the_recor
         tip = Some(ChainTip::of_block(&block.bytes).expect("tip"));
     }
 }
+
+#[tokio::test]
+async fn the_peersim_command_serves_tls_with_generated_certificates_and_generates_blocks() {
+    use tokio::io::AsyncBufReadExt;
+    chaintrigger::install_crypto_provider();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
+        .args([
+            "peersim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--interval-ms",
+            "50",
+        ])
+        .arg("--generate-tls")
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chaintrigger peersim");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    within("the simulator to listen", async {
+        while let Some(line) = lines.next_line().await.expect("stderr") {
+            if line.contains("peer simulator serving") {
+                return;
+            }
+        }
+        panic!("peersim exited before serving");
+    })
+    .await;
+    let ca = chaintrigger::fabric::deliver::TlsCa::load(&dir.path().join("tls-ca.pem"))
+        .expect("generated CA");
+    let endpoint = chaintrigger::fabric::deliver::PeerEndpoint::new(format!("127.0.0.1:{port}"));
+    let tls = chaintrigger::fabric::deliver::ClientTls {
+        ca,
+        client_certificate: None,
+    };
+    let mut subscription = Subscription::new(
+        channel_config(vec![endpoint], Some(tls)),
+        StartPosition::Block(22),
+        CancellationToken::new(),
+    );
+    for expected in 22..27u64 {
+        let block = within("a block", subscription.next_block())
+            .await
+            .expect("a block");
+        assert_eq!(block.number, expected);
+    }
+    child.kill().await.expect("stop peersim");
+}
