@@ -47,6 +47,7 @@ pub struct PeerEndpoint {
 }
 
 impl PeerEndpoint {
+    /// A peer checked under the name in its address.
     pub fn new(address: impl Into<String>) -> Self {
         PeerEndpoint {
             address: address.into(),
@@ -120,7 +121,10 @@ pub struct DeliveredBlock {
 
 /// A `common.Status` code a peer answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusCode(pub i32);
+pub struct StatusCode(
+    /// The raw `common.Status` number: kept as a number so that codes newer than our proto still show.
+    pub i32,
+);
 
 impl StatusCode {
     pub const SUCCESS: StatusCode = StatusCode(200);

@@ -83,6 +83,7 @@ pub enum IdentityError {
 pub struct MspId(String);
 
 impl MspId {
+    /// Checks that the id is not blank.
     pub fn new(id: impl Into<String>) -> Result<Self, IdentityError> {
         let id = id.into();
         if id.trim().is_empty() {
@@ -91,6 +92,7 @@ impl MspId {
         Ok(MspId(id))
     }
 
+    /// The id as written in `SerializedIdentity.mspid`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -171,6 +173,7 @@ impl CertificateKey {
         })
     }
 
+    /// The certificate's DER bytes.
     pub fn der(&self) -> &[u8] {
         &self.der
     }
@@ -303,14 +306,17 @@ impl Identity {
         })
     }
 
+    /// The MSP the identity claims membership of.
     pub fn msp_id(&self) -> &MspId {
         &self.msp_id
     }
 
+    /// The parsed signing certificate (subject, public key).
     pub fn certificate(&self) -> &CertificateKey {
         &self.certificate
     }
 
+    /// The signing certificate as read (PEM): what `SerializedIdentity.id_bytes` carries.
     pub fn certificate_pem(&self) -> &[u8] {
         &self.certificate_pem
     }

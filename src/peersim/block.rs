@@ -116,6 +116,7 @@ pub enum TaskAction {
 /// One generated transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskTransaction {
+    /// What the transaction invokes, which decides its arguments, writes and event.
     pub action: TaskAction,
     /// Whether the transaction also writes `special_key` = `"10"` (the BaaS filter examples select on it).
     pub writes_special_key: bool,
@@ -126,6 +127,7 @@ pub struct TaskTransaction {
 /// Inputs of one generated block that are not derived from the chain: when and with which nonces.
 #[derive(Debug, Clone)]
 pub struct BlockInputs<'a> {
+    /// The channel named in every transaction's header.
     pub channel_id: &'a str,
     /// Unix seconds and nanoseconds of the transactions.
     pub timestamp: prost_types::Timestamp,

@@ -18,7 +18,9 @@ pub struct PkiError {
 /// A certificate and its PKCS#8 private key, both PEM.
 #[derive(Clone)]
 pub struct IssuedCertificate {
+    /// The certificate, for the side that presents it (and its peers, to pin it).
     pub cert_pem: String,
+    /// The PKCS#8 private key: what makes the certificate usable for TLS or for signing requests.
     pub key_pem: String,
 }
 
@@ -59,6 +61,7 @@ impl TestCa {
         })
     }
 
+    /// The CA certificate, for whoever verifies what the CA issued.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }

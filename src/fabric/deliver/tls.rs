@@ -40,6 +40,7 @@ pub struct TlsCa {
 }
 
 impl TlsCa {
+    /// Reads and checks a CA file.
     pub fn load(path: &Path) -> Result<Self, TlsError> {
         let pem = read(path, "TLS CA file")?;
         Self::from_pem(pem, &path.display().to_string())
@@ -52,6 +53,7 @@ impl TlsCa {
         Ok(TlsCa { pem })
     }
 
+    /// The CA certificate(s) as PEM.
     pub fn pem(&self) -> &[u8] {
         &self.pem
     }
@@ -77,6 +79,7 @@ impl std::fmt::Debug for ClientCertificate {
 }
 
 impl ClientCertificate {
+    /// Reads and checks a client certificate and its key.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let cert = read(cert_path, "TLS client certificate")?;
         let key = read(key_path, "TLS client key")?;
@@ -88,6 +91,7 @@ impl ClientCertificate {
         )
     }
 
+    /// Checks PEM text; `cert_source` and `key_source` name the inputs in errors.
     pub fn from_pem(
         cert_pem: impl Into<Bytes>,
         cert_source: &str,
