@@ -183,10 +183,14 @@ fn channel_config(args: &Args) -> anyhow::Result<(ChannelConfig, StartPosition)>
     let source = args
         .config
         .as_ref()
-        .map(|p| format!("in {} or ", p.display()))
+        .map(|p| format!("{}: ", p.display()))
         .unwrap_or_default();
-    let missing = |field: &str, flag: &str| {
-        anyhow::anyhow!("channel.{field} is missing: set it {source}pass {flag}")
+    let missing = |field: &str, flag: &str| match &args.config {
+        Some(path) => anyhow::anyhow!(
+            "{}: channel.{field} is missing: set it in the file or pass {flag}",
+            path.display()
+        ),
+        None => anyhow::anyhow!("channel.{field} is missing: pass {flag} (or --config FILE)"),
     };
 
     let peers: Vec<PeerEndpoint> = if !args.peers.is_empty() {
@@ -199,7 +203,7 @@ fn channel_config(args: &Args) -> anyhow::Result<(ChannelConfig, StartPosition)>
             .collect()
     } else if !file.peers.is_empty() {
         if file.address.is_some() {
-            bail!("channel: set either `address` or `peers`, not both");
+            bail!("{source}channel: set either `address` or `peers`, not both");
         }
         file.peers
             .into_iter()
@@ -254,7 +258,7 @@ fn channel_config(args: &Args) -> anyhow::Result<(ChannelConfig, StartPosition)>
         ) {
             (Some(cert), Some(key)) => Some(ClientCertificate::load(&cert, &key)?),
             (None, None) => None,
-            _ => bail!("channel: client_cert and client_key go together (mutual TLS)"),
+            _ => bail!("{source}channel: client_cert and client_key go together (mutual TLS)"),
         };
         Some(ClientTls {
             ca: TlsCa::load(&ca_path)?,
@@ -265,7 +269,7 @@ fn channel_config(args: &Args) -> anyhow::Result<(ChannelConfig, StartPosition)>
         (Some(text), _) => parse_start(text).map_err(|e| anyhow::anyhow!("--start: {e}"))?,
         (None, Some(StartSetting::Number(n))) => StartPosition::Block(n),
         (None, Some(StartSetting::Word(word))) => {
-            parse_start(&word).map_err(|e| anyhow::anyhow!("channel.start {source}: {e}"))?
+            parse_start(&word).map_err(|e| anyhow::anyhow!("{source}channel.start: {e}"))?
         }
         (None, None) => StartPosition::Newest,
     };

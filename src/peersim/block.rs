@@ -584,4 +584,66 @@ mod tests {
             tip = ChainTip::of_block(&bytes).expect("tip");
         }
     }
+
+    /// The BaaS filter examples reach into `.content.data...` of Tx events: the generated transactions must put
+    /// `special_key` where example 5 finds it, and emit the `event-create-task` Contract event of example 1.
+    #[test]
+    fn generated_transactions_fit_the_baas_filter_examples() {
+        let signer = crate::peersim::fixture_user1();
+        let blocks = crate::peersim::fixture::recorded_blocks();
+        let tip = ChainTip::of_block(blocks.last().expect("24 blocks")).expect("tip");
+        let transaction = TaskTransaction {
+            action: TaskAction::Create {
+                task: "task-17".to_owned(),
+            },
+            writes_special_key: true,
+            validation_code: protos::TxValidationCode::Valid,
+        };
+        let inputs = BlockInputs {
+            channel_id: "mychannel",
+            timestamp: prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            },
+            nonces: vec![[9; 24]],
+        };
+        let bytes = build_block(&tip, &[transaction], &signer, &inputs);
+        let block = crate::fabric::decode::decode_block(&bytes).expect("decodes");
+        let events = crate::events::extract(&block, &crate::events::ExtractOptions::default());
+        let tx = events
+            .iter()
+            .find(|e| e.event_type() == crate::events::EventType::Tx)
+            .expect("a Tx event")
+            .envelope();
+        assert_eq!(tx["content"]["to"], "taskmgr");
+        assert_eq!(tx["content"]["state"], "VALID");
+        let input: Vec<String> =
+            serde_json::from_str(tx["content"]["input"].as_str().expect("input text"))
+                .expect("JSON args");
+        assert_eq!(input[..2], ["createTask", "task-17"]);
+        let ns_rwset = &tx["content"]["data"]["data"]["actions"][0]["payload"]["action"]["proposal_response_payload"]
+            ["extension"]["results"]["ns_rwset"];
+        let taskmgr = ns_rwset
+            .as_array()
+            .expect("ns_rwset list")
+            .iter()
+            .find(|ns| ns["namespace"] == "taskmgr")
+            .expect("the taskmgr namespace");
+        let special = taskmgr["rwset"]["writes"]
+            .as_array()
+            .expect("writes")
+            .iter()
+            .find(|w| w["key"] == "special_key")
+            .expect("special_key written");
+        assert_eq!(
+            special,
+            &serde_json::json!({"is_delete": false, "key": "special_key", "value": "MTA="})
+        );
+        let contract = events
+            .iter()
+            .find(|e| e.event_type() == crate::events::EventType::Contract)
+            .expect("a Contract event")
+            .envelope();
+        assert_eq!(contract["name"], "event-create-task");
+    }
 }
