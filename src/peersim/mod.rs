@@ -1,1 +1,391 @@
-//! TODO(skeleton)
+//! A Fabric peer simulator: the `protos.Deliver/Deliver` service over gRPC (TLS or plaintext), for tests and the
+//! demo.
+//!
+//! It serves recorded blocks (the real Fabric v2.5 fixtures, see [`fixture`]) and appends generated ones: signed,
+//! hash-chained `taskmgr` transactions with chaincode events, TRANSACTIONS_FILTER metadata and some invalid
+//! transactions (see [`block`]). It behaves like a real peer where a client can tell:
+//!
+//! - each request's signature must verify and be low-S, and the creator's certificate must be issued by the
+//!   configured org CA under the configured MSP id, else FORBIDDEN; under mutual TLS the request's
+//!   `tls_cert_hash` must be the SHA-256 of the client certificate, else FORBIDDEN;
+//! - an unknown channel is NOT_FOUND; a start beyond the height is NOT_FOUND at once; a start at the height waits
+//!   for the next block; a bounded seek ends with SUCCESS after its last block.
+//!
+//! Faults can be injected through [`PeerSimHandle::set_faults`] (dropped streams, slow blocks, error statuses,
+//! duplicate or missing blocks). Start it with [`run`] on a listener bound by the caller (port 0 in tests).
+
+pub mod block;
+pub mod fixture;
+pub mod pki;
+mod service;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::fabric::deliver::StatusCode;
+use crate::fabric::identity::{CertificateKey, Identity, MspId};
+use block::{BlockInputs, ChainTip, TaskSchedule};
+
+/// Errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerSimError {
+    #[error("recorded block #{index} is not a valid block: {reason}")]
+    BadRecordedBlock { index: usize, reason: String },
+    #[error(
+        "recorded block #{index} has number {number}; blocks must be numbered 0, 1, 2, ... in order"
+    )]
+    OutOfOrder { index: usize, number: u64 },
+    #[error("cannot append block {got}: the next block must be {expected}")]
+    WrongNumber { expected: u64, got: u64 },
+    #[error("cannot generate a block: {0}")]
+    Generate(String),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// TLS for the simulator's server side.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server certificate chain (PEM).
+    pub cert_pem: Bytes,
+    /// The server's private key (PEM).
+    pub key_pem: Bytes,
+    /// When set, clients must present a certificate issued by this CA (mutual TLS).
+    pub client_ca_pem: Option<Bytes>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the simulator makes new blocks.
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    /// Signs the generated transactions (creator, endorser and block signature).
+    pub signer: Arc<Identity>,
+    /// Time between generated blocks; `None` generates only on [`PeerSimHandle::generate_block`].
+    pub interval: Option<Duration>,
+}
+
+/// Faults to inject, for testing clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// One-shot: the next stream is cut (no status) after sending this many blocks.
+    pub drop_after_blocks: Option<u64>,
+    /// Wait before sending each block.
+    pub block_delay: Duration,
+    /// Answer every request with this status instead of blocks (until cleared).
+    pub refuse_with: Option<StatusCode>,
+    /// One-shot: the next stream sends its first block twice.
+    pub duplicate_first_block: bool,
+    /// One-shot: the next stream leaves out its second block.
+    pub skip_second_block: bool,
+}
+
+/// Everything the simulator needs.
+#[derive(Debug, Clone)]
+pub struct PeerSimConfig {
+    /// The one channel it serves; any other is NOT_FOUND.
+    pub channel_id: String,
+    /// Blocks to serve from the start, numbered 0, 1, 2, ... (e.g. [`fixture::recorded_blocks`]).
+    pub blocks: Vec<Bytes>,
+    /// Readers policy, part 1: creators must belong to this MSP.
+    pub msp_id: MspId,
+    /// Readers policy, part 2: creators' certificates must be issued by this CA.
+    pub org_ca: CertificateKey,
+    /// Makes new blocks; `None` serves only `blocks` (and whatever is appended through the handle).
+    pub generator: Option<GeneratorConfig>,
+    /// Server TLS; `None` serves plaintext gRPC.
+    pub tls: Option<ServerTls>,
+}
+
+impl PeerSimConfig {
+    /// The embedded Fabric fixtures: channel `mychannel`, its 24 recorded blocks, Org1MSP with the Org1 CA, and a
+    /// generator signing as the fixture's User1 (no automatic interval, no TLS).
+    pub fn from_fixtures() -> Self {
+        let org_ca = CertificateKey::from_pem(fixture::ORG1_CA_PEM, "embedded org1_ca.pem")
+            .expect("the embedded Org1 CA is a valid P-256 certificate");
+        PeerSimConfig {
+            channel_id: fixture::CHANNEL.to_owned(),
+            blocks: fixture::recorded_blocks(),
+            msp_id: MspId::new(fixture::MSP_ID).expect("non-empty MSP id"),
+            org_ca,
+            generator: Some(GeneratorConfig {
+                signer: Arc::new(fixture_user1()),
+                interval: None,
+            }),
+            tls: None,
+        }
+    }
+}
+
+/// The fixture's User1 identity of Org1MSP (embedded test material).
+pub fn fixture_user1() -> Identity {
+    Identity::from_pem(
+        MspId::new(fixture::MSP_ID).expect("non-empty MSP id"),
+        fixture::USER1_CERT_PEM,
+        "embedded user1_signcert.pem",
+        fixture::USER1_KEY_PEM,
+        "embedded user1_key.pem",
+    )
+    .expect("the embedded User1 certificate and key match")
+}
+
+/// The chain and the generator's state.
+struct Chain {
+    /// Every block, by number.
+    blocks: Vec<Bytes>,
+    /// What the next generated block chains onto.
+    tip: Option<ChainTip>,
+    /// Which transactions to generate next.
+    schedule: TaskSchedule,
+}
+
+/// State shared by the server, its streams, the generator and handles.
+pub(crate) struct Shared {
+    channel_id: String,
+    msp_id: MspId,
+    org_ca: CertificateKey,
+    signer: Option<Arc<Identity>>,
+    chain: Mutex<Chain>,
+    /// Publishes the height so waiting streams wake up when a block is appended.
+    height: watch::Sender<u64>,
+    faults: Mutex<Faults>,
+    /// Deliver requests received (for tests and logs).
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn lock_chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn block(&self, number: u64) -> Option<Bytes> {
+        let index = usize::try_from(number).ok()?;
+        self.lock_chain().blocks.get(index).cloned()
+    }
+}
+
+/// A configured simulator, ready to [`run`].
+pub struct PeerSim {
+    shared: Arc<Shared>,
+    tls: Option<ServerTls>,
+    interval: Option<Duration>,
+}
+
+impl PeerSim {
+    /// Checks the recorded blocks (numbered 0, 1, 2, ...) and prepares the simulator.
+    pub fn new(config: PeerSimConfig) -> Result<Self, PeerSimError> {
+        let mut tip = None;
+        for (index, bytes) in config.blocks.iter().enumerate() {
+            let block_tip = ChainTip::of_block(bytes)
+                .map_err(|reason| PeerSimError::BadRecordedBlock { index, reason })?;
+            if block_tip.number != index as u64 {
+                return Err(PeerSimError::OutOfOrder {
+                    index,
+                    number: block_tip.number,
+                });
+            }
+            tip = Some(block_tip);
+        }
+        let height = config.blocks.len() as u64;
+        let interval = config.generator.as_ref().and_then(|g| g.interval);
+        let shared = Shared {
+            channel_id: config.channel_id,
+            msp_id: config.msp_id,
+            org_ca: config.org_ca,
+            signer: config.generator.map(|g| g.signer),
+            chain: Mutex::new(Chain {
+                blocks: config.blocks,
+                tip,
+                schedule: TaskSchedule::default(),
+            }),
+            height: watch::Sender::new(height),
+            faults: Mutex::new(Faults::default()),
+            requests: Default::default(),
+        };
+        Ok(PeerSim {
+            shared: Arc::new(shared),
+            tls: config.tls,
+            interval,
+        })
+    }
+
+    /// A handle to inspect and drive the simulator while it runs.
+    pub fn handle(&self) -> PeerSimHandle {
+        PeerSimHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Controls a simulator from tests, the demo or the CLI.
+#[derive(Clone)]
+pub struct PeerSimHandle {
+    shared: Arc<Shared>,
+}
+
+impl PeerSimHandle {
+    /// The number of blocks in the chain (the next block's number).
+    pub fn height(&self) -> u64 {
+        *self.shared.height.borrow()
+    }
+
+    /// The bytes of block `number`, if the chain has it.
+    pub fn block(&self, number: u64) -> Option<Bytes> {
+        self.shared.block(number)
+    }
+
+    /// How many Deliver requests the simulator has received.
+    pub fn requests(&self) -> u64 {
+        self.shared
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Appends a block made elsewhere; its number must be the current height.
+    pub fn append_block(&self, bytes: Bytes) -> Result<u64, PeerSimError> {
+        let tip = ChainTip::of_block(&bytes).map_err(|reason| PeerSimError::BadRecordedBlock {
+            index: self.height() as usize,
+            reason,
+        })?;
+        let mut chain = self.shared.lock_chain();
+        let expected = chain.blocks.len() as u64;
+        if tip.number != expected {
+            return Err(PeerSimError::WrongNumber {
+                expected,
+                got: tip.number,
+            });
+        }
+        chain.blocks.push(bytes);
+        chain.tip = Some(tip);
+        let height = chain.blocks.len() as u64;
+        drop(chain);
+        self.shared.height.send_replace(height);
+        Ok(height - 1)
+    }
+
+    /// Generates the next `taskmgr` block now and returns its number.
+    pub fn generate_block(&self) -> Result<u64, PeerSimError> {
+        let signer = self
+            .shared
+            .signer
+            .clone()
+            .ok_or_else(|| PeerSimError::Generate("no generator is configured".to_owned()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut chain = self.shared.lock_chain();
+        let tip = chain.tip.clone().ok_or_else(|| {
+            PeerSimError::Generate(
+                "the chain is empty: a generated block needs a block to chain onto".to_owned(),
+            )
+        })?;
+        let transactions = chain.schedule.next_block();
+        let nonces = transactions
+            .iter()
+            .map(|_| {
+                let mut nonce = [0u8; 24];
+                rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
+                nonce
+            })
+            .collect();
+        let inputs = BlockInputs {
+            channel_id: &self.shared.channel_id,
+            timestamp: prost_types::Timestamp {
+                seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
+            },
+            nonces,
+        };
+        let bytes = block::build_block(&tip, &transactions, &signer, &inputs);
+        let new_tip = ChainTip::of_block(&bytes).map_err(PeerSimError::Generate)?;
+        let number = new_tip.number;
+        chain.blocks.push(bytes);
+        chain.tip = Some(new_tip);
+        drop(chain);
+        self.shared.height.send_replace(number + 1);
+        Ok(number)
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.lock_faults() = faults;
+    }
+
+    /// The faults currently set (one-shot faults disappear once used).
+    pub fn faults(&self) -> Faults {
+        self.shared.lock_faults().clone()
+    }
+}
+
+/// Serves the simulator on `listener` until `shutdown` is cancelled; generates blocks at the configured interval
+/// meanwhile. Open streams end at shutdown.
+pub async fn run(
+    listener: TcpListener,
+    sim: PeerSim,
+    shutdown: CancellationToken,
+) -> Result<(), PeerSimError> {
+    let handle = sim.handle();
+    let generator = sim.interval.map(|interval| {
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match handle.generate_block() {
+                    Ok(number) => tracing::debug!(number, "generated block"),
+                    Err(error) => {
+                        tracing::error!(%error, "block generator stopped");
+                        return;
+                    }
+                }
+            }
+        })
+    });
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &sim.tls {
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        );
+        if let Some(client_ca) = &tls.client_ca_pem {
+            config = config
+                .client_ca_root(tonic::transport::Certificate::from_pem(client_ca))
+                .client_auth_optional(false);
+        }
+        server = server
+            .tls_config(config)
+            .map_err(|e| PeerSimError::Tls(e.to_string()))?;
+    }
+    let service = service::DeliverService::new(sim.shared.clone(), shutdown.clone());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = server
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await
+        .map_err(|e| PeerSimError::Serve(e.to_string()));
+    if let Some(generator) = generator {
+        generator.abort();
+    }
+    result
+}

@@ -1,0 +1,836 @@
+//! Fabric messages -> JSON exactly as Fabric's configtxlator (its `protolator` package) prints them, built
+//! straight into `serde_json::Value` (no JSON text in between).
+//!
+//! The rules, from protolator over Go's `jsonpb` (`OrigName`, `EmitDefaults`):
+//! - proto field names; every field is present, with its default when unset;
+//! - int32/uint32 as numbers, int64/uint64 as strings, enums by name (a number when the value has no name);
+//! - bytes as standard base64; a singular bytes field that is empty is `null` (Go decodes it to a nil slice),
+//!   while an empty element of a repeated bytes field or an empty map value is `""`;
+//! - an absent message is `null`, an empty list `[]`, an empty map `{}`;
+//! - `google.protobuf.Timestamp` as RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits;
+//! - bytes that hold a nested message are replaced by that message's JSON, chosen by context: a
+//!   `Payload.data` by its channel header type, a `ConfigValue.value` by its key and group path, a
+//!   `Policy.value` by policy type, an `MSPPrincipal.principal` by classification, and so on. An empty nested
+//!   field is `null`.
+//!
+//! Where configtxlator refuses to decode (an unknown config value key, an unknown policy type, bytes that do
+//! not parse as the expected message) this module prints the bytes as base64, as plain `jsonpb` would, so
+//! an event is never lost over a field nobody reads. One configtxlator quirk is mirrored on purpose:
+//! `collection_hashed_rwset[].hashed_rwset` stays base64, because protolator registers that field under the
+//! name `rwset` and so never decodes it.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use prost::Message;
+use serde_json::{Map, Value};
+
+use crate::fabric::proto::{common, etcdraft, kvrwset, msp, orderer, protos, rwset};
+
+macro_rules! obj {
+    ($($key:literal => $value:expr),* $(,)?) => {{
+        let mut map = Map::with_capacity([$($key),*].len());
+        $(map.insert($key.to_owned(), $value);)*
+        Value::Object(map)
+    }};
+}
+
+/// Envelopes can nest inside payloads (orderer transactions, a config's last update): beyond this depth the
+/// bytes stay base64, so a crafted block cannot exhaust the stack.
+const MAX_ENVELOPE_DEPTH: u8 = 16;
+
+/// The JSON of a serialized `common.Payload` (what configtxlator prints for `data.data[i].payload`).
+pub fn payload_bytes(bytes: &Bytes) -> Value {
+    opaque(bytes, |p| payload(p, 0))
+}
+
+/// The JSON of a `common.Payload` found `depth` envelopes deep.
+fn payload(p: &common::Payload, depth: u8) -> Value {
+    let data = if p.data.is_empty() {
+        Value::Null
+    } else {
+        match p
+            .header
+            .as_ref()
+            .and_then(|h| common::ChannelHeader::decode(h.channel_header.clone()).ok())
+        {
+            Some(ch) => payload_data(ch.r#type, &p.data, depth),
+            None => base64(&p.data),
+        }
+    };
+    obj! {
+        "header" => option(&p.header, header),
+        "data" => data,
+    }
+}
+
+fn payload_data(header_type: i32, data: &Bytes, depth: u8) -> Value {
+    use common::HeaderType as H;
+    if depth >= MAX_ENVELOPE_DEPTH {
+        return base64(data);
+    }
+    match H::try_from(header_type) {
+        Ok(H::Config) => opaque(data, |c| config_envelope(c, depth)),
+        Ok(H::OrdererTransaction) => opaque(data, |e| envelope(e, depth + 1)),
+        Ok(H::ConfigUpdate) => opaque(data, config_update_envelope),
+        Ok(H::Message) => opaque(data, plain_config_value),
+        Ok(H::EndorserTransaction) => opaque(data, transaction),
+        _ => base64(data),
+    }
+}
+
+/// The JSON of a `common.ConfigUpdate` (channel groups decoded by path, as in a config transaction).
+pub fn config_update(u: &common::ConfigUpdate) -> Value {
+    obj! {
+        "channel_id" => string(&u.channel_id),
+        "read_set" => option(&u.read_set, |g| config_group(g, Group::Channel)),
+        "write_set" => option(&u.write_set, |g| config_group(g, Group::Channel)),
+        // No isolated data type is registered with configtxlator: the values stay bytes.
+        "isolated_data" => bytes_map(&u.isolated_data),
+    }
+}
+
+// ---- common -------------------------------------------------------------------------------------------
+
+fn envelope(e: &common::Envelope, depth: u8) -> Value {
+    obj! {
+        "payload" => opaque(&e.payload, |p| payload(p, depth)),
+        "signature" => bytes(&e.signature),
+    }
+}
+
+fn header(h: &common::Header) -> Value {
+    obj! {
+        "channel_header" => opaque(&h.channel_header, channel_header),
+        "signature_header" => opaque(&h.signature_header, signature_header),
+    }
+}
+
+fn channel_header(ch: &common::ChannelHeader) -> Value {
+    let extension = if ch.r#type == common::HeaderType::EndorserTransaction as i32 {
+        opaque(&ch.extension, chaincode_header_extension)
+    } else {
+        bytes(&ch.extension)
+    };
+    obj! {
+        "type" => Value::from(ch.r#type),
+        "version" => Value::from(ch.version),
+        "timestamp" => timestamp(&ch.timestamp),
+        "channel_id" => string(&ch.channel_id),
+        "tx_id" => string(&ch.tx_id),
+        "epoch" => uint64(ch.epoch),
+        "extension" => extension,
+        "tls_cert_hash" => bytes(&ch.tls_cert_hash),
+    }
+}
+
+fn signature_header(sh: &common::SignatureHeader) -> Value {
+    obj! {
+        "creator" => opaque(&sh.creator, serialized_identity),
+        "nonce" => bytes(&sh.nonce),
+    }
+}
+
+fn serialized_identity(id: &msp::SerializedIdentity) -> Value {
+    obj! {
+        "mspid" => string(&id.mspid),
+        "id_bytes" => bytes(&id.id_bytes),
+    }
+}
+
+fn config_envelope(ce: &common::ConfigEnvelope, depth: u8) -> Value {
+    obj! {
+        "config" => option(&ce.config, config),
+        "last_update" => option(&ce.last_update, |e| envelope(e, depth + 1)),
+    }
+}
+
+fn config(c: &common::Config) -> Value {
+    obj! {
+        "sequence" => uint64(c.sequence),
+        "channel_group" => option(&c.channel_group, |g| config_group(g, Group::Channel)),
+    }
+}
+
+fn config_update_envelope(cue: &common::ConfigUpdateEnvelope) -> Value {
+    obj! {
+        "config_update" => opaque(&cue.config_update, config_update),
+        "signatures" => list(&cue.signatures, config_signature),
+    }
+}
+
+fn config_signature(cs: &common::ConfigSignature) -> Value {
+    obj! {
+        "signature_header" => opaque(&cs.signature_header, signature_header),
+        "signature" => bytes(&cs.signature),
+    }
+}
+
+/// A `MESSAGE` payload holds a `ConfigValue` outside any group: its value stays bytes.
+fn plain_config_value(v: &common::ConfigValue) -> Value {
+    obj! {
+        "version" => uint64(v.version),
+        "value" => bytes(&v.value),
+        "mod_policy" => string(&v.mod_policy),
+    }
+}
+
+/// Where a config group sits in the channel tree: decides how its values and sub-groups decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Channel,
+    Orderer,
+    OrdererOrg,
+    Application,
+    ApplicationOrg,
+    Consortiums,
+    Consortium,
+    ConsortiumOrg,
+    /// A group configtxlator does not know: its values stay bytes.
+    Unknown,
+}
+
+impl Group {
+    fn child(self, key: &str) -> Group {
+        match (self, key) {
+            (Group::Channel, "Orderer") => Group::Orderer,
+            (Group::Channel, "Application") => Group::Application,
+            (Group::Channel, "Consortiums") => Group::Consortiums,
+            (Group::Orderer, _) => Group::OrdererOrg,
+            (Group::Application, _) => Group::ApplicationOrg,
+            (Group::Consortiums, _) => Group::Consortium,
+            (Group::Consortium, _) => Group::ConsortiumOrg,
+            _ => Group::Unknown,
+        }
+    }
+}
+
+fn config_group(g: &common::ConfigGroup, kind: Group) -> Value {
+    obj! {
+        "version" => uint64(g.version),
+        "groups" => sorted_map(&g.groups, |key, child| config_group(child, kind.child(key))),
+        "values" => sorted_map(&g.values, |key, value| config_value(value, kind, key)),
+        "policies" => sorted_map(&g.policies, |_, p| config_policy(p)),
+        "mod_policy" => string(&g.mod_policy),
+    }
+}
+
+fn config_value(v: &common::ConfigValue, kind: Group, key: &str) -> Value {
+    obj! {
+        "version" => uint64(v.version),
+        "value" => config_value_value(&v.value, kind, key),
+        "mod_policy" => string(&v.mod_policy),
+    }
+}
+
+fn config_value_value(value: &Bytes, kind: Group, key: &str) -> Value {
+    match (kind, key) {
+        (Group::Channel, "HashingAlgorithm") => opaque(value, |m: &common::HashingAlgorithm| {
+            obj! { "name" => string(&m.name) }
+        }),
+        (Group::Channel, "BlockDataHashingStructure") => opaque(
+            value,
+            |m: &common::BlockDataHashingStructure| obj! { "width" => Value::from(m.width) },
+        ),
+        (Group::Channel, "OrdererAddresses") | (Group::OrdererOrg, "Endpoints") => opaque(
+            value,
+            |m: &common::OrdererAddresses| obj! { "addresses" => strings(&m.addresses) },
+        ),
+        (Group::Channel, "Consortium") => opaque(
+            value,
+            |m: &common::Consortium| obj! { "name" => string(&m.name) },
+        ),
+        (Group::Channel | Group::Orderer | Group::Application, "Capabilities") => {
+            opaque(value, capabilities)
+        }
+        (Group::Orderer, "ConsensusType") => opaque(value, consensus_type),
+        (Group::Orderer, "BatchSize") => opaque(value, |m: &orderer::BatchSize| {
+            obj! {
+                "max_message_count" => Value::from(m.max_message_count),
+                "absolute_max_bytes" => Value::from(m.absolute_max_bytes),
+                "preferred_max_bytes" => Value::from(m.preferred_max_bytes),
+            }
+        }),
+        (Group::Orderer, "BatchTimeout") => opaque(
+            value,
+            |m: &orderer::BatchTimeout| obj! { "timeout" => string(&m.timeout) },
+        ),
+        (Group::Orderer, "KafkaBrokers") => opaque(
+            value,
+            |m: &orderer::KafkaBrokers| obj! { "brokers" => strings(&m.brokers) },
+        ),
+        (Group::Orderer, "ChannelRestrictions") => opaque(
+            value,
+            |m: &orderer::ChannelRestrictions| obj! { "max_count" => uint64(m.max_count) },
+        ),
+        (Group::Orderer, "Orderers") => opaque(value, orderers),
+        (Group::OrdererOrg | Group::ApplicationOrg | Group::ConsortiumOrg, "MSP") => {
+            opaque(value, msp_config)
+        }
+        (Group::Application, "ACLs") => opaque(value, acls),
+        (Group::ApplicationOrg, "AnchorPeers") => opaque(value, anchor_peers),
+        (Group::Consortium, "ChannelCreationPolicy") => opaque(value, policy),
+        _ => bytes(value),
+    }
+}
+
+fn config_policy(p: &common::ConfigPolicy) -> Value {
+    obj! {
+        "version" => uint64(p.version),
+        "policy" => option(&p.policy, policy),
+        "mod_policy" => string(&p.mod_policy),
+    }
+}
+
+fn policy(p: &common::Policy) -> Value {
+    use common::policy::PolicyType as T;
+    let value = match T::try_from(p.r#type) {
+        Ok(T::Signature) => opaque(&p.value, signature_policy_envelope),
+        Ok(T::ImplicitMeta) => opaque(&p.value, implicit_meta_policy),
+        _ => bytes(&p.value),
+    };
+    obj! {
+        "type" => Value::from(p.r#type),
+        "value" => value,
+    }
+}
+
+fn signature_policy_envelope(e: &common::SignaturePolicyEnvelope) -> Value {
+    obj! {
+        "version" => Value::from(e.version),
+        "rule" => option(&e.rule, signature_policy),
+        "identities" => list(&e.identities, msp_principal),
+    }
+}
+
+fn signature_policy(p: &common::SignaturePolicy) -> Value {
+    use common::signature_policy::Type;
+    let mut map = Map::with_capacity(1);
+    match &p.r#type {
+        Some(Type::SignedBy(n)) => {
+            map.insert("signed_by".to_owned(), Value::from(*n));
+        }
+        Some(Type::NOutOf(n_out_of)) => {
+            map.insert(
+                "n_out_of".to_owned(),
+                obj! {
+                    "n" => Value::from(n_out_of.n),
+                    "rules" => list(&n_out_of.rules, signature_policy),
+                },
+            );
+        }
+        None => {}
+    }
+    Value::Object(map)
+}
+
+fn implicit_meta_policy(p: &common::ImplicitMetaPolicy) -> Value {
+    obj! {
+        "sub_policy" => string(&p.sub_policy),
+        "rule" => enumeration(p.rule, |v| common::implicit_meta_policy::Rule::try_from(v).ok().map(|e| e.as_str_name())),
+    }
+}
+
+fn msp_principal(p: &common::MspPrincipal) -> Value {
+    use common::msp_principal::Classification as C;
+    let principal = match C::try_from(p.principal_classification) {
+        Ok(C::Role) => opaque(&p.principal, |r: &common::MspRole| {
+            obj! {
+                "msp_identifier" => string(&r.msp_identifier),
+                "role" => enumeration(r.role, |v| common::msp_role::MspRoleType::try_from(v).ok().map(|e| e.as_str_name())),
+            }
+        }),
+        Ok(C::OrganizationUnit) => opaque(&p.principal, |ou: &common::OrganizationUnit| {
+            obj! {
+                "msp_identifier" => string(&ou.msp_identifier),
+                "organizational_unit_identifier" => string(&ou.organizational_unit_identifier),
+                "certifiers_identifier" => bytes(&ou.certifiers_identifier),
+            }
+        }),
+        Ok(C::Identity) => opaque(&p.principal, serialized_identity),
+        _ => bytes(&p.principal),
+    };
+    obj! {
+        "principal_classification" => enumeration(p.principal_classification, |v| C::try_from(v).ok().map(|e| e.as_str_name())),
+        "principal" => principal,
+    }
+}
+
+fn capabilities(c: &common::Capabilities) -> Value {
+    obj! { "capabilities" => sorted_map(&c.capabilities, |_, _| Value::Object(Map::new())) }
+}
+
+fn orderers(o: &common::Orderers) -> Value {
+    obj! {
+        "consenter_mapping" => list(&o.consenter_mapping, |c: &common::Consenter| obj! {
+            "id" => Value::from(c.id),
+            "host" => string(&c.host),
+            "port" => Value::from(c.port),
+            "msp_id" => string(&c.msp_id),
+            "identity" => bytes(&c.identity),
+            "client_tls_cert" => bytes(&c.client_tls_cert),
+            "server_tls_cert" => bytes(&c.server_tls_cert),
+        }),
+    }
+}
+
+// ---- msp ----------------------------------------------------------------------------------------------
+
+fn msp_config(c: &msp::MspConfig) -> Value {
+    let config = match c.r#type {
+        0 => opaque(&c.config, fabric_msp_config),
+        1 => opaque(&c.config, idemix_msp_config),
+        _ => bytes(&c.config),
+    };
+    obj! {
+        "type" => Value::from(c.r#type),
+        "config" => config,
+    }
+}
+
+fn fabric_msp_config(c: &msp::FabricMspConfig) -> Value {
+    obj! {
+        "name" => string(&c.name),
+        "root_certs" => bytes_list(&c.root_certs),
+        "intermediate_certs" => bytes_list(&c.intermediate_certs),
+        "admins" => bytes_list(&c.admins),
+        "revocation_list" => bytes_list(&c.revocation_list),
+        "signing_identity" => option(&c.signing_identity, |s: &msp::SigningIdentityInfo| obj! {
+            "public_signer" => bytes(&s.public_signer),
+            "private_signer" => option(&s.private_signer, |k: &msp::KeyInfo| obj! {
+                "key_identifier" => string(&k.key_identifier),
+                "key_material" => bytes(&k.key_material),
+            }),
+        }),
+        "organizational_unit_identifiers" => list(&c.organizational_unit_identifiers, fabric_ou_identifier),
+        "crypto_config" => option(&c.crypto_config, |cc: &msp::FabricCryptoConfig| obj! {
+            "signature_hash_family" => string(&cc.signature_hash_family),
+            "identity_identifier_hash_function" => string(&cc.identity_identifier_hash_function),
+        }),
+        "tls_root_certs" => bytes_list(&c.tls_root_certs),
+        "tls_intermediate_certs" => bytes_list(&c.tls_intermediate_certs),
+        "fabric_node_ous" => option(&c.fabric_node_ous, |n: &msp::FabricNodeOUs| obj! {
+            "enable" => Value::Bool(n.enable),
+            "client_ou_identifier" => option(&n.client_ou_identifier, fabric_ou_identifier),
+            "peer_ou_identifier" => option(&n.peer_ou_identifier, fabric_ou_identifier),
+            "admin_ou_identifier" => option(&n.admin_ou_identifier, fabric_ou_identifier),
+            "orderer_ou_identifier" => option(&n.orderer_ou_identifier, fabric_ou_identifier),
+        }),
+    }
+}
+
+fn fabric_ou_identifier(o: &msp::FabricOuIdentifier) -> Value {
+    obj! {
+        "certificate" => bytes(&o.certificate),
+        "organizational_unit_identifier" => string(&o.organizational_unit_identifier),
+    }
+}
+
+fn idemix_msp_config(c: &msp::IdemixMspConfig) -> Value {
+    obj! {
+        "name" => string(&c.name),
+        "ipk" => bytes(&c.ipk),
+        "signer" => option(&c.signer, |s: &msp::IdemixMspSignerConfig| obj! {
+            "cred" => bytes(&s.cred),
+            "sk" => bytes(&s.sk),
+            "organizational_unit_identifier" => string(&s.organizational_unit_identifier),
+            "role" => Value::from(s.role),
+            "enrollment_id" => string(&s.enrollment_id),
+            "credential_revocation_information" => bytes(&s.credential_revocation_information),
+        }),
+        "revocation_pk" => bytes(&c.revocation_pk),
+        "epoch" => int64(c.epoch),
+    }
+}
+
+// ---- orderer ------------------------------------------------------------------------------------------
+
+fn consensus_type(c: &orderer::ConsensusType) -> Value {
+    let metadata = if c.r#type == "etcdraft" {
+        opaque(&c.metadata, etcdraft_metadata)
+    } else if c.metadata.is_empty() {
+        Value::Null
+    } else {
+        // configtxlator decodes other consensus metadata as google.protobuf.Empty.
+        Value::Object(Map::new())
+    };
+    obj! {
+        "type" => string(&c.r#type),
+        "metadata" => metadata,
+        "state" => enumeration(c.state, |v| orderer::consensus_type::State::try_from(v).ok().map(|e| e.as_str_name())),
+    }
+}
+
+fn etcdraft_metadata(m: &etcdraft::ConfigMetadata) -> Value {
+    obj! {
+        "consenters" => list(&m.consenters, |c: &etcdraft::Consenter| obj! {
+            "host" => string(&c.host),
+            "port" => Value::from(c.port),
+            "client_tls_cert" => bytes(&c.client_tls_cert),
+            "server_tls_cert" => bytes(&c.server_tls_cert),
+        }),
+        "options" => option(&m.options, |o: &etcdraft::Options| obj! {
+            "tick_interval" => string(&o.tick_interval),
+            "election_tick" => Value::from(o.election_tick),
+            "heartbeat_tick" => Value::from(o.heartbeat_tick),
+            "max_inflight_blocks" => Value::from(o.max_inflight_blocks),
+            "snapshot_interval_size" => Value::from(o.snapshot_interval_size),
+        }),
+    }
+}
+
+// ---- peer ---------------------------------------------------------------------------------------------
+
+fn acls(a: &protos::AcLs) -> Value {
+    obj! {
+        "acls" => sorted_map(&a.acls, |_, r: &protos::ApiResource| obj! { "policy_ref" => string(&r.policy_ref) }),
+    }
+}
+
+fn anchor_peers(a: &protos::AnchorPeers) -> Value {
+    obj! {
+        "anchor_peers" => list(&a.anchor_peers, |p: &protos::AnchorPeer| obj! {
+            "host" => string(&p.host),
+            "port" => Value::from(p.port),
+        }),
+    }
+}
+
+fn chaincode_header_extension(e: &protos::ChaincodeHeaderExtension) -> Value {
+    obj! {
+        "chaincode_id" => option(&e.chaincode_id, chaincode_id),
+    }
+}
+
+fn chaincode_id(id: &protos::ChaincodeId) -> Value {
+    obj! {
+        "path" => string(&id.path),
+        "name" => string(&id.name),
+        "version" => string(&id.version),
+    }
+}
+
+fn transaction(t: &protos::Transaction) -> Value {
+    obj! { "actions" => list(&t.actions, transaction_action) }
+}
+
+fn transaction_action(a: &protos::TransactionAction) -> Value {
+    obj! {
+        "header" => opaque(&a.header, signature_header),
+        "payload" => opaque(&a.payload, chaincode_action_payload),
+    }
+}
+
+fn chaincode_action_payload(p: &protos::ChaincodeActionPayload) -> Value {
+    obj! {
+        "chaincode_proposal_payload" => opaque(&p.chaincode_proposal_payload, chaincode_proposal_payload),
+        "action" => option(&p.action, chaincode_endorsed_action),
+    }
+}
+
+fn chaincode_proposal_payload(p: &protos::ChaincodeProposalPayload) -> Value {
+    obj! {
+        "input" => opaque(&p.input, |i: &protos::ChaincodeInvocationSpec| obj! {
+            "chaincode_spec" => option(&i.chaincode_spec, chaincode_spec),
+        }),
+        "TransientMap" => bytes_map(&p.transient_map),
+    }
+}
+
+fn chaincode_spec(s: &protos::ChaincodeSpec) -> Value {
+    obj! {
+        "type" => enumeration(s.r#type, |v| protos::chaincode_spec::Type::try_from(v).ok().map(|e| e.as_str_name())),
+        "chaincode_id" => option(&s.chaincode_id, chaincode_id),
+        "input" => option(&s.input, |i: &protos::ChaincodeInput| obj! {
+            "args" => bytes_list(&i.args),
+            "decorations" => bytes_map(&i.decorations),
+            "is_init" => Value::Bool(i.is_init),
+        }),
+        "timeout" => Value::from(s.timeout),
+    }
+}
+
+fn chaincode_endorsed_action(a: &protos::ChaincodeEndorsedAction) -> Value {
+    obj! {
+        "proposal_response_payload" => opaque(&a.proposal_response_payload, |p: &protos::ProposalResponsePayload| obj! {
+            "proposal_hash" => bytes(&p.proposal_hash),
+            "extension" => opaque(&p.extension, chaincode_action),
+        }),
+        "endorsements" => list(&a.endorsements, |e: &protos::Endorsement| obj! {
+            "endorser" => bytes(&e.endorser),
+            "signature" => bytes(&e.signature),
+        }),
+    }
+}
+
+fn chaincode_action(a: &protos::ChaincodeAction) -> Value {
+    obj! {
+        "results" => opaque(&a.results, tx_read_write_set),
+        "events" => opaque(&a.events, chaincode_event),
+        "response" => option(&a.response, |r: &protos::Response| obj! {
+            "status" => Value::from(r.status),
+            "message" => string(&r.message),
+            "payload" => bytes(&r.payload),
+        }),
+        "chaincode_id" => option(&a.chaincode_id, chaincode_id),
+    }
+}
+
+fn chaincode_event(e: &protos::ChaincodeEvent) -> Value {
+    obj! {
+        "chaincode_id" => string(&e.chaincode_id),
+        "tx_id" => string(&e.tx_id),
+        "event_name" => string(&e.event_name),
+        "payload" => bytes(&e.payload),
+    }
+}
+
+// ---- ledger -------------------------------------------------------------------------------------------
+
+fn tx_read_write_set(s: &rwset::TxReadWriteSet) -> Value {
+    // configtxlator only knows how to open the KV data model.
+    let kv = s.data_model == rwset::tx_read_write_set::DataModel::Kv as i32;
+    obj! {
+        "data_model" => enumeration(s.data_model, |v| rwset::tx_read_write_set::DataModel::try_from(v).ok().map(|e| e.as_str_name())),
+        "ns_rwset" => list(&s.ns_rwset, |ns| ns_read_write_set(ns, kv)),
+    }
+}
+
+fn ns_read_write_set(ns: &rwset::NsReadWriteSet, kv: bool) -> Value {
+    obj! {
+        "namespace" => string(&ns.namespace),
+        "rwset" => if kv { opaque(&ns.rwset, kv_rw_set) } else { bytes(&ns.rwset) },
+        "collection_hashed_rwset" => list(&ns.collection_hashed_rwset, |c: &rwset::CollectionHashedReadWriteSet| obj! {
+            "collection_name" => string(&c.collection_name),
+            "hashed_rwset" => bytes(&c.hashed_rwset),
+            "pvt_rwset_hash" => bytes(&c.pvt_rwset_hash),
+        }),
+    }
+}
+
+fn kv_rw_set(s: &kvrwset::KvrwSet) -> Value {
+    obj! {
+        "reads" => list(&s.reads, kv_read),
+        "range_queries_info" => list(&s.range_queries_info, range_query_info),
+        "writes" => list(&s.writes, |w: &kvrwset::KvWrite| obj! {
+            "key" => string(&w.key),
+            "is_delete" => Value::Bool(w.is_delete),
+            "value" => bytes(&w.value),
+        }),
+        "metadata_writes" => list(&s.metadata_writes, |m: &kvrwset::KvMetadataWrite| obj! {
+            "key" => string(&m.key),
+            "entries" => list(&m.entries, kv_metadata_entry),
+        }),
+    }
+}
+
+fn kv_read(r: &kvrwset::KvRead) -> Value {
+    obj! {
+        "key" => string(&r.key),
+        "version" => option(&r.version, version),
+    }
+}
+
+fn version(v: &kvrwset::Version) -> Value {
+    obj! {
+        "block_num" => uint64(v.block_num),
+        "tx_num" => uint64(v.tx_num),
+    }
+}
+
+fn kv_metadata_entry(e: &kvrwset::KvMetadataEntry) -> Value {
+    obj! {
+        "name" => string(&e.name),
+        "value" => bytes(&e.value),
+    }
+}
+
+fn range_query_info(r: &kvrwset::RangeQueryInfo) -> Value {
+    use kvrwset::range_query_info::ReadsInfo;
+    let mut map = Map::with_capacity(4);
+    map.insert("start_key".to_owned(), string(&r.start_key));
+    map.insert("end_key".to_owned(), string(&r.end_key));
+    map.insert("itr_exhausted".to_owned(), Value::Bool(r.itr_exhausted));
+    // jsonpb prints only the member of a oneof that is set.
+    match &r.reads_info {
+        Some(ReadsInfo::RawReads(q)) => {
+            map.insert(
+                "raw_reads".to_owned(),
+                obj! { "kv_reads" => list(&q.kv_reads, kv_read) },
+            );
+        }
+        Some(ReadsInfo::ReadsMerkleHashes(m)) => {
+            map.insert(
+                "reads_merkle_hashes".to_owned(),
+                obj! {
+                    "max_degree" => Value::from(m.max_degree),
+                    "max_level" => Value::from(m.max_level),
+                    "max_level_hashes" => bytes_list(&m.max_level_hashes),
+                },
+            );
+        }
+        None => {}
+    }
+    Value::Object(map)
+}
+
+// ---- scalars ------------------------------------------------------------------------------------------
+
+/// Bytes that should hold an `M`: its JSON, `null` when empty, base64 when they do not parse.
+fn opaque<M: Message + Default>(raw: &Bytes, to_json: impl FnOnce(&M) -> Value) -> Value {
+    if raw.is_empty() {
+        return Value::Null;
+    }
+    match M::decode(raw.clone()) {
+        Ok(message) => to_json(&message),
+        Err(_) => base64(raw),
+    }
+}
+
+fn option<M>(message: &Option<M>, to_json: impl FnOnce(&M) -> Value) -> Value {
+    message.as_ref().map_or(Value::Null, to_json)
+}
+
+fn list<M>(items: &[M], to_json: impl Fn(&M) -> Value) -> Value {
+    Value::Array(items.iter().map(to_json).collect())
+}
+
+/// Go encodes maps with sorted keys; doing the same keeps the output stable from run to run.
+fn sorted_map<M>(map: &HashMap<String, M>, to_json: impl Fn(&str, &M) -> Value) -> Value {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = Map::with_capacity(entries.len());
+    for (key, value) in entries {
+        out.insert(key.clone(), to_json(key, value));
+    }
+    Value::Object(out)
+}
+
+/// A singular bytes field: empty is `null` (Go decodes it to a nil slice).
+fn bytes(raw: &Bytes) -> Value {
+    if raw.is_empty() {
+        Value::Null
+    } else {
+        base64(raw)
+    }
+}
+
+fn base64(raw: &[u8]) -> Value {
+    Value::String(BASE64.encode(raw))
+}
+
+/// Repeated bytes and map values keep empty entries as `""`.
+fn bytes_list(items: &[Bytes]) -> Value {
+    Value::Array(items.iter().map(|b| base64(b)).collect())
+}
+
+fn bytes_map(map: &HashMap<String, Bytes>) -> Value {
+    sorted_map(map, |_, b| base64(b))
+}
+
+fn string(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| string(s)).collect())
+}
+
+fn uint64(v: u64) -> Value {
+    Value::String(v.to_string())
+}
+
+fn int64(v: i64) -> Value {
+    Value::String(v.to_string())
+}
+
+fn enumeration(value: i32, name: impl Fn(i32) -> Option<&'static str>) -> Value {
+    match name(value) {
+        Some(name) => Value::String(name.to_owned()),
+        None => Value::from(value),
+    }
+}
+
+fn timestamp(t: &Option<prost_types::Timestamp>) -> Value {
+    match t {
+        Some(t) => Value::String(t.to_string()),
+        None => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_singular_bytes_are_null_but_empty_list_entries_are_empty_strings() {
+        assert_eq!(bytes(&Bytes::new()), Value::Null);
+        assert_eq!(
+            bytes_list(&[Bytes::new(), Bytes::from_static(b"\x01")]),
+            serde_json::json!(["", "AQ=="])
+        );
+    }
+
+    #[test]
+    fn timestamps_keep_0_3_6_or_9_fractional_digits() {
+        let ts = |seconds, nanos| timestamp(&Some(prost_types::Timestamp { seconds, nanos }));
+        assert_eq!(ts(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(ts(0, 500_000_000), "1970-01-01T00:00:00.500Z");
+        assert_eq!(ts(0, 1_000), "1970-01-01T00:00:00.000001Z");
+        assert_eq!(ts(0, 1), "1970-01-01T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn unknown_enum_values_print_as_numbers() {
+        let spec = protos::ChaincodeSpec {
+            r#type: 42,
+            ..Default::default()
+        };
+        assert_eq!(chaincode_spec(&spec)["type"], 42);
+    }
+
+    #[test]
+    fn bytes_that_do_not_parse_stay_base64() {
+        let raw = Bytes::from_static(&[0xff, 0xff]);
+        assert_eq!(opaque(&raw, chaincode_event), "//8=");
+    }
+
+    #[test]
+    fn deeply_nested_envelopes_stop_at_a_fixed_depth() {
+        let mut inner = Bytes::from_static(b"innermost");
+        for _ in 0..10_000 {
+            let channel_header = common::ChannelHeader {
+                r#type: common::HeaderType::OrdererTransaction as i32,
+                ..Default::default()
+            };
+            let payload = common::Payload {
+                header: Some(common::Header {
+                    channel_header: Bytes::from(channel_header.encode_to_vec()),
+                    signature_header: Bytes::new(),
+                }),
+                data: inner,
+            };
+            let envelope = common::Envelope {
+                payload: Bytes::from(payload.encode_to_vec()),
+                signature: Bytes::new(),
+            };
+            inner = Bytes::from(envelope.encode_to_vec());
+        }
+        let json = opaque(&inner, |e| envelope(e, 0));
+        let mut node = &json;
+        let mut depth = 0;
+        while let Some(next) = node.get("payload").and_then(|p| p.get("data")) {
+            node = next;
+            depth += 1;
+        }
+        assert_eq!(depth, usize::from(MAX_ENVELOPE_DEPTH) + 1);
+        assert!(node.is_string(), "the rest stays base64");
+    }
+
+    #[test]
+    fn empty_opaque_fields_are_null() {
+        assert_eq!(opaque(&Bytes::new(), chaincode_event), Value::Null);
+    }
+}
