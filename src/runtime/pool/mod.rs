@@ -243,43 +243,429 @@ pub enum PoolError {
     ShuttingDown,
 }
 
+mod instance;
+mod logs;
+mod protocol;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use instance::{Instance, Launcher};
+use logs::FunctionLog;
+
+/// The Python shim, embedded so the binary is self-contained; written to `<data dir>/shim/` at start.
+const PYTHON_SHIM: &str = include_str!("shim/worker.py");
+/// The Node.js shim, embedded so the binary is self-contained; written to `<data dir>/shim/` at start.
+const NODE_SHIM: &str = include_str!("shim/worker.js");
+
+/// A function's log file, written by all its instances.
+type SharedLog = Arc<Mutex<FunctionLog>>;
+
+/// Instances are kept per function and qualifier: a version and LATEST may run different code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FunctionKey {
+    service: String,
+    function: String,
+    qualifier: String,
+}
+
+/// The warm instances of one function at one qualifier.
+#[derive(Debug)]
+struct Function {
+    /// Hash of the [`FunctionSpec`] the current instances were started for.
+    fingerprint: u64,
+    /// Bumped whenever the spec changes: busy instances of an older generation are stopped when they finish.
+    generation: u64,
+    /// Free instances, most recently used last (taken first, so the others age out).
+    idle: Vec<Instance>,
+    /// Whether the code directory of this generation has had its write permissions removed.
+    code_prepared: bool,
+}
+
+/// State shared by the pool handle and its idle reaper.
+#[derive(Debug)]
+struct Shared {
+    /// Starts processes.
+    launcher: Launcher,
+    /// Instances idle this long are stopped.
+    idle_timeout: Duration,
+    /// Whether the daemon is root (handlers then run as another user).
+    root: bool,
+    /// `<data dir>/logs`: one log file per function.
+    logs_dir: PathBuf,
+    /// Warm instances per function; never held across an await.
+    functions: Mutex<HashMap<FunctionKey, Function>>,
+    /// Log files per (service, function), shared by qualifiers so one file has one writer.
+    logs: Mutex<HashMap<(String, String), SharedLog>>,
+    /// Source of [`Function::generation`] values.
+    next_generation: AtomicU64,
+    /// Cancelled by [`Pool::shutdown`] (and on drop): stops the reaper, refuses new invocations.
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain collections in a usable state.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn fingerprint(spec: &FunctionSpec) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    spec.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Service and function names are validated by the API side; anything else is still kept out of paths.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn prepare_dir(path: &Path, mode: Option<u32>) -> Result<(), PoolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| PoolError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(failed)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), PoolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| PoolError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, contents).map_err(failed)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(failed)
+}
+
+/// Deletes a code directory the pool made read-only (when the daemon is not root its directories are 0555, so a
+/// plain `remove_dir_all` would fail). Evict the function first.
+pub fn remove_code_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path)?;
+        if metadata.is_dir() {
+            let mode = metadata.permissions().mode();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o700))?;
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir)
+}
+
 /// Warm handler processes, keyed by function.
 #[derive(Debug)]
 pub struct Pool {
-    config: PoolConfig,
+    shared: Arc<Shared>,
 }
 
 impl Pool {
-    /// Prepares the data directory (writes the shims) and starts the idle reaper. Call inside a tokio runtime.
+    /// Prepares the data directory (writes the shims, clears instance directories left by a previous run) and
+    /// starts the idle reaper. Call inside a tokio runtime.
     pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
-        Ok(Pool { config })
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let run_as = root.then(|| sandbox::unprivileged_user(config.run_as));
+        // As root, handlers run as another user: they may traverse the data directory but not list it.
+        let traverse_only = root.then_some(0o711);
+        let data_dir = &config.data_dir;
+        prepare_dir(data_dir, traverse_only)?;
+        let shim_dir = data_dir.join("shim");
+        prepare_dir(&shim_dir, Some(0o755))?;
+        let python_shim = shim_dir.join("worker.py");
+        let node_shim = shim_dir.join("worker.js");
+        write_file(&python_shim, PYTHON_SHIM)?;
+        write_file(&node_shim, NODE_SHIM)?;
+        let instances_dir = data_dir.join("instances");
+        if instances_dir.exists() {
+            std::fs::remove_dir_all(&instances_dir).map_err(|source| PoolError::DataDir {
+                path: instances_dir.clone(),
+                source,
+            })?;
+        }
+        prepare_dir(&instances_dir, traverse_only)?;
+        let logs_dir = data_dir.join("logs");
+        prepare_dir(&logs_dir, None)?;
+        let mount_namespace = root && sandbox::mount_namespace_works(&instances_dir);
+        let data_outside_tmp = !std::fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.clone())
+            .starts_with("/tmp");
+        tracing::debug!(
+            root,
+            mount_namespace,
+            ?run_as,
+            "function runtime pool sandbox"
+        );
+
+        let shared = Arc::new(Shared {
+            launcher: Launcher {
+                python: config.python,
+                node: config.node,
+                python_shim,
+                node_shim,
+                instances_dir,
+                run_as,
+                fd_limit: config.fd_limit,
+                nproc_limit: config.nproc_limit,
+                mount_namespace,
+                data_outside_tmp,
+                live: Arc::new(AtomicUsize::new(0)),
+            },
+            idle_timeout: config.idle_timeout,
+            root,
+            logs_dir,
+            functions: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        });
+        let period =
+            (config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        tokio::spawn(reap_periodically(
+            Arc::downgrade(&shared),
+            shared.shutdown.clone(),
+            period,
+        ));
+        Ok(Pool { shared })
     }
 
     /// Runs one invocation on a warm instance of `spec`, starting one if none is free.
+    ///
+    /// Dropping the returned future mid-way (the caller went away) stops the instance it was using.
     pub async fn invoke(
         &self,
         spec: &FunctionSpec,
         request: InvokeRequest,
     ) -> Result<Invocation, PoolError> {
-        let _ = (spec, request, &self.config);
-        Err(PoolError::ShuttingDown)
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(PoolError::ShuttingDown);
+        }
+        let key = FunctionKey {
+            service: spec.service.clone(),
+            function: spec.function.clone(),
+            qualifier: spec.qualifier.clone(),
+        };
+        let fingerprint = fingerprint(spec);
+        let mut stale = Vec::new();
+        let (warm, generation, code_prepared) = {
+            let mut functions = lock(&shared.functions);
+            let entry = functions.entry(key.clone()).or_insert_with(|| Function {
+                fingerprint,
+                generation: shared.next_generation.fetch_add(1, Ordering::SeqCst),
+                idle: Vec::new(),
+                code_prepared: false,
+            });
+            if entry.fingerprint != fingerprint {
+                stale.append(&mut entry.idle);
+                entry.fingerprint = fingerprint;
+                entry.generation = shared.next_generation.fetch_add(1, Ordering::SeqCst);
+                entry.code_prepared = false;
+            }
+            let mut warm = None;
+            while let Some(mut instance) = entry.idle.pop() {
+                if instance.has_exited() {
+                    stale.push(instance);
+                } else {
+                    warm = Some(instance);
+                    break;
+                }
+            }
+            (warm, entry.generation, entry.code_prepared)
+        };
+        drop(stale);
+
+        let mut instance = match warm {
+            Some(instance) => instance,
+            None => {
+                if !code_prepared {
+                    sandbox::remove_write_permission(&spec.code_dir, shared.root).map_err(
+                        |source| PoolError::DataDir {
+                            path: spec.code_dir.clone(),
+                            source,
+                        },
+                    )?;
+                    if let Some(entry) = lock(&shared.functions).get_mut(&key)
+                        && entry.generation == generation
+                    {
+                        entry.code_prepared = true;
+                    }
+                }
+                let log = self.function_log(spec);
+                shared.launcher.spawn(spec, generation, log).await?
+            }
+        };
+        let (invocation, reusable) = instance.invoke(spec, &request).await;
+        if reusable && !shared.shutdown.is_cancelled() {
+            let mut functions = lock(&shared.functions);
+            match functions.get_mut(&key) {
+                Some(entry) if entry.generation == instance.generation => entry.idle.push(instance),
+                _ => {
+                    drop(functions);
+                    drop(instance);
+                }
+            }
+        }
+        Ok(invocation)
+    }
+
+    fn function_log(&self, spec: &FunctionSpec) -> SharedLog {
+        let shared = &self.shared;
+        lock(&shared.logs)
+            .entry((spec.service.clone(), spec.function.clone()))
+            .or_insert_with(|| {
+                let path = shared
+                    .logs_dir
+                    .join(file_name(&spec.service))
+                    .join(format!("{}.log", file_name(&spec.function)));
+                Arc::new(Mutex::new(FunctionLog::new(path)))
+            })
+            .clone()
     }
 
     /// Stops every instance of a function (all qualifiers): its code or configuration changed, or it was deleted.
+    /// Busy instances finish their invocation and are stopped then.
     pub async fn evict(&self, service: &str, function: &str) {
-        let _ = (service, function);
+        let evicted: Vec<Function> = {
+            let mut functions = lock(&self.shared.functions);
+            let keys: Vec<FunctionKey> = functions
+                .keys()
+                .filter(|key| key.service == service && key.function == function)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|key| functions.remove(key))
+                .collect()
+        };
+        drop(evicted);
     }
 
-    /// Stops instances idle for longer than the idle timeout; returns how many. The background reaper calls it.
+    /// Stops instances idle for longer than the idle timeout (and instances whose process ended); returns how
+    /// many. The background reaper calls it periodically.
     pub async fn reap_idle(&self) -> usize {
-        0
+        self.shared.reap_idle()
     }
 
     /// Number of live instances (busy or idle).
     pub fn instance_count(&self) -> usize {
-        0
+        self.shared.launcher.live.load(Ordering::SeqCst)
     }
 
-    /// Stops every instance and refuses further invocations.
-    pub async fn shutdown(&self) {}
+    /// Where the log file of a function is written (`<data dir>/logs/<service>/<function>.log`).
+    pub fn log_path(&self, service: &str, function: &str) -> PathBuf {
+        self.shared
+            .logs_dir
+            .join(file_name(service))
+            .join(format!("{}.log", file_name(function)))
+    }
+
+    /// Stops every idle instance and refuses further invocations; busy instances stop when they finish.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let functions = std::mem::take(&mut *lock(&self.shared.functions));
+        drop(functions);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+impl Shared {
+    fn reap_idle(&self) -> usize {
+        let now = Instant::now();
+        let mut reaped = Vec::new();
+        {
+            let mut functions = lock(&self.functions);
+            for entry in functions.values_mut() {
+                for mut instance in std::mem::take(&mut entry.idle) {
+                    let expired =
+                        now.saturating_duration_since(instance.last_used) >= self.idle_timeout;
+                    if expired || instance.has_exited() {
+                        reaped.push(instance);
+                    } else {
+                        entry.idle.push(instance);
+                    }
+                }
+            }
+        }
+        reaped.len()
+    }
+}
+
+async fn reap_periodically(shared: Weak<Shared>, shutdown: CancellationToken, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let reaped = shared.reap_idle();
+        if reaped > 0 {
+            tracing::debug!(reaped, "stopped idle function instances");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_names() {
+        for name in ["python3", "python3.9", "python3.10"] {
+            assert_eq!(
+                name.parse::<Language>().ok(),
+                Some(Language::Python3),
+                "{name}"
+            );
+        }
+        for name in ["nodejs12", "nodejs14", "nodejs16", "nodejs18", "nodejs20"] {
+            assert_eq!(
+                name.parse::<Language>().ok(),
+                Some(Language::Nodejs),
+                "{name}"
+            );
+        }
+        for name in ["java8", "python2.7", "python3.", "nodejs", "custom"] {
+            let error = name.parse::<Language>().expect_err(name);
+            assert!(error.to_string().contains(&format!("'{name}'")), "{error}");
+        }
+    }
+
+    #[test]
+    fn names_stay_inside_the_log_directory() {
+        assert_eq!(file_name("svc-1_a"), "svc-1_a");
+        assert_eq!(file_name("../etc"), "___etc");
+    }
 }
