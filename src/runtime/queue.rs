@@ -116,7 +116,12 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             return RunResult::Done;
         }
     };
-    let finish = |status: EventStatus, detail: &str| {
+    // Outcomes record the number of runs made, so a success on the first run records 1.
+    let finish = |status: EventStatus, runs: u32, detail: &str| {
+        let event = AsyncEvent {
+            attempts: runs,
+            ..event.clone()
+        };
         if let Err(error) = core.storage.finish(&event, status, detail, now_ms()) {
             tracing::error!(
                 seq = event.seq,
@@ -132,7 +137,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             policy.max_age_secs
         );
         tracing::warn!(service = %event.service, function = %event.function, request_id = %event.request_id, "{detail}");
-        finish(EventStatus::Expired, &detail);
+        finish(EventStatus::Expired, event.attempts, &detail);
         return RunResult::Done;
     }
     let records = core.storage.service(&event.service).and_then(|service| {
@@ -143,7 +148,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
         Ok(None) => {
             let detail = "dropped: the function was deleted before the event ran";
             tracing::warn!(service = %event.service, function = %event.function, "{detail}");
-            finish(EventStatus::Dropped, detail);
+            finish(EventStatus::Dropped, event.attempts, detail);
             return RunResult::Done;
         }
         Err(error) => {
@@ -157,7 +162,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
     let spec = match core.function_spec(&service, &function) {
         Ok(spec) => spec,
         Err(error) => {
-            finish(EventStatus::Dropped, &error.message);
+            finish(EventStatus::Dropped, event.attempts, &error.message);
             return RunResult::Done;
         }
     };
@@ -171,7 +176,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
     let error_detail = match result {
         Ok(invocation) => match invocation.outcome {
             InvokeOutcome::Success { .. } => {
-                finish(EventStatus::Succeeded, "");
+                finish(EventStatus::Succeeded, event.attempts + 1, "");
                 return RunResult::Done;
             }
             InvokeOutcome::FunctionError { body, .. } => {
@@ -188,7 +193,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             service = %event.service, function = %event.function, request_id = %event.request_id, attempts,
             "async invocation failed; retries exhausted: {error_detail}"
         );
-        finish(EventStatus::Failed, &error_detail);
+        finish(EventStatus::Failed, attempts, &error_detail);
     } else {
         let delay = backoff(attempts, core.config.async_backoff_cap);
         tracing::info!(

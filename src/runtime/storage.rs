@@ -132,7 +132,7 @@ pub struct EventOutcome {
     pub request_id: String,
     /// `Succeeded`, `Failed`, `Expired` or `Dropped`.
     pub status: String,
-    /// Runs made.
+    /// Runs made (0 when it never ran: expired or dropped before its first run).
     pub attempts: u32,
     /// The last error body, or why it was dropped.
     pub detail: String,
