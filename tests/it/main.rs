@@ -3,4 +3,5 @@
 
 mod runtime_api;
 mod runtime_pool;
+mod runtime_sdk;
 mod support;

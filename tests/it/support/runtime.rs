@@ -305,3 +305,105 @@ impl Drop for TestRuntime {
         self.shutdown.cancel();
     }
 }
+
+/// The repository root.
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the Python SDK is installed (`pip install --target`).
+pub fn python_sdk_dir() -> PathBuf {
+    repository().join("target/sdk-python")
+}
+
+/// Runs an install command once for all test threads and processes: under an exclusive `flock`, and only when
+/// `installed` is missing afterwards-checked again inside the lock.
+fn install_once(installed: &Path, command: &mut std::process::Command) {
+    if installed.exists() {
+        return;
+    }
+    let lock_path = repository().join("target/sdk-install.lock");
+    let lock = std::fs::File::create(&lock_path).expect("create the SDK install lock file");
+    // SAFETY: flock on a file descriptor we own for the whole call; released when `lock` is dropped.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "lock {}", lock_path.display());
+    if installed.exists() {
+        return;
+    }
+    let output = command.output().expect("run the SDK installer");
+    assert!(
+        output.status.success() && installed.exists(),
+        "installing an SDK failed ({:?}):\n{}\n{}",
+        command,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Installs aliyun-fc2 (pinned in tests/sdk/python/requirements.txt) into target/sdk-python when missing.
+pub fn install_python_sdk() {
+    let target = python_sdk_dir();
+    install_once(
+        &target.join("fc2/__init__.py"),
+        std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&target)
+            .arg("-r")
+            .arg(repository().join("tests/sdk/python/requirements.txt")),
+    );
+}
+
+/// Installs @alicloud/fc2 (pinned by tests/sdk/node/package-lock.json) with `npm ci` when missing.
+pub fn install_node_sdk() {
+    let prefix = repository().join("tests/sdk/node");
+    install_once(
+        &prefix.join("node_modules/@alicloud/fc2/package.json"),
+        std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix),
+    );
+}
+
+/// Runs one SDK test script against a signed runtime; panics with its output unless it exits with 0.
+pub async fn run_sdk_script(
+    rt: &TestRuntime,
+    marker_dir: &Path,
+    program: &str,
+    script: &str,
+    python_path: Option<&Path>,
+) {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(repository().join(script))
+        .env("SDK_TEST_ENDPOINT", &rt.url)
+        .env("SDK_TEST_ACCESS_KEY_ID", KEY_ID)
+        .env("SDK_TEST_ACCESS_KEY_SECRET", KEY_SECRET)
+        .env("SDK_TEST_MARKER_DIR", marker_dir)
+        .kill_on_drop(true);
+    if let Some(path) = python_path {
+        command.env("PYTHONPATH", path);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 180 s"))
+        .unwrap_or_else(|e| panic!("cannot run {program} {script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("checks passed"),
+        "{script} exited 0 without finishing:\n{stdout}"
+    );
+}
