@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "access_key_secret_file")]
     access_key_secret_env: Option<String>,
     /// File holding the AccessKeySecret (trailing newline ignored).
-    #[arg(long, conflicts_with = "access_key_secret_file")]
+    #[arg(long)]
     access_key_secret_file: Option<PathBuf>,
     /// Account-wide limit of concurrent invocations; sync calls over it get 429.
     #[arg(long, default_value_t = 100)]

@@ -874,3 +874,164 @@ async fn functions_folder_is_deployed_at_start_and_bad_files_are_named() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
+    let dir = test_dir("rt-async-throttle-");
+    let markers = writable_dir(dir.path(), "markers");
+    let rt = TestRuntime::start(&dir.path().join("data"), |c| c.max_concurrency = 1).await;
+    with_service(&rt).await;
+    let env = json!({"handler": "index.mark", "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    rt.create_function(
+        "svc",
+        "sleep",
+        "python3",
+        &[("index.py", PY)],
+        json!({"handler": "index.sleep", "timeout": 10}),
+    )
+    .await;
+    rt.create_function(
+        "svc",
+        "patient",
+        "python3",
+        &[("index.py", PY)],
+        env.clone(),
+    )
+    .await;
+    rt.create_function("svc", "hasty", "python3", &[("index.py", PY)], env)
+        .await;
+    let put = rt
+        .json(
+            "PUT",
+            "/2016-08-15/services/svc/functions/hasty/async-invoke-config",
+            json!({"maxAsyncEventAgeInSeconds": 1}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    // Warm the sleeper so its run below holds the only slot for the whole 2.5 s.
+    assert_eq!(rt.invoke("svc", "sleep", "0").await.text(), "slept");
+
+    let (slept, ()) = tokio::join!(rt.invoke("svc", "sleep", "2.5"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for function in ["patient", "hasty"] {
+            let accepted = rt
+                .send(
+                    "POST",
+                    &format!("/2016-08-15/services/svc/functions/{function}/invocations"),
+                    &[("x-fc-invocation-type", "Async")],
+                    function.as_bytes().to_vec(),
+                )
+                .await;
+            assert_eq!(accepted.status, 202);
+        }
+    });
+    assert_eq!(slept.text(), "slept");
+    let patient = rt
+        .outcomes("svc", "patient", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(patient[0].status, "Succeeded", "{patient:?}");
+    assert_eq!(patient[0].attempts, 1, "throttling does not use up retries");
+    assert!(markers.join("patient").is_file());
+    let hasty = rt
+        .outcomes("svc", "hasty", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(hasty[0].status, "Expired", "{hasty:?}");
+    assert!(
+        hasty[0].detail.contains("maxAsyncEventAgeInSeconds"),
+        "{}",
+        hasty[0].detail
+    );
+    assert!(
+        !markers.join("hasty").exists(),
+        "an expired event never runs"
+    );
+    rt.stop().await;
+}
+
+#[tokio::test]
+async fn the_runtime_command_serves_signed_requests_and_never_logs_the_secret() {
+    let dir = test_dir("rt-cli-");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = "cli-secret-value-5c1f";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
+        .args([
+            "runtime",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .args([
+            "--access-key-id",
+            "cliKey",
+            "--access-key-secret-env",
+            "RUNTIME_TEST_SECRET",
+        ])
+        .env("RUNTIME_TEST_SECRET", secret)
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+            .await
+            .map(|_| text)
+    });
+    let client = reqwest::Client::new();
+    let path = "/2016-08-15/services";
+    let mut status = None;
+    for _ in 0..100 {
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let headers = [("date", date.as_str())];
+        let parts = chaintrigger::fcsign::SignedParts {
+            method: "GET",
+            headers: &headers,
+            path,
+            queries: &[],
+        };
+        let request = client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("date", &date)
+            .header(
+                "authorization",
+                chaintrigger::fcsign::authorization("cliKey", secret, &parts),
+            );
+        if let Ok(response) = request.send().await {
+            status = Some(response.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, Some(200));
+    let wrong = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    // SAFETY: sending SIGINT to the child we spawned; it stops gracefully on it.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let output = tokio::time::timeout(Duration::from_secs(20), async {
+        (child.wait().await.unwrap(), logs.await.unwrap().unwrap())
+    })
+    .await
+    .expect("the runtime stops on SIGINT");
+    assert!(output.0.success(), "{}", output.1);
+    assert!(
+        output.1.contains("function runtime listening"),
+        "{}",
+        output.1
+    );
+    assert!(
+        !output.1.contains(secret),
+        "the secret was logged:\n{}",
+        output.1
+    );
+}

@@ -61,7 +61,9 @@ pub struct TestRuntime {
     pub key: Option<(String, String)>,
     /// Keep-alive client.
     pub client: reqwest::Client,
+    /// Stops the runtime (cancelled on drop too, so a failed test leaves no server behind).
     shutdown: CancellationToken,
+    /// The runtime's `run`, awaited by `stop` to see it end cleanly.
     task: Option<tokio::task::JoinHandle<Result<(), chaintrigger::runtime::RuntimeError>>>,
 }
 
