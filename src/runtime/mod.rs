@@ -1,1 +1,230 @@
-//! TODO(skeleton)
+//! The bundled function runtime: Function Compute's 2016-08-15 API (services, functions, sync and async
+//! invocations, signatures) in front of a pool of warm python3 / node handler processes.
+//!
+//! ```text
+//! HTTP (axum, api) ─ request id ─ auth (fcsign + Date) ─ handlers
+//!     management ──► registry ──► storage (SQLite) + code (content-addressed zips under <data dir>/code)
+//!     invoke Sync ──► concurrency limit (429 over it) ──► pool
+//!     invoke Async ──► storage queue ──► queue worker (in order per function, retries, max age) ──► pool
+//! ```
+//!
+//! The daemon runs it in-process with [`Runtime::open`] + [`Runtime::run`] and deploys functions with
+//! [`Runtime::deploy`]; `chaintrigger runtime` does the same from the command line.
+
+pub mod api;
+pub mod auth;
+pub mod code;
+pub mod error;
+pub mod functions_dir;
+pub mod limits;
+pub mod names;
+pub mod pool;
+pub mod queue;
+pub mod registry;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use self::auth::AccessKey;
+use self::code::{CodeLimits, CodeStore};
+use self::limits::{AsyncPolicy, FunctionAttributes};
+use self::pool::{Pool, PoolConfig};
+use self::storage::{SqliteStorage, Storage};
+
+pub use self::registry::FunctionInfo;
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Holds `runtime.sqlite`, `code/` and the pool's files.
+    pub data_dir: PathBuf,
+    /// Operator-declared functions (`<service>/<function>/function.toml` + code), deployed at start.
+    pub functions_dir: Option<PathBuf>,
+    /// When set, every request must be signed with it; when not, the runtime is anonymous.
+    pub access_key: Option<AccessKey>,
+    /// An anonymous runtime refuses non-loopback addresses unless this is set.
+    pub allow_anonymous_non_loopback: bool,
+    /// Account-wide limit of concurrent invocations (Function Compute's default: 100).
+    pub max_concurrency: usize,
+    /// Async retry count and maximum event age for functions without their own async configuration.
+    pub async_defaults: AsyncPolicy,
+    /// Longest wait between two retries of an async event (throttling or function errors).
+    pub async_backoff_cap: Duration,
+    /// Bounds on uploaded code archives.
+    pub code_limits: CodeLimits,
+    /// `FC_ACCOUNT_ID` / `context.account_id` handed to handlers.
+    pub account_id: String,
+    /// `FC_REGION` / `context.region` handed to handlers.
+    pub region: String,
+    /// How handler processes are run.
+    pub pool: PoolConfig,
+}
+
+impl RuntimeConfig {
+    /// Function Compute's defaults, anonymous, with the pool's files under `<data_dir>/pool`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        RuntimeConfig {
+            pool: PoolConfig::new(data_dir.join("pool")),
+            data_dir,
+            functions_dir: None,
+            access_key: None,
+            allow_anonymous_non_loopback: false,
+            max_concurrency: 100,
+            async_defaults: AsyncPolicy::default(),
+            async_backoff_cap: Duration::from_secs(300),
+            code_limits: CodeLimits::default(),
+            account_id: "0".into(),
+            region: "local".into(),
+        }
+    }
+}
+
+/// Why the runtime could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Code(#[from] code::CodeError),
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
+    #[error("{path}: {message}")]
+    FunctionsDir { path: PathBuf, message: String },
+    #[error("cannot deploy {service}/{function}: {message}")]
+    Deploy {
+        service: String,
+        function: String,
+        message: String,
+    },
+    #[error(
+        "refusing to serve an anonymous runtime on {0}: configure an access key, listen on loopback, \
+         or pass --allow-anonymous-non-loopback"
+    )]
+    AnonymousNonLoopback(SocketAddr),
+    #[error("the runtime's listener failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// State shared by the API handlers and the queue worker.
+pub(crate) struct Core {
+    /// The settings the runtime was opened with.
+    config: RuntimeConfig,
+    /// Services, functions, async settings, the async queue.
+    storage: Arc<dyn Storage>,
+    /// Unpacked code per checksum.
+    code: CodeStore,
+    /// Warm handler processes.
+    pool: Pool,
+    /// The account-wide concurrency limit, shared by sync calls and async events.
+    limiter: Arc<Semaphore>,
+    /// Wakes the queue worker when an event is queued.
+    queue_wakeup: Notify,
+    /// `http://<bound address>`: the base of GetFunctionCode's URLs, known once `run` binds.
+    base_url: OnceLock<String>,
+}
+
+/// A running (or ready to run) runtime. Cheap to clone: every clone is the same runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.core.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Opens the data directory (database, code store, pool) and deploys the `--functions` folder.
+    /// Call inside a tokio runtime.
+    pub async fn open(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| RuntimeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let storage = SqliteStorage::open(&config.data_dir.join("runtime.sqlite"))?;
+        let code = CodeStore::open(config.data_dir.join("code"), config.code_limits)?;
+        let pool = Pool::new(config.pool.clone())?;
+        let core = Arc::new(Core {
+            limiter: Arc::new(Semaphore::new(config.max_concurrency)),
+            config,
+            storage: Arc::new(storage),
+            code,
+            pool,
+            queue_wakeup: Notify::new(),
+            base_url: OnceLock::new(),
+        });
+        let runtime = Runtime { core };
+        if let Some(dir) = runtime.core.config.functions_dir.clone() {
+            let deployed = functions_dir::load(&runtime, &dir).await?;
+            tracing::info!(count = deployed, dir = %dir.display(), "deployed functions from folder");
+        }
+        Ok(runtime)
+    }
+
+    /// Serves the API on `listener` and runs the async queue until `shutdown`, then stops every handler.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let address = listener.local_addr().map_err(RuntimeError::Serve)?;
+        if self.core.config.access_key.is_none()
+            && !self.core.config.allow_anonymous_non_loopback
+            && !address.ip().is_loopback()
+        {
+            return Err(RuntimeError::AnonymousNonLoopback(address));
+        }
+        let _ = self.core.base_url.set(format!("http://{address}"));
+        tracing::info!(%address, signed = self.core.config.access_key.is_some(), "function runtime listening");
+        let worker = tokio::spawn(queue::run(self.core.clone(), shutdown.clone()));
+        let app = api::router(self.core.clone());
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        let _ = worker.await;
+        self.core.pool.shutdown().await;
+        served.map_err(RuntimeError::Serve)
+    }
+
+    /// Creates or updates a function from a code zip, creating its service if needed; the daemon's way to
+    /// set up functions without HTTP. Warm instances of an updated function are replaced.
+    pub async fn deploy(
+        &self,
+        service: &str,
+        function: &str,
+        attributes: FunctionAttributes,
+        zip: &[u8],
+    ) -> Result<FunctionInfo, RuntimeError> {
+        self.core
+            .deploy(service, function, attributes, zip)
+            .await
+            .map_err(|e| RuntimeError::Deploy {
+                service: service.to_owned(),
+                function: function.to_owned(),
+                message: e.message,
+            })
+    }
+
+    /// The durable store (services, functions, the async queue and its recorded outcomes).
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.core.storage.clone()
+    }
+}

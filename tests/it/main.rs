@@ -5,5 +5,8 @@ mod decode;
 mod deliver;
 mod identity;
 mod peersim;
+mod runtime_api;
+mod runtime_pool;
+mod runtime_sdk;
 mod support;
 mod tail;

@@ -1,3 +1,4 @@
 //! Helpers shared by the integration tests: they start real parts on port 0 and clean up after themselves.
 
 pub mod fabric;
+pub mod runtime;

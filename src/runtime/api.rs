@@ -1,0 +1,554 @@
+//! The HTTP API: Function Compute 2016-08-15 routes, the request-id and signature middlewares, invoke.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use super::Core;
+use super::auth;
+use super::error::ApiError;
+use super::limits::{
+    AsyncConfigInput, FunctionAttributes, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD, ServiceAttributes,
+};
+use super::names::{FunctionName, InvocationId, Qualifier, ServiceName, parse_service_segment};
+use super::pool::{InvokeOutcome, InvokeRequest, PoolError};
+use super::registry::{ListQuery, etag, function_json, now_ms, service_json};
+use super::storage::{AsyncEvent, Enqueued};
+
+/// The `X-Fc-Request-Id` of the request being handled; also the invocation's `context.request_id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+type Shared = State<Arc<Core>>;
+
+const SERVICES: &str = "/2016-08-15/services";
+const SERVICE: &str = "/2016-08-15/services/{service}";
+const FUNCTIONS: &str = "/2016-08-15/services/{service}/functions";
+const FUNCTION: &str = "/2016-08-15/services/{service}/functions/{function}";
+
+/// Every route of the runtime.
+pub(crate) fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route(SERVICES, post(create_service).get(list_services))
+        .route(
+            SERVICE,
+            get(get_service).put(update_service).delete(delete_service),
+        )
+        .route(FUNCTIONS, post(create_function).get(list_functions))
+        .route(
+            FUNCTION,
+            get(get_function)
+                .put(update_function)
+                .delete(delete_function),
+        )
+        .route(&format!("{FUNCTION}/code"), get(get_function_code))
+        .route(&format!("{FUNCTION}/invocations"), post(invoke))
+        .route(
+            &format!("{FUNCTION}/async-invoke-config"),
+            get(get_async_config)
+                .put(put_async_config)
+                .delete(delete_async_config),
+        )
+        .route("/code-archives/{file}", get(code_archive))
+        .fallback(unsupported)
+        .method_not_allowed_fallback(unsupported)
+        .layer(middleware::from_fn_with_state(core.clone(), authenticate))
+        .layer(middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(core)
+}
+
+/// Gives every request an id and every response its `X-Fc-Request-Id`.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-fc-request-id", value);
+    }
+    response
+}
+
+/// Refuses unsigned or wrongly signed requests when the runtime has an access key.
+async fn authenticate(State(core): Shared, request: Request, next: Next) -> Response {
+    let Some(key) = &core.config.access_key else {
+        return next.run(request).await;
+    };
+    // Code archive URLs carry their own expiring token, like OSS pre-signed URLs.
+    if request.uri().path().starts_with("/code-archives/") {
+        return next.run(request).await;
+    }
+    let path = percent_decode_str(request.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let queries = query_pairs(request.uri());
+    let query_refs: Vec<(&str, Option<&str>)> = queries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
+    let headers: Vec<(&str, &str)> = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str(), v)))
+        .collect();
+    let method = request.method().as_str().to_owned();
+    let parts = crate::fcsign::SignedParts {
+        method: &method,
+        headers: &headers,
+        path: &path,
+        queries: &query_refs,
+    };
+    match auth::check(key, &parts, SystemTime::now()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            tracing::info!(%method, %path, code = error.code(), "refused a request: {error}");
+            ApiError::from(error).into_response()
+        }
+    }
+}
+
+/// URL-decoded query pairs (`None` for a key without `=`).
+fn query_pairs(uri: &Uri) -> Vec<(String, Option<String>)> {
+    let decode = |text: &str| {
+        percent_decode_str(&text.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (decode(k), Some(decode(v))),
+            None => (decode(pair), None),
+        })
+        .collect()
+}
+
+async fn unsupported(method: Method, uri: Uri) -> ApiError {
+    ApiError::path_not_supported(method.as_str(), uri.path())
+}
+
+/// Reads a body of at most `limit` bytes; a larger one is drained (so the client reads our answer rather
+/// than a reset connection) and refused with EntityTooLarge.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut stream = body.into_data_stream();
+    let mut too_large = declared.is_some_and(|length| length > limit);
+    let mut drained = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::invalid(format!("cannot read the request body: {e}")))?;
+        if too_large || buffer.len() + chunk.len() > limit {
+            too_large = true;
+            drained += chunk.len();
+            if drained > limit.saturating_mul(4) {
+                break;
+            }
+            continue;
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    if too_large {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(buffer.freeze())
+}
+
+/// The body of a management call, parsed as `T` (an empty body is `{}`).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    core: &Core,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let limit = usize::try_from(core.config.code_limits.max_zip_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4)
+        / 3
+        + 64 * 1024;
+    let bytes = read_body(headers, body, limit).await?;
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
+    serde_json::from_slice(text).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+fn if_match(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+}
+
+/// 200 with a JSON body and its ETag.
+fn json_response(body: Value) -> Response {
+    let tag = etag(&body);
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+/// 204, no body, no Content-Type (the Node SDK parses any JSON-typed body, even an empty one).
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The service of a path segment, refusing versions and aliases (after checking the service exists).
+fn resolve_service(core: &Core, segment: &str) -> Result<ServiceName, ApiError> {
+    let (service, qualifier) = parse_service_segment(segment)?;
+    match qualifier {
+        Qualifier::Latest => Ok(service),
+        Qualifier::Version(version) => {
+            core.service_record(&service)?;
+            Err(ApiError::version_not_found(service.as_str(), &version))
+        }
+        Qualifier::Alias(alias) => {
+            core.service_record(&service)?;
+            Err(ApiError::alias_not_found(service.as_str(), &alias))
+        }
+    }
+}
+
+fn resolve_function(
+    core: &Core,
+    segment: &str,
+    function: &str,
+) -> Result<(ServiceName, FunctionName), ApiError> {
+    let service = resolve_service(core, segment)?;
+    let function = FunctionName::parse(function)?;
+    Ok((service, function))
+}
+
+async fn create_service(
+    State(core): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let attributes: ServiceAttributes = json_body(&core, &headers, body).await?;
+    Ok(json_response(core.create_service(attributes)?))
+}
+
+async fn list_services(
+    State(core): Shared,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    Ok(json_response(core.list_services(&query)?))
+}
+
+async fn get_service(
+    State(core): Shared,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    Ok(json_response(service_json(&core.service_record(&service)?)))
+}
+
+async fn update_service(
+    State(core): Shared,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    let attributes: ServiceAttributes = json_body(&core, &headers, body).await?;
+    Ok(json_response(core.update_service(
+        &service,
+        attributes,
+        if_match(&headers),
+    )?))
+}
+
+async fn delete_service(
+    State(core): Shared,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    core.delete_service(&service, if_match(&headers))?;
+    Ok(no_content())
+}
+
+async fn create_function(
+    State(core): Shared,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    let attributes: FunctionAttributes = json_body(&core, &headers, body).await?;
+    let record = core.create_function(&service, attributes, None).await?;
+    Ok(json_response(function_json(&record)))
+}
+
+async fn list_functions(
+    State(core): Shared,
+    Path(service): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let service = resolve_service(&core, &service)?;
+    Ok(json_response(core.list_functions(&service, &query)?))
+}
+
+async fn get_function(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    let (_, record) = core.function_record(&service, &function)?;
+    Ok(json_response(function_json(&record)))
+}
+
+async fn update_function(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    let attributes: FunctionAttributes = json_body(&core, &headers, body).await?;
+    let record = core
+        .update_function(&service, &function, attributes, None, if_match(&headers))
+        .await?;
+    Ok(json_response(function_json(&record)))
+}
+
+async fn delete_function(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    core.delete_function(&service, &function, if_match(&headers))
+        .await?;
+    Ok(no_content())
+}
+
+async fn get_function_code(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    Ok(json_response(core.function_code(&service, &function)?))
+}
+
+async fn get_async_config(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    Ok(json_response(core.get_async_config(&service, &function)?))
+}
+
+async fn put_async_config(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    let input: AsyncConfigInput = json_body(&core, &headers, body).await?;
+    Ok(json_response(
+        core.put_async_config(&service, &function, input)?,
+    ))
+}
+
+async fn delete_async_config(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    core.delete_async_config(&service, &function)?;
+    Ok(no_content())
+}
+
+/// `Expires` / `Signature` of a code archive URL.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArchiveToken {
+    /// Seconds since the epoch after which the URL stops working.
+    #[serde(rename = "Expires")]
+    expires: Option<i64>,
+    /// HMAC of the checksum and expiry under the access key secret.
+    #[serde(rename = "Signature")]
+    signature: Option<String>,
+}
+
+async fn code_archive(
+    State(core): Shared,
+    Path(file): Path<String>,
+    token: Result<Query<ArchiveToken>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(token) = token.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let checksum: u64 = file
+        .strip_suffix(".zip")
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| ApiError::path_not_supported("GET", &format!("/code-archives/{file}")))?;
+    if core.config.access_key.is_some() {
+        let valid = match (token.expires, token.signature.as_deref()) {
+            (Some(expires), Some(signature)) => {
+                expires >= now_ms() / 1000 && core.archive_signature(checksum, expires) == signature
+            }
+            _ => false,
+        };
+        if !valid {
+            return Err(ApiError::from(auth::AuthError::Signature(
+                crate::fcsign::VerifyError::SignatureMismatch,
+            )));
+        }
+    }
+    let path = core.code.zip_path(checksum);
+    let zip = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::path_not_supported("GET", &format!("/code-archives/{file}")))?;
+    let mut response = zip.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    Ok(response)
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn invoke(
+    State(core): Shared,
+    Path((service, function)): Path<(String, String)>,
+    axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    let asynchronous = match header_text(&headers, "x-fc-invocation-type") {
+        None => false,
+        Some(kind) if kind.eq_ignore_ascii_case("Sync") => false,
+        Some(kind) if kind.eq_ignore_ascii_case("Async") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "X-Fc-Invocation-Type: '{other}' is neither 'Sync' nor 'Async'"
+            )));
+        }
+    };
+    let (service_record, function_record) = core.function_record(&service, &function)?;
+    if asynchronous {
+        let invocation_id = header_text(&headers, "x-fc-stateful-async-invocation-id")
+            .map(InvocationId::parse)
+            .transpose()?;
+        let payload = read_body(&headers, body, MAX_ASYNC_PAYLOAD).await?;
+        let now = now_ms();
+        let event = AsyncEvent {
+            seq: 0,
+            service: service.to_string(),
+            function: function.to_string(),
+            invocation_id: invocation_id.as_ref().map(ToString::to_string),
+            request_id: request_id.clone(),
+            payload: payload.to_vec(),
+            enqueued_ms: now,
+            attempts: 0,
+            next_attempt_ms: now,
+        };
+        match core.storage.enqueue(&event)? {
+            Enqueued::New(seq) => {
+                tracing::debug!(%service, %function, seq, "queued an async invocation");
+                core.queue_wakeup.notify_one();
+            }
+            Enqueued::Duplicate => tracing::info!(
+                %service, %function, invocation_id = ?event.invocation_id,
+                "async invocation id already accepted; not queued again"
+            ),
+        }
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if let Some(id) = invocation_id.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
+            response
+                .headers_mut()
+                .insert("x-fc-stateful-async-invocation-id", id);
+        }
+        return Ok(response);
+    }
+
+    let payload = read_body(&headers, body, MAX_SYNC_PAYLOAD).await?;
+    let log_tail =
+        header_text(&headers, "x-fc-log-type").is_some_and(|t| t.eq_ignore_ascii_case("Tail"));
+    let permit = core
+        .limiter
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::throttled(core.config.max_concurrency))?;
+    let spec = core.function_spec(&service_record, &function_record)?;
+    let result = core
+        .pool
+        .invoke(
+            &spec,
+            InvokeRequest {
+                request_id,
+                payload,
+                log_tail,
+            },
+        )
+        .await;
+    drop(permit);
+    let invocation = match result {
+        Ok(invocation) => invocation,
+        Err(PoolError::ShuttingDown) => {
+            return Err(ApiError::unavailable(
+                "the function runtime is shutting down",
+            ));
+        }
+        Err(error) => {
+            tracing::error!(%service, %function, "invocation failed in the runtime: {error}");
+            return Err(ApiError::internal(error.to_string()));
+        }
+    };
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            "x-fc-invocation-duration",
+            invocation.duration.as_millis().max(1).to_string(),
+        )
+        .header("x-fc-invocation-service-version", "LATEST")
+        .header("x-fc-code-checksum", spec.code_checksum.as_str());
+    if let Some(memory) = invocation.max_memory_mb {
+        response = response.header("x-fc-max-memory-usage", memory.to_string());
+    }
+    if let Some(tail) = &invocation.log_tail {
+        response = response.header(
+            "x-fc-log-result",
+            base64::engine::general_purpose::STANDARD.encode(tail.as_bytes()),
+        );
+    }
+    let response = match invocation.outcome {
+        InvokeOutcome::Success { body } => response
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(body)),
+        InvokeOutcome::FunctionError { error_type, body } => response
+            .header("x-fc-error-type", error_type.header_value())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body)),
+    };
+    response.map_err(|e| ApiError::internal(format!("cannot build the invocation response: {e}")))
+}

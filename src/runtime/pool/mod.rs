@@ -1,0 +1,671 @@
+//! The execution side of the bundled function runtime: a pool of warm python3 / node handler processes.
+//!
+//! The HTTP API side resolves a request to a [`FunctionSpec`] (from its registry) and calls [`Pool::invoke`].
+//! The pool keeps instances per (service, function, qualifier): one invocation at a time per instance, a new
+//! instance when every warm one is busy, idle instances reaped after [`PoolConfig::idle_timeout`], and all
+//! instances replaced when the function's code checksum or configuration changes.
+//!
+//! Function failures (exceptions, `callback(err)`, timeouts, crashes) are *not* errors of the pool: they come
+//! back as `Ok(Invocation { outcome: InvokeOutcome::FunctionError { .. }, .. })`, exactly the body and error type
+//! Function Compute would answer with. [`PoolError`] is only for our own failures (an interpreter that cannot be
+//! started, an unwritable data directory).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// The language runtime a function is written for, parsed from a Function Compute runtime name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    /// `python3`, `python3.9`, `python3.10`, ...: `def handler(event, context)`.
+    Python3,
+    /// `nodejs12` ... `nodejs20`: `exports.handler = (event, context, callback) => ...`.
+    Nodejs,
+}
+
+impl FromStr for Language {
+    type Err = PoolError;
+
+    fn from_str(runtime: &str) -> Result<Self, Self::Err> {
+        let python = runtime == "python3"
+            || runtime.strip_prefix("python3.").is_some_and(|minor| {
+                !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
+            });
+        let node = runtime
+            .strip_prefix("nodejs")
+            .is_some_and(|major| !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()));
+        if python {
+            Ok(Language::Python3)
+        } else if node {
+            Ok(Language::Nodejs)
+        } else {
+            Err(PoolError::UnknownRuntime(runtime.to_owned()))
+        }
+    }
+}
+
+/// Credentials handed to the handler in `context.credentials` and `ALIBABA_CLOUD_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    /// `context.credentials.access_key_id` / `accessKeyId`, `ALIBABA_CLOUD_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `context.credentials.access_key_secret` / `accessKeySecret`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`.
+    pub access_key_secret: String,
+    /// STS token, `context.credentials.security_token` / `securityToken`, `ALIBABA_CLOUD_SECURITY_TOKEN`.
+    pub security_token: Option<String>,
+}
+
+/// Everything an instance needs to run one function; built by the API side from its registry.
+///
+/// Two specs of the same (service, function, qualifier) that differ in any field are different configurations:
+/// warm instances of the old one are replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionSpec {
+    /// Service name: part of the instance key, `FC_SERVICE_NAME`, `context.service.name`.
+    pub service: String,
+    /// Function name: part of the instance key, `FC_FUNCTION_NAME`, `context.function.name`.
+    pub function: String,
+    /// Qualifier the call resolved to (`LATEST`, a version, an alias): `FC_QUALIFIER`, `context.service.qualifier`.
+    pub qualifier: String,
+    /// Which interpreter and shim run the handler.
+    pub language: Language,
+    /// The runtime name as configured (`python3.10`, `nodejs18`), for diagnostics.
+    pub runtime_name: String,
+    /// `module.function` (`index.handler`), resolved inside `code_dir`.
+    pub handler: String,
+    /// `module.function` of the initializer, run once per instance before its first invocation.
+    pub initializer: Option<String>,
+    /// Bound on the initializer's run time (`initializationTimeout`).
+    pub initialization_timeout: Duration,
+    /// Bound on one invocation's run time (`timeout`); past it the instance is killed.
+    pub timeout: Duration,
+    /// `memorySize` in MB: the instance's memory bound, `FC_FUNCTION_MEMORY_SIZE`, `context.function.memory`.
+    pub memory_mb: u32,
+    /// The function's `environmentVariables`, added to the handler's otherwise clean environment.
+    pub environment: BTreeMap<String, String>,
+    /// The unpacked code; the handler sees it as `FC_FUNC_CODE_PATH` and cannot write to it.
+    pub code_dir: PathBuf,
+    /// Checksum of the code (`codeChecksum`); instances running another checksum are replaced.
+    pub code_checksum: String,
+    /// `FC_ACCOUNT_ID`, `context.account_id` / `accountId`.
+    pub account_id: String,
+    /// `FC_REGION`, `context.region`.
+    pub region: String,
+    /// The service's log project (`context.service.log_project`); empty when the service has none.
+    pub log_project: String,
+    /// The service's log store (`context.service.log_store`); empty when the service has none.
+    pub log_store: String,
+    /// Credentials of the service role, if any.
+    pub credentials: Option<Credentials>,
+}
+
+/// One call of a function.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    /// `X-Fc-Request-Id`: `context.request_id`, and the id in every log line of the invocation.
+    pub request_id: String,
+    /// The event, passed to the handler as `bytes` (Python) / `Buffer` (Node).
+    pub payload: Bytes,
+    /// `X-Fc-Log-Type: Tail`: keep the last 4 KB of this invocation's log in [`Invocation::log_tail`].
+    pub log_tail: bool,
+}
+
+/// How a function failure is reported in `X-Fc-Error-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// Node `callback(err)` (and a rejected Promise): `HandledInvocationError`.
+    Handled,
+    /// Everything else: exceptions, timeouts, crashes, initializer failures: `UnhandledInvocationError`.
+    Unhandled,
+}
+
+impl ErrorType {
+    /// The value of the `X-Fc-Error-Type` header.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            ErrorType::Handled => "HandledInvocationError",
+            ErrorType::Unhandled => "UnhandledInvocationError",
+        }
+    }
+}
+
+/// What the function produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvokeOutcome {
+    /// The handler returned: the response body, already converted as Function Compute converts return values.
+    Success {
+        /// Raw bytes for the 200 response body.
+        body: Bytes,
+    },
+    /// The function failed: answer 200 with `X-Fc-Error-Type` and this JSON body.
+    FunctionError {
+        /// Handled (Node callback error) or unhandled.
+        error_type: ErrorType,
+        /// JSON `{"errorMessage", "errorType"?, "stackTrace"?}`.
+        body: Bytes,
+    },
+}
+
+/// The result of [`Pool::invoke`].
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// What the function produced.
+    pub outcome: InvokeOutcome,
+    /// The last 4 KB of this invocation's log (UTF-8, lossy), only when [`InvokeRequest::log_tail`] was set.
+    pub log_tail: Option<String>,
+    /// Wall time of the invocation inside the instance (including the initializer when it ran).
+    pub duration: Duration,
+    /// Peak resident memory of the instance in MB, when it could be read (`X-Fc-Max-Memory-Usage`).
+    pub max_memory_mb: Option<u64>,
+}
+
+/// How the pool runs handler processes.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Where shims, per-instance temporary directories and per-function logs live.
+    pub data_dir: PathBuf,
+    /// Instances unused for this long are stopped (Function Compute: a few minutes).
+    pub idle_timeout: Duration,
+    /// (uid, gid) handlers run as when the daemon runs as root; `None` means `nobody`. Ignored when not root.
+    pub run_as: Option<(u32, u32)>,
+    /// RLIMIT_NOFILE of handler processes.
+    pub fd_limit: u64,
+    /// RLIMIT_NPROC of handler processes.
+    pub nproc_limit: u64,
+    /// The python3 interpreter; must be executable by the `run_as` user.
+    pub python: PathBuf,
+    /// The node interpreter; must be executable by the `run_as` user.
+    pub node: PathBuf,
+}
+
+impl PoolConfig {
+    /// Defaults: 300 s idle timeout, `nobody` when root, 1024 files and processes, `python3` and `node` from
+    /// `/usr/bin` when present (a per-user install such as pyenv under `/root` is not executable by `nobody`),
+    /// else from `PATH`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        PoolConfig {
+            data_dir: data_dir.into(),
+            idle_timeout: Duration::from_secs(300),
+            run_as: None,
+            fd_limit: 1024,
+            nproc_limit: 1024,
+            python: find_interpreter("python3"),
+            node: find_interpreter("node"),
+        }
+    }
+}
+
+fn find_interpreter(name: &str) -> PathBuf {
+    let system = PathBuf::from("/usr/bin").join(name);
+    if system.is_file() {
+        return system;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Failures of the pool itself (not of the function).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The function's runtime name is not one the pool can run.
+    #[error("unsupported runtime '{0}': expected python3, python3.N or nodejsN")]
+    UnknownRuntime(String),
+    /// The data directory (shims, instance directories, logs) could not be prepared.
+    #[error("cannot prepare {path}: {source}")]
+    DataDir {
+        /// The file or directory that failed.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The interpreter could not be started for a function.
+    #[error("cannot start {interpreter} for function {service}/{function}: {source}")]
+    Spawn {
+        /// The interpreter that failed to start.
+        interpreter: PathBuf,
+        /// The function's service.
+        service: String,
+        /// The function.
+        function: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The pool was shut down.
+    #[error("the function runtime is shutting down")]
+    ShuttingDown,
+}
+
+mod instance;
+mod logs;
+mod protocol;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use instance::{Instance, Launcher};
+use logs::FunctionLog;
+
+/// The Python shim, embedded so the binary is self-contained; written to `<data dir>/shim/` at start.
+const PYTHON_SHIM: &str = include_str!("shim/worker.py");
+/// The Node.js shim, embedded so the binary is self-contained; written to `<data dir>/shim/` at start.
+const NODE_SHIM: &str = include_str!("shim/worker.js");
+
+/// A function's log file, written by all its instances.
+type SharedLog = Arc<Mutex<FunctionLog>>;
+
+/// Instances are kept per function and qualifier: a version and LATEST may run different code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FunctionKey {
+    service: String,
+    function: String,
+    qualifier: String,
+}
+
+/// The warm instances of one function at one qualifier.
+#[derive(Debug)]
+struct Function {
+    /// Hash of the [`FunctionSpec`] the current instances were started for.
+    fingerprint: u64,
+    /// Bumped whenever the spec changes: busy instances of an older generation are stopped when they finish.
+    generation: u64,
+    /// Free instances, most recently used last (taken first, so the others age out).
+    idle: Vec<Instance>,
+    /// Whether the code directory of this generation has had its write permissions removed.
+    code_prepared: bool,
+}
+
+/// State shared by the pool handle and its idle reaper.
+#[derive(Debug)]
+struct Shared {
+    /// Starts processes.
+    launcher: Launcher,
+    /// Instances idle this long are stopped.
+    idle_timeout: Duration,
+    /// Whether the daemon is root (handlers then run as another user).
+    root: bool,
+    /// `<data dir>/logs`: one log file per function.
+    logs_dir: PathBuf,
+    /// Warm instances per function; never held across an await.
+    functions: Mutex<HashMap<FunctionKey, Function>>,
+    /// Log files per (service, function), shared by qualifiers so one file has one writer.
+    logs: Mutex<HashMap<(String, String), SharedLog>>,
+    /// Source of [`Function::generation`] values.
+    next_generation: AtomicU64,
+    /// Cancelled by [`Pool::shutdown`] (and on drop): stops the reaper, refuses new invocations.
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain collections in a usable state.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn fingerprint(spec: &FunctionSpec) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    spec.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Service and function names are validated by the API side; anything else is still kept out of paths.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn prepare_dir(path: &Path, mode: Option<u32>) -> Result<(), PoolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| PoolError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(failed)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), PoolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source| PoolError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, contents).map_err(failed)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(failed)
+}
+
+/// Deletes a code directory the pool made read-only (when the daemon is not root its directories are 0555, so a
+/// plain `remove_dir_all` would fail). Evict the function first.
+pub fn remove_code_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path)?;
+        if metadata.is_dir() {
+            let mode = metadata.permissions().mode();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o700))?;
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir)
+}
+
+/// Warm handler processes, keyed by function.
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    /// Prepares the data directory (writes the shims, clears instance directories left by a previous run) and
+    /// starts the idle reaper. Call inside a tokio runtime.
+    pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let run_as = root.then(|| sandbox::unprivileged_user(config.run_as));
+        // As root, handlers run as another user: they may traverse the data directory but not list it.
+        let traverse_only = root.then_some(0o711);
+        let data_dir = &config.data_dir;
+        prepare_dir(data_dir, traverse_only)?;
+        let shim_dir = data_dir.join("shim");
+        prepare_dir(&shim_dir, Some(0o755))?;
+        let python_shim = shim_dir.join("worker.py");
+        let node_shim = shim_dir.join("worker.js");
+        write_file(&python_shim, PYTHON_SHIM)?;
+        write_file(&node_shim, NODE_SHIM)?;
+        let instances_dir = data_dir.join("instances");
+        if instances_dir.exists() {
+            std::fs::remove_dir_all(&instances_dir).map_err(|source| PoolError::DataDir {
+                path: instances_dir.clone(),
+                source,
+            })?;
+        }
+        prepare_dir(&instances_dir, traverse_only)?;
+        let logs_dir = data_dir.join("logs");
+        prepare_dir(&logs_dir, None)?;
+        let mount_namespace = root && sandbox::mount_namespace_works(&instances_dir);
+        let data_outside_tmp = !std::fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.clone())
+            .starts_with("/tmp");
+        tracing::debug!(
+            root,
+            mount_namespace,
+            ?run_as,
+            "function runtime pool sandbox"
+        );
+
+        let shared = Arc::new(Shared {
+            launcher: Launcher {
+                python: config.python,
+                node: config.node,
+                python_shim,
+                node_shim,
+                instances_dir,
+                run_as,
+                fd_limit: config.fd_limit,
+                nproc_limit: config.nproc_limit,
+                mount_namespace,
+                data_outside_tmp,
+                live: Arc::new(AtomicUsize::new(0)),
+            },
+            idle_timeout: config.idle_timeout,
+            root,
+            logs_dir,
+            functions: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        });
+        let period =
+            (config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        tokio::spawn(reap_periodically(
+            Arc::downgrade(&shared),
+            shared.shutdown.clone(),
+            period,
+        ));
+        Ok(Pool { shared })
+    }
+
+    /// Runs one invocation on a warm instance of `spec`, starting one if none is free.
+    ///
+    /// Dropping the returned future mid-way (the caller went away) stops the instance it was using.
+    pub async fn invoke(
+        &self,
+        spec: &FunctionSpec,
+        request: InvokeRequest,
+    ) -> Result<Invocation, PoolError> {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(PoolError::ShuttingDown);
+        }
+        let key = FunctionKey {
+            service: spec.service.clone(),
+            function: spec.function.clone(),
+            qualifier: spec.qualifier.clone(),
+        };
+        let fingerprint = fingerprint(spec);
+        let mut stale = Vec::new();
+        let (warm, generation, code_prepared) = {
+            let mut functions = lock(&shared.functions);
+            let entry = functions.entry(key.clone()).or_insert_with(|| Function {
+                fingerprint,
+                generation: shared.next_generation.fetch_add(1, Ordering::SeqCst),
+                idle: Vec::new(),
+                code_prepared: false,
+            });
+            if entry.fingerprint != fingerprint {
+                stale.append(&mut entry.idle);
+                entry.fingerprint = fingerprint;
+                entry.generation = shared.next_generation.fetch_add(1, Ordering::SeqCst);
+                entry.code_prepared = false;
+            }
+            let mut warm = None;
+            while let Some(mut instance) = entry.idle.pop() {
+                if instance.has_exited() {
+                    stale.push(instance);
+                } else {
+                    warm = Some(instance);
+                    break;
+                }
+            }
+            (warm, entry.generation, entry.code_prepared)
+        };
+        drop(stale);
+
+        let mut instance = match warm {
+            Some(instance) => instance,
+            None => {
+                if !code_prepared {
+                    sandbox::remove_write_permission(&spec.code_dir, shared.root).map_err(
+                        |source| PoolError::DataDir {
+                            path: spec.code_dir.clone(),
+                            source,
+                        },
+                    )?;
+                    if let Some(entry) = lock(&shared.functions).get_mut(&key)
+                        && entry.generation == generation
+                    {
+                        entry.code_prepared = true;
+                    }
+                }
+                let log = self.function_log(spec);
+                shared.launcher.spawn(spec, generation, log).await?
+            }
+        };
+        let (invocation, reusable) = instance.invoke(spec, &request).await;
+        if reusable && !shared.shutdown.is_cancelled() {
+            let mut functions = lock(&shared.functions);
+            match functions.get_mut(&key) {
+                Some(entry) if entry.generation == instance.generation => entry.idle.push(instance),
+                _ => {
+                    drop(functions);
+                    drop(instance);
+                }
+            }
+        }
+        Ok(invocation)
+    }
+
+    fn function_log(&self, spec: &FunctionSpec) -> SharedLog {
+        let shared = &self.shared;
+        lock(&shared.logs)
+            .entry((spec.service.clone(), spec.function.clone()))
+            .or_insert_with(|| {
+                let path = shared
+                    .logs_dir
+                    .join(file_name(&spec.service))
+                    .join(format!("{}.log", file_name(&spec.function)));
+                Arc::new(Mutex::new(FunctionLog::new(path)))
+            })
+            .clone()
+    }
+
+    /// Stops every instance of a function (all qualifiers): its code or configuration changed, or it was deleted.
+    /// Busy instances finish their invocation and are stopped then.
+    pub async fn evict(&self, service: &str, function: &str) {
+        let evicted: Vec<Function> = {
+            let mut functions = lock(&self.shared.functions);
+            let keys: Vec<FunctionKey> = functions
+                .keys()
+                .filter(|key| key.service == service && key.function == function)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|key| functions.remove(key))
+                .collect()
+        };
+        drop(evicted);
+    }
+
+    /// Stops instances idle for longer than the idle timeout (and instances whose process ended); returns how
+    /// many. The background reaper calls it periodically.
+    pub async fn reap_idle(&self) -> usize {
+        self.shared.reap_idle()
+    }
+
+    /// Number of live instances (busy or idle).
+    pub fn instance_count(&self) -> usize {
+        self.shared.launcher.live.load(Ordering::SeqCst)
+    }
+
+    /// Where the log file of a function is written (`<data dir>/logs/<service>/<function>.log`).
+    pub fn log_path(&self, service: &str, function: &str) -> PathBuf {
+        self.shared
+            .logs_dir
+            .join(file_name(service))
+            .join(format!("{}.log", file_name(function)))
+    }
+
+    /// Stops every idle instance and refuses further invocations; busy instances stop when they finish.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let functions = std::mem::take(&mut *lock(&self.shared.functions));
+        drop(functions);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+impl Shared {
+    fn reap_idle(&self) -> usize {
+        let now = Instant::now();
+        let mut reaped = Vec::new();
+        {
+            let mut functions = lock(&self.functions);
+            for entry in functions.values_mut() {
+                for mut instance in std::mem::take(&mut entry.idle) {
+                    let expired =
+                        now.saturating_duration_since(instance.last_used) >= self.idle_timeout;
+                    if expired || instance.has_exited() {
+                        reaped.push(instance);
+                    } else {
+                        entry.idle.push(instance);
+                    }
+                }
+            }
+        }
+        reaped.len()
+    }
+}
+
+async fn reap_periodically(shared: Weak<Shared>, shutdown: CancellationToken, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let reaped = shared.reap_idle();
+        if reaped > 0 {
+            tracing::debug!(reaped, "stopped idle function instances");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_names() {
+        for name in ["python3", "python3.9", "python3.10"] {
+            assert_eq!(
+                name.parse::<Language>().ok(),
+                Some(Language::Python3),
+                "{name}"
+            );
+        }
+        for name in ["nodejs12", "nodejs14", "nodejs16", "nodejs18", "nodejs20"] {
+            assert_eq!(
+                name.parse::<Language>().ok(),
+                Some(Language::Nodejs),
+                "{name}"
+            );
+        }
+        for name in ["java8", "python2.7", "python3.", "nodejs", "custom"] {
+            let error = name.parse::<Language>().expect_err(name);
+            assert!(error.to_string().contains(&format!("'{name}'")), "{error}");
+        }
+    }
+
+    #[test]
+    fn names_stay_inside_the_log_directory() {
+        assert_eq!(file_name("svc-1_a"), "svc-1_a");
+        assert_eq!(file_name("../etc"), "___etc");
+    }
+}

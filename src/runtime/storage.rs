@@ -1,0 +1,909 @@
+//! Durable state of the runtime: services, functions, async settings and the async event queue, in SQLite.
+//!
+//! The API and the queue worker see it through the [`Storage`] trait; [`SqliteStorage`] is the one
+//! implementation (a file under the data directory, WAL mode, schema versions in `PRAGMA user_version`).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::limits::{AsyncPolicy, FunctionConfig, ServiceConfig};
+
+/// Failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("runtime database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("runtime database holds an unreadable {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("the service still has {0} function(s)")]
+    NotEmpty(usize),
+    #[error("the service already has {0} functions")]
+    TooManyFunctions(usize),
+}
+
+/// A stored service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRecord {
+    /// Primary key.
+    pub name: String,
+    /// `serviceId`: stable across updates.
+    pub id: String,
+    /// The service's attributes.
+    pub config: ServiceConfig,
+    /// `createdTime`, ms since the epoch.
+    pub created_ms: i64,
+    /// `lastModifiedTime`, ms since the epoch.
+    pub modified_ms: i64,
+}
+
+/// A stored function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionRecord {
+    /// The service it belongs to.
+    pub service: String,
+    /// Its name, unique in the service.
+    pub name: String,
+    /// `functionId`: stable across updates.
+    pub id: String,
+    /// Its attributes.
+    pub config: FunctionConfig,
+    /// CRC-64 of the code zip: selects `code/<checksum>/`.
+    pub code_checksum: u64,
+    /// `codeSize`.
+    pub code_size: u64,
+    /// `createdTime`, ms since the epoch.
+    pub created_ms: i64,
+    /// `lastModifiedTime`, ms since the epoch.
+    pub modified_ms: i64,
+}
+
+/// A function's explicit async settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncConfigRecord {
+    /// Retries and maximum age.
+    pub policy: AsyncPolicy,
+    /// `createdTime`, ms.
+    pub created_ms: i64,
+    /// `lastModifiedTime`, ms.
+    pub modified_ms: i64,
+}
+
+/// An async invocation waiting to run (or to run again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncEvent {
+    /// Queue order.
+    pub seq: i64,
+    /// Target service.
+    pub service: String,
+    /// Target function.
+    pub function: String,
+    /// `X-Fc-Stateful-Async-Invocation-Id`, if the caller gave one.
+    pub invocation_id: Option<String>,
+    /// The request id of the 202 answer, reused as the invocation's request id.
+    pub request_id: String,
+    /// The event.
+    pub payload: Vec<u8>,
+    /// When it was accepted, ms: the base of its age.
+    pub enqueued_ms: i64,
+    /// Runs that ended in a function error so far.
+    pub attempts: u32,
+    /// Not before this time, ms (backoff after errors or throttling).
+    pub next_attempt_ms: i64,
+}
+
+/// How an async event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    /// The function succeeded.
+    Succeeded,
+    /// The function failed and the retries ran out.
+    Failed,
+    /// The event got older than the function's maximum age before it could succeed.
+    Expired,
+    /// The function was deleted before the event ran.
+    Dropped,
+}
+
+impl EventStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Succeeded => "Succeeded",
+            EventStatus::Failed => "Failed",
+            EventStatus::Expired => "Expired",
+            EventStatus::Dropped => "Dropped",
+        }
+    }
+}
+
+/// A finished async event, kept for inspection and for de-duplication of stateful invocation ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOutcome {
+    /// Target service.
+    pub service: String,
+    /// Target function.
+    pub function: String,
+    /// The caller's id, if any.
+    pub invocation_id: Option<String>,
+    /// The invocation's request id.
+    pub request_id: String,
+    /// `Succeeded`, `Failed`, `Expired` or `Dropped`.
+    pub status: String,
+    /// Runs made (0 when it never ran: expired or dropped before its first run).
+    pub attempts: u32,
+    /// The last error body, or why it was dropped.
+    pub detail: String,
+}
+
+/// Whether an async event was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued under this sequence number.
+    New(i64),
+    /// An event with the same stateful invocation id was already accepted; nothing was queued.
+    Duplicate,
+}
+
+/// What the API and the queue worker need from durable storage.
+pub trait Storage: Send + Sync + 'static {
+    /// Adds a service; `AlreadyExists` if the name is taken.
+    fn insert_service(&self, service: &ServiceRecord) -> Result<(), StorageError>;
+    /// One service.
+    fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StorageError>;
+    /// Services in name order, from `start` (inclusive), with a name prefix.
+    fn services(
+        &self,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<ServiceRecord>, StorageError>;
+    /// Replaces a service's attributes.
+    fn update_service(&self, service: &ServiceRecord) -> Result<(), StorageError>;
+    /// Deletes an empty service; `NotEmpty` if it has functions; false if absent.
+    fn delete_service(&self, name: &str) -> Result<bool, StorageError>;
+    /// Adds a function, refusing more than `max_per_service` in its service.
+    fn insert_function(
+        &self,
+        function: &FunctionRecord,
+        max_per_service: usize,
+    ) -> Result<(), StorageError>;
+    /// One function.
+    fn function(&self, service: &str, name: &str) -> Result<Option<FunctionRecord>, StorageError>;
+    /// A service's functions in name order, from `start` (inclusive), with a name prefix.
+    fn functions(
+        &self,
+        service: &str,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<FunctionRecord>, StorageError>;
+    /// Replaces a function's attributes and code.
+    fn update_function(&self, function: &FunctionRecord) -> Result<(), StorageError>;
+    /// Deletes a function and its async settings; false if absent.
+    fn delete_function(&self, service: &str, name: &str) -> Result<bool, StorageError>;
+    /// A function's explicit async settings.
+    fn async_config(
+        &self,
+        service: &str,
+        function: &str,
+    ) -> Result<Option<AsyncConfigRecord>, StorageError>;
+    /// Sets a function's async settings.
+    fn put_async_config(
+        &self,
+        service: &str,
+        function: &str,
+        policy: AsyncPolicy,
+        now_ms: i64,
+    ) -> Result<AsyncConfigRecord, StorageError>;
+    /// Removes a function's async settings; false if there were none.
+    fn delete_async_config(&self, service: &str, function: &str) -> Result<bool, StorageError>;
+    /// Queues an event unless its stateful invocation id was seen for this function.
+    fn enqueue(&self, event: &AsyncEvent) -> Result<Enqueued, StorageError>;
+    /// The oldest queued event of every function (events of one function run in order).
+    fn queue_heads(&self) -> Result<Vec<AsyncEvent>, StorageError>;
+    /// Number of queued events.
+    fn queue_len(&self) -> Result<usize, StorageError>;
+    /// Records a failed run and when to try again.
+    fn reschedule(&self, seq: i64, attempts: u32, next_attempt_ms: i64)
+    -> Result<(), StorageError>;
+    /// Removes an event and records its outcome, in one transaction.
+    fn finish(
+        &self,
+        event: &AsyncEvent,
+        status: EventStatus,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<(), StorageError>;
+    /// Recorded outcomes of a function's events, oldest first.
+    fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError>;
+}
+
+/// Schema versions, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE services (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL
+);
+CREATE TABLE functions (
+    service TEXT NOT NULL REFERENCES services(name),
+    name TEXT NOT NULL,
+    id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    code_checksum TEXT NOT NULL,
+    code_size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, name)
+);
+CREATE TABLE async_configs (
+    service TEXT NOT NULL,
+    function TEXT NOT NULL,
+    max_retries INTEGER NOT NULL,
+    max_age_secs INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, function)
+);
+CREATE TABLE async_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    function TEXT NOT NULL,
+    invocation_id TEXT,
+    request_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    enqueued_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL
+);
+CREATE INDEX async_events_by_function ON async_events (service, function, seq);
+CREATE UNIQUE INDEX async_events_by_invocation_id ON async_events (service, function, invocation_id)
+    WHERE invocation_id IS NOT NULL;
+CREATE TABLE async_outcomes (
+    seq INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    function TEXT NOT NULL,
+    invocation_id TEXT,
+    request_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    enqueued_ms INTEGER NOT NULL,
+    finished_ms INTEGER NOT NULL
+);
+CREATE INDEX async_outcomes_by_invocation_id ON async_outcomes (service, function, invocation_id);
+"];
+
+/// The SQLite store.
+pub struct SqliteStorage {
+    /// One connection: every statement is short, and one writer is what SQLite allows anyway.
+    connection: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStorage").finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: &str, reason: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let mut connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let version = usize::try_from(version).map_err(|e| corrupt("schema version", e))?;
+        if version > MIGRATIONS.len() {
+            return Err(corrupt(
+                "schema",
+                format!(
+                    "version {version} is newer than this program knows ({}); use a newer chaintrigger",
+                    MIGRATIONS.len()
+                ),
+            ));
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStorage {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection itself usable: SQLite rolls back.
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn service_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, i64, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn to_service(
+    (name, id, config, created_ms, modified_ms): (String, String, String, i64, i64),
+) -> Result<ServiceRecord, StorageError> {
+    Ok(ServiceRecord {
+        config: serde_json::from_str(&config)
+            .map_err(|e| corrupt(&format!("service '{name}'"), e))?,
+        name,
+        id,
+        created_ms,
+        modified_ms,
+    })
+}
+
+type FunctionRow = (String, String, String, String, String, i64, i64, i64);
+
+fn function_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+fn to_function(
+    (service, name, id, config, checksum, size, created_ms, modified_ms): FunctionRow,
+) -> Result<FunctionRecord, StorageError> {
+    let what = || format!("function '{service}/{name}'");
+    Ok(FunctionRecord {
+        config: serde_json::from_str(&config).map_err(|e| corrupt(&what(), e))?,
+        code_checksum: checksum.parse().map_err(|e| corrupt(&what(), e))?,
+        code_size: u64::try_from(size).map_err(|e| corrupt(&what(), e))?,
+        service,
+        name,
+        id,
+        created_ms,
+        modified_ms,
+    })
+}
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsyncEvent> {
+    Ok(AsyncEvent {
+        seq: row.get(0)?,
+        service: row.get(1)?,
+        function: row.get(2)?,
+        invocation_id: row.get(3)?,
+        request_id: row.get(4)?,
+        payload: row.get(5)?,
+        enqueued_ms: row.get(6)?,
+        attempts: row.get(7)?,
+        next_attempt_ms: row.get(8)?,
+    })
+}
+
+const FUNCTION_COLUMNS: &str =
+    "service, name, id, config, code_checksum, code_size, created_ms, modified_ms";
+const EVENT_COLUMNS: &str = "seq, service, function, invocation_id, request_id, payload, enqueued_ms, attempts, next_attempt_ms";
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("configuration types serialize to JSON without fail")
+}
+
+fn count_rows(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StorageError> {
+    let count: i64 = connection.query_row(sql, params, |r| r.get(0))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+fn is_constraint(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation
+    )
+}
+
+impl Storage for SqliteStorage {
+    fn insert_service(&self, service: &ServiceRecord) -> Result<(), StorageError> {
+        let result = self.lock().execute(
+            "INSERT INTO services (name, id, config, created_ms, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                service.name,
+                service.id,
+                json(&service.config),
+                service.created_ms,
+                service.modified_ms
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_constraint(&e) => Err(StorageError::AlreadyExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StorageError> {
+        let row = self
+            .lock()
+            .prepare_cached(
+                "SELECT name, id, config, created_ms, modified_ms FROM services WHERE name = ?1",
+            )?
+            .query_row([name], service_from_row)
+            .optional()?;
+        row.map(to_service).transpose()
+    }
+
+    fn services(
+        &self,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<ServiceRecord>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT name, id, config, created_ms, modified_ms FROM services
+             WHERE name LIKE ?1 ESCAPE '\\' AND name >= ?2 ORDER BY name LIMIT ?3",
+        )?;
+        let rows = statement.query_map(
+            params![like_prefix(prefix), start, limit as i64],
+            service_from_row,
+        )?;
+        rows.map(|row| to_service(row?)).collect()
+    }
+
+    fn update_service(&self, service: &ServiceRecord) -> Result<(), StorageError> {
+        self.lock().execute(
+            "UPDATE services SET config = ?2, modified_ms = ?3 WHERE name = ?1",
+            params![service.name, json(&service.config), service.modified_ms],
+        )?;
+        Ok(())
+    }
+
+    fn delete_service(&self, name: &str) -> Result<bool, StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let count = count_rows(
+            &tx,
+            "SELECT COUNT(*) FROM functions WHERE service = ?1",
+            [name],
+        )?;
+        if count > 0 {
+            return Err(StorageError::NotEmpty(count));
+        }
+        let deleted = tx.execute("DELETE FROM services WHERE name = ?1", [name])? > 0;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    fn insert_function(
+        &self,
+        function: &FunctionRecord,
+        max_per_service: usize,
+    ) -> Result<(), StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let count = count_rows(
+            &tx,
+            "SELECT COUNT(*) FROM functions WHERE service = ?1",
+            [&function.service],
+        )?;
+        if count >= max_per_service {
+            return Err(StorageError::TooManyFunctions(count));
+        }
+        let result = tx.execute(
+            &format!(
+                "INSERT INTO functions ({FUNCTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                function.service,
+                function.name,
+                function.id,
+                json(&function.config),
+                function.code_checksum.to_string(),
+                function.code_size as i64,
+                function.created_ms,
+                function.modified_ms
+            ],
+        );
+        match result {
+            Ok(_) => {}
+            Err(e) if is_constraint(&e) => return Err(StorageError::AlreadyExists),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn function(&self, service: &str, name: &str) -> Result<Option<FunctionRecord>, StorageError> {
+        let row = self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {FUNCTION_COLUMNS} FROM functions WHERE service = ?1 AND name = ?2"
+            ))?
+            .query_row([service, name], function_from_row)
+            .optional()?;
+        row.map(to_function).transpose()
+    }
+
+    fn functions(
+        &self,
+        service: &str,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<FunctionRecord>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {FUNCTION_COLUMNS} FROM functions
+             WHERE service = ?1 AND name LIKE ?2 ESCAPE '\\' AND name >= ?3 ORDER BY name LIMIT ?4"
+        ))?;
+        let rows = statement.query_map(
+            params![service, like_prefix(prefix), start, limit as i64],
+            function_from_row,
+        )?;
+        rows.map(|row| to_function(row?)).collect()
+    }
+
+    fn update_function(&self, function: &FunctionRecord) -> Result<(), StorageError> {
+        self.lock().execute(
+            "UPDATE functions SET config = ?3, code_checksum = ?4, code_size = ?5, modified_ms = ?6
+             WHERE service = ?1 AND name = ?2",
+            params![
+                function.service,
+                function.name,
+                json(&function.config),
+                function.code_checksum.to_string(),
+                function.code_size as i64,
+                function.modified_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_function(&self, service: &str, name: &str) -> Result<bool, StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "DELETE FROM async_configs WHERE service = ?1 AND function = ?2",
+            [service, name],
+        )?;
+        let deleted = tx.execute(
+            "DELETE FROM functions WHERE service = ?1 AND name = ?2",
+            [service, name],
+        )? > 0;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    fn async_config(
+        &self,
+        service: &str,
+        function: &str,
+    ) -> Result<Option<AsyncConfigRecord>, StorageError> {
+        Ok(self
+            .lock()
+            .prepare_cached(
+                "SELECT max_retries, max_age_secs, created_ms, modified_ms FROM async_configs
+                 WHERE service = ?1 AND function = ?2",
+            )?
+            .query_row([service, function], |row| {
+                Ok(AsyncConfigRecord {
+                    policy: AsyncPolicy {
+                        max_retries: row.get(0)?,
+                        max_age_secs: row.get::<_, i64>(1)?.max(0) as u64,
+                    },
+                    created_ms: row.get(2)?,
+                    modified_ms: row.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn put_async_config(
+        &self,
+        service: &str,
+        function: &str,
+        policy: AsyncPolicy,
+        now_ms: i64,
+    ) -> Result<AsyncConfigRecord, StorageError> {
+        self.lock().execute(
+            "INSERT INTO async_configs (service, function, max_retries, max_age_secs, created_ms, modified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (service, function) DO UPDATE SET
+                max_retries = excluded.max_retries, max_age_secs = excluded.max_age_secs,
+                modified_ms = excluded.modified_ms",
+            params![service, function, policy.max_retries, policy.max_age_secs as i64, now_ms],
+        )?;
+        self.async_config(service, function)?.ok_or_else(|| {
+            corrupt(
+                "async configuration",
+                "it vanished right after it was written",
+            )
+        })
+    }
+
+    fn delete_async_config(&self, service: &str, function: &str) -> Result<bool, StorageError> {
+        Ok(self.lock().execute(
+            "DELETE FROM async_configs WHERE service = ?1 AND function = ?2",
+            [service, function],
+        )? > 0)
+    }
+
+    fn enqueue(&self, event: &AsyncEvent) -> Result<Enqueued, StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        if let Some(id) = &event.invocation_id {
+            let seen: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM async_events WHERE service = ?1 AND function = ?2 AND invocation_id = ?3)
+                     OR EXISTS (SELECT 1 FROM async_outcomes WHERE service = ?1 AND function = ?2 AND invocation_id = ?3)",
+                params![event.service, event.function, id],
+                |r| r.get(0),
+            )?;
+            if seen {
+                return Ok(Enqueued::Duplicate);
+            }
+        }
+        tx.execute(
+            "INSERT INTO async_events (service, function, invocation_id, request_id, payload, enqueued_ms, attempts, next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                event.service,
+                event.function,
+                event.invocation_id,
+                event.request_id,
+                event.payload,
+                event.enqueued_ms,
+                event.attempts,
+                event.next_attempt_ms
+            ],
+        )?;
+        let seq = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Enqueued::New(seq))
+    }
+
+    fn queue_heads(&self) -> Result<Vec<AsyncEvent>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM async_events
+             WHERE seq IN (SELECT MIN(seq) FROM async_events GROUP BY service, function) ORDER BY seq"
+        ))?;
+        let rows = statement.query_map([], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn queue_len(&self) -> Result<usize, StorageError> {
+        count_rows(&self.lock(), "SELECT COUNT(*) FROM async_events", [])
+    }
+
+    fn reschedule(
+        &self,
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.lock().execute(
+            "UPDATE async_events SET attempts = ?2, next_attempt_ms = ?3 WHERE seq = ?1",
+            params![seq, attempts, next_attempt_ms],
+        )?;
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        event: &AsyncEvent,
+        status: EventStatus,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute("DELETE FROM async_events WHERE seq = ?1", [event.seq])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO async_outcomes
+                 (seq, service, function, invocation_id, request_id, status, attempts, detail, enqueued_ms, finished_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                event.seq,
+                event.service,
+                event.function,
+                event.invocation_id,
+                event.request_id,
+                status.as_str(),
+                event.attempts,
+                detail,
+                event.enqueued_ms,
+                now_ms
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT service, function, invocation_id, request_id, status, attempts, detail FROM async_outcomes
+             WHERE service = ?1 AND function = ?2 ORDER BY finished_ms, seq",
+        )?;
+        let rows = statement.query_map([service, function], |row| {
+            Ok(EventOutcome {
+                service: row.get(0)?,
+                function: row.get(1)?,
+                invocation_id: row.get(2)?,
+                request_id: row.get(3)?,
+                status: row.get(4)?,
+                attempts: row.get(5)?,
+                detail: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage() -> (tempfile::TempDir, SqliteStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("runtime.sqlite")).unwrap();
+        (dir, storage)
+    }
+
+    fn event(function: &str, invocation_id: Option<&str>) -> AsyncEvent {
+        AsyncEvent {
+            seq: 0,
+            service: "s".into(),
+            function: function.into(),
+            invocation_id: invocation_id.map(Into::into),
+            request_id: "r".into(),
+            payload: b"p".to_vec(),
+            enqueued_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+        }
+    }
+
+    #[test]
+    fn queue_survives_reopening_and_deduplicates_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runtime.sqlite");
+        {
+            let storage = SqliteStorage::open(&path).unwrap();
+            assert!(matches!(
+                storage.enqueue(&event("f", Some("job_1"))).unwrap(),
+                Enqueued::New(_)
+            ));
+            assert_eq!(
+                storage.enqueue(&event("f", Some("job_1"))).unwrap(),
+                Enqueued::Duplicate
+            );
+            assert!(matches!(
+                storage.enqueue(&event("g", Some("job_1"))).unwrap(),
+                Enqueued::New(_)
+            ));
+            storage.enqueue(&event("f", None)).unwrap();
+        }
+        let storage = SqliteStorage::open(&path).unwrap();
+        assert_eq!(storage.queue_len().unwrap(), 3);
+        let heads = storage.queue_heads().unwrap();
+        assert_eq!(
+            heads
+                .iter()
+                .map(|e| (e.function.as_str(), e.invocation_id.as_deref()))
+                .collect::<Vec<_>>(),
+            [("f", Some("job_1")), ("g", Some("job_1"))]
+        );
+        storage
+            .finish(&heads[0], EventStatus::Succeeded, "", 5)
+            .unwrap();
+        assert_eq!(
+            storage.enqueue(&event("f", Some("job_1"))).unwrap(),
+            Enqueued::Duplicate,
+            "finished ids stay"
+        );
+        let heads = storage.queue_heads().unwrap();
+        let f_head = heads.iter().find(|e| e.function == "f").unwrap();
+        assert_eq!(
+            f_head.invocation_id, None,
+            "the next event of f is its second one"
+        );
+        assert_eq!(storage.outcomes("s", "f").unwrap()[0].status, "Succeeded");
+    }
+
+    #[test]
+    fn services_with_functions_cannot_be_deleted() {
+        let (_dir, storage) = storage();
+        let service = ServiceRecord {
+            name: "s".into(),
+            id: "id".into(),
+            config: ServiceConfig::default(),
+            created_ms: 0,
+            modified_ms: 0,
+        };
+        storage.insert_service(&service).unwrap();
+        assert!(matches!(
+            storage.insert_service(&service),
+            Err(StorageError::AlreadyExists)
+        ));
+        let config = serde_json::from_value(serde_json::json!({
+            "runtime": "python3", "handler": "i.h", "description": "", "memorySize": 128, "timeout": 3,
+            "initializer": "", "initializationTimeout": 3, "environmentVariables": {}, "instanceConcurrency": 1,
+            "instanceType": "e1"
+        }))
+        .unwrap();
+        let function = FunctionRecord {
+            service: "s".into(),
+            name: "f_1".into(),
+            id: "fid".into(),
+            config,
+            code_checksum: u64::MAX,
+            code_size: 10,
+            created_ms: 0,
+            modified_ms: 0,
+        };
+        storage.insert_function(&function, 1).unwrap();
+        let second = FunctionRecord {
+            name: "g".into(),
+            ..function.clone()
+        };
+        assert!(matches!(
+            storage.insert_function(&second, 1),
+            Err(StorageError::TooManyFunctions(1))
+        ));
+        assert_eq!(storage.function("s", "f_1").unwrap(), Some(function));
+        assert_eq!(storage.functions("s", "f_", "", 10).unwrap().len(), 1);
+        assert_eq!(
+            storage.functions("s", "f%", "", 10).unwrap().len(),
+            0,
+            "LIKE wildcards are escaped"
+        );
+        assert!(matches!(
+            storage.delete_service("s"),
+            Err(StorageError::NotEmpty(1))
+        ));
+        assert!(storage.delete_function("s", "f_1").unwrap());
+        assert!(storage.delete_service("s").unwrap());
+        assert!(!storage.delete_service("s").unwrap());
+    }
+}
