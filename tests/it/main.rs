@@ -1,4 +1,5 @@
 //! One integration-test binary: every module below drives real parts (TLS gRPC, SQLite files, python3 and node
 //! processes) through the helpers in `support`.
 
+mod check_config;
 mod support;
