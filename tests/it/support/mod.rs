@@ -1,1 +1,3 @@
 //! Helpers shared by the integration tests: they start real parts on port 0 and clean up after themselves.
+
+pub mod admin;
