@@ -87,8 +87,8 @@ pub struct Runtime {
     /// A folder of functions (one sub-folder per service/function) registered at start, if any.
     #[serde(default)]
     pub functions: Option<Spanned<PathBuf>>,
-    /// The access key the runtime accepts; triggers with `endpoint = "embedded"` sign with it unless they have
-    /// their own.
+    /// The access key the runtime accepts; triggers with `endpoint = "embedded"` sign with the running
+    /// runtime's key unless they have their own.
     #[serde(default)]
     pub credentials: Option<Credentials>,
 }
@@ -968,12 +968,6 @@ impl Config {
                                 Some(fc.endpoint.span()),
                                 field("target.function_compute.endpoint"),
                                 "`embedded` needs the bundled runtime: set `[runtime] enabled = true`",
-                            ));
-                        } else if fc.credentials.is_none() && self.runtime.credentials.is_none() {
-                            problems.push(source.problem(
-                                Some(fc.endpoint.span()),
-                                field("target.function_compute.credentials"),
-                                "no access key to sign with: give the trigger `credentials` or `[runtime.credentials]`",
                             ));
                         }
                     } else if fc.credentials.is_none() {

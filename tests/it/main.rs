@@ -3,4 +3,5 @@
 
 mod admin;
 mod check_config;
+mod dispatch;
 mod support;
