@@ -4,4 +4,5 @@
 mod admin;
 mod check_config;
 mod dispatch;
+mod store_crash;
 mod support;
