@@ -3,7 +3,8 @@
 //! A filter runs on an event envelope and yields the payloads to push, in order; no output means the event is
 //! not pushed for this trigger. jq keeps BaaS semantics (every output is pushed; both `.a.[0]` and `.a[0]` are
 //! accepted). JMESPath yields at most one payload: `null`, `false`, an empty array or an empty object mean "not
-//! pushed", `true` pushes the envelope unchanged, anything else is pushed as is.
+//! pushed", `true` pushes the envelope unchanged, anything else is pushed as is (an empty string too: the spec
+//! names only those four as "not pushed").
 
 use std::fmt;
 
@@ -73,6 +74,10 @@ enum Compiled {
 }
 
 type JqData = data::JustLut<Val>;
+
+/// The most payloads one event may yield: past it the filter is taken to be endless (`repeat`, `range(infinite)`)
+/// and fails, instead of filling memory.
+pub const MAX_OUTPUTS: usize = 10_000;
 
 impl fmt::Debug for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,19 +263,25 @@ fn apply_jq(
     };
     let input = Val::deserialize(envelope).map_err(|e| error(e.to_string()))?;
     let ctx = Ctx::<JqData>::new(&filter.lut, Vars::new([]));
-    filter
-        .id
-        .run((ctx, input))
-        .map(unwrap_valr)
-        .map(|output| match output {
-            Ok(value) => val_to_json(&value).map_err(error),
-            Err(e) => Err(error(match e.into_val() {
-                // `error("text")` reads better without JSON quotes.
-                Val::TStr(text) => String::from_utf8_lossy(&text).into_owned(),
-                other => other.to_string(),
-            })),
-        })
-        .collect()
+    let mut payloads = Vec::new();
+    for output in filter.id.run((ctx, input)).map(unwrap_valr) {
+        if payloads.len() == MAX_OUTPUTS {
+            return Err(error(format!(
+                "the filter yields more than {MAX_OUTPUTS} outputs for one event (an endless generator such as `repeat`?)"
+            )));
+        }
+        match output {
+            Ok(value) => payloads.push(val_to_json(&value).map_err(error)?),
+            Err(e) => {
+                return Err(error(match e.into_val() {
+                    // `error("text")` reads better without JSON quotes.
+                    Val::TStr(text) => String::from_utf8_lossy(&text).into_owned(),
+                    other => other.to_string(),
+                }));
+            }
+        }
+    }
+    Ok(payloads)
 }
 
 /// jaq values have no `Serialize`: convert by hand (objects keep their key order).

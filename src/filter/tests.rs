@@ -259,3 +259,13 @@ fn filter_is_send_and_sync_and_shows_its_source() {
     assert_eq!(filter.language(), Language::Jq);
     assert_eq!(jmespath("id").language(), Language::Jmespath);
 }
+
+#[test]
+fn an_endless_jq_generator_fails_instead_of_filling_memory() {
+    let error = jq("repeat(1)").apply(&json!(null)).unwrap_err();
+    assert!(error.message.contains("more than 10000 outputs"), "{error}");
+    assert_eq!(
+        jq("range(10000)").apply(&json!(null)).unwrap().len(),
+        MAX_OUTPUTS
+    );
+}
