@@ -457,7 +457,7 @@ fn truncate(text: &str, width: usize) -> String {
     cut
 }
 
-/// Lays out rows under a header with columns as wide as their widest cell; the last column is not padded.
+/// Lays out rows under a header with columns as wide as their widest cell; lines carry no trailing spaces.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
     for row in rows {
@@ -468,15 +468,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     let header: Vec<String> = header.iter().map(|cell| (*cell).to_owned()).collect();
     for row in std::iter::once(&header).chain(rows) {
-        let last = row.len().saturating_sub(1);
-        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if index == last {
-                out.push_str(cell);
-            } else {
-                out.push_str(cell);
-                out.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
-            }
+        for (cell, width) in row.iter().zip(&widths) {
+            out.push_str(cell);
+            out.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
         }
+        let trimmed = out.trim_end_matches(' ').len();
+        out.truncate(trimmed);
         out.push('\n');
     }
     out

@@ -341,6 +341,17 @@ async fn bad_requests_get_json_errors_that_say_what_was_expected() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
 
+    let (status, body) = call(&server, Method::GET, "/v1/triggers/%FF").await;
+    error_message(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let response = client()
+        .post(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
     let huge = format!(r#"{{"from": "{}"}}"#, "9".repeat(100 * 1024));
     let (status, body) = call_with_body(
         &server,
@@ -808,4 +819,63 @@ async fn cli_explains_missing_or_wrong_tokens_and_unreachable_daemons() {
         message.contains(&format!("cannot connect to the admin API at {url}")),
         "{message}"
     );
+}
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("no test panics while holding the lock")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_log_but_refusals_do() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so the server's tasks log through this subscriber too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = AdminServer::start().await;
+    let wrong = "wrong-token-that-must-not-be-logged";
+    let response = client()
+        .get(format!("{}/v1/triggers", server.url))
+        .bearer_auth(wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &server,
+        reqwest::Method::POST,
+        "/v1/triggers/blocks/disable",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("admin request refused: the bearer token is not valid"),
+        "{text}"
+    );
+    assert!(
+        text.contains("trigger disabled over the admin API"),
+        "{text}"
+    );
+    assert!(!text.contains(wrong), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
 }
