@@ -7,6 +7,7 @@
 //! names only those four as "not pushed").
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Ctx, Vars, data, unwrap_valr};
@@ -127,9 +128,89 @@ impl Filter {
     /// Runs the filter on an event envelope and returns the payloads to push, in order.
     pub fn apply(&self, envelope: &Value) -> Result<Vec<Value>, FilterError> {
         match &self.compiled {
-            Compiled::Jq(filter) => apply_jq(filter, envelope),
-            Compiled::Jmespath(expression) => apply_jmespath(expression, envelope),
+            Compiled::Jq(filter) => apply_jq(filter, to_jq(envelope)?),
+            Compiled::Jmespath(expression) => {
+                apply_jmespath(expression, &to_jmespath(envelope)?, envelope)
+            }
         }
+    }
+
+    /// Runs the filter on a prepared envelope: the conversion to the language's own values is shared by every
+    /// filter that runs on the same event.
+    pub fn apply_to(&self, envelope: &Envelope) -> Result<Vec<Value>, FilterError> {
+        match &self.compiled {
+            Compiled::Jq(filter) => apply_jq(filter, envelope.jq()?.clone()),
+            Compiled::Jmespath(expression) => {
+                apply_jmespath(expression, envelope.jmespath()?, envelope.json())
+            }
+        }
+    }
+}
+
+/// An event envelope ready for filtering (Send + Sync, share it with `Arc`): its conversions to jq and JMESPath
+/// values happen at most once per event, however many triggers filter it.
+pub struct Envelope {
+    /// The envelope itself: what a filter without a filter (or `true` in JMESPath) pushes.
+    json: Value,
+    jq: OnceLock<Result<Val, String>>,
+    jmespath: OnceLock<Result<jmespath::Rcvar, String>>,
+}
+
+impl Envelope {
+    /// Wraps an envelope; nothing is converted until a filter needs it.
+    pub fn new(json: Value) -> Self {
+        Envelope {
+            json,
+            jq: OnceLock::new(),
+            jmespath: OnceLock::new(),
+        }
+    }
+
+    /// The envelope as JSON.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    fn jq(&self) -> Result<&Val, FilterError> {
+        self.jq
+            .get_or_init(|| to_jq(&self.json).map_err(|e| e.message))
+            .as_ref()
+            .map_err(|message| FilterError {
+                language: Language::Jq,
+                message: message.clone(),
+            })
+    }
+
+    fn jmespath(&self) -> Result<&jmespath::Rcvar, FilterError> {
+        self.jmespath
+            .get_or_init(|| to_jmespath(&self.json).map_err(|e| e.message))
+            .as_ref()
+            .map_err(|message| FilterError {
+                language: Language::Jmespath,
+                message: message.clone(),
+            })
+    }
+}
+
+fn to_jq(json: &Value) -> Result<Val, FilterError> {
+    Val::deserialize(json).map_err(|e| FilterError {
+        language: Language::Jq,
+        message: e.to_string(),
+    })
+}
+
+fn to_jmespath(json: &Value) -> Result<jmespath::Rcvar, FilterError> {
+    jmespath::Variable::try_from(json)
+        .map(jmespath::Rcvar::new)
+        .map_err(|e| FilterError {
+            language: Language::Jmespath,
+            message: e.to_string(),
+        })
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Envelope").field(&self.json).finish()
     }
 }
 
@@ -255,13 +336,12 @@ fn floor_char_boundary(s: &str, mut index: usize) -> usize {
 
 fn apply_jq(
     filter: &jaq_core::compile::Filter<jaq_core::Native<JqData>>,
-    envelope: &Value,
+    input: Val,
 ) -> Result<Vec<Value>, FilterError> {
     let error = |message: String| FilterError {
         language: Language::Jq,
         message,
     };
-    let input = Val::deserialize(envelope).map_err(|e| error(e.to_string()))?;
     let ctx = Ctx::<JqData>::new(&filter.lut, Vars::new([]));
     let mut payloads = Vec::new();
     for output in filter.id.run((ctx, input)).map(unwrap_valr) {
@@ -329,15 +409,14 @@ fn number_to_json(text: &str) -> Result<Value, String> {
 
 fn apply_jmespath(
     expression: &jmespath::Expression<'static>,
+    input: &jmespath::Rcvar,
     envelope: &Value,
 ) -> Result<Vec<Value>, FilterError> {
     let error = |message: String| FilterError {
         language: Language::Jmespath,
         message,
     };
-    let result = expression
-        .search(envelope)
-        .map_err(|e| error(e.to_string()))?;
+    let result = expression.search(input).map_err(|e| error(e.to_string()))?;
     let value = serde_json::to_value(&*result).map_err(|e| error(e.to_string()))?;
     Ok(match value {
         Value::Null | Value::Bool(false) => Vec::new(),

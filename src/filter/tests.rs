@@ -269,3 +269,43 @@ fn an_endless_jq_generator_fails_instead_of_filling_memory() {
         MAX_OUTPUTS
     );
 }
+
+#[test]
+fn a_prepared_envelope_gives_the_same_payloads_and_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Envelope>();
+    let event = fixture("tx_taskmgr_valid.json");
+    let envelope = std::sync::Arc::new(Envelope::new(event.clone()));
+    let example_5 = format!(r#"{EXAMPLE_4} | .[] | select(.key=="special_key")"#);
+    let filters = [
+        jq(EXAMPLE_4),
+        jq(&example_5),
+        jq(EXAMPLE_6),
+        jq(".content.events[] | .name, .id"),
+        jmespath("content.state == 'VALID'"),
+        jmespath("content.to"),
+    ];
+    let threads: Vec<_> = filters
+        .into_iter()
+        .map(|filter| {
+            let envelope = envelope.clone();
+            let event = event.clone();
+            std::thread::spawn(move || {
+                let prepared = filter.apply_to(&envelope).unwrap();
+                assert!(!prepared.is_empty(), "{}", filter.source());
+                assert_eq!(
+                    prepared,
+                    filter.apply(&event).unwrap(),
+                    "{}",
+                    filter.source()
+                );
+                // Twice on the same envelope: the cached conversion is not consumed.
+                assert_eq!(filter.apply_to(&envelope).unwrap(), prepared);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(envelope.json(), &event);
+}
