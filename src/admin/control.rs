@@ -13,6 +13,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::metrics::HistogramSnapshot;
+use crate::store;
+use crate::trigger::state;
 
 /// What the engine does for the admin API. Every method is cheap to call concurrently: the API serves
 /// several operators and a Prometheus scraper at once, and must never hold back event delivery.
@@ -118,6 +120,16 @@ impl fmt::Display for EnableFrom {
     }
 }
 
+impl From<EnableFrom> for state::EnableFrom {
+    fn from(from: EnableFrom) -> Self {
+        match from {
+            EnableFrom::Latest => Self::Latest,
+            EnableFrom::StoredPosition => Self::Stored,
+            EnableFrom::Block(block) => Self::Block(block),
+        }
+    }
+}
+
 /// Why the engine refused a command. Each maps to one HTTP status (see [`super::ApiError`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -197,6 +209,20 @@ impl TriggerState {
     }
 }
 
+impl TriggerState {
+    /// The state machine's state as operators see it; `None` for a deleted trigger, which the API no longer
+    /// shows.
+    pub fn from_state(state: state::State) -> Option<Self> {
+        match state {
+            state::State::Running => Some(Self::Running),
+            state::State::Exception => Some(Self::Exception),
+            state::State::Failed => Some(Self::Failed),
+            state::State::Disabled => Some(Self::Disabled),
+            state::State::Deleted => None,
+        }
+    }
+}
+
 impl fmt::Display for TriggerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
@@ -223,6 +249,15 @@ impl Position {
     /// channel's height (its number of blocks). `None` while the chain height is unknown.
     pub fn lag(self, chain_height: Option<u64>) -> Option<u64> {
         chain_height.map(|height| height.saturating_sub(self.block))
+    }
+}
+
+impl From<state::Position> for Position {
+    fn from(position: state::Position) -> Self {
+        Self {
+            block: position.block,
+            event_index: position.index,
+        }
     }
 }
 
@@ -264,9 +299,9 @@ pub struct TriggerStatus {
     pub failure_threshold: i64,
     /// The latest delivery or configuration error, so Exception and Failed explain themselves.
     pub last_error: Option<LastError>,
-    /// Payloads the target accepted, since the daemon started.
+    /// Payloads the target accepted over the trigger's life (the store keeps the count across restarts).
     pub delivered: u64,
-    /// Events given up on after all retries (written as dead letters), since the daemon started.
+    /// Payloads given up on after all retries (each written as a dead letter), over the trigger's life.
     pub discarded: u64,
     /// Attempts beyond the first, since the daemon started: a rising count warns before discards do.
     pub retries: u64,
@@ -303,6 +338,8 @@ pub struct DeadLetter {
     pub block: u64,
     /// The event's index within the block, with `block` its exact position.
     pub event_index: u32,
+    /// Which of the filter's outputs for that event this is (0 for the first): a filter may yield several.
+    pub output: u32,
     /// The payload that was pushed (the filter's output), exactly as it would be pushed again.
     pub payload: serde_json::Value,
     /// The last error of the last attempt.
@@ -314,6 +351,33 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
     /// Whether it has since been pushed again successfully, so a re-push of all skips it.
     pub repushed: bool,
+}
+
+impl TryFrom<store::DeadLetter> for DeadLetter {
+    type Error = ControlError;
+
+    fn try_from(stored: store::DeadLetter) -> Result<Self, Self::Error> {
+        let id = u64::try_from(stored.id).map_err(|_| {
+            ControlError::Internal(format!(
+                "dead letter id {} of trigger {} in the database is negative",
+                stored.id, stored.trigger
+            ))
+        })?;
+        let letter = stored.letter;
+        Ok(Self {
+            id,
+            trigger: stored.trigger.to_string(),
+            event_id: letter.event_id,
+            block: letter.position.block,
+            event_index: letter.position.index,
+            output: letter.output,
+            payload: letter.payload,
+            error: letter.error,
+            attempts: letter.attempts,
+            at: DateTime::<Utc>::from(stored.created_at),
+            repushed: stored.repushed_at.is_some(),
+        })
+    }
 }
 
 /// How pushing one dead letter again went.
@@ -456,6 +520,68 @@ mod tests {
             }
             .lag(Some(11)),
             Some(0)
+        );
+    }
+
+    #[test]
+    fn engine_types_convert_to_and_from_the_api_ones() {
+        let stored = state::Position { block: 4, index: 2 };
+        assert_eq!(
+            Position::from(stored),
+            Position {
+                block: 4,
+                event_index: 2
+            }
+        );
+        assert_eq!(
+            state::EnableFrom::from(EnableFrom::Latest),
+            state::EnableFrom::Latest
+        );
+        assert_eq!(
+            state::EnableFrom::from(EnableFrom::StoredPosition),
+            state::EnableFrom::Stored
+        );
+        assert_eq!(
+            state::EnableFrom::from(EnableFrom::Block(9)),
+            state::EnableFrom::Block(9)
+        );
+        assert_eq!(
+            TriggerState::from_state(state::State::Exception),
+            Some(TriggerState::Exception)
+        );
+        assert_eq!(TriggerState::from_state(state::State::Deleted), None);
+    }
+
+    #[test]
+    fn stored_dead_letters_convert_and_negative_ids_are_refused() {
+        let created_at =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
+        let stored = store::DeadLetter {
+            id: 7,
+            trigger: crate::config::TriggerName::new("blocks").unwrap(),
+            letter: store::NewDeadLetter {
+                event_id: "block-3".into(),
+                position: state::Position { block: 3, index: 0 },
+                output: 1,
+                payload: serde_json::json!({"n": 3}),
+                error: "HTTP 500".into(),
+                attempts: 3,
+            },
+            created_at,
+            repushed_at: Some(created_at),
+        };
+        let letter = DeadLetter::try_from(stored.clone()).unwrap();
+        assert_eq!(
+            (letter.id, letter.block, letter.event_index, letter.output),
+            (7, 3, 0, 1)
+        );
+        assert_eq!(letter.trigger, "blocks");
+        assert_eq!(letter.at.timestamp_millis(), 1_700_000_000_250);
+        assert!(letter.repushed);
+        let negative = store::DeadLetter { id: -1, ..stored };
+        let error = DeadLetter::try_from(negative).unwrap_err();
+        assert!(
+            matches!(&error, ControlError::Internal(message) if message.contains("-1") && message.contains("blocks"))
         );
     }
 

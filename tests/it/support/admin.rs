@@ -109,6 +109,7 @@ impl TestEngine {
             event_id: format!("block-{block}"),
             block,
             event_index: 0,
+            output: 0,
             payload,
             error: "HTTP 500 from https://hooks.example.com/chain".to_owned(),
             attempts: 3,
