@@ -60,6 +60,15 @@ pub enum AdminError {
         /// The refused address.
         address: SocketAddr,
     },
+    /// The address could not be bound (in use, or not an address of this machine).
+    #[error("the admin API cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// Serving failed (the listener broke).
     #[error("the admin API stopped serving: {0}")]
     Serve(#[source] std::io::Error),
@@ -76,6 +85,18 @@ pub fn check_listen_address(
     } else {
         Err(AdminError::NonLoopback { address })
     }
+}
+
+/// Checks `address` with [`check_listen_address`] and binds it: what the daemon does at start, so a bad or
+/// busy address stops it with a message naming the address.
+pub async fn bind(
+    address: SocketAddr,
+    allow_non_loopback: bool,
+) -> Result<TcpListener, AdminError> {
+    check_listen_address(address, allow_non_loopback)?;
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AdminError::Bind { address, source })
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled, then finishes the requests in flight.
@@ -115,5 +136,16 @@ mod tests {
                 "{address}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_remote_addresses_and_names_a_busy_one() {
+        let error = bind("0.0.0.0:0".parse().unwrap(), false).await.unwrap_err();
+        assert!(matches!(error, AdminError::NonLoopback { .. }), "{error}");
+        let taken = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+        let address = taken.local_addr().unwrap();
+        let error = bind(address, false).await.unwrap_err();
+        assert!(matches!(error, AdminError::Bind { .. }), "{error}");
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
     }
 }
