@@ -1,1 +1,392 @@
-//! TODO(skeleton)
+//! Pushing events to targets: Function Compute (2016-08-15 invoke, signed) and HTTP, with retries.
+//!
+//! [`Dispatcher::push`] makes one attempt and reduces its result to what [`classify`] needs;
+//! [`Dispatcher::deliver`] runs attempts on the trigger's retry schedule and returns the event's final
+//! [`Outcome`]. One shared reqwest client (rustls, connection pooling) serves every trigger; redirects are not
+//! followed (a redirect is reported as a configuration problem: the URL should be fixed).
+
+pub mod classify;
+pub mod fc;
+pub mod http;
+pub mod retry;
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::Url;
+use serde_json::Value;
+
+use crate::config::{self, FcEndpoint, HttpMethod, RetryPolicy};
+use classify::{AttemptResult, ResponseSummary, TargetKind, TransportError, Verdict};
+
+pub use fc::FcTarget;
+pub use http::{HttpAuth, HttpTarget};
+
+/// The header that carries the event id on every push, so receivers can de-duplicate.
+pub const EVENT_ID_HEADER: &str = "X-Chaintrigger-Event-Id";
+/// The header that carries the index of the filter output pushed (a filter may yield several per event).
+pub const OUTPUT_INDEX_HEADER: &str = "X-Chaintrigger-Output-Index";
+
+/// How long setting up a connection may take before the endpoint counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most of a response body read: enough for any error message, bounded against huge answers.
+const MAX_BODY_READ: usize = 64 * 1024;
+
+/// What identifies one push: the same event through the same trigger and filter output is the same push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushKey<'a> {
+    /// The trigger pushing.
+    pub trigger: &'a str,
+    /// The event's `id` (unique within the channel).
+    pub event_id: &'a str,
+    /// Which of the filter's outputs for this event (0 for the first).
+    pub output: usize,
+}
+
+/// A trigger's target, ready to push to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    FunctionCompute(FcTarget),
+    Http(HttpTarget),
+}
+
+/// Why a configured target cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    #[error("cannot read the secret of {field}: {message}")]
+    Secret { field: String, message: String },
+    #[error(
+        "`endpoint = \"embedded\"` needs the bundled runtime's address and credentials, and it is not running"
+    )]
+    NoEmbeddedRuntime,
+    #[error("no access key for the Function Compute target")]
+    NoCredentials,
+    #[error("invalid HTTP headers: {0}")]
+    Headers(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// The bundled runtime as a target: where it listens and the key it accepts.
+#[derive(Debug, Clone)]
+pub struct EmbeddedRuntime {
+    /// Its actual address (the configured port may be 0 in tests).
+    pub endpoint: Url,
+    /// The access key it accepts.
+    pub access_key_id: String,
+    /// The secret of that key.
+    pub access_key_secret: config::Secret,
+}
+
+impl Target {
+    /// Resolves a configured target: reads its secrets, picks the embedded runtime's address.
+    pub fn resolve(
+        target: &config::Target,
+        embedded: Option<&EmbeddedRuntime>,
+    ) -> Result<Target, DispatchError> {
+        let secret = |source: &config::SecretSource, field: &str| {
+            source.read().map_err(|message| DispatchError::Secret {
+                field: field.to_owned(),
+                message,
+            })
+        };
+        match target {
+            config::Target::FunctionCompute(fc) => {
+                let own = fc
+                    .credentials
+                    .as_ref()
+                    .map(|c| {
+                        Ok::<_, DispatchError>((
+                            c.access_key_id.clone(),
+                            secret(
+                                c.access_key_secret.get_ref(),
+                                "credentials.access_key_secret",
+                            )?,
+                        ))
+                    })
+                    .transpose()?;
+                let (endpoint, (access_key_id, access_key_secret)) = match fc.endpoint.get_ref() {
+                    FcEndpoint::Url(url) => (url.clone(), own.ok_or(DispatchError::NoCredentials)?),
+                    FcEndpoint::Embedded => {
+                        let runtime = embedded.ok_or(DispatchError::NoEmbeddedRuntime)?;
+                        let credentials = own.unwrap_or_else(|| {
+                            (
+                                runtime.access_key_id.clone(),
+                                runtime.access_key_secret.clone(),
+                            )
+                        });
+                        (runtime.endpoint.clone(), credentials)
+                    }
+                };
+                Ok(Target::FunctionCompute(FcTarget {
+                    endpoint,
+                    service: fc.service.clone(),
+                    function: fc.function.clone(),
+                    qualifier: fc.qualifier.clone(),
+                    invocation: fc.invocation,
+                    account_id: fc.account_id.clone(),
+                    access_key_id,
+                    access_key_secret,
+                }))
+            }
+            config::Target::Http(http) => {
+                let auth = match &http.auth {
+                    config::HttpAuth::None => HttpAuth::None,
+                    config::HttpAuth::Basic { user, password } => HttpAuth::Basic {
+                        user: user.clone(),
+                        password: secret(password.get_ref(), "auth.basic.password")?,
+                    },
+                    config::HttpAuth::Bearer { token } => {
+                        HttpAuth::Bearer(secret(token.get_ref(), "auth.bearer.token")?)
+                    }
+                };
+                Ok(Target::Http(HttpTarget {
+                    url: http.url.clone(),
+                    method: http.method,
+                    auth,
+                    headers: http::parse_headers(http.headers.get_ref())
+                        .map_err(DispatchError::Headers)?,
+                }))
+            }
+        }
+    }
+
+    /// Which classification rules apply to this target's answers.
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Target::FunctionCompute(_) => TargetKind::FunctionCompute,
+            Target::Http(_) => TargetKind::Http,
+        }
+    }
+}
+
+/// The final outcome of delivering one payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target accepted it.
+    Delivered {
+        /// Attempts it took (1 = first time).
+        attempts: u32,
+    },
+    /// Retries ran out, or the target refused this event for good: it becomes a dead letter, one failure.
+    Discarded {
+        /// The last attempt's error, kept with the dead letter.
+        last_error: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A configuration problem (or an endpoint unreachable through every attempt): the trigger enters Exception
+    /// and holds this event.
+    Blocked {
+        /// What to fix.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// Pushes payloads; cheap to clone (one shared connection pool).
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    client: reqwest::Client,
+}
+
+impl Dispatcher {
+    /// A dispatcher with its own connection pool. Call [`crate::install_crypto_provider`] first.
+    pub fn new() -> Result<Dispatcher, DispatchError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("chaintrigger/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DispatchError::Client(e.to_string()))?;
+        Ok(Dispatcher { client })
+    }
+
+    /// One attempt: sends `payload` and waits at most `timeout` for the whole answer.
+    pub async fn push(
+        &self,
+        target: &Target,
+        payload: &Value,
+        key: &PushKey<'_>,
+        timeout: Duration,
+    ) -> AttemptResult {
+        let body = payload.to_string();
+        let request = match target {
+            Target::FunctionCompute(fc) => {
+                let mut request = self.client.post(fc.url());
+                for (name, value) in fc.headers(key, SystemTime::now()) {
+                    request = request.header(name, value);
+                }
+                request.body(body)
+            }
+            Target::Http(http) => {
+                let url = http.request_url(&body);
+                let request = match http.method {
+                    HttpMethod::Get => self.client.get(url),
+                    HttpMethod::Post => self
+                        .client
+                        .post(url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body),
+                };
+                let request = request.headers(http.headers.clone());
+                match &http.auth {
+                    HttpAuth::None => request,
+                    HttpAuth::Basic { user, password } => {
+                        request.basic_auth(user, Some(password.expose()))
+                    }
+                    HttpAuth::Bearer(token) => request.bearer_auth(token.expose()),
+                }
+            }
+        };
+        let request = request
+            .header(EVENT_ID_HEADER, key.event_id)
+            .header(OUTPUT_INDEX_HEADER, key.output.to_string());
+        let kind = target.kind();
+        let exchange = async {
+            let response = request.send().await.map_err(transport_error)?;
+            read_response(kind, response).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(summary)) => AttemptResult::Response(summary),
+            Ok(Err(error)) => AttemptResult::Transport(error),
+            Err(_) => AttemptResult::Transport(TransportError::Timeout(timeout)),
+        }
+    }
+
+    /// Delivers one payload: attempts on `policy`'s schedule until it is delivered, refused for good, or the
+    /// attempts run out.
+    pub async fn deliver(
+        &self,
+        target: &Target,
+        payload: &Value,
+        key: &PushKey<'_>,
+        policy: &RetryPolicy,
+    ) -> Outcome {
+        let mut backoff = retry::Backoff::new(policy);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = self
+                .push(target, payload, key, policy.attempt_timeout.0)
+                .await;
+            match classify::classify(target.kind(), &result) {
+                Verdict::Delivered => return Outcome::Delivered { attempts },
+                Verdict::Undeliverable(reason) => {
+                    return Outcome::Discarded {
+                        last_error: reason,
+                        attempts,
+                    };
+                }
+                Verdict::Configuration(reason) => return Outcome::Blocked { reason, attempts },
+                Verdict::Retry(retryable) => match backoff.next() {
+                    Some(delay) => {
+                        tracing::debug!(
+                            trigger = key.trigger,
+                            event = key.event_id,
+                            attempts,
+                            reason = %retryable.reason,
+                            "push failed, retrying"
+                        );
+                        tokio::time::sleep(retry::delay_before_next(delay, retryable.retry_after))
+                            .await;
+                    }
+                    None if retryable.unreachable => {
+                        return Outcome::Blocked {
+                            reason: format!(
+                                "endpoint unreachable after {attempts} attempts: {}",
+                                retryable.reason
+                            ),
+                            attempts,
+                        };
+                    }
+                    None => {
+                        return Outcome::Discarded {
+                            last_error: retryable.reason,
+                            attempts,
+                        };
+                    }
+                },
+            }
+        }
+    }
+}
+
+async fn read_response(
+    kind: TargetKind,
+    mut response: reqwest::Response,
+) -> Result<ResponseSummary, TransportError> {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let fc_error_type = header(classify::FC_ERROR_TYPE_HEADER);
+    let retry_after = header("retry-after")
+        .and_then(|value| classify::parse_retry_after(&value, SystemTime::now()));
+    let mut body = Vec::new();
+    while body.len() < MAX_BODY_READ {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Err(transport_error(e)),
+        }
+    }
+    let fc_error_code = match kind {
+        TargetKind::FunctionCompute if !(200..300).contains(&status) => {
+            classify::fc_error_code(&body)
+        }
+        _ => None,
+    };
+    Ok(ResponseSummary {
+        status,
+        fc_error_type,
+        fc_error_code,
+        retry_after,
+        body_excerpt: classify::body_excerpt(&body),
+    })
+}
+
+/// Sorts a reqwest error into the kinds the classifier knows, by looking through its causes.
+fn transport_error(error: reqwest::Error) -> TransportError {
+    let chain = error_chain(&error);
+    if error.is_builder() {
+        return TransportError::InvalidUrl(chain);
+    }
+    if error.is_dns() {
+        return TransportError::Dns(chain);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<rustls::Error>().is_some() {
+            return TransportError::Tls(chain);
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        return TransportError::Connect(chain);
+    }
+    if error.is_timeout() {
+        return TransportError::Timeout(Duration::ZERO);
+    }
+    TransportError::Other(chain)
+}
+
+/// `error: cause: cause ...`, without repeating a cause's text already shown.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,1 +1,173 @@
-//! TODO(skeleton)
+//! Durable trigger progress: each trigger's state, position, failure count and counters, and the dead letters,
+//! in SQLite ([`SqliteStore`]) behind the small [`Store`] trait.
+//!
+//! The rule that makes delivery at-least-once: an event's outcome (new position, state, failure count, counters
+//! and its dead letter) is written in ONE transaction by [`Store::record_outcome`], after the push. A crash before
+//! the commit leaves the old position, so the event is pushed again; never lost.
+
+mod sqlite;
+
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::config::TriggerName;
+use crate::trigger::state::{Position, State, Status};
+
+pub use sqlite::SqliteStore;
+
+/// What the store knows about one trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerRecord {
+    /// The trigger's name (its key).
+    pub name: TriggerName,
+    /// State, failure count and last error.
+    pub status: Status,
+    /// The next event to push.
+    pub position: Position,
+    /// Events delivered since the trigger was created (never reset: a lifetime counter for operators).
+    pub delivered: u64,
+    /// Events discarded since the trigger was created (never reset).
+    pub discarded: u64,
+    /// When the record last changed.
+    pub updated_at: SystemTime,
+}
+
+/// The outcome of one event, as written in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeRecord<'a> {
+    /// The trigger.
+    pub trigger: &'a TriggerName,
+    /// Its status after the outcome.
+    pub status: &'a Status,
+    /// Its position after the outcome (unchanged while in Exception).
+    pub position: Position,
+    /// Payloads delivered by this outcome (a filter may yield several per event).
+    pub delivered: u64,
+    /// Payloads discarded by this outcome.
+    pub discarded: u64,
+    /// The dead letters to keep (one per discarded payload).
+    pub dead_letters: &'a [NewDeadLetter],
+    /// When it happened.
+    pub at: SystemTime,
+}
+
+/// A discarded payload to keep for listing and re-pushing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeadLetter {
+    /// The event's id.
+    pub event_id: String,
+    /// Where the event is in the chain.
+    pub position: Position,
+    /// Which filter output of the event (0 for the first).
+    pub output: u32,
+    /// The payload as it was pushed.
+    pub payload: Value,
+    /// The last attempt's error.
+    pub error: String,
+    /// Attempts made (at least 1).
+    pub attempts: u32,
+}
+
+/// A dead letter as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Its id, for re-pushing.
+    pub id: i64,
+    /// The trigger that discarded it.
+    pub trigger: TriggerName,
+    /// The letter itself.
+    pub letter: NewDeadLetter,
+    /// When it was discarded.
+    pub created_at: SystemTime,
+    /// When it was re-pushed successfully, if it was.
+    pub repushed_at: Option<SystemTime>,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeadLetterQuery<'a> {
+    /// Only this trigger's.
+    pub trigger: Option<&'a TriggerName>,
+    /// Also those already re-pushed.
+    pub include_repushed: bool,
+    /// At most this many, oldest first (`None`: all).
+    pub limit: Option<u32>,
+}
+
+/// A store failure: names the file or the trigger concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this program knows ({known}); upgrade chaintrigger"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("database {path}: unknown trigger `{trigger}`")]
+    UnknownTrigger { path: String, trigger: String },
+    #[error("database {path}: unknown dead letter {id}")]
+    UnknownDeadLetter { path: String, id: i64 },
+    #[error("database {path}: bad stored value for {what}: {found}")]
+    Corrupt {
+        path: String,
+        what: String,
+        found: String,
+    },
+}
+
+/// Durable trigger progress.
+pub trait Store: Send + Sync {
+    /// The trigger's record, if it has one.
+    fn trigger(&self, name: &TriggerName) -> Result<Option<TriggerRecord>, StoreError>;
+
+    /// Every trigger's record (deleted ones included), by name.
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError>;
+
+    /// Creates a trigger's record unless it exists; returns the record as stored (the existing one wins, so a
+    /// restart never resets progress).
+    fn ensure_trigger(
+        &self,
+        name: &TriggerName,
+        status: &Status,
+        position: Position,
+        at: SystemTime,
+    ) -> Result<TriggerRecord, StoreError>;
+
+    /// Writes an event's outcome: position, status and counters, and its dead letters, all or nothing.
+    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError>;
+
+    /// Writes a status change from a command (disable, enable, delete), with a new position if it moves.
+    fn save_status(
+        &self,
+        name: &TriggerName,
+        status: &Status,
+        position: Option<Position>,
+        at: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// Lists dead letters, oldest first.
+    fn dead_letters(&self, query: &DeadLetterQuery<'_>) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// One dead letter.
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Marks a dead letter as re-pushed successfully.
+    fn mark_repushed(&self, id: i64, at: SystemTime) -> Result<(), StoreError>;
+}
+
+/// Whether a stored state means the trigger was deleted over the API (it stays deleted across restarts).
+pub fn is_deleted(record: &TriggerRecord) -> bool {
+    record.status.state == State::Deleted
+}
+
+#[cfg(test)]
+mod tests;

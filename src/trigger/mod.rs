@@ -1,1 +1,3 @@
-//! TODO(skeleton)
+//! Triggers: the state machine and failure accounting (pure, `state`).
+
+pub mod state;

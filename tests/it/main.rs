@@ -1,12 +1,16 @@
 //! One integration-test binary: every module below drives real parts (TLS gRPC, SQLite files, python3 and node
 //! processes) through the helpers in `support`.
 
+mod admin;
+mod check_config;
 mod decode;
 mod deliver;
+mod dispatch;
 mod identity;
 mod peersim;
 mod runtime_api;
 mod runtime_pool;
 mod runtime_sdk;
+mod store_crash;
 mod support;
 mod tail;

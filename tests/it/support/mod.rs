@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests: they start real parts on port 0 and clean up after themselves.
 
+pub mod admin;
 pub mod fabric;
 pub mod runtime;

@@ -1,0 +1,622 @@
+//! The boundary between the admin API and the engine: what the API may ask, and the shapes it answers with.
+//!
+//! The engine implements [`EngineControl`]; the HTTP layer ([`super::router`]) only translates requests into
+//! these calls and results into JSON, so every rule about triggers (what "enable from latest" means, when a
+//! trigger counts as deleted) lives in the engine and nowhere else. The status types are the stable JSON the
+//! API returns: fields are only ever added, never renamed.
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::metrics::HistogramSnapshot;
+use crate::store;
+use crate::trigger::state;
+
+/// What the engine does for the admin API. Every method is cheap to call concurrently: the API serves
+/// several operators and a Prometheus scraper at once, and must never hold back event delivery.
+///
+/// Trigger names are passed as the operator typed them; an unknown name is [`ControlError::NotFound`].
+/// A trigger deleted over the API is gone for good: it is not listed, [`EngineControl::trigger`] returns
+/// `None`, and every command on it is [`ControlError::Conflict`] explaining that it was deleted (or
+/// `NotFound` once its TOML entry is removed too).
+pub trait EngineControl: Send + Sync + 'static {
+    /// Every trigger that is not deleted, ordered by name so listings are stable.
+    fn triggers(&self) -> impl Future<Output = Vec<TriggerStatus>> + Send;
+
+    /// One trigger's status, or `None` when there is no such (undeleted) trigger.
+    fn trigger(&self, name: &str) -> impl Future<Output = Option<TriggerStatus>> + Send;
+
+    /// Starts (or restarts) pushing the trigger's events from `from`; resets the failure count to zero.
+    /// Returns the status after the change. Enabling a running trigger moves it to `from` as well.
+    fn enable(
+        &self,
+        name: &str,
+        from: EnableFrom,
+    ) -> impl Future<Output = Result<TriggerStatus, ControlError>> + Send;
+
+    /// Stops pushing; events that occur while disabled are discarded (BaaS semantics). Idempotent.
+    fn disable(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<TriggerStatus, ControlError>> + Send;
+
+    /// Removes the trigger permanently: it stays deleted across restarts even while its TOML entry remains.
+    fn delete(&self, name: &str) -> impl Future<Output = Result<(), ControlError>> + Send;
+
+    /// The trigger's dead letters with an id greater than `after` (all when `None`), oldest first, at most
+    /// `limit` of them (the API keeps `limit` between 1 and [`super::MAX_DEAD_LETTER_PAGE`]).
+    fn dead_letters(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, ControlError>> + Send;
+
+    /// Pushes one dead letter again to the trigger's current target (with the trigger's retry policy) and
+    /// reports how that went. A dead letter that does not belong to the trigger is `NotFound`.
+    fn repush_dead_letter(
+        &self,
+        name: &str,
+        id: u64,
+    ) -> impl Future<Output = Result<RepushOutcome, ControlError>> + Send;
+
+    /// Pushes every not yet re-pushed dead letter of the trigger again, oldest first, and reports each.
+    fn repush_all_dead_letters(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<RepushOutcome>, ControlError>> + Send;
+
+    /// Re-reads the configuration file and applies the differences without a restart. A file that does not
+    /// load is [`ControlError::ConfigRejected`] and changes nothing.
+    fn reload(&self) -> impl Future<Output = Result<ReloadReport, ControlError>> + Send;
+
+    /// Every configured channel, ordered by name.
+    fn channels(&self) -> impl Future<Output = Vec<ChannelStatus>> + Send;
+
+    /// The invoke latency histogram of every trigger listed by [`EngineControl::triggers`]; the engine
+    /// records into one [`super::metrics::LatencyHistogram`] per trigger and snapshots it here.
+    fn invoke_latencies(&self) -> impl Future<Output = Vec<InvokeLatency>> + Send;
+}
+
+/// Where an enabled trigger starts pushing from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnableFrom {
+    /// The current latest block: events that happened while the trigger was off are not pushed (BaaS).
+    #[default]
+    Latest,
+    /// The trigger's stored position: nothing between the last recorded outcome and now is skipped.
+    StoredPosition,
+    /// The first event of this block, for replaying history or skipping ahead.
+    Block(u64),
+}
+
+impl FromStr for EnableFrom {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "latest" => Ok(Self::Latest),
+            "position" => Ok(Self::StoredPosition),
+            other => other.parse::<u64>().map(Self::Block).map_err(|_| {
+                format!(
+                    "expected `latest`, `position` or a block number for `from`, found {other:?}"
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for EnableFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::StoredPosition => f.write_str("position"),
+            Self::Block(block) => write!(f, "{block}"),
+        }
+    }
+}
+
+impl From<EnableFrom> for state::EnableFrom {
+    fn from(from: EnableFrom) -> Self {
+        match from {
+            EnableFrom::Latest => Self::Latest,
+            EnableFrom::StoredPosition => Self::Stored,
+            EnableFrom::Block(block) => Self::Block(block),
+        }
+    }
+}
+
+/// Why the engine refused a command. Each maps to one HTTP status (see [`super::ApiError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No trigger (or dead letter) of that name or id: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The command clashes with the trigger's lifecycle, e.g. the trigger was deleted: 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The command's arguments are wrong, e.g. a start block the channel does not have yet: 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// `reload` found a configuration that does not load; the message names file, line and field: 422.
+    #[error("{0}")]
+    ConfigRejected(String),
+    /// The engine is shutting down and takes no more commands: 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside the daemon (e.g. the store): 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a trigger listens to: one event type of its channel, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventSelector {
+    /// Block events.
+    Block,
+    /// Transaction events.
+    Tx,
+    /// Chaincode (contract) events.
+    Contract,
+    /// Configuration transaction events.
+    Config,
+    /// Every event type.
+    #[serde(rename = "*")]
+    All,
+}
+
+impl fmt::Display for EventSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Block => "Block",
+            Self::Tx => "Tx",
+            Self::Contract => "Contract",
+            Self::Config => "Config",
+            Self::All => "*",
+        })
+    }
+}
+
+/// A trigger's lifecycle state as operators see it (specs/baas-events.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriggerState {
+    /// Pushing events.
+    Running,
+    /// Holding its position after a configuration error, retrying slowly until the cause is fixed.
+    Exception,
+    /// Stopped because the failure count exceeded the threshold; only `enable` restarts it.
+    Failed,
+    /// Stopped by an operator; events meanwhile are discarded.
+    Disabled,
+}
+
+impl TriggerState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [Self; 4] = [Self::Running, Self::Exception, Self::Failed, Self::Disabled];
+
+    /// The lower-case name used as a metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exception => "exception",
+            Self::Failed => "failed",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+impl TriggerState {
+    /// The state machine's state as operators see it; `None` for a deleted trigger, which the API no longer
+    /// shows.
+    pub fn from_state(state: state::State) -> Option<Self> {
+        match state {
+            state::State::Running => Some(Self::Running),
+            state::State::Exception => Some(Self::Exception),
+            state::State::Failed => Some(Self::Failed),
+            state::State::Disabled => Some(Self::Disabled),
+            state::State::Deleted => None,
+        }
+    }
+}
+
+impl fmt::Display for TriggerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A point in a channel's event stream: the next event a trigger will process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    /// The block the next event is in.
+    pub block: u64,
+    /// The index of the next event within that block's events (in chain order), 0 for a block not started.
+    pub event_index: u32,
+}
+
+impl Position {
+    /// The last block whose events were all processed: the block before the one in progress (`None`
+    /// before block 0 is done). This is the trigger's "block height" as BaaS shows it.
+    pub fn block_height(self) -> Option<u64> {
+        self.block.checked_sub(1)
+    }
+
+    /// How many blocks of the chain are not fully processed yet (the block in progress included), given the
+    /// channel's height (its number of blocks). `None` while the chain height is unknown.
+    pub fn lag(self, chain_height: Option<u64>) -> Option<u64> {
+        chain_height.map(|height| height.saturating_sub(self.block))
+    }
+}
+
+impl From<state::Position> for Position {
+    fn from(position: state::Position) -> Self {
+        Self {
+            block: position.block,
+            event_index: position.index,
+        }
+    }
+}
+
+/// The latest error of a trigger or channel, with when it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// What went wrong, as the target or the stream said it (never containing credentials).
+    pub message: String,
+    /// When it happened, so an operator can tell an old error from a current one.
+    #[serde(with = "rfc3339")]
+    pub at: DateTime<Utc>,
+}
+
+/// One trigger as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerStatus {
+    /// The trigger's name from the configuration: how every command addresses it.
+    pub name: String,
+    /// The channel it listens on: which chain height its progress compares with.
+    pub channel: String,
+    /// The event type it pushes, so a listing shows what each trigger is for.
+    pub event_type: EventSelector,
+    /// Where it pushes, without secrets (`fc:embedded/demo/echo`, `http:POST https://host/path`), so an
+    /// operator can tell triggers apart and spot a wrong endpoint.
+    pub target: String,
+    /// Its lifecycle state.
+    pub state: TriggerState,
+    /// The last block fully processed (`position.block_height()`): the progress figure BaaS shows.
+    pub block_height: Option<u64>,
+    /// The exact next event, so an operator knows what `enable --from position` resumes at.
+    pub position: Position,
+    /// The channel's current height (number of blocks), `None` until the stream has reported one.
+    pub chain_height: Option<u64>,
+    /// Blocks not fully processed yet (`position.lag(chain_height)`): how far behind the trigger is.
+    pub lag: Option<u64>,
+    /// Events discarded since the failure count was last reset (by `enable`): compared with the threshold.
+    pub failure_count: u64,
+    /// The count above which the trigger enters Failed; -1 means never (BaaS).
+    pub failure_threshold: i64,
+    /// The latest delivery or configuration error, so Exception and Failed explain themselves.
+    pub last_error: Option<LastError>,
+    /// Payloads the target accepted over the trigger's life (the store keeps the count across restarts).
+    pub delivered: u64,
+    /// Payloads given up on after all retries (each written as a dead letter), over the trigger's life.
+    pub discarded: u64,
+    /// Attempts beyond the first, since the daemon started: a rising count warns before discards do.
+    pub retries: u64,
+    /// When the trigger was last enabled over the API, if ever: explains a jump in its position.
+    #[serde(with = "rfc3339_option", default)]
+    pub enabled_at: Option<DateTime<Utc>>,
+}
+
+/// One channel's stream as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    /// The channel's name.
+    pub name: String,
+    /// Its height (number of blocks) as last seen on the stream; `None` before the first block.
+    pub chain_height: Option<u64>,
+    /// The peer the stream is connected to, `None` while disconnected: shows failover at work.
+    pub peer: Option<String>,
+    /// How many times the stream was re-established since the daemon started: a flapping peer shows here.
+    pub reconnects: u64,
+    /// The latest stream error, so a disconnected channel explains itself.
+    pub last_error: Option<LastError>,
+}
+
+/// A discarded event kept so an operator can inspect it and push it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The store's id: the handle for paging and re-pushing.
+    pub id: u64,
+    /// The trigger that discarded it.
+    pub trigger: String,
+    /// The event's `id` (e.g. `tx-5-<txid>`), what the receiving function de-duplicates on.
+    pub event_id: String,
+    /// The block the event came from.
+    pub block: u64,
+    /// The event's index within the block, with `block` its exact position.
+    pub event_index: u32,
+    /// Which of the filter's outputs for that event this is (0 for the first): a filter may yield several.
+    pub output: u32,
+    /// The payload that was pushed (the filter's output), exactly as it would be pushed again.
+    pub payload: serde_json::Value,
+    /// The last error of the last attempt.
+    pub error: String,
+    /// How many attempts were made before giving up.
+    pub attempts: u32,
+    /// When it was discarded.
+    #[serde(with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    /// Whether it has since been pushed again successfully, so a re-push of all skips it.
+    pub repushed: bool,
+}
+
+impl TryFrom<store::DeadLetter> for DeadLetter {
+    type Error = ControlError;
+
+    fn try_from(stored: store::DeadLetter) -> Result<Self, Self::Error> {
+        let id = u64::try_from(stored.id).map_err(|_| {
+            ControlError::Internal(format!(
+                "dead letter id {} of trigger {} in the database is negative",
+                stored.id, stored.trigger
+            ))
+        })?;
+        let letter = stored.letter;
+        Ok(Self {
+            id,
+            trigger: stored.trigger.to_string(),
+            event_id: letter.event_id,
+            block: letter.position.block,
+            event_index: letter.position.index,
+            output: letter.output,
+            payload: letter.payload,
+            error: letter.error,
+            attempts: letter.attempts,
+            at: DateTime::<Utc>::from(stored.created_at),
+            repushed: stored.repushed_at.is_some(),
+        })
+    }
+}
+
+/// How pushing one dead letter again went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepushOutcome {
+    /// The dead letter's id.
+    pub id: u64,
+    /// Whether the target accepted it this time.
+    pub delivered: bool,
+    /// The error when it did not, so the operator sees why without reading logs.
+    pub error: Option<String>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Triggers new in the file, now running from their configured start position.
+    pub added: Vec<String>,
+    /// Triggers gone from the file, now stopped (their stored state is kept).
+    pub removed: Vec<String>,
+    /// Triggers whose definition changed, restarted with the new definition at their stored position.
+    pub changed: Vec<String>,
+    /// Triggers still in the file that were deleted over the API, and so stay deleted.
+    pub still_deleted: Vec<String>,
+}
+
+/// One trigger's invoke latency histogram, for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvokeLatency {
+    /// The trigger's name (as in [`TriggerStatus::name`]).
+    pub trigger: String,
+    /// The histogram's counts at the time of the call.
+    pub histogram: HistogramSnapshot,
+}
+
+/// Times as RFC 3339 text in UTC with millisecond precision: readable in `curl` output and parseable by any
+/// client.
+mod rfc3339 {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        time: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|error| {
+                serde::de::Error::custom(format!(
+                    "expected an RFC 3339 time, found {text:?}: {error}"
+                ))
+            })
+    }
+}
+
+/// [`rfc3339`] for optional times (`null` when absent).
+mod rfc3339_option {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        time: &Option<DateTime<Utc>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => rfc3339::serialize(time, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text) => DateTime::parse_from_rfc3339(&text)
+                .map(|time| Some(time.with_timezone(&Utc)))
+                .map_err(|error| {
+                    serde::de::Error::custom(format!(
+                        "expected an RFC 3339 time, found {text:?}: {error}"
+                    ))
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_from_parses_each_form_and_names_the_expected_ones() {
+        assert_eq!("latest".parse(), Ok(EnableFrom::Latest));
+        assert_eq!("position".parse(), Ok(EnableFrom::StoredPosition));
+        assert_eq!("42".parse(), Ok(EnableFrom::Block(42)));
+        let error = "-1".parse::<EnableFrom>().unwrap_err();
+        assert!(
+            error.contains("`latest`, `position` or a block number"),
+            "{error}"
+        );
+        assert!(error.contains("\"-1\""), "{error}");
+        for from in [
+            EnableFrom::Latest,
+            EnableFrom::StoredPosition,
+            EnableFrom::Block(7),
+        ] {
+            assert_eq!(from.to_string().parse(), Ok(from));
+        }
+    }
+
+    #[test]
+    fn block_height_and_lag_count_the_block_in_progress_as_not_done() {
+        let fresh = Position {
+            block: 0,
+            event_index: 0,
+        };
+        assert_eq!(fresh.block_height(), None);
+        assert_eq!(fresh.lag(Some(3)), Some(3));
+        let midway = Position {
+            block: 10,
+            event_index: 2,
+        };
+        assert_eq!(midway.block_height(), Some(9));
+        assert_eq!(midway.lag(Some(11)), Some(1));
+        assert_eq!(midway.lag(None), None);
+        let caught_up = Position {
+            block: 11,
+            event_index: 0,
+        };
+        assert_eq!(caught_up.lag(Some(11)), Some(0));
+        assert_eq!(
+            Position {
+                block: 20,
+                event_index: 0
+            }
+            .lag(Some(11)),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn engine_types_convert_to_and_from_the_api_ones() {
+        let stored = state::Position { block: 4, index: 2 };
+        assert_eq!(
+            Position::from(stored),
+            Position {
+                block: 4,
+                event_index: 2
+            }
+        );
+        assert_eq!(
+            state::EnableFrom::from(EnableFrom::Latest),
+            state::EnableFrom::Latest
+        );
+        assert_eq!(
+            state::EnableFrom::from(EnableFrom::StoredPosition),
+            state::EnableFrom::Stored
+        );
+        assert_eq!(
+            state::EnableFrom::from(EnableFrom::Block(9)),
+            state::EnableFrom::Block(9)
+        );
+        assert_eq!(
+            TriggerState::from_state(state::State::Exception),
+            Some(TriggerState::Exception)
+        );
+        assert_eq!(TriggerState::from_state(state::State::Deleted), None);
+    }
+
+    #[test]
+    fn stored_dead_letters_convert_and_negative_ids_are_refused() {
+        let created_at =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
+        let stored = store::DeadLetter {
+            id: 7,
+            trigger: crate::config::TriggerName::new("blocks").unwrap(),
+            letter: store::NewDeadLetter {
+                event_id: "block-3".into(),
+                position: state::Position { block: 3, index: 0 },
+                output: 1,
+                payload: serde_json::json!({"n": 3}),
+                error: "HTTP 500".into(),
+                attempts: 3,
+            },
+            created_at,
+            repushed_at: Some(created_at),
+        };
+        let letter = DeadLetter::try_from(stored.clone()).unwrap();
+        assert_eq!(
+            (letter.id, letter.block, letter.event_index, letter.output),
+            (7, 3, 0, 1)
+        );
+        assert_eq!(letter.trigger, "blocks");
+        assert_eq!(letter.at.timestamp_millis(), 1_700_000_000_250);
+        assert!(letter.repushed);
+        let negative = store::DeadLetter { id: -1, ..stored };
+        let error = DeadLetter::try_from(negative).unwrap_err();
+        assert!(
+            matches!(&error, ControlError::Internal(message) if message.contains("-1") && message.contains("blocks"))
+        );
+    }
+
+    #[test]
+    fn event_selector_and_state_serialize_as_documented() {
+        assert_eq!(serde_json::to_string(&EventSelector::All).unwrap(), "\"*\"");
+        assert_eq!(
+            serde_json::to_string(&EventSelector::Contract).unwrap(),
+            "\"Contract\""
+        );
+        assert_eq!(
+            serde_json::to_string(&TriggerState::Exception).unwrap(),
+            "\"Exception\""
+        );
+    }
+
+    #[test]
+    fn times_round_trip_as_rfc3339_utc() {
+        let at = DateTime::parse_from_rfc3339("2026-11-21T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let error = LastError {
+            message: "boom".into(),
+            at,
+        };
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(json["at"], "2026-11-21T10:00:00.123Z");
+        assert_eq!(serde_json::from_value::<LastError>(json).unwrap(), error);
+        let bad = serde_json::json!({"message": "x", "at": "yesterday"});
+        let message = serde_json::from_value::<LastError>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("RFC 3339") && message.contains("yesterday"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The admin HTTP API: list and show triggers, enable / disable / delete them, list and re-push dead letters,
+//! reload the configuration, `/healthz` and Prometheus `/metrics`.
+//!
+//! The engine answers through [`EngineControl`] ([`control`]); this module only speaks HTTP. Every route but
+//! `/healthz` requires `Authorization: Bearer <token>` ([`AdminToken`]), and the API listens on loopback
+//! unless the configuration explicitly allows otherwise ([`check_listen_address`]).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz` (no token) | `{"status": "ok"}` |
+//! | `GET /v1/triggers` | `{"triggers": [TriggerStatus]}` |
+//! | `GET /v1/triggers/{name}` | `TriggerStatus` |
+//! | `POST /v1/triggers/{name}/enable?from=latest\|position\|<block>` (or body `{"from": ...}`) | `TriggerStatus` |
+//! | `POST /v1/triggers/{name}/disable` | `TriggerStatus` |
+//! | `DELETE /v1/triggers/{name}` | `{"deleted": name}` |
+//! | `GET /v1/triggers/{name}/dead-letters?after=<id>&limit=<n>` | `{"trigger", "dead_letters": [DeadLetter], "next_after"}` |
+//! | `POST /v1/triggers/{name}/dead-letters/{id}/repush` | `RepushOutcome` |
+//! | `POST /v1/triggers/{name}/dead-letters/repush` | `{"trigger", "outcomes": [RepushOutcome]}` |
+//! | `POST /v1/reload` | `ReloadReport` |
+//! | `GET /v1/channels` | `{"channels": [ChannelStatus]}` |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with 400, 401, 404, 405, 409, 413, 422, 500
+//! or 503.
+
+pub mod api;
+pub mod auth;
+pub mod control;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use api::{ApiError, MAX_DEAD_LETTER_PAGE, router};
+pub use auth::{AdminToken, TokenError};
+pub use control::{
+    ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl, EventSelector,
+    InvokeLatency, LastError, Position, ReloadReport, RepushOutcome, TriggerState, TriggerStatus,
+};
+pub use metrics::{HistogramSnapshot, LatencyHistogram};
+
+/// The admin API's port when the configuration does not name one; the CLI's default `--admin` URL uses it.
+pub const DEFAULT_PORT: u16 = 8650;
+
+/// The environment variable the daemon and the CLI read the admin token from by default.
+pub const DEFAULT_TOKEN_ENV: &str = "CHAINTRIGGER_ADMIN_TOKEN";
+
+/// Why the admin API could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The configured address is reachable from other machines and that was not explicitly allowed.
+    #[error(
+        "the admin API would listen on {address}, which is not a loopback address; anyone who can reach it \
+         could try tokens. Listen on 127.0.0.1 or [::1], or allow non-loopback addresses explicitly in the configuration"
+    )]
+    NonLoopback {
+        /// The refused address.
+        address: SocketAddr,
+    },
+    /// The address could not be bound (in use, or not an address of this machine).
+    #[error("the admin API cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed (the listener broke).
+    #[error("the admin API stopped serving: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Refuses a listen address that other machines can reach unless `allow_non_loopback` says the operator
+/// meant it (e.g. in a container, behind a network policy). The configuration calls this at load time.
+pub fn check_listen_address(
+    address: SocketAddr,
+    allow_non_loopback: bool,
+) -> Result<(), AdminError> {
+    if address.ip().is_loopback() || allow_non_loopback {
+        Ok(())
+    } else {
+        Err(AdminError::NonLoopback { address })
+    }
+}
+
+/// Checks `address` with [`check_listen_address`] and binds it: what the daemon does at start, so a bad or
+/// busy address stops it with a message naming the address.
+pub async fn bind(
+    address: SocketAddr,
+    allow_non_loopback: bool,
+) -> Result<TcpListener, AdminError> {
+    check_listen_address(address, allow_non_loopback)?;
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AdminError::Bind { address, source })
+}
+
+/// Serves the admin API on `listener` until `shutdown` is cancelled, then finishes the requests in flight.
+pub async fn run<C: EngineControl>(
+    listener: TcpListener,
+    control: Arc<C>,
+    token: AdminToken,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "admin API listening");
+    }
+    let app = router(control, token).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(AdminError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_pass_without_explicit_permission() {
+        for address in ["127.0.0.1:8650", "[::1]:8650", "127.1.2.3:0"] {
+            assert!(
+                check_listen_address(address.parse().unwrap(), false).is_ok(),
+                "{address}"
+            );
+        }
+        for address in ["0.0.0.0:8650", "[::]:8650", "10.0.0.5:8650"] {
+            let error = check_listen_address(address.parse().unwrap(), false).unwrap_err();
+            assert!(error.to_string().contains(address), "{error}");
+            assert!(
+                check_listen_address(address.parse().unwrap(), true).is_ok(),
+                "{address}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_remote_addresses_and_names_a_busy_one() {
+        let error = bind("0.0.0.0:0".parse().unwrap(), false).await.unwrap_err();
+        assert!(matches!(error, AdminError::NonLoopback { .. }), "{error}");
+        let taken = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+        let address = taken.local_addr().unwrap();
+        let error = bind(address, false).await.unwrap_err();
+        assert!(matches!(error, AdminError::Bind { .. }), "{error}");
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
+    }
+}

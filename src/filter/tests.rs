@@ -1,0 +1,311 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/filters/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
+}
+
+fn jq(source: &str) -> Filter {
+    Filter::compile(Language::Jq, source).unwrap_or_else(|e| panic!("{source}: {e}"))
+}
+
+fn jmespath(source: &str) -> Filter {
+    Filter::compile(Language::Jmespath, source).unwrap_or_else(|e| panic!("{source}: {e}"))
+}
+
+const TX_ID: &str = "8389948d079a61a4dc1cc6bca1567b4ece3ad03b8f5785b9fad447c2b3a83e2d";
+const EXAMPLE_4: &str = r#"select(.content.state=="VALID" and .content.to=="taskmgr") | .content.data.data.actions.[0].payload.action.proposal_response_payload.extension.results.ns_rwset[] | select(.namespace=="taskmgr") | .rwset.writes"#;
+const EXAMPLE_6: &str = r#"select(.content.state=="VALID" and .content.to=="taskmgr") | .id as $eventID | .content.id as $txID | .content.from as $creator | .content.data.header.channel_header.timestamp as $createTime | .content.data.data.actions.[0].payload.action.proposal_response_payload.extension.results.ns_rwset | map(.namespace as $namespace | .rwset.writes | map( .event_id = $eventID | .namespace = $namespace | .tx_id = $txID | .create_time = $createTime | .creator = $creator )) | add"#;
+
+#[test]
+fn baas_example_1_contract_select_pushes_the_whole_envelope() {
+    let filter = jq(r#"select(.name=="event-create-task")"#);
+    let event = fixture("contract_event_create_task.json");
+    assert_eq!(filter.apply(&event).unwrap(), vec![event.clone()]);
+    assert!(
+        filter
+            .apply(&fixture("contract_put_block3.json"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn baas_example_2_tx_select_on_chaincode_and_state() {
+    let filter = jq(r#"select(.content.to=="taskmgr" and .content.state=="VALID")"#);
+    let event = fixture("tx_taskmgr_valid.json");
+    assert_eq!(filter.apply(&event).unwrap(), vec![event.clone()]);
+    assert!(
+        filter
+            .apply(&fixture("tx_taskmgr_mvcc_conflict.json"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        filter
+            .apply(&fixture("tx_eventcc_block3.json"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn baas_example_3_contract_pushes_the_base64_payload_string() {
+    let filter = jq(r#"select(.name=="event-create-task") | .content"#);
+    let pushed = filter
+        .apply(&fixture("contract_event_create_task.json"))
+        .unwrap();
+    let expected = "eyJvcCI6InB1dCIsImtleSI6ImFzc2V0MSIsInZhbHVlIjoidmFsdWUtMSIsInR4SWQiOiI4Mzg5OTQ4ZDA3OWE2MWE0ZGMxY2M2YmNhMTU2N2I0ZWNlM2FkMDNiOGY1Nzg1YjlmYWQ0NDdjMmIzYTgzZTJkIn0=";
+    assert_eq!(pushed, vec![json!(expected)]);
+}
+
+#[test]
+fn baas_example_4_pushes_the_taskmgr_write_set() {
+    let pushed = jq(EXAMPLE_4)
+        .apply(&fixture("tx_taskmgr_valid.json"))
+        .unwrap();
+    assert_eq!(
+        pushed,
+        vec![json!([
+            {"is_delete": false, "key": "asset1", "value": "dmFsdWUtMQ=="},
+            {"is_delete": false, "key": "special_key", "value": "MTA="}
+        ])]
+    );
+    assert_eq!(
+        serde_json::to_string(&pushed[0][1]).unwrap(),
+        r#"{"is_delete":false,"key":"special_key","value":"MTA="}"#,
+        "key order is kept as in the block"
+    );
+    assert!(
+        jq(EXAMPLE_4)
+            .apply(&fixture("tx_eventcc_block3.json"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn baas_example_4_also_accepts_the_jq_1_6_index_form() {
+    let jq16 = EXAMPLE_4.replace(".actions.[0]", ".actions[0]");
+    let event = fixture("tx_taskmgr_valid.json");
+    assert_eq!(
+        jq(&jq16).apply(&event).unwrap(),
+        jq(EXAMPLE_4).apply(&event).unwrap()
+    );
+}
+
+#[test]
+fn baas_example_5_pushes_exactly_the_special_key_write() {
+    let source = format!(r#"{EXAMPLE_4} | .[] | select(.key=="special_key")"#);
+    // The BaaS page writes `.rwset.writes[]` after example 4's pipeline, whose output already is the writes array.
+    let as_written = format!(
+        r#"{} | .rwset.writes[] | select(.key=="special_key")"#,
+        EXAMPLE_4.trim_end_matches(" | .rwset.writes")
+    );
+    let event = fixture("tx_taskmgr_valid.json");
+    for source in [source, as_written] {
+        let pushed = jq(&source).apply(&event).unwrap();
+        assert_eq!(pushed.len(), 1, "{source}");
+        assert_eq!(
+            serde_json::to_string(&pushed[0]).unwrap(),
+            r#"{"is_delete":false,"key":"special_key","value":"MTA="}"#
+        );
+    }
+}
+
+#[test]
+fn baas_example_6_pushes_one_array_of_rows() {
+    let pushed = jq(EXAMPLE_6)
+        .apply(&fixture("tx_taskmgr_valid.json"))
+        .unwrap();
+    let row = |key: &str, value: &str| {
+        json!({
+            "is_delete": false, "key": key, "value": value,
+            "event_id": format!("tx-3-{TX_ID}"), "namespace": "taskmgr", "tx_id": TX_ID,
+            "create_time": "2026-11-21T08:53:16.200243469Z", "creator": "Org1MSP.User1@org1.example.com"
+        })
+    };
+    assert_eq!(
+        pushed,
+        vec![json!([
+            row("asset1", "dmFsdWUtMQ=="),
+            row("special_key", "MTA=")
+        ])]
+    );
+    assert!(
+        jq(EXAMPLE_6)
+            .apply(&fixture("tx_taskmgr_mvcc_conflict.json"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn jq_pushes_every_output_in_order() {
+    let filter = jq(".content.events[] | .name, .id");
+    let pushed = filter.apply(&fixture("tx_taskmgr_valid.json")).unwrap();
+    assert_eq!(
+        pushed,
+        vec![
+            json!("event-create-task"),
+            json!(format!("contract-3-{TX_ID}"))
+        ]
+    );
+}
+
+#[test]
+fn jq_keeps_numbers_and_handles_nan() {
+    let filter = jq("1, 1.5, 12345678901234, -3, nan, [1,2] | tostring");
+    assert_eq!(
+        filter.apply(&json!(null)).unwrap(),
+        vec![
+            json!("1"),
+            json!("1.5"),
+            json!("12345678901234"),
+            json!("-3"),
+            json!("NaN"),
+            json!("[1,2]")
+        ]
+    );
+    let raw = jq("1, 1.5, 12345678901234, -3, nan");
+    assert_eq!(
+        raw.apply(&json!(null)).unwrap(),
+        vec![
+            json!(1),
+            json!(1.5),
+            json!(12345678901234_i64),
+            json!(-3),
+            Value::Null
+        ]
+    );
+}
+
+#[test]
+fn jq_run_time_error_is_a_filter_error() {
+    let filter = jq(".content | keys");
+    let error = filter
+        .apply(&fixture("contract_event_create_task.json"))
+        .unwrap_err();
+    assert_eq!(error.language, Language::Jq);
+    assert!(error.message.contains("object"), "{error}");
+    let error = jq(r#"error("boom")"#).apply(&json!({})).unwrap_err();
+    assert_eq!(error.message, "boom");
+}
+
+#[test]
+fn jq_compile_errors_name_the_position() {
+    let error = Filter::compile(Language::Jq, "select(.name ==").unwrap_err();
+    assert_eq!(error.language, Language::Jq);
+    assert!(error.message.contains("line 1, column"), "{error}");
+    let error = Filter::compile(Language::Jq, ".a |\n nosuchfn(1)").unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("undefined filter `nosuchfn` at line 2, column 2"),
+        "{error}"
+    );
+    let error = Filter::compile(Language::Jq, "\"unterminated").unwrap_err();
+    assert!(error.message.contains("closing quote"), "{error}");
+}
+
+#[test]
+fn jmespath_semantics_follow_the_spec() {
+    let event = fixture("tx_taskmgr_valid.json");
+    let cases: &[(&str, Vec<Value>)] = &[
+        ("content.state == 'VALID'", vec![event.clone()]),
+        ("content.state == 'INVALID'", vec![]),
+        ("nosuchfield", vec![]),
+        ("content.events[?name == 'nothing']", vec![]),
+        ("{a: nosuch} | a", vec![]),
+        ("content.nosuch || `{}`", vec![]),
+        ("content.to", vec![json!("taskmgr")]),
+        ("content.events[].name", vec![json!(["event-create-task"])]),
+        (
+            "content.data.data.actions[0].payload.action.proposal_response_payload.extension.results.ns_rwset[?namespace=='taskmgr'].rwset.writes[] | [?key=='special_key'] | [0]",
+            vec![json!({"is_delete": false, "key": "special_key", "value": "MTA="})],
+        ),
+        ("`0`", vec![json!(0)]),
+        ("''", vec![json!("")]),
+    ];
+    for (source, expected) in cases {
+        assert_eq!(
+            &jmespath(source).apply(&event).unwrap(),
+            expected,
+            "{source}"
+        );
+    }
+}
+
+#[test]
+fn jmespath_compile_and_run_time_errors() {
+    let error = Filter::compile(Language::Jmespath, "content.[").unwrap_err();
+    assert_eq!(error.language, Language::Jmespath);
+    assert!(error.message.contains("line 1, column"), "{error}");
+    let error = jmespath("abs(content)")
+        .apply(&fixture("tx_taskmgr_valid.json"))
+        .unwrap_err();
+    assert_eq!(error.language, Language::Jmespath);
+}
+
+#[test]
+fn filter_is_send_and_sync_and_shows_its_source() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Filter>();
+    let filter = jq(".id");
+    assert_eq!(filter.source(), ".id");
+    assert_eq!(filter.language(), Language::Jq);
+    assert_eq!(jmespath("id").language(), Language::Jmespath);
+}
+
+#[test]
+fn an_endless_jq_generator_fails_instead_of_filling_memory() {
+    let error = jq("repeat(1)").apply(&json!(null)).unwrap_err();
+    assert!(error.message.contains("more than 10000 outputs"), "{error}");
+    assert_eq!(
+        jq("range(10000)").apply(&json!(null)).unwrap().len(),
+        MAX_OUTPUTS
+    );
+}
+
+#[test]
+fn a_prepared_envelope_gives_the_same_payloads_and_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Envelope>();
+    let event = fixture("tx_taskmgr_valid.json");
+    let envelope = std::sync::Arc::new(Envelope::new(event.clone()));
+    let example_5 = format!(r#"{EXAMPLE_4} | .[] | select(.key=="special_key")"#);
+    let filters = [
+        jq(EXAMPLE_4),
+        jq(&example_5),
+        jq(EXAMPLE_6),
+        jq(".content.events[] | .name, .id"),
+        jmespath("content.state == 'VALID'"),
+        jmespath("content.to"),
+    ];
+    let threads: Vec<_> = filters
+        .into_iter()
+        .map(|filter| {
+            let envelope = envelope.clone();
+            let event = event.clone();
+            std::thread::spawn(move || {
+                let prepared = filter.apply_to(&envelope).unwrap();
+                assert!(!prepared.is_empty(), "{}", filter.source());
+                assert_eq!(
+                    prepared,
+                    filter.apply(&event).unwrap(),
+                    "{}",
+                    filter.source()
+                );
+                // Twice on the same envelope: the cached conversion is not consumed.
+                assert_eq!(filter.apply_to(&envelope).unwrap(), prepared);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(envelope.json(), &event);
+}

@@ -1,0 +1,435 @@
+//! The SQLite store.
+//!
+//! Durability: WAL journal with `synchronous = NORMAL`. A committed transaction is in the WAL file as soon as
+//! `COMMIT` returns; a killed process (`kill -9`, panic, OOM kill) loses nothing that was committed, because the
+//! WAL's pages are in the operating system's cache, which outlives the process. Only an OS crash or power loss
+//! can drop the last few commits, and then the store goes back to an earlier consistent point: since a position
+//! only moves in the same transaction as its outcome, the events after it are pushed again (at-least-once holds)
+//! and none is lost. `synchronous = FULL` would fsync every outcome, capping a trigger's rate at the disk's fsync
+//! rate for no gain in that promise.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
+};
+use crate::config::TriggerName;
+use crate::trigger::state::{Position, State, Status};
+
+/// The schema, one migration per version; a database records the last version applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE triggers (
+    name        TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    block       INTEGER NOT NULL CHECK (block >= 0),
+    event_index INTEGER NOT NULL CHECK (event_index >= 0),
+    failures    INTEGER NOT NULL DEFAULT 0 CHECK (failures >= 0),
+    last_error  TEXT,
+    delivered   INTEGER NOT NULL DEFAULT 0,
+    discarded   INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger     TEXT NOT NULL REFERENCES triggers(name),
+    event_id    TEXT NOT NULL,
+    block       INTEGER NOT NULL,
+    event_index INTEGER NOT NULL,
+    output      INTEGER NOT NULL,
+    payload     TEXT NOT NULL CHECK (json_valid(payload)),
+    error       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL CHECK (attempts >= 1),
+    created_at  INTEGER NOT NULL,
+    repushed_at INTEGER
+);
+CREATE INDEX dead_letters_by_trigger ON dead_letters(trigger, id);
+"#];
+
+/// How long a writer waits for another connection's lock (e.g. an operator's `sqlite3` shell) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A SQLite file holding trigger progress and dead letters.
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// One connection: SQLite serialises writers anyway, and each call is one short transaction.
+    connection: Mutex<Connection>,
+    /// The file, to name it in every error.
+    path: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let name = path.display().to_string();
+        let error = |source| StoreError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Sqlite {
+                path: name.clone(),
+                source: rusqlite::Error::InvalidPath(
+                    format!("cannot create {}: {e}", parent.display()).into(),
+                ),
+            })?;
+        }
+        let mut connection = Connection::open(path).map_err(error)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(error)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(error)?;
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(error)?;
+        migrate(&mut connection, &name)?;
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+            path: name,
+        })
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half-applied (rusqlite rolls back on drop),
+        // so a poisoned lock is safe to take over.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read_trigger(&self, row: &Row<'_>) -> Result<TriggerRecord, StoreError> {
+        let get = |i| row.get::<_, i64>(i).map_err(|e| self.sqlite(e));
+        let name: String = row.get(0).map_err(|e| self.sqlite(e))?;
+        let state: String = row.get(1).map_err(|e| self.sqlite(e))?;
+        let corrupt = |what: &str, found: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            found,
+        };
+        let trigger = TriggerName::new(name.clone()).map_err(|e| corrupt("trigger name", e))?;
+        let state = State::parse(&state)
+            .ok_or_else(|| corrupt(&format!("state of trigger `{name}`"), state))?;
+        Ok(TriggerRecord {
+            name: trigger,
+            status: Status {
+                state,
+                failures: to_u64(get(4)?),
+                last_error: row.get(5).map_err(|e| self.sqlite(e))?,
+            },
+            position: Position {
+                block: to_u64(get(2)?),
+                index: u32::try_from(get(3)?).unwrap_or(u32::MAX),
+            },
+            delivered: to_u64(get(6)?),
+            discarded: to_u64(get(7)?),
+            updated_at: from_millis(get(8)?),
+        })
+    }
+
+    fn read_dead_letter(&self, row: &Row<'_>) -> Result<DeadLetter, StoreError> {
+        let sqlite = |e| self.sqlite(e);
+        let trigger: String = row.get(1).map_err(sqlite)?;
+        let payload: String = row.get(6).map_err(sqlite)?;
+        let id: i64 = row.get(0).map_err(sqlite)?;
+        let corrupt = |what: &str, found: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            found,
+        };
+        Ok(DeadLetter {
+            id,
+            trigger: TriggerName::new(trigger).map_err(|e| corrupt("trigger name", e))?,
+            letter: NewDeadLetter {
+                event_id: row.get(2).map_err(sqlite)?,
+                position: Position {
+                    block: to_u64(row.get(3).map_err(sqlite)?),
+                    index: u32::try_from(row.get::<_, i64>(4).map_err(sqlite)?).unwrap_or(u32::MAX),
+                },
+                output: u32::try_from(row.get::<_, i64>(5).map_err(sqlite)?).unwrap_or(u32::MAX),
+                payload: serde_json::from_str(&payload)
+                    .map_err(|e| corrupt(&format!("payload of dead letter {id}"), e.to_string()))?,
+                error: row.get(7).map_err(sqlite)?,
+                attempts: u32::try_from(row.get::<_, i64>(8).map_err(sqlite)?).unwrap_or(u32::MAX),
+            },
+            created_at: from_millis(row.get(9).map_err(sqlite)?),
+            repushed_at: row
+                .get::<_, Option<i64>>(10)
+                .map_err(sqlite)?
+                .map(from_millis),
+        })
+    }
+}
+
+const TRIGGER_COLUMNS: &str =
+    "name, state, block, event_index, failures, last_error, delivered, discarded, updated_at";
+const DEAD_LETTER_COLUMNS: &str = "id, trigger, event_id, block, event_index, output, payload, error, attempts, created_at, repushed_at";
+
+fn migrate(connection: &mut Connection, path: &str) -> Result<(), StoreError> {
+    let error = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    connection
+        .execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(error)?;
+    let current: i64 = connection
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(error)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let transaction = connection.transaction().map_err(error)?;
+        transaction.execute_batch(sql).map_err(error)?;
+        transaction
+            .execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [version as i64 + 1],
+            )
+            .map_err(error)?;
+        transaction.commit().map_err(error)?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn trigger(&self, name: &TriggerName) -> Result<Option<TriggerRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE name = ?1"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = statement
+            .query([name.as_str()])
+            .map_err(|e| self.sqlite(e))?;
+        match rows.next().map_err(|e| self.sqlite(e))? {
+            Some(row) => self.read_trigger(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {TRIGGER_COLUMNS} FROM triggers ORDER BY name"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = statement.query([]).map_err(|e| self.sqlite(e))?;
+        let mut records = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            records.push(self.read_trigger(row)?);
+        }
+        Ok(records)
+    }
+
+    fn ensure_trigger(
+        &self,
+        name: &TriggerName,
+        status: &Status,
+        position: Position,
+        at: SystemTime,
+    ) -> Result<TriggerRecord, StoreError> {
+        {
+            let connection = self.lock();
+            connection
+                .execute(
+                    "INSERT INTO triggers (name, state, block, event_index, failures, last_error, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
+                    params![
+                        name.as_str(),
+                        status.state.as_str(),
+                        to_i64(position.block),
+                        position.index,
+                        to_i64(status.failures),
+                        status.last_error,
+                        to_millis(at)
+                    ],
+                )
+                .map_err(|e| self.sqlite(e))?;
+        }
+        self.trigger(name)?
+            .ok_or_else(|| StoreError::UnknownTrigger {
+                path: self.path.clone(),
+                trigger: name.to_string(),
+            })
+    }
+
+    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(|e| self.sqlite(e))?;
+        let updated = transaction
+            .prepare_cached(
+                "UPDATE triggers SET state = ?2, block = ?3, event_index = ?4, failures = ?5, last_error = ?6,
+                 delivered = delivered + ?7, discarded = discarded + ?8, updated_at = ?9 WHERE name = ?1",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    outcome.trigger.as_str(),
+                    outcome.status.state.as_str(),
+                    to_i64(outcome.position.block),
+                    outcome.position.index,
+                    to_i64(outcome.status.failures),
+                    outcome.status.last_error,
+                    to_i64(outcome.delivered),
+                    to_i64(outcome.discarded),
+                    to_millis(outcome.at)
+                ])
+            })
+            .map_err(|e| self.sqlite(e))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownTrigger {
+                path: self.path.clone(),
+                trigger: outcome.trigger.to_string(),
+            });
+        }
+        for letter in outcome.dead_letters {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO dead_letters (trigger, event_id, block, event_index, output, payload, error, attempts, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        outcome.trigger.as_str(),
+                        letter.event_id,
+                        to_i64(letter.position.block),
+                        letter.position.index,
+                        letter.output,
+                        letter.payload.to_string(),
+                        letter.error,
+                        letter.attempts,
+                        to_millis(outcome.at)
+                    ])
+                })
+                .map_err(|e| self.sqlite(e))?;
+        }
+        transaction.commit().map_err(|e| self.sqlite(e))
+    }
+
+    fn save_status(
+        &self,
+        name: &TriggerName,
+        status: &Status,
+        position: Option<Position>,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let connection = self.lock();
+        let updated = connection
+            .execute(
+                "UPDATE triggers SET state = ?2, failures = ?3, last_error = ?4, updated_at = ?5,
+                 block = COALESCE(?6, block), event_index = COALESCE(?7, event_index) WHERE name = ?1",
+                params![
+                    name.as_str(),
+                    status.state.as_str(),
+                    to_i64(status.failures),
+                    status.last_error,
+                    to_millis(at),
+                    position.map(|p| to_i64(p.block)),
+                    position.map(|p| p.index)
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownTrigger {
+                path: self.path.clone(),
+                trigger: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn dead_letters(&self, query: &DeadLetterQuery<'_>) -> Result<Vec<DeadLetter>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
+                 WHERE (?1 IS NULL OR trigger = ?1) AND (?2 OR repushed_at IS NULL)
+                 ORDER BY id LIMIT ?3"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = statement
+            .query(params![
+                query.trigger.map(TriggerName::as_str),
+                query.include_repushed,
+                query.limit.map_or(-1, i64::from)
+            ])
+            .map_err(|e| self.sqlite(e))?;
+        let mut letters = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            letters.push(self.read_dead_letter(row)?);
+        }
+        Ok(letters)
+    }
+
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let row = statement
+            .query_row([id], |row| Ok(self.read_dead_letter(row)))
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        row.transpose()
+    }
+
+    fn mark_repushed(&self, id: i64, at: SystemTime) -> Result<(), StoreError> {
+        let connection = self.lock();
+        let updated = connection
+            .execute(
+                "UPDATE dead_letters SET repushed_at = ?2 WHERE id = ?1",
+                params![id, to_millis(at)],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownDeadLetter {
+                path: self.path.clone(),
+                id,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(to_u64(millis))
+}
