@@ -182,6 +182,16 @@ pub enum DeliverError {
     Tls { peer: String, message: String },
     #[error("stream from peer {peer} failed: {message}")]
     Stream { peer: String, message: String },
+    /// A block larger than [`DeliverOptions::max_message_size`]: it will not get smaller, so this is treated
+    /// like a refusal until the limit is raised.
+    #[error(
+        "peer {peer} sent a message larger than the {limit}-byte limit (max_message_size): {message}"
+    )]
+    TooLarge {
+        peer: String,
+        limit: usize,
+        message: String,
+    },
     #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
     StreamEnded { peer: String, channel: String },
     #[error("peer {peer} sent block {got} where block {expected} was expected")]
@@ -215,7 +225,7 @@ impl DeliverError {
     fn is_peer_refusal(&self) -> bool {
         matches!(
             self,
-            DeliverError::Refused { .. } | DeliverError::Tls { .. }
+            DeliverError::Refused { .. } | DeliverError::Tls { .. } | DeliverError::TooLarge { .. }
         )
     }
 }
@@ -393,10 +403,11 @@ impl Subscription {
                     peer,
                     channel: self.config.channel_id.clone(),
                 }),
-                Err(status) => Err(DeliverError::Stream {
+                Err(status) => Err(stream_error(
                     peer,
-                    message: describe_grpc_status(&status),
-                }),
+                    &status,
+                    self.config.options.max_message_size,
+                )),
             };
             match outcome {
                 Ok(Some(block)) => return Ok(block),
@@ -604,6 +615,22 @@ pub fn endpoint(
             .map_err(|e| bad(describe_error_chain(&e)))?;
     }
     Ok(endpoint)
+}
+
+/// Classifies a failed stream: an oversized message is a configuration problem, anything else is transient.
+fn stream_error(peer: String, status: &tonic::Status, limit: usize) -> DeliverError {
+    let message = describe_grpc_status(status);
+    if status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large")
+    {
+        DeliverError::TooLarge {
+            peer,
+            limit,
+            message,
+        }
+    } else {
+        DeliverError::Stream { peer, message }
+    }
 }
 
 /// Classifies a connect failure: a rejected certificate is a TLS configuration problem, anything else is

@@ -363,3 +363,20 @@ async fn shutdown_ends_a_waiting_subscription_and_the_simulator() {
     );
     within("the simulator to stop", peer.stop()).await;
 }
+
+#[tokio::test]
+async fn a_block_over_the_size_limit_is_reported_not_retried_forever() {
+    let peer = RunningPeer::fixtures(None).await;
+    let mut config = channel_config(vec![peer.endpoint()], None);
+    config.options.max_message_size = 2048;
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    let error = within("a size error", subscription.next_block())
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(error, DeliverError::TooLarge { limit: 2048, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("max_message_size"), "{error}");
+}
