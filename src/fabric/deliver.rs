@@ -715,4 +715,21 @@ mod tests {
         assert!(StatusCode::NOT_FOUND.is_refusal());
         assert!(!StatusCode::SERVICE_UNAVAILABLE.is_refusal());
     }
+
+    /// The engine runs each subscription in its own task: the subscription and its futures must be `Send`.
+    #[test]
+    fn subscription_and_its_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let config = ChannelConfig {
+            channel_id: "mychannel".to_owned(),
+            peers: vec![PeerEndpoint::new("127.0.0.1:1")],
+            tls: None,
+            identity: Arc::new(crate::peersim::fixture_user1()),
+            options: DeliverOptions::default(),
+        };
+        let mut subscription =
+            Subscription::new(config, StartPosition::Newest, CancellationToken::new());
+        assert_send(&subscription);
+        assert_send(&subscription.next_block());
+    }
 }
