@@ -105,6 +105,10 @@ impl Event {
 
 /// All events of a block in chain order: Block, then per transaction its Tx (or Config) event followed by its
 /// Contract events. Transactions that could not be decoded produce no event (see [`Block::errors`]).
+///
+/// The order is stable, so an event's index in the returned list is a valid checkpoint position. A Tx event's
+/// `input` is the JSON text of the first action's arguments (as UTF-8, lossy); a Config event's `input` is the
+/// JSON text of the `common.ConfigUpdate` that produced the configuration (empty for a genesis block).
 pub fn extract(block: &Block, options: &ExtractOptions) -> Vec<Event> {
     let network = block.channel_id().unwrap_or_default();
     let mut events = Vec::with_capacity(1 + 2 * block.transactions.len());

@@ -182,6 +182,16 @@ pub enum DeliverError {
     Tls { peer: String, message: String },
     #[error("stream from peer {peer} failed: {message}")]
     Stream { peer: String, message: String },
+    /// A block larger than [`DeliverOptions::max_message_size`]: it will not get smaller, so this is treated
+    /// like a refusal until the limit is raised.
+    #[error(
+        "peer {peer} sent a message larger than the {limit}-byte limit (max_message_size): {message}"
+    )]
+    TooLarge {
+        peer: String,
+        limit: usize,
+        message: String,
+    },
     #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
     StreamEnded { peer: String, channel: String },
     #[error("peer {peer} sent block {got} where block {expected} was expected")]
@@ -215,7 +225,7 @@ impl DeliverError {
     fn is_peer_refusal(&self) -> bool {
         matches!(
             self,
-            DeliverError::Refused { .. } | DeliverError::Tls { .. }
+            DeliverError::Refused { .. } | DeliverError::Tls { .. } | DeliverError::TooLarge { .. }
         )
     }
 }
@@ -393,10 +403,11 @@ impl Subscription {
                     peer,
                     channel: self.config.channel_id.clone(),
                 }),
-                Err(status) => Err(DeliverError::Stream {
+                Err(status) => Err(stream_error(
                     peer,
-                    message: describe_grpc_status(&status),
-                }),
+                    &status,
+                    self.config.options.max_message_size,
+                )),
             };
             match outcome {
                 Ok(Some(block)) => return Ok(block),
@@ -606,6 +617,22 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
+/// Classifies a failed stream: an oversized message is a configuration problem, anything else is transient.
+fn stream_error(peer: String, status: &tonic::Status, limit: usize) -> DeliverError {
+    let message = describe_grpc_status(status);
+    if status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large")
+    {
+        DeliverError::TooLarge {
+            peer,
+            limit,
+            message,
+        }
+    } else {
+        DeliverError::Stream { peer, message }
+    }
+}
+
 /// Classifies a connect failure: a rejected certificate is a TLS configuration problem, anything else is
 /// transient.
 fn connect_error(peer: &str, error: &tonic::transport::Error) -> DeliverError {
@@ -687,5 +714,22 @@ mod tests {
         assert_eq!(StatusCode(403).to_string(), "FORBIDDEN (403)");
         assert!(StatusCode::NOT_FOUND.is_refusal());
         assert!(!StatusCode::SERVICE_UNAVAILABLE.is_refusal());
+    }
+
+    /// The engine runs each subscription in its own task: the subscription and its futures must be `Send`.
+    #[test]
+    fn subscription_and_its_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let config = ChannelConfig {
+            channel_id: "mychannel".to_owned(),
+            peers: vec![PeerEndpoint::new("127.0.0.1:1")],
+            tls: None,
+            identity: Arc::new(crate::peersim::fixture_user1()),
+            options: DeliverOptions::default(),
+        };
+        let mut subscription =
+            Subscription::new(config, StartPosition::Newest, CancellationToken::new());
+        assert_send(&subscription);
+        assert_send(&subscription.next_block());
     }
 }

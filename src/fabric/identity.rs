@@ -15,6 +15,7 @@ use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve::scalar::IsHigh;
 use p256::pkcs8::DecodePrivateKey;
 use prost::Message;
+use rustls::pki_types::pem::SectionKind;
 use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 use x509_cert::der::{Decode, Encode};
@@ -46,7 +47,7 @@ pub enum IdentityError {
         expected: &'static str,
         reason: String,
     },
-    #[error("{source_name}: expected a PEM {expected} block, found a `{found}` block{hint}")]
+    #[error("{source_name}: expected a PEM {expected} block, found `{found}`{hint}")]
     WrongPemLabel {
         source_name: String,
         expected: &'static str,
@@ -129,7 +130,7 @@ impl fmt::Debug for CertificateKey {
 impl CertificateKey {
     /// Parses the first certificate of a PEM file. `source_name` names the input in errors (usually its path).
     pub fn from_pem(pem: &[u8], source_name: &str) -> Result<Self, IdentityError> {
-        let der = decode_pem(pem, source_name, "CERTIFICATE", "")?;
+        let der = decode_single_pem(pem, source_name, SectionKind::Certificate, "CERTIFICATE")?;
         Self::from_der(der, source_name)
     }
 
@@ -465,37 +466,92 @@ fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> 
     })
 }
 
-/// Decodes one PEM block and checks its label.
-fn decode_pem(
+/// Reads the PEM sections of a file (kinds rustls knows; others are skipped).
+fn pem_sections(
     pem: &[u8],
     source_name: &str,
     expected: &'static str,
-    hint: &'static str,
+) -> Result<Vec<(SectionKind, Vec<u8>)>, IdentityError> {
+    let mut reader = pem;
+    let mut sections = Vec::new();
+    loop {
+        match rustls::pki_types::pem::from_buf(&mut reader) {
+            Ok(Some(section)) => sections.push(section),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(IdentityError::NotPem {
+                    source_name: source_name.to_owned(),
+                    expected,
+                    reason: format!("{e:?}"),
+                });
+            }
+        }
+    }
+    if sections.is_empty() {
+        let reason = if std::str::from_utf8(pem).is_ok_and(|t| t.contains("-----BEGIN")) {
+            "it holds only PEM blocks of unsupported kinds"
+        } else if pem.is_empty() {
+            "it is empty"
+        } else {
+            "no `-----BEGIN` line"
+        };
+        return Err(IdentityError::NotPem {
+            source_name: source_name.to_owned(),
+            expected,
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(sections)
+}
+
+fn section_label(kind: SectionKind) -> String {
+    match kind {
+        SectionKind::Certificate => "CERTIFICATE".to_owned(),
+        SectionKind::PublicKey => "PUBLIC KEY".to_owned(),
+        SectionKind::RsaPrivateKey => "RSA PRIVATE KEY".to_owned(),
+        SectionKind::PrivateKey => "PRIVATE KEY".to_owned(),
+        SectionKind::EcPrivateKey => "EC PRIVATE KEY".to_owned(),
+        SectionKind::Crl => "X509 CRL".to_owned(),
+        SectionKind::Csr => "CERTIFICATE REQUEST".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Decodes the one PEM block of the `expected` kind a file must hold.
+fn decode_single_pem(
+    pem: &[u8],
+    source_name: &str,
+    expected_kind: SectionKind,
+    expected: &'static str,
 ) -> Result<Vec<u8>, IdentityError> {
-    let (label, der) = x509_cert::der::pem::decode_vec(pem).map_err(|e| IdentityError::NotPem {
-        source_name: source_name.to_owned(),
-        expected,
-        reason: e.to_string(),
-    })?;
-    if label != expected {
+    let mut sections = pem_sections(pem, source_name, expected)?;
+    if let Some((kind, _)) = sections.iter().find(|(kind, _)| *kind != expected_kind) {
+        let hint = if *kind == SectionKind::EcPrivateKey {
+            " (a SEC1 key: convert it with `openssl pkcs8 -topk8 -nocrypt`)"
+        } else {
+            ""
+        };
         return Err(IdentityError::WrongPemLabel {
             source_name: source_name.to_owned(),
             expected,
-            found: label.to_owned(),
+            found: section_label(*kind),
             hint,
         });
     }
+    if sections.len() > 1 {
+        return Err(IdentityError::WrongPemLabel {
+            source_name: source_name.to_owned(),
+            expected,
+            found: format!("{} blocks", sections.len()),
+            hint: " (it must hold exactly one)",
+        });
+    }
+    let (_, der) = sections.remove(0);
     Ok(der)
 }
 
 fn parse_private_key(pem: &[u8], source_name: &str) -> Result<SigningKey, IdentityError> {
-    let label = x509_cert::der::pem::decode_label(pem).unwrap_or_default();
-    let hint = if label == "EC PRIVATE KEY" {
-        " (a SEC1 key: convert it with `openssl pkcs8 -topk8 -nocrypt`)"
-    } else {
-        ""
-    };
-    let der = decode_pem(pem, source_name, "PRIVATE KEY", hint)?;
+    let der = decode_single_pem(pem, source_name, SectionKind::PrivateKey, "PRIVATE KEY")?;
     SigningKey::from_pkcs8_der(&der).map_err(|e| IdentityError::NotP256 {
         source_name: source_name.to_owned(),
         what: "PKCS#8 private key",
@@ -587,10 +643,7 @@ mod tests {
         );
         let err =
             Identity::from_pem(msp(), &key, "c.pem", &key, "k.pem").expect_err("a key, not a cert");
-        assert!(
-            err.to_string().contains("found a `PRIVATE KEY` block"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("found `PRIVATE KEY`"), "{err}");
         let err = Identity::from_pem(msp(), &cert, "c.pem", &cert, "k.pem")
             .expect_err("a cert, not a key");
         assert!(
@@ -612,6 +665,20 @@ mod tests {
             "{err}"
         );
         assert!(matches!(MspId::new(" "), Err(IdentityError::EmptyMspId)));
+        let chain = [cert.clone(), fixture("org1_ca.pem")].concat();
+        let err = Identity::from_pem(msp(), &chain, "chain.pem", &key, "k.pem")
+            .expect_err("two certificates");
+        assert!(
+            err.to_string().ends_with(
+                "expected a PEM CERTIFICATE block, found `2 blocks` (it must hold exactly one)"
+            ),
+            "{err}"
+        );
+        let crlf = String::from_utf8(cert.clone())
+            .expect("ASCII")
+            .replace('\n', "\r\n");
+        Identity::from_pem(msp(), crlf.as_bytes(), "crlf.pem", &key, "k.pem")
+            .expect("CRLF line ends are fine");
     }
 
     #[test]

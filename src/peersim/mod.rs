@@ -162,8 +162,8 @@ pub(crate) struct Shared {
     /// Publishes the height so waiting streams wake up when a block is appended.
     height: watch::Sender<u64>,
     faults: Mutex<Faults>,
-    /// Deliver requests received (for tests and logs).
-    requests: std::sync::atomic::AtomicU64,
+    /// Deliver requests received: lets tests act once a client's request has arrived.
+    requests: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -217,7 +217,7 @@ impl PeerSim {
             }),
             height: watch::Sender::new(height),
             faults: Mutex::new(Faults::default()),
-            requests: Default::default(),
+            requests: watch::Sender::new(0),
         };
         Ok(PeerSim {
             shared: Arc::new(shared),
@@ -253,9 +253,12 @@ impl PeerSimHandle {
 
     /// How many Deliver requests the simulator has received.
     pub fn requests(&self) -> u64 {
-        self.shared
-            .requests
-            .load(std::sync::atomic::Ordering::Relaxed)
+        *self.shared.requests.borrow()
+    }
+
+    /// Watches the number of Deliver requests received (a signal for tests, instead of polling).
+    pub fn subscribe_requests(&self) -> watch::Receiver<u64> {
+        self.shared.requests.subscribe()
     }
 
     /// Appends a block made elsewhere; its number must be the current height.

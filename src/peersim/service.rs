@@ -120,9 +120,7 @@ async fn serve_stream(
                 Ok(None) | Err(_) => return,
             },
         };
-        shared
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.requests.send_modify(|count| *count += 1);
         let faults = take_one_shot_faults(&shared);
         let seek = match check_request(&shared, &envelope, client_cert_hash) {
             Ok(seek) => seek,

@@ -602,3 +602,24 @@ fn a_stream_decoder_parses_each_creator_once() {
     let third = decoder.decode_message(message).unwrap();
     assert!(std::sync::Arc::ptr_eq(&creator(&first), &creator(&third)));
 }
+
+#[test]
+fn config_event_input_is_configtxlators_config_update() {
+    let block = decoded(8);
+    let events = extract(&block, &options());
+    let config = events
+        .iter()
+        .find(|e| e.event_type() == EventType::Config)
+        .expect("block 8 has a Config event");
+    let input: Value =
+        serde_json::from_str(config.envelope()["content"]["input"].as_str().unwrap()).unwrap();
+    let reference = configtxlator_json(8);
+    let theirs = &reference["data"]["data"][0]["payload"]["data"]["last_update"]["payload"]["data"]
+        ["config_update"];
+    assert_eq!(first_difference("config_update", &input, theirs), None);
+    assert_eq!(&input, theirs);
+    assert_eq!(
+        config.envelope()["content"]["from"],
+        "OrdererMSP.orderer.example.com"
+    );
+}

@@ -7,6 +7,8 @@ use chaintrigger::fabric::deliver::{
 use chaintrigger::fabric::identity::{Identity, MspId, SeekPosition, SeekRequest};
 use chaintrigger::peersim::Faults;
 use chaintrigger::peersim::pki::TestCa;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fabric::{
@@ -362,4 +364,55 @@ async fn shutdown_ends_a_waiting_subscription_and_the_simulator() {
         "{result:?}"
     );
     within("the simulator to stop", peer.stop()).await;
+}
+
+#[tokio::test]
+async fn a_block_over_the_size_limit_is_reported_not_retried_forever() {
+    let peer = RunningPeer::fixtures(None).await;
+    let mut config = channel_config(vec![peer.endpoint()], None);
+    config.options.max_message_size = 2048;
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    let error = within("a size error", subscription.next_block())
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(error, DeliverError::TooLarge { limit: 2048, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("max_message_size"), "{error}");
+}
+
+/// The reconnect delays follow the backoff policy (equal jitter: at least half the capped exponential delay).
+/// Only lower bounds are checked, so a slow machine cannot fail it.
+#[tokio::test]
+async fn reconnects_wait_per_the_backoff_policy() {
+    let peer = RunningPeer::fixtures(None).await;
+    peer.handle.set_faults(Faults {
+        refuse_with: Some(StatusCode::SERVICE_UNAVAILABLE),
+        ..Faults::default()
+    });
+    let mut config = channel_config(vec![peer.endpoint()], None);
+    config.options.backoff = chaintrigger::fabric::deliver::BackoffPolicy {
+        initial: Duration::from_millis(40),
+        max: Duration::from_millis(80),
+    };
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    let handle = peer.handle.clone();
+    let mut requests = handle.subscribe_requests();
+    let started = std::time::Instant::now();
+    let healer = tokio::spawn(async move {
+        // Heal after the fourth refused request.
+        while *requests.borrow_and_update() < 4 {
+            requests.changed().await.expect("simulator running");
+        }
+        handle.set_faults(Faults::default());
+    });
+    assert_eq!(next_numbers(&mut subscription, 1).await, [0]);
+    let elapsed = started.elapsed();
+    healer.await.expect("healer");
+    // Four refusals, then waits of at least 20 + 40 + 40 + 40 ms before the fifth request.
+    assert!(elapsed >= Duration::from_millis(140), "{elapsed:?}");
+    assert_eq!(subscription.status_handle().snapshot().reconnects, 4);
 }
