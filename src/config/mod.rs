@@ -33,6 +33,8 @@ use crate::filter::{Filter, Language};
 
 /// The admin API's default address: loopback only, so the API is not reachable from outside by default.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8650";
+/// The shortest admin token accepted: the admin API can stop and delete triggers, so a guessable token is refused.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// The bundled runtime's default address, loopback only.
 pub const DEFAULT_RUNTIME_LISTEN: &str = "127.0.0.1:9000";
 
@@ -719,12 +721,29 @@ impl Config {
                 format!("folder {} does not exist", functions.get_ref().display()),
             ));
         }
+        match self.admin.token.get_ref().read() {
+            Err(message) => problems.push(self.source.problem(
+                Some(self.admin.token.span()),
+                "admin.token",
+                message,
+            )),
+            Ok(token) if token.expose().chars().count() < MIN_ADMIN_TOKEN_LEN => {
+                problems.push(self.source.problem(
+                    Some(self.admin.token.span()),
+                    "admin.token",
+                    format!(
+                        "the admin token in {} is shorter than {MIN_ADMIN_TOKEN_LEN} characters: use a long random value (e.g. `openssl rand -hex 32`)",
+                        self.admin.token.get_ref()
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
         let mut secret = |source: &Spanned<SecretSource>, field: String| {
             if let Err(message) = source.get_ref().read() {
                 problems.push(self.source.problem(Some(source.span()), field, message));
             }
         };
-        secret(&self.admin.token, "admin.token".into());
         if let Some(credentials) = self
             .runtime
             .credentials

@@ -526,11 +526,83 @@ fn environment_check_reports_missing_files_and_secrets() {
     unsafe {
         std::env::set_var("CT_TEST_ENV_CHECK_TOKEN", "s3cret");
     }
+    let found: Vec<String> = config
+        .check_environment()
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(Problem::to_string)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains(
+            "admin.token: the admin token in environment variable CT_TEST_ENV_CHECK_TOKEN is shorter than 16 characters"
+        ),
+        "{found:?}"
+    );
+    // SAFETY: as above.
+    unsafe {
+        std::env::set_var("CT_TEST_ENV_CHECK_TOKEN", "0123456789abcdef0123");
+    }
     config.check_environment().unwrap();
     assert_eq!(
         config.admin.token.get_ref().read().unwrap().expose(),
-        "s3cret"
+        "0123456789abcdef0123"
     );
+}
+
+#[test]
+fn environment_check_covers_the_runtime_and_target_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["c.pem", "k.pem", "ca.pem", "token"] {
+        std::fs::write(dir.path().join(name), "0123456789abcdef-long-enough").unwrap();
+    }
+    let text = r#"
+instance_id = "i"
+database = "db.sqlite"
+[admin]
+token = { file = "token" }
+[runtime]
+enabled = true
+functions = "no-such-folder"
+credentials = { access_key_id = "local", access_key_secret = { file = "missing.secret" } }
+[[channels]]
+name = "mychannel"
+msp_id = "Org1MSP"
+certificate = "c.pem"
+key = "k.pem"
+peers = [{ address = "p:7051", tls_ca = "ca.pem" }]
+[[triggers]]
+name = "fc"
+channel = "mychannel"
+event = "Block"
+target.function_compute = { endpoint = "https://fc.example.com", service = "s", function = "f", credentials = { access_key_id = "id", access_key_secret = { env = "CT_TEST_UNSET_FC_SECRET" } } }
+[[triggers]]
+name = "basic"
+channel = "mychannel"
+event = "Block"
+target.http = { url = "http://127.0.0.1/h", auth = { basic = { user = "u", password = { file = "nope" } } } }
+"#;
+    let path = dir.path().join("ct.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let found: Vec<String> = config
+        .check_environment()
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(Problem::to_string)
+        .collect();
+    let fields = [
+        "runtime.functions: folder",
+        "runtime.credentials.access_key_secret: cannot read secret file",
+        "triggers[0].target.function_compute.credentials.access_key_secret: environment variable CT_TEST_UNSET_FC_SECRET is not set",
+        "triggers[1].target.http.auth.basic.password: cannot read secret file",
+    ];
+    assert_eq!(found.len(), fields.len(), "{found:#?}");
+    for (problem, field) in found.iter().zip(fields) {
+        assert!(problem.contains(field), "{problem} does not name {field}");
+    }
 }
 
 #[test]
