@@ -26,8 +26,10 @@ pub const EVENT_ID_HEADER: &str = "X-Chaintrigger-Event-Id";
 /// The header that carries the index of the filter output pushed (a filter may yield several per event).
 pub const OUTPUT_INDEX_HEADER: &str = "X-Chaintrigger-Output-Index";
 
-/// How long setting up a connection may take before the endpoint counts as unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long setting up a connection may take before the endpoint counts as unreachable. A connection still not
+/// set up when the attempt timeout ends counts as an attempt timeout instead, so keep attempt timeouts above this
+/// for a dropped-packets endpoint to be reported as unreachable (Exception) rather than failing (discards).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most of a response body read: enough for any error message, bounded against huge answers.
 const MAX_BODY_READ: usize = 64 * 1024;
