@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 /// The admin API settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Where the admin API listens; loopback by default because it can stop and delete triggers.
@@ -74,7 +74,7 @@ pub struct Admin {
 }
 
 /// The bundled function runtime's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
     /// Whether the daemon starts the runtime in-process.
@@ -108,7 +108,7 @@ impl Default for Runtime {
 }
 
 /// An access key pair for Function Compute request signatures.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The AccessKeyId, sent in clear in every `Authorization` header, so it may be written in the file.
@@ -118,7 +118,7 @@ pub struct Credentials {
 }
 
 /// A channel to follow.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Channel {
     /// The channel's name on the Fabric network.
@@ -134,7 +134,7 @@ pub struct Channel {
 }
 
 /// One peer's Deliver endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     /// `host:port` of the peer's gRPC service.
@@ -157,7 +157,7 @@ pub struct Peer {
 }
 
 /// A trigger: one channel's events of one type, through a filter, to a target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     /// Unique name; the admin API and the store know the trigger by it.
@@ -251,7 +251,7 @@ impl fmt::Display for EventSelector {
 }
 
 /// Where a trigger pushes its events.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     /// A Function Compute function (2016-08-15 API), remote or the bundled runtime.
@@ -261,7 +261,7 @@ pub enum Target {
 }
 
 /// A Function Compute function.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FcTarget {
     /// `https://<account>.<region>.fc.aliyuncs.com`, or `embedded` for the bundled runtime.
@@ -345,7 +345,7 @@ impl InvocationType {
 }
 
 /// An HTTP endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTarget {
     /// The URL events are sent to (http or https).
@@ -380,7 +380,7 @@ pub enum HttpMethod {
 }
 
 /// How an HTTP target authenticates.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum HttpAuth {
     /// No `Authorization` header.

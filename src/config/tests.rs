@@ -656,3 +656,22 @@ fn documented_example_is_accepted() {
             .any(|t| matches!(t.target, Target::Http(_)))
     );
 }
+
+#[test]
+fn definitions_compare_by_value_not_by_place_for_reload() {
+    let before = parse(MINIMAL).unwrap();
+    // The same trigger written elsewhere in the file, with defaults spelled out: the same definition.
+    let moved = format!(
+        "\n\n{}",
+        MINIMAL.replace(
+            "event = \"Tx\"",
+            "event = \"Tx\"\nfailure_threshold = -1\nenabled = true"
+        )
+    );
+    let after = parse(&moved).unwrap();
+    assert_eq!(before.triggers, after.triggers);
+    assert_eq!(before.channels, after.channels);
+    let changed = parse(&MINIMAL.replace("/events", "/other")).unwrap();
+    assert_ne!(before.triggers[0], changed.triggers[0]);
+    assert_eq!(before.triggers[0].name, changed.triggers[0].name);
+}
