@@ -237,6 +237,22 @@ fn unknown_keys_are_refused_with_file_line_and_field() {
         "{found:?}"
     );
 
+    let text = MINIMAL.replace(
+        "url = \"http://127.0.0.1:8080/events\"",
+        "url = \"http://127.0.0.1:8080/events\"\nauth = { bearer = { token = { env = \"T\" }, scheme = \"x\" } }",
+    );
+    let found = problems(&text);
+    assert!(
+        found[0].contains("triggers[0].target.http.auth.bearer: unexpected keys in table: scheme"),
+        "{found:?}"
+    );
+    let text = MINIMAL.replace("token = { env", "token = { vault = \"x\", env");
+    let found = problems(&text);
+    assert!(
+        found[0].contains("admin.token") && found[0].contains("unknown field `vault`"),
+        "{found:?}"
+    );
+
     let text = MINIMAL.replace("url = ", "uri = \"x\"\nurl = ");
     let found = problems(&text);
     assert!(
