@@ -33,6 +33,8 @@ use crate::filter::{Filter, Language};
 
 /// The admin API's default address: loopback only, so the API is not reachable from outside by default.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8650";
+/// The shortest admin token accepted: the admin API can stop and delete triggers, so a guessable token is refused.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// The bundled runtime's default address, loopback only.
 pub const DEFAULT_RUNTIME_LISTEN: &str = "127.0.0.1:9000";
 
@@ -61,7 +63,7 @@ pub struct Config {
 }
 
 /// The admin API settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Where the admin API listens; loopback by default because it can stop and delete triggers.
@@ -72,7 +74,7 @@ pub struct Admin {
 }
 
 /// The bundled function runtime's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
     /// Whether the daemon starts the runtime in-process.
@@ -106,7 +108,7 @@ impl Default for Runtime {
 }
 
 /// An access key pair for Function Compute request signatures.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The AccessKeyId, sent in clear in every `Authorization` header, so it may be written in the file.
@@ -116,7 +118,7 @@ pub struct Credentials {
 }
 
 /// A channel to follow.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Channel {
     /// The channel's name on the Fabric network.
@@ -132,7 +134,7 @@ pub struct Channel {
 }
 
 /// One peer's Deliver endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     /// `host:port` of the peer's gRPC service.
@@ -155,7 +157,7 @@ pub struct Peer {
 }
 
 /// A trigger: one channel's events of one type, through a filter, to a target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     /// Unique name; the admin API and the store know the trigger by it.
@@ -249,7 +251,7 @@ impl fmt::Display for EventSelector {
 }
 
 /// Where a trigger pushes its events.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     /// A Function Compute function (2016-08-15 API), remote or the bundled runtime.
@@ -259,7 +261,7 @@ pub enum Target {
 }
 
 /// A Function Compute function.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FcTarget {
     /// `https://<account>.<region>.fc.aliyuncs.com`, or `embedded` for the bundled runtime.
@@ -343,7 +345,7 @@ impl InvocationType {
 }
 
 /// An HTTP endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTarget {
     /// The URL events are sent to (http or https).
@@ -378,7 +380,7 @@ pub enum HttpMethod {
 }
 
 /// How an HTTP target authenticates.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum HttpAuth {
     /// No `Authorization` header.
@@ -719,12 +721,29 @@ impl Config {
                 format!("folder {} does not exist", functions.get_ref().display()),
             ));
         }
+        match self.admin.token.get_ref().read() {
+            Err(message) => problems.push(self.source.problem(
+                Some(self.admin.token.span()),
+                "admin.token",
+                message,
+            )),
+            Ok(token) if token.expose().chars().count() < MIN_ADMIN_TOKEN_LEN => {
+                problems.push(self.source.problem(
+                    Some(self.admin.token.span()),
+                    "admin.token",
+                    format!(
+                        "the admin token in {} is shorter than {MIN_ADMIN_TOKEN_LEN} characters: use a long random value (e.g. `openssl rand -hex 32`)",
+                        self.admin.token.get_ref()
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
         let mut secret = |source: &Spanned<SecretSource>, field: String| {
             if let Err(message) = source.get_ref().read() {
                 problems.push(self.source.problem(Some(source.span()), field, message));
             }
         };
-        secret(&self.admin.token, "admin.token".into());
         if let Some(credentials) = self
             .runtime
             .credentials

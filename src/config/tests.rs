@@ -237,6 +237,22 @@ fn unknown_keys_are_refused_with_file_line_and_field() {
         "{found:?}"
     );
 
+    let text = MINIMAL.replace(
+        "url = \"http://127.0.0.1:8080/events\"",
+        "url = \"http://127.0.0.1:8080/events\"\nauth = { bearer = { token = { env = \"T\" }, scheme = \"x\" } }",
+    );
+    let found = problems(&text);
+    assert!(
+        found[0].contains("triggers[0].target.http.auth.bearer: unexpected keys in table: scheme"),
+        "{found:?}"
+    );
+    let text = MINIMAL.replace("token = { env", "token = { vault = \"x\", env");
+    let found = problems(&text);
+    assert!(
+        found[0].contains("admin.token") && found[0].contains("unknown field `vault`"),
+        "{found:?}"
+    );
+
     let text = MINIMAL.replace("url = ", "uri = \"x\"\nurl = ");
     let found = problems(&text);
     assert!(
@@ -526,11 +542,83 @@ fn environment_check_reports_missing_files_and_secrets() {
     unsafe {
         std::env::set_var("CT_TEST_ENV_CHECK_TOKEN", "s3cret");
     }
+    let found: Vec<String> = config
+        .check_environment()
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(Problem::to_string)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains(
+            "admin.token: the admin token in environment variable CT_TEST_ENV_CHECK_TOKEN is shorter than 16 characters"
+        ),
+        "{found:?}"
+    );
+    // SAFETY: as above.
+    unsafe {
+        std::env::set_var("CT_TEST_ENV_CHECK_TOKEN", "0123456789abcdef0123");
+    }
     config.check_environment().unwrap();
     assert_eq!(
         config.admin.token.get_ref().read().unwrap().expose(),
-        "s3cret"
+        "0123456789abcdef0123"
     );
+}
+
+#[test]
+fn environment_check_covers_the_runtime_and_target_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["c.pem", "k.pem", "ca.pem", "token"] {
+        std::fs::write(dir.path().join(name), "0123456789abcdef-long-enough").unwrap();
+    }
+    let text = r#"
+instance_id = "i"
+database = "db.sqlite"
+[admin]
+token = { file = "token" }
+[runtime]
+enabled = true
+functions = "no-such-folder"
+credentials = { access_key_id = "local", access_key_secret = { file = "missing.secret" } }
+[[channels]]
+name = "mychannel"
+msp_id = "Org1MSP"
+certificate = "c.pem"
+key = "k.pem"
+peers = [{ address = "p:7051", tls_ca = "ca.pem" }]
+[[triggers]]
+name = "fc"
+channel = "mychannel"
+event = "Block"
+target.function_compute = { endpoint = "https://fc.example.com", service = "s", function = "f", credentials = { access_key_id = "id", access_key_secret = { env = "CT_TEST_UNSET_FC_SECRET" } } }
+[[triggers]]
+name = "basic"
+channel = "mychannel"
+event = "Block"
+target.http = { url = "http://127.0.0.1/h", auth = { basic = { user = "u", password = { file = "nope" } } } }
+"#;
+    let path = dir.path().join("ct.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let found: Vec<String> = config
+        .check_environment()
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(Problem::to_string)
+        .collect();
+    let fields = [
+        "runtime.functions: folder",
+        "runtime.credentials.access_key_secret: cannot read secret file",
+        "triggers[0].target.function_compute.credentials.access_key_secret: environment variable CT_TEST_UNSET_FC_SECRET is not set",
+        "triggers[1].target.http.auth.basic.password: cannot read secret file",
+    ];
+    assert_eq!(found.len(), fields.len(), "{found:#?}");
+    for (problem, field) in found.iter().zip(fields) {
+        assert!(problem.contains(field), "{problem} does not name {field}");
+    }
 }
 
 #[test]
@@ -583,4 +671,23 @@ fn documented_example_is_accepted() {
             .iter()
             .any(|t| matches!(t.target, Target::Http(_)))
     );
+}
+
+#[test]
+fn definitions_compare_by_value_not_by_place_for_reload() {
+    let before = parse(MINIMAL).unwrap();
+    // The same trigger written elsewhere in the file, with defaults spelled out: the same definition.
+    let moved = format!(
+        "\n\n{}",
+        MINIMAL.replace(
+            "event = \"Tx\"",
+            "event = \"Tx\"\nfailure_threshold = -1\nenabled = true"
+        )
+    );
+    let after = parse(&moved).unwrap();
+    assert_eq!(before.triggers, after.triggers);
+    assert_eq!(before.channels, after.channels);
+    let changed = parse(&MINIMAL.replace("/events", "/other")).unwrap();
+    assert_ne!(before.triggers[0], changed.triggers[0]);
+    assert_eq!(before.triggers[0].name, changed.triggers[0].name);
 }

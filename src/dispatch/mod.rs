@@ -26,8 +26,10 @@ pub const EVENT_ID_HEADER: &str = "X-Chaintrigger-Event-Id";
 /// The header that carries the index of the filter output pushed (a filter may yield several per event).
 pub const OUTPUT_INDEX_HEADER: &str = "X-Chaintrigger-Output-Index";
 
-/// How long setting up a connection may take before the endpoint counts as unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long setting up a connection may take before the endpoint counts as unreachable. A connection still not
+/// set up when the attempt timeout ends counts as an attempt timeout instead, so keep attempt timeouts above this
+/// for a dropped-packets endpoint to be reported as unreachable (Exception) rather than failing (discards).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most of a response body read: enough for any error message, bounded against huge answers.
 const MAX_BODY_READ: usize = 64 * 1024;
@@ -360,12 +362,8 @@ fn transport_error(error: reqwest::Error) -> TransportError {
     if error.is_dns() {
         return TransportError::Dns(chain);
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(cause) = source {
-        if cause.downcast_ref::<rustls::Error>().is_some() {
-            return TransportError::Tls(chain);
-        }
-        source = cause.source();
+    if is_tls_error(&error) {
+        return TransportError::Tls(chain);
     }
     if error.is_connect() {
         return TransportError::Connect(chain);
@@ -374,6 +372,19 @@ fn transport_error(error: reqwest::Error) -> TransportError {
         return TransportError::Timeout(Duration::ZERO);
     }
     TransportError::Other(chain)
+}
+
+/// Whether a rustls error is among the causes. rustls errors arrive inside (nested) `io::Error`s, whose
+/// `source()` skips the error they wrap, so those are opened too.
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| is_tls_error(inner));
+    wrapped || error.source().is_some_and(is_tls_error)
 }
 
 /// `error: cause: cause ...`, without repeating a cause's text already shown.

@@ -190,6 +190,32 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_policy_gives_capped_growing_delays(
+            attempts in 1u32..20,
+            initial_ms in 1u64..5_000,
+            extra_ms in 0u64..60_000,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let max_ms = initial_ms + extra_ms;
+            let delays: Vec<Duration> = Backoff::with_seed(&policy(attempts, initial_ms, max_ms), seed).collect();
+            proptest::prop_assert_eq!(delays.len() as u32, attempts - 1);
+            let mut base = Duration::from_millis(initial_ms);
+            let max = Duration::from_millis(max_ms);
+            // backon computes in f32 seconds: allow for its rounding.
+            let slack = Duration::from_millis(1);
+            for delay in delays {
+                proptest::prop_assert!(delay <= max, "{delay:?} above the cap {max:?}");
+                proptest::prop_assert!(
+                    delay + slack >= base.min(max) && delay <= (base * 2).min(max) + slack,
+                    "{delay:?} vs base {base:?}"
+                );
+                base = (base * 2).min(max);
+            }
+        }
+    }
+
     #[test]
     fn exception_schedule_is_slow_and_endless() {
         for seed in 0..50 {

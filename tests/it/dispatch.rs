@@ -608,3 +608,25 @@ target.http = { url = "http://127.0.0.1:1/h", auth = { bearer = { token = { env 
     };
     assert!(matches!(http.auth, HttpAuth::Bearer(ref t) if t.expose() == "tok"));
 }
+
+#[tokio::test]
+async fn a_tls_failure_is_a_configuration_error() {
+    // A plain-HTTP server behind an https:// URL: the TLS handshake fails, as with an untrusted certificate.
+    let server = Server::start(false, vec![answer(200)]).await;
+    let mut url = server.url.join("/h").unwrap();
+    url.set_scheme("https").unwrap();
+    let target = Target::Http(HttpTarget {
+        url,
+        method: HttpMethod::Post,
+        auth: HttpAuth::None,
+        headers: Default::default(),
+    });
+    let outcome = dispatcher()
+        .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
+        .await;
+    let Outcome::Blocked { reason, attempts } = outcome else {
+        panic!("expected Blocked, got {outcome:?}")
+    };
+    assert_eq!(attempts, 1, "{reason}");
+    assert!(reason.starts_with("TLS handshake failed"), "{reason}");
+}
