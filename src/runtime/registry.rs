@@ -39,7 +39,8 @@ pub struct FunctionInfo {
     pub created: bool,
 }
 
-/// Paging of ListServices / ListFunctions.
+/// Paging of ListServices / ListFunctions. Other query parameters are ignored rather than refused: the SDKs
+/// send tag filters (`tag_<key>=value`) this runtime does not keep.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {

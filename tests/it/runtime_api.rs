@@ -196,6 +196,12 @@ async fn services_have_function_computes_shapes_and_errors() {
     rt.send("GET", "/2016-08-15/nowhere", &[], vec![])
         .await
         .assert_error(400, "PathNotSupported");
+    rt.send("GET", "/2016-08-15/services/%FF", &[], vec![])
+        .await
+        .assert_error(400, "InvalidArgument");
+    rt.send("GET", "/2016-08-15/services?limit=%FF", &[], vec![])
+        .await
+        .assert_error(400, "InvalidArgument");
     rt.send("PATCH", "/2016-08-15/services", &[], vec![])
         .await
         .assert_error(400, "PathNotSupported");
