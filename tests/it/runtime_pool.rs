@@ -651,7 +651,13 @@ async fn node_initializer_environment_and_filesystem() {
         access_key_secret: "secret".to_owned(),
         security_token: None,
     });
+    env_spec.environment =
+        BTreeMap::from([("PATH".to_owned(), "/opt/tools/bin:/usr/bin:/bin".to_owned())]);
     let result = json(&h.call_as(&env_spec, "ctx-2", b"").await);
+    assert_eq!(
+        result["env"]["PATH"], "/opt/tools/bin:/usr/bin:/bin",
+        "a function may set its PATH"
+    );
     assert_eq!(result["env"]["FC_FUNCTION_NAME"], "env");
     assert_eq!(
         result["env"]["FC_FUNC_CODE_PATH"],

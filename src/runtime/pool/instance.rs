@@ -195,19 +195,23 @@ fn handler_environment(
     tmp: &Path,
 ) -> Vec<(String, String)> {
     let tmp = tmp.display().to_string();
-    let mut env: Vec<(String, String)> = spec
-        .environment
-        .iter()
-        .filter(|(name, _)| !name.starts_with("FC_"))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
+    // Defaults first, then the function's own variables (they may set PATH, say, for bundled tools), then the
+    // reserved `FC_*` ones, which the function cannot override. Later entries win.
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".to_owned(), HANDLER_PATH.to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("HOME".to_owned(), tmp.clone()),
+        ("TMPDIR".to_owned(), tmp.clone()),
+        ("TEMP".to_owned(), tmp.clone()),
+        ("TMP".to_owned(), tmp),
+    ];
+    env.extend(
+        spec.environment
+            .iter()
+            .filter(|(name, _)| !name.starts_with("FC_"))
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
     let mut set = |name: &str, value: String| env.push((name.to_owned(), value));
-    set("PATH", HANDLER_PATH.to_owned());
-    set("LANG", "C.UTF-8".to_owned());
-    set("HOME", tmp.clone());
-    set("TMPDIR", tmp.clone());
-    set("TEMP", tmp.clone());
-    set("TMP", tmp);
     set("FC_FUNC_CODE_PATH", spec.code_dir.display().to_string());
     set("FC_FUNCTION_HANDLER", spec.handler.clone());
     set("FC_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string());
@@ -467,18 +471,19 @@ impl Instance {
         } else {
             self.kill();
         }
-        let text = log.tail.text();
-        tracing::debug!(
-            service = %spec.service,
-            function = %spec.function,
-            request_id = %id,
-            instance = %self.id,
-            log = %text,
-            "function invocation log (tail)"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                service = %spec.service,
+                function = %spec.function,
+                request_id = %id,
+                instance = %self.id,
+                log = %log.tail.text(),
+                "function invocation log (tail)"
+            );
+        }
         let invocation = Invocation {
             outcome,
-            log_tail: request.log_tail.then_some(text),
+            log_tail: request.log_tail.then(|| log.tail.text()),
             duration,
             max_memory_mb: (self.peak_memory_kb > 0).then(|| self.peak_memory_kb.div_ceil(1024)),
         };

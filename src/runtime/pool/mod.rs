@@ -44,7 +44,8 @@
 //!   processes of the handler are not counted.
 //! - **Environment**: only `PATH=/usr/local/bin:/usr/bin:/bin`, `LANG=C.UTF-8`, `HOME`/`TMPDIR`/`TEMP`/`TMP` (the
 //!   instance's own directory), the `FC_*` variables, `ALIBABA_CLOUD_ACCESS_KEY_*` when the service has a role,
-//!   and the function's own variables (which cannot override `FC_*`). The working directory is the code.
+//!   and the function's own variables (which may replace the defaults, not `FC_*`). The working directory is the
+//!   code.
 //! - **Isolation**: handlers run in their own session (killed as a group) with RLIMIT_NOFILE and
 //!   RLIMIT_NPROC. As root they run as `nobody` (or `run_as`) in a mount namespace where the code directory is a
 //!   read-only bind mount and `/tmp` is the instance's own directory; group/other write bits are removed from the
