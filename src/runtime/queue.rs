@@ -166,7 +166,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
         Ok(None) => {
             let detail = "dropped: the function was deleted before the event ran";
             tracing::warn!(service = %event.service, function = %event.function, "{detail}");
-            finish(EventStatus::Dropped, event.attempts, detail);
+            finish(EventStatus::Invalid, event.attempts, detail);
             return RunResult::Done;
         }
         Err(error) => {
@@ -180,7 +180,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
     let spec = match core.function_spec(&service, &function) {
         Ok(spec) => spec,
         Err(error) => {
-            finish(EventStatus::Dropped, event.attempts, &error.message);
+            finish(EventStatus::Invalid, event.attempts, &error.message);
             return RunResult::Done;
         }
     };

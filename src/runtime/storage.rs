@@ -104,8 +104,8 @@ pub enum EventStatus {
     Failed,
     /// The event got older than the function's maximum age before it could succeed.
     Expired,
-    /// The function was deleted before the event ran.
-    Dropped,
+    /// The function was deleted before the event ran (Function Compute calls such a task `Invalid`).
+    Invalid,
 }
 
 impl EventStatus {
@@ -114,7 +114,7 @@ impl EventStatus {
             EventStatus::Succeeded => "Succeeded",
             EventStatus::Failed => "Failed",
             EventStatus::Expired => "Expired",
-            EventStatus::Dropped => "Dropped",
+            EventStatus::Invalid => "Invalid",
         }
     }
 }
@@ -130,7 +130,7 @@ pub struct EventOutcome {
     pub invocation_id: Option<String>,
     /// The invocation's request id.
     pub request_id: String,
-    /// `Succeeded`, `Failed`, `Expired` or `Dropped`.
+    /// `Succeeded`, `Failed`, `Expired` or `Invalid` (Function Compute's names for the states of async tasks).
     pub status: String,
     /// Runs made (0 when it never ran: expired or dropped before its first run).
     pub attempts: u32,

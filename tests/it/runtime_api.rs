@@ -902,7 +902,9 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
         env.clone(),
     )
     .await;
-    rt.create_function("svc", "hasty", "python3", &[("index.py", PY)], env)
+    rt.create_function("svc", "hasty", "python3", &[("index.py", PY)], env.clone())
+        .await;
+    rt.create_function("svc", "doomed", "python3", &[("index.py", PY)], env)
         .await;
     let put = rt
         .json(
@@ -915,7 +917,7 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
     let (held, ()) = tokio::join!(rt.invoke("svc", "hold", "holding:2.5"), async {
         // Queue both events while the only slot is held.
         assert!(wait_for_file(&markers.join("holding"), Duration::from_secs(20)).await);
-        for function in ["patient", "hasty"] {
+        for function in ["patient", "hasty", "doomed"] {
             let accepted = rt
                 .send(
                     "POST",
@@ -926,8 +928,23 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
                 .await;
             assert_eq!(accepted.status, 202);
         }
+        let deleted = rt
+            .send(
+                "DELETE",
+                "/2016-08-15/services/svc/functions/doomed",
+                &[],
+                vec![],
+            )
+            .await;
+        assert_eq!(deleted.status, 204);
     });
     assert_eq!(held.text(), "held");
+    let doomed = rt
+        .outcomes("svc", "doomed", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(doomed[0].status, "Invalid", "{doomed:?}");
+    assert!(doomed[0].detail.contains("deleted"), "{}", doomed[0].detail);
+    assert!(!markers.join("doomed").exists());
     let patient = rt
         .outcomes("svc", "patient", 1, Duration::from_secs(20))
         .await;
