@@ -162,7 +162,8 @@ impl Runtime {
         let code = CodeStore::open(config.data_dir.join("code"), config.code_limits)?;
         let pool = Pool::new(config.pool.clone())?;
         let core = Arc::new(Core {
-            limiter: Arc::new(Semaphore::new(config.max_concurrency)),
+            // A limit of 0 would refuse every call; at least one invocation can always run.
+            limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             config,
             storage: Arc::new(storage),
             code,
