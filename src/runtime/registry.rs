@@ -582,3 +582,48 @@ impl Core {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_paging_takes_the_later_of_start_key_and_next_token() {
+        let query = |limit: Option<&str>, start: Option<&str>, token: Option<&str>| ListQuery {
+            limit: limit.map(Into::into),
+            prefix: None,
+            next_token: token.map(Into::into),
+            start_key: start.map(Into::into),
+        };
+        assert_eq!(query(None, None, None).limit(), Ok(100));
+        assert_eq!(query(Some("5"), None, None).limit(), Ok(5));
+        for bad in ["0", "101", "x", "-1"] {
+            let error = query(Some(bad), None, None).limit().unwrap_err();
+            assert!(error.message.contains(bad), "{}", error.message);
+        }
+        assert_eq!(query(None, Some("b"), Some("d")).start(), "d");
+        assert_eq!(query(None, Some("e"), None).start(), "e");
+    }
+
+    #[test]
+    fn if_match_compares_with_the_current_etag() {
+        let body = json!({"serviceName": "s"});
+        let tag = etag(&body);
+        assert_eq!(tag.len(), 16);
+        assert!(check_if_match(None, &body).is_ok());
+        assert!(check_if_match(Some(&tag), &body).is_ok());
+        assert!(check_if_match(Some(&format!("\"{tag}\"")), &body).is_ok());
+        assert!(check_if_match(Some("*"), &body).is_ok());
+        let error = check_if_match(Some("0000"), &body).unwrap_err();
+        assert_eq!(
+            (error.status.as_u16(), error.code),
+            (412, "PreconditionFailed")
+        );
+    }
+
+    #[test]
+    fn times_are_iso_8601_utc_seconds() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_585_893_448_123), "2020-04-03T05:57:28Z");
+    }
+}
