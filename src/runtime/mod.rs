@@ -192,7 +192,15 @@ impl Runtime {
         {
             return Err(RuntimeError::AnonymousNonLoopback(address));
         }
-        let _ = self.core.base_url.set(format!("http://{address}"));
+        // Code URLs must be fetchable: an unspecified bind address (0.0.0.0, ::) is reachable on loopback.
+        let mut reachable = address;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(match address {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = self.core.base_url.set(format!("http://{reachable}"));
         tracing::info!(%address, signed = self.core.config.access_key.is_some(), "function runtime listening");
         let worker = tokio::spawn(queue::run(self.core.clone(), shutdown.clone()));
         let app = api::router(self.core.clone());
