@@ -1,5 +1,6 @@
 //! Warm invocation round trip through `Pool::invoke`: a no-op handler in python3 and in node, on an instance
-//! that is already running. Run with `cargo bench --bench runtime_pool`.
+//! that is already running, and a cold start (interpreter, shim, handler module, invocation). Run with
+//! `cargo bench --bench runtime_pool`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -100,6 +101,33 @@ fn warm_invocation(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Cold start: the instance is evicted before each call, so every call starts an interpreter, loads the
+    // shim and the handler module, then invokes.
+    let mut cold = c.benchmark_group("runtime pool cold start");
+    cold.sample_size(10);
+    for (name, spec) in &cases {
+        cold.bench_function(*name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    pool.evict(&spec.service, &spec.function).await;
+                    let invocation = pool
+                        .invoke(
+                            spec,
+                            InvokeRequest {
+                                request_id: "bench".to_owned(),
+                                payload: Bytes::from_static(br#"{"block":1}"#),
+                                log_tail: false,
+                            },
+                        )
+                        .await
+                        .expect("invocation");
+                    black_box(invocation)
+                })
+            })
+        });
+    }
+    cold.finish();
     runtime.block_on(pool.shutdown());
 }
 

@@ -335,6 +335,13 @@ impl Launcher {
             .and_then(|pid| i32::try_from(pid).ok())
             .ok_or_else(|| spawn_error(std::io::Error::other("the process ended at once")))?;
         self.live.fetch_add(1, Ordering::SeqCst);
+        tracing::debug!(
+            service = %spec.service,
+            function = %spec.function,
+            instance = %id,
+            pid,
+            "started a function instance"
+        );
         let mut instance = Instance {
             id,
             generation,
@@ -638,6 +645,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.kill();
+        tracing::debug!(instance = %self.id, pid = self.pid, "stopped a function instance");
         if let Err(error) = std::fs::remove_dir_all(&self.dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {

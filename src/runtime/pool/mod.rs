@@ -16,8 +16,9 @@
 //!   UTF-8, `dict` / `list` / `tuple` as JSON, `None` as an empty body, anything else (int, float, bool, ...) as
 //!   `str(x)` (so `True` is `True`, matching the live-FC test where an int `2` arrives as `'2'`). An exception is
 //!   `UnhandledInvocationError` with `{"errorMessage", "errorType", "stackTrace": [[file, line, func, text]]}`
-//!   (the runtime's own frames removed). `print` is logged verbatim; `logging` and `context.getLogger()` (the
-//!   root logger, level INFO) write `<ISO time ms>Z <request id> [LEVEL] message`. `sys.exit` / `os._exit` are
+//!   (the runtime's own frames removed). `print` is logged verbatim; `logging` (the root logger, level INFO) writes
+//!   `<ISO time ms>Z <request id> [LEVEL] message`, `context.getLogger()` `<YYYY-MM-DD HH:MM:SS> <request id>
+//!   [LEVEL] message` (UTC), as Function Compute documents each. `sys.exit` / `os._exit` are
 //!   unexpected exits.
 //! - **Node.js** (`shim/worker.js`): `handler(event: Buffer, context, callback)`; the first callback wins.
 //!   `callback(err)` is `HandledInvocationError` (`{"errorMessage","errorType","stackTrace":[strings]}` for an
