@@ -377,9 +377,15 @@ async fn delete_function(
 async fn get_function_code(
     State(core): Shared,
     ApiPath((service, function)): ApiPath<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
-    Ok(json_response(core.function_code(&service, &function)?))
+    // The client reached us under this Host; the Node SDK sends it without the port, so only a Host with a
+    // port is trusted, else the bound address is used.
+    let host = header_text(&headers, "host").filter(|host| host.contains(':'));
+    Ok(json_response(
+        core.function_code(&service, &function, host)?,
+    ))
 }
 
 async fn get_async_config(

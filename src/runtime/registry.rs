@@ -434,14 +434,19 @@ impl Core {
         Ok(())
     }
 
-    /// GetFunctionCode: the checksum and a URL of ours serving the zip (signed when the runtime has a key).
+    /// GetFunctionCode: the checksum and a URL of ours serving the zip (signed when the runtime has a key), on
+    /// the `host` the client used when known.
     pub(crate) fn function_code(
         &self,
         service: &ServiceName,
         function: &FunctionName,
+        host: Option<&str>,
     ) -> Result<Value, ApiError> {
         let (_, record) = self.function_record(service, function)?;
-        let base = self.base_url.get().cloned().unwrap_or_default();
+        let base = match host {
+            Some(host) => format!("http://{host}"),
+            None => self.base_url.get().cloned().unwrap_or_default(),
+        };
         let checksum = record.code_checksum;
         let expires = now_ms() / 1000 + 3600;
         let url = match &self.config.access_key {
