@@ -814,3 +814,43 @@ async fn an_abandoned_invocation_stops_its_instance() {
     assert_eq!(h.pool.instance_count(), 0);
     text(&h.call(&spec, b"").await);
 }
+
+#[tokio::test]
+async fn a_timeout_kills_what_the_handler_started() {
+    let h = Harness::new(Language::Python3);
+    let mut spec = h.spec(Language::Python3, "sleeper", "index.spawn_sleeper");
+    spec.timeout = Duration::from_secs(1);
+    let sleeper: u32 = text(&h.call(&spec, b"").await).parse().expect("a pid");
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+    };
+    assert!(
+        alive(sleeper),
+        "the handler's child runs between invocations"
+    );
+    let (_, body) = error(&h.call(&spec, b"hang").await);
+    assert_eq!(body["errorMessage"], "Function timed out after 1 seconds");
+    assert!(!alive(sleeper), "the handler's child was killed with it");
+}
+
+#[tokio::test]
+async fn concurrent_calls_to_several_functions() {
+    let python = Harness::new(Language::Python3);
+    let node = Harness::new(Language::Nodejs);
+    let python_echo = python.spec(Language::Python3, "echo", "index.echo");
+    let node_echo = node.spec(Language::Nodejs, "echo", "index.echo");
+    let calls = (0..4).map(|_| async {
+        let (a, b) = tokio::join!(
+            python.call(&python_echo, br#"{"n":1}"#),
+            node.call(&node_echo, br#"{"n":2}"#)
+        );
+        (json(&a), json(&b))
+    });
+    for (a, b) in futures::future::join_all(calls).await {
+        assert_eq!(a["event"]["n"], 1);
+        assert_eq!(b["event"]["n"], 2);
+    }
+    assert_eq!(python.pool.instance_count(), 4);
+    assert_eq!(node.pool.instance_count(), 4);
+}
