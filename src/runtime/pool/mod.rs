@@ -46,7 +46,8 @@
 //! - **Environment**: only `PATH=/usr/local/bin:/usr/bin:/bin`, `LANG=C.UTF-8`, `HOME`/`TMPDIR`/`TEMP`/`TMP` (the
 //!   instance's own directory), the `FC_*` variables, `ALIBABA_CLOUD_ACCESS_KEY_*` when the service has a role,
 //!   and the function's own variables (which may replace the defaults, not `FC_*`). The working directory is the
-//!   code.
+//!   code, and `FC_FUNC_CODE_PATH` its real path (Function Compute uses `/code`; a handler that finds its files
+//!   through `FC_FUNC_CODE_PATH`, `__file__` or `__dirname` works unchanged, one that hard-codes `/code` does not).
 //! - **Isolation**: handlers run in their own session (killed as a group) with RLIMIT_NOFILE and
 //!   RLIMIT_NPROC. As root they run as `nobody` (or `run_as`) in a mount namespace where the code directory is a
 //!   read-only bind mount and `/tmp` is the instance's own directory; group/other write bits are removed from the
