@@ -69,6 +69,15 @@ enum Ending {
     Broken(protocol::ProtocolError),
 }
 
+/// Which step an ending belongs to, with its time limit: the timeout messages differ.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// The initializer, bounded by `initializationTimeout`.
+    Initialization(Duration),
+    /// The handler, bounded by `timeout`.
+    Invocation(Duration),
+}
+
 /// A running handler process with its pipes.
 #[derive(Debug)]
 pub struct Instance {
@@ -416,13 +425,10 @@ impl Instance {
                 .await;
             match ending {
                 Ending::Answered(Response::Success(_)) => self.initialized = true,
-                Ending::TimedOut => {
-                    failure = Some(error_json(format!(
-                        "Function initialization timed out after {} seconds",
-                        seconds(spec.initialization_timeout)
-                    )))
+                other => {
+                    let phase = Phase::Initialization(spec.initialization_timeout);
+                    failure = Some(self.failure_body(other, started, phase));
                 }
-                other => failure = Some(self.failure_body(other, started).await),
             }
             log.push(format!("FC Initialize End RequestId: {id}\n").as_bytes());
         }
@@ -447,21 +453,15 @@ impl Instance {
                         error_type: ErrorType::Unhandled,
                         body,
                     },
-                    Ending::TimedOut => {
-                        reusable = false;
-                        InvokeOutcome::FunctionError {
-                            error_type: ErrorType::Unhandled,
-                            body: error_json(format!(
-                                "Function timed out after {} seconds",
-                                seconds(spec.timeout)
-                            )),
-                        }
-                    }
                     other => {
                         reusable = false;
                         InvokeOutcome::FunctionError {
                             error_type: ErrorType::Unhandled,
-                            body: self.failure_body(other, started).await,
+                            body: self.failure_body(
+                                other,
+                                started,
+                                Phase::Invocation(spec.timeout),
+                            ),
                         }
                     }
                 };
@@ -497,22 +497,34 @@ impl Instance {
         (invocation, reusable)
     }
 
-    /// The body for an instance that stopped without answering; the process is killed.
-    async fn failure_body(&mut self, ending: Ending, started: Instant) -> Bytes {
+    /// The error body for an initialization or invocation that did not succeed; the process is killed.
+    fn failure_body(&mut self, ending: Ending, started: Instant, phase: Phase) -> Bytes {
         self.kill();
         let elapsed = started.elapsed().as_millis();
-        let peak_mb = self.peak_memory_kb.div_ceil(1024);
+        let exited = |used_mb: u64| {
+            error_json(format!(
+                "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {used_mb}MB)"
+            ))
+        };
         match ending {
             Ending::Answered(
                 Response::Unhandled(body) | Response::Handled(body) | Response::Fatal(body),
             ) => body,
-            Ending::Answered(Response::Success(_)) | Ending::Exited => error_json(format!(
-                "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {peak_mb}MB)"
-            )),
-            Ending::OutOfMemory(used_mb) => error_json(format!(
-                "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {used_mb}MB)"
-            )),
-            Ending::TimedOut => error_json(format!("Function timed out after {elapsed}ms")),
+            // Not a failure; callers handle success before asking for a failure body.
+            Ending::Answered(Response::Success(_)) | Ending::Exited => {
+                exited(self.peak_memory_kb.div_ceil(1024))
+            }
+            Ending::OutOfMemory(used_mb) => exited(used_mb),
+            Ending::TimedOut => match phase {
+                Phase::Initialization(limit) => error_json(format!(
+                    "Function initialization timed out after {} seconds",
+                    seconds(limit)
+                )),
+                Phase::Invocation(limit) => error_json(format!(
+                    "Function timed out after {} seconds",
+                    seconds(limit)
+                )),
+            },
             Ending::Broken(error) => error_json(error.to_string()),
         }
     }
