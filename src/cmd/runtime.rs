@@ -36,6 +36,9 @@ pub struct Args {
     /// Default retries of failed async invocations (0-8) for functions without their own async config.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=8))]
     async_retries: u32,
+    /// Default maximum age of async events in seconds (1-604800) for functions without their own async config.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    async_max_event_age: u64,
     /// Serve without authentication on a non-loopback address (anyone who can reach it can run code).
     #[arg(long)]
     allow_anonymous_non_loopback: bool,
@@ -74,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.functions_dir = args.functions.clone();
     config.max_concurrency = args.max_concurrency.max(1);
     config.async_defaults.max_retries = args.async_retries;
+    config.async_defaults.max_age_secs = args.async_max_event_age;
     config.allow_anonymous_non_loopback = args.allow_anonymous_non_loopback;
     let runtime = Runtime::open(config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)

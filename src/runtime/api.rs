@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +33,34 @@ use super::storage::{AsyncEvent, Enqueued};
 pub struct RequestId(pub String);
 
 type Shared = State<Arc<Core>>;
+
+/// Path parameters; a path that cannot be decoded is a JSON `InvalidArgument` like every other error.
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+/// Query parameters; unreadable ones are a JSON `InvalidArgument`.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
 
 const SERVICES: &str = "/2016-08-15/services";
 const SERVICE: &str = "/2016-08-15/services/{service}";
@@ -252,15 +281,14 @@ async fn create_service(
 
 async fn list_services(
     State(core): Shared,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     Ok(json_response(core.list_services(&query)?))
 }
 
 async fn get_service(
     State(core): Shared,
-    Path(service): Path<String>,
+    ApiPath(service): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let service = resolve_service(&core, &service)?;
     Ok(json_response(service_json(&core.service_record(&service)?)))
@@ -268,7 +296,7 @@ async fn get_service(
 
 async fn update_service(
     State(core): Shared,
-    Path(service): Path<String>,
+    ApiPath(service): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -283,7 +311,7 @@ async fn update_service(
 
 async fn delete_service(
     State(core): Shared,
-    Path(service): Path<String>,
+    ApiPath(service): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let service = resolve_service(&core, &service)?;
@@ -293,7 +321,7 @@ async fn delete_service(
 
 async fn create_function(
     State(core): Shared,
-    Path(service): Path<String>,
+    ApiPath(service): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -305,17 +333,16 @@ async fn create_function(
 
 async fn list_functions(
     State(core): Shared,
-    Path(service): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(service): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let service = resolve_service(&core, &service)?;
     Ok(json_response(core.list_functions(&service, &query)?))
 }
 
 async fn get_function(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
     let (_, record) = core.function_record(&service, &function)?;
@@ -324,7 +351,7 @@ async fn get_function(
 
 async fn update_function(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -338,7 +365,7 @@ async fn update_function(
 
 async fn delete_function(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
@@ -349,15 +376,21 @@ async fn delete_function(
 
 async fn get_function_code(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
-    Ok(json_response(core.function_code(&service, &function)?))
+    // The client reached us under this Host; the Node SDK sends it without the port, so only a Host with a
+    // port is trusted, else the bound address is used.
+    let host = header_text(&headers, "host").filter(|host| host.contains(':'));
+    Ok(json_response(
+        core.function_code(&service, &function, host)?,
+    ))
 }
 
 async fn get_async_config(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
     Ok(json_response(core.get_async_config(&service, &function)?))
@@ -365,7 +398,7 @@ async fn get_async_config(
 
 async fn put_async_config(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -378,7 +411,7 @@ async fn put_async_config(
 
 async fn delete_async_config(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
     core.delete_async_config(&service, &function)?;
@@ -399,10 +432,9 @@ struct ArchiveToken {
 
 async fn code_archive(
     State(core): Shared,
-    Path(file): Path<String>,
-    token: Result<Query<ArchiveToken>, axum::extract::rejection::QueryRejection>,
+    ApiPath(file): ApiPath<String>,
+    ApiQuery(token): ApiQuery<ArchiveToken>,
 ) -> Result<Response, ApiError> {
-    let Query(token) = token.map_err(|e| ApiError::invalid(e.body_text()))?;
     let checksum: u64 = file
         .strip_suffix(".zip")
         .and_then(|c| c.parse().ok())
@@ -438,7 +470,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 async fn invoke(
     State(core): Shared,
-    Path((service, function)): Path<(String, String)>,
+    ApiPath((service, function)): ApiPath<(String, String)>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     headers: HeaderMap,
     body: Body,

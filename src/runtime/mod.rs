@@ -162,7 +162,8 @@ impl Runtime {
         let code = CodeStore::open(config.data_dir.join("code"), config.code_limits)?;
         let pool = Pool::new(config.pool.clone())?;
         let core = Arc::new(Core {
-            limiter: Arc::new(Semaphore::new(config.max_concurrency)),
+            // A limit of 0 would refuse every call; at least one invocation can always run.
+            limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             config,
             storage: Arc::new(storage),
             code,
@@ -191,7 +192,15 @@ impl Runtime {
         {
             return Err(RuntimeError::AnonymousNonLoopback(address));
         }
-        let _ = self.core.base_url.set(format!("http://{address}"));
+        // Code URLs must be fetchable: an unspecified bind address (0.0.0.0, ::) is reachable on loopback.
+        let mut reachable = address;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(match address {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = self.core.base_url.set(format!("http://{reachable}"));
         tracing::info!(%address, signed = self.core.config.access_key.is_some(), "function runtime listening");
         let worker = tokio::spawn(queue::run(self.core.clone(), shutdown.clone()));
         let app = api::router(self.core.clone());

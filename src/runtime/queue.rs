@@ -23,6 +23,10 @@ use super::storage::{AsyncEvent, EventStatus};
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// How long the worker sleeps when nothing is due, unless woken by a new event.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+/// How long outcomes (and so stateful invocation ids) are remembered: the longest allowed event age.
+const OUTCOME_RETENTION: Duration = Duration::from_secs(super::limits::ASYNC_AGE_RANGE.1);
+/// How often old outcomes are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long the worker waits after a storage failure before trying again.
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
@@ -47,8 +51,22 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
     // Throttle counts live in memory: after a restart backoff starts again at 0.5 s, which is harmless.
     let mut throttled: HashMap<i64, u32> = HashMap::new();
     let mut tasks: JoinSet<((String, String), i64, RunResult)> = JoinSet::new();
+    let mut next_prune = tokio::time::Instant::now();
     loop {
         let now = now_ms();
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            match core
+                .storage
+                .prune_outcomes(now - OUTCOME_RETENTION.as_millis() as i64)
+            {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::info!(pruned, "async queue: forgot outcomes older than 7 days")
+                }
+                Err(error) => tracing::error!("async queue: cannot prune old outcomes: {error}"),
+            }
+        }
         let mut next_due: Option<i64> = None;
         match core.storage.queue_heads() {
             Ok(heads) => {
@@ -148,7 +166,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
         Ok(None) => {
             let detail = "dropped: the function was deleted before the event ran";
             tracing::warn!(service = %event.service, function = %event.function, "{detail}");
-            finish(EventStatus::Dropped, event.attempts, detail);
+            finish(EventStatus::Invalid, event.attempts, detail);
             return RunResult::Done;
         }
         Err(error) => {
@@ -162,7 +180,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
     let spec = match core.function_spec(&service, &function) {
         Ok(spec) => spec,
         Err(error) => {
-            finish(EventStatus::Dropped, event.attempts, &error.message);
+            finish(EventStatus::Invalid, event.attempts, &error.message);
             return RunResult::Done;
         }
     };

@@ -39,7 +39,8 @@ pub struct FunctionInfo {
     pub created: bool,
 }
 
-/// Paging of ListServices / ListFunctions.
+/// Paging of ListServices / ListFunctions. Other query parameters are ignored rather than refused: the SDKs
+/// send tag filters (`tag_<key>=value`) this runtime does not keep.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
@@ -433,14 +434,19 @@ impl Core {
         Ok(())
     }
 
-    /// GetFunctionCode: the checksum and a URL of ours serving the zip (signed when the runtime has a key).
+    /// GetFunctionCode: the checksum and a URL of ours serving the zip (signed when the runtime has a key), on
+    /// the `host` the client used when known.
     pub(crate) fn function_code(
         &self,
         service: &ServiceName,
         function: &FunctionName,
+        host: Option<&str>,
     ) -> Result<Value, ApiError> {
         let (_, record) = self.function_record(service, function)?;
-        let base = self.base_url.get().cloned().unwrap_or_default();
+        let base = match host {
+            Some(host) => format!("http://{host}"),
+            None => self.base_url.get().cloned().unwrap_or_default(),
+        };
         let checksum = record.code_checksum;
         let expires = now_ms() / 1000 + 3600;
         let url = match &self.config.access_key {
@@ -579,5 +585,50 @@ impl Core {
             code_checksum: record.code_checksum.to_string(),
             created: !exists,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_paging_takes_the_later_of_start_key_and_next_token() {
+        let query = |limit: Option<&str>, start: Option<&str>, token: Option<&str>| ListQuery {
+            limit: limit.map(Into::into),
+            prefix: None,
+            next_token: token.map(Into::into),
+            start_key: start.map(Into::into),
+        };
+        assert_eq!(query(None, None, None).limit(), Ok(100));
+        assert_eq!(query(Some("5"), None, None).limit(), Ok(5));
+        for bad in ["0", "101", "x", "-1"] {
+            let error = query(Some(bad), None, None).limit().unwrap_err();
+            assert!(error.message.contains(bad), "{}", error.message);
+        }
+        assert_eq!(query(None, Some("b"), Some("d")).start(), "d");
+        assert_eq!(query(None, Some("e"), None).start(), "e");
+    }
+
+    #[test]
+    fn if_match_compares_with_the_current_etag() {
+        let body = json!({"serviceName": "s"});
+        let tag = etag(&body);
+        assert_eq!(tag.len(), 16);
+        assert!(check_if_match(None, &body).is_ok());
+        assert!(check_if_match(Some(&tag), &body).is_ok());
+        assert!(check_if_match(Some(&format!("\"{tag}\"")), &body).is_ok());
+        assert!(check_if_match(Some("*"), &body).is_ok());
+        let error = check_if_match(Some("0000"), &body).unwrap_err();
+        assert_eq!(
+            (error.status.as_u16(), error.code),
+            (412, "PreconditionFailed")
+        );
+    }
+
+    #[test]
+    fn times_are_iso_8601_utc_seconds() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_585_893_448_123), "2020-04-03T05:57:28Z");
     }
 }

@@ -104,8 +104,8 @@ pub enum EventStatus {
     Failed,
     /// The event got older than the function's maximum age before it could succeed.
     Expired,
-    /// The function was deleted before the event ran.
-    Dropped,
+    /// The function was deleted before the event ran (Function Compute calls such a task `Invalid`).
+    Invalid,
 }
 
 impl EventStatus {
@@ -114,7 +114,7 @@ impl EventStatus {
             EventStatus::Succeeded => "Succeeded",
             EventStatus::Failed => "Failed",
             EventStatus::Expired => "Expired",
-            EventStatus::Dropped => "Dropped",
+            EventStatus::Invalid => "Invalid",
         }
     }
 }
@@ -130,7 +130,7 @@ pub struct EventOutcome {
     pub invocation_id: Option<String>,
     /// The invocation's request id.
     pub request_id: String,
-    /// `Succeeded`, `Failed`, `Expired` or `Dropped`.
+    /// `Succeeded`, `Failed`, `Expired` or `Invalid` (Function Compute's names for the states of async tasks).
     pub status: String,
     /// Runs made (0 when it never ran: expired or dropped before its first run).
     pub attempts: u32,
@@ -217,6 +217,8 @@ pub trait Storage: Send + Sync + 'static {
         detail: &str,
         now_ms: i64,
     ) -> Result<(), StorageError>;
+    /// Forgets outcomes recorded before `finished_before_ms` (and with them their stateful invocation ids).
+    fn prune_outcomes(&self, finished_before_ms: i64) -> Result<usize, StorageError>;
     /// Recorded outcomes of a function's events, oldest first.
     fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError>;
 }
@@ -759,6 +761,13 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    fn prune_outcomes(&self, finished_before_ms: i64) -> Result<usize, StorageError> {
+        Ok(self.lock().execute(
+            "DELETE FROM async_outcomes WHERE finished_ms < ?1",
+            [finished_before_ms],
+        )?)
+    }
+
     fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
@@ -849,6 +858,15 @@ mod tests {
             "the next event of f is its second one"
         );
         assert_eq!(storage.outcomes("s", "f").unwrap()[0].status, "Succeeded");
+        assert_eq!(storage.prune_outcomes(5).unwrap(), 0, "finished at 5: kept");
+        assert_eq!(storage.prune_outcomes(6).unwrap(), 1);
+        assert!(
+            matches!(
+                storage.enqueue(&event("f", Some("job_1"))).unwrap(),
+                Enqueued::New(_)
+            ),
+            "a pruned id can be used again"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::support::runtime::{KEY_ID, TestRuntime, test_dir, writable_dir, zip};
+use crate::support::runtime::{KEY_ID, TestRuntime, test_dir, wait_for_file, writable_dir, zip};
 
 const PY: &str = r#"
 import os, time
@@ -18,10 +18,6 @@ def handler(event, context):
 def fail(event, context):
     raise ValueError("boom")
 
-def sleep(event, context):
-    time.sleep(float(event.decode() or "1"))
-    return b"slept"
-
 def mark(event, context):
     name = event.decode()
     with open(os.path.join(os.environ["MARKER_DIR"], name), "a") as f:
@@ -29,6 +25,12 @@ def mark(event, context):
     if name.startswith("fail"):
         raise RuntimeError("asked to fail")
     return b"ok"
+
+def hold(event, context):
+    name, seconds = event.decode().split(":")
+    open(os.path.join(os.environ["MARKER_DIR"], name), "w").close()
+    time.sleep(float(seconds))
+    return b"held"
 
 def slow_mark(event, context):
     marker = os.path.join(os.environ["MARKER_DIR"], event.decode())
@@ -196,6 +198,12 @@ async fn services_have_function_computes_shapes_and_errors() {
     rt.send("GET", "/2016-08-15/nowhere", &[], vec![])
         .await
         .assert_error(400, "PathNotSupported");
+    rt.send("GET", "/2016-08-15/services/%FF", &[], vec![])
+        .await
+        .assert_error(400, "InvalidArgument");
+    rt.send("GET", "/2016-08-15/services?limit=%FF", &[], vec![])
+        .await
+        .assert_error(400, "InvalidArgument");
     rt.send("PATCH", "/2016-08-15/services", &[], vec![])
         .await
         .assert_error(400, "PathNotSupported");
@@ -542,27 +550,28 @@ async fn sync_invocations_return_raw_results_errors_and_logs() {
 #[tokio::test]
 async fn sync_calls_over_the_concurrency_limit_get_429() {
     let dir = test_dir("rt-throttle-");
-    let rt = TestRuntime::start(dir.path(), |c| c.max_concurrency = 1).await;
+    let markers = writable_dir(dir.path(), "markers");
+    let rt = TestRuntime::start(&dir.path().join("data"), |c| c.max_concurrency = 1).await;
     with_service(&rt).await;
-    rt.create_function(
-        "svc",
-        "sleep",
-        "python3",
-        &[("index.py", PY)],
-        json!({"handler": "index.sleep", "timeout": 10}),
-    )
-    .await;
-    let (first, second) = tokio::join!(rt.invoke("svc", "sleep", "1.5"), async {
-        // Give the first call a head start so it holds the only slot.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        rt.invoke("svc", "sleep", "0").await
+    let env = json!({"handler": "index.hold", "timeout": 10,
+                     "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    rt.create_function("svc", "hold", "python3", &[("index.py", PY)], env)
+        .await;
+    let (first, second) = tokio::join!(rt.invoke("svc", "hold", "first:1"), async {
+        // The first call holds the only slot once its handler runs.
+        assert!(wait_for_file(&markers.join("first"), Duration::from_secs(20)).await);
+        rt.invoke("svc", "hold", "second:0").await
     });
-    assert_eq!(first.text(), "slept");
+    assert_eq!(first.text(), "held");
     let message = second.assert_error(429, "ResourceExhausted");
     assert!(message.contains('1'), "{message}");
+    assert!(
+        !markers.join("second").exists(),
+        "a throttled call never runs"
+    );
     assert_eq!(
-        rt.invoke("svc", "sleep", "0").await.text(),
-        "slept",
+        rt.invoke("svc", "hold", "third:0").await.text(),
+        "held",
         "the slot is free again"
     );
     rt.stop().await;
@@ -721,11 +730,10 @@ async fn async_events_in_flight_at_a_stop_run_again_after_the_restart() {
         .await;
     assert_eq!(accepted.status, 202);
     let started = markers.join("ev.started");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !started.exists() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(started.exists(), "the event started");
+    assert!(
+        wait_for_file(&started, Duration::from_secs(20)).await,
+        "the event started"
+    );
     rt.stop().await;
     assert!(
         !markers.join("ev.done").exists(),
@@ -882,14 +890,10 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
     let rt = TestRuntime::start(&dir.path().join("data"), |c| c.max_concurrency = 1).await;
     with_service(&rt).await;
     let env = json!({"handler": "index.mark", "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
-    rt.create_function(
-        "svc",
-        "sleep",
-        "python3",
-        &[("index.py", PY)],
-        json!({"handler": "index.sleep", "timeout": 10}),
-    )
-    .await;
+    let hold = json!({"handler": "index.hold", "timeout": 10,
+                      "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    rt.create_function("svc", "hold", "python3", &[("index.py", PY)], hold)
+        .await;
     rt.create_function(
         "svc",
         "patient",
@@ -898,7 +902,9 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
         env.clone(),
     )
     .await;
-    rt.create_function("svc", "hasty", "python3", &[("index.py", PY)], env)
+    rt.create_function("svc", "hasty", "python3", &[("index.py", PY)], env.clone())
+        .await;
+    rt.create_function("svc", "doomed", "python3", &[("index.py", PY)], env)
         .await;
     let put = rt
         .json(
@@ -908,12 +914,10 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
         )
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
-    // Warm the sleeper so its run below holds the only slot for the whole 2.5 s.
-    assert_eq!(rt.invoke("svc", "sleep", "0").await.text(), "slept");
-
-    let (slept, ()) = tokio::join!(rt.invoke("svc", "sleep", "2.5"), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for function in ["patient", "hasty"] {
+    let (held, ()) = tokio::join!(rt.invoke("svc", "hold", "holding:2.5"), async {
+        // Queue both events while the only slot is held.
+        assert!(wait_for_file(&markers.join("holding"), Duration::from_secs(20)).await);
+        for function in ["patient", "hasty", "doomed"] {
             let accepted = rt
                 .send(
                     "POST",
@@ -924,8 +928,23 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
                 .await;
             assert_eq!(accepted.status, 202);
         }
+        let deleted = rt
+            .send(
+                "DELETE",
+                "/2016-08-15/services/svc/functions/doomed",
+                &[],
+                vec![],
+            )
+            .await;
+        assert_eq!(deleted.status, 204);
     });
-    assert_eq!(slept.text(), "slept");
+    assert_eq!(held.text(), "held");
+    let doomed = rt
+        .outcomes("svc", "doomed", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(doomed[0].status, "Invalid", "{doomed:?}");
+    assert!(doomed[0].detail.contains("deleted"), "{}", doomed[0].detail);
+    assert!(!markers.join("doomed").exists());
     let patient = rt
         .outcomes("svc", "patient", 1, Duration::from_secs(20))
         .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chaintrigger::runtime::pool::{
     Credentials, ErrorType, FunctionSpec, Invocation, InvokeOutcome, InvokeRequest, Language, Pool,
-    PoolConfig,
+    PoolConfig, remove_code_dir,
 };
 use serde_json::Value;
 
@@ -102,6 +102,14 @@ impl Harness {
             )
             .await
             .expect("the pool runs the invocation")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Not root, the pool leaves the code read-only (0555 directories) and the temporary directory could not
+        // be removed.
+        let _ = remove_code_dir(&self.code);
     }
 }
 
@@ -240,7 +248,15 @@ async fn python_logging_formats_and_invocation_boundaries() {
     assert!(log.lines().any(|line| line == "plain print"), "{log}");
     assert_log_line(log, "rid-42", "INFO", "via logging");
     assert_log_line(log, "rid-42", "WARNING", "a warning");
-    assert_log_line(log, "rid-42", "ERROR", "from the context logger");
+    // context.getLogger(): `2022-07-13 10:26:02 <request id> [INFO] message`.
+    let context_line = log
+        .lines()
+        .find(|line| line.ends_with(" rid-42 [ERROR] from the context logger"))
+        .unwrap_or_else(|| panic!("no context logger line in:\n{log}"));
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(&context_line[..19], "%Y-%m-%d %H:%M:%S").is_ok(),
+        "{context_line}"
+    );
     let file = std::fs::read_to_string(h.pool.log_path("svc", "logs")).expect("function log file");
     assert!(file.contains("plain print\n") && file.contains("FC Invoke End RequestId: rid-42"));
     // Without Tail, no log comes back.
@@ -643,7 +659,13 @@ async fn node_initializer_environment_and_filesystem() {
         access_key_secret: "secret".to_owned(),
         security_token: None,
     });
+    env_spec.environment =
+        BTreeMap::from([("PATH".to_owned(), "/opt/tools/bin:/usr/bin:/bin".to_owned())]);
     let result = json(&h.call_as(&env_spec, "ctx-2", b"").await);
+    assert_eq!(
+        result["env"]["PATH"], "/opt/tools/bin:/usr/bin:/bin",
+        "a function may set its PATH"
+    );
     assert_eq!(result["env"]["FC_FUNCTION_NAME"], "env");
     assert_eq!(
         result["env"]["FC_FUNC_CODE_PATH"],
@@ -671,4 +693,164 @@ async fn node_initializer_environment_and_filesystem() {
     assert_ne!(fs["code_existing_file"], "written");
     assert_eq!(fs["tmpdir"], "written");
     assert_eq!(fs["slash_tmp"], "written");
+}
+
+#[tokio::test]
+async fn initializer_timeout_is_reported_and_the_instance_replaced() {
+    let h = Harness::new(Language::Python3);
+    let mut spec = h.spec(Language::Python3, "slow-init", "index.pid");
+    spec.initializer = Some("index.slow_initializer".to_owned());
+    let invocation = h.call(&spec, b"").await;
+    assert_eq!(
+        error(&invocation),
+        (
+            ErrorType::Unhandled,
+            serde_json::json!({"errorMessage": "Function initialization timed out after 1 seconds"})
+        )
+    );
+    assert_eq!(h.pool.instance_count(), 0);
+}
+
+#[tokio::test]
+async fn large_events_responses_and_logs_pass_through() {
+    let h = Harness::new(Language::Python3);
+    let big_event = vec![b'e'; 5 * 1024 * 1024];
+    let length = h
+        .pool
+        .invoke(
+            &h.spec(Language::Python3, "length", "index.length"),
+            InvokeRequest {
+                request_id: "big".to_owned(),
+                payload: Bytes::from(big_event),
+                log_tail: false,
+            },
+        )
+        .await
+        .expect("invocation");
+    assert_eq!(text(&length), (5 * 1024 * 1024).to_string());
+
+    let response = h
+        .call(
+            &h.spec(Language::Python3, "big-response", "index.big_response"),
+            b"3",
+        )
+        .await;
+    assert_eq!(body(&response).len(), 3 * 1024 * 1024);
+
+    // 1 MB of output: far more than a pipe holds, so the log must be read while the handler runs.
+    let chatty = h
+        .call(
+            &h.spec(Language::Python3, "chatty", "index.chatty"),
+            b"10000",
+        )
+        .await;
+    assert_eq!(text(&chatty), "done");
+    let tail = log(&chatty);
+    assert!(tail.len() <= 4096);
+    assert!(
+        tail.ends_with("last line\nFC Invoke End RequestId: req-1\n"),
+        "{tail}"
+    );
+    let file = std::fs::read_to_string(h.pool.log_path("svc", "chatty")).expect("log file");
+    assert_eq!(file.lines().filter(|line| line.len() == 99).count(), 10000);
+}
+
+#[tokio::test]
+async fn handler_load_failures_are_function_errors() {
+    let h = Harness::new(Language::Python3);
+    let (error_type, missing_module) = error(
+        &h.call(
+            &h.spec(Language::Python3, "no-module", "nothing.handler"),
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(error_type, ErrorType::Unhandled);
+    assert_eq!(missing_module["errorType"], "ModuleNotFoundError");
+    let (_, missing_function) = error(
+        &h.call(
+            &h.spec(Language::Python3, "no-function", "index.nothing"),
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(missing_function["errorType"], "AttributeError");
+    let (_, bad_import) = error(
+        &h.call(
+            &h.spec(
+                Language::Python3,
+                "bad-import",
+                "index.missing_handler_module",
+            ),
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(
+        bad_import["errorMessage"],
+        "No module named 'module_that_does_not_exist'"
+    );
+
+    let node = Harness::new(Language::Nodejs);
+    let (error_type, syntax) = error(
+        &node
+            .call(
+                &node.spec(Language::Nodejs, "broken", "broken.handler"),
+                b"",
+            )
+            .await,
+    );
+    assert_eq!(error_type, ErrorType::Unhandled);
+    assert_eq!(syntax["errorType"], "SyntaxError");
+}
+
+#[tokio::test]
+async fn an_abandoned_invocation_stops_its_instance() {
+    let h = Harness::new(Language::Python3);
+    let spec = h.spec(Language::Python3, "abandoned", "index.hang_on_request");
+    text(&h.call(&spec, b"").await);
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), h.call(&spec, b"hang")).await;
+    assert!(abandoned.is_err(), "the handler hangs");
+    assert_eq!(h.pool.instance_count(), 0);
+    text(&h.call(&spec, b"").await);
+}
+
+#[tokio::test]
+async fn a_timeout_kills_what_the_handler_started() {
+    let h = Harness::new(Language::Python3);
+    let mut spec = h.spec(Language::Python3, "sleeper", "index.spawn_sleeper");
+    spec.timeout = Duration::from_secs(1);
+    let sleeper: u32 = text(&h.call(&spec, b"").await).parse().expect("a pid");
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+    };
+    assert!(
+        alive(sleeper),
+        "the handler's child runs between invocations"
+    );
+    let (_, body) = error(&h.call(&spec, b"hang").await);
+    assert_eq!(body["errorMessage"], "Function timed out after 1 seconds");
+    assert!(!alive(sleeper), "the handler's child was killed with it");
+}
+
+#[tokio::test]
+async fn concurrent_calls_to_several_functions() {
+    let python = Harness::new(Language::Python3);
+    let node = Harness::new(Language::Nodejs);
+    let python_echo = python.spec(Language::Python3, "echo", "index.echo");
+    let node_echo = node.spec(Language::Nodejs, "echo", "index.echo");
+    let calls = (0..4).map(|_| async {
+        let (a, b) = tokio::join!(
+            python.call(&python_echo, br#"{"n":1}"#),
+            node.call(&node_echo, br#"{"n":2}"#)
+        );
+        (json(&a), json(&b))
+    });
+    for (a, b) in futures::future::join_all(calls).await {
+        assert_eq!(a["event"]["n"], 1);
+        assert_eq!(b["event"]["n"], 2);
+    }
+    assert_eq!(python.pool.instance_count(), 4);
+    assert_eq!(node.pool.instance_count(), 4);
 }

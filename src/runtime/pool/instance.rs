@@ -69,6 +69,15 @@ enum Ending {
     Broken(protocol::ProtocolError),
 }
 
+/// Which step an ending belongs to, with its time limit: the timeout messages differ.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// The initializer, bounded by `initializationTimeout`.
+    Initialization(Duration),
+    /// The handler, bounded by `timeout`.
+    Invocation(Duration),
+}
+
 /// A running handler process with its pipes.
 #[derive(Debug)]
 pub struct Instance {
@@ -195,19 +204,23 @@ fn handler_environment(
     tmp: &Path,
 ) -> Vec<(String, String)> {
     let tmp = tmp.display().to_string();
-    let mut env: Vec<(String, String)> = spec
-        .environment
-        .iter()
-        .filter(|(name, _)| !name.starts_with("FC_"))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
+    // Defaults first, then the function's own variables (they may set PATH, say, for bundled tools), then the
+    // reserved `FC_*` ones, which the function cannot override. Later entries win.
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".to_owned(), HANDLER_PATH.to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("HOME".to_owned(), tmp.clone()),
+        ("TMPDIR".to_owned(), tmp.clone()),
+        ("TEMP".to_owned(), tmp.clone()),
+        ("TMP".to_owned(), tmp),
+    ];
+    env.extend(
+        spec.environment
+            .iter()
+            .filter(|(name, _)| !name.starts_with("FC_"))
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
     let mut set = |name: &str, value: String| env.push((name.to_owned(), value));
-    set("PATH", HANDLER_PATH.to_owned());
-    set("LANG", "C.UTF-8".to_owned());
-    set("HOME", tmp.clone());
-    set("TMPDIR", tmp.clone());
-    set("TEMP", tmp.clone());
-    set("TMP", tmp);
     set("FC_FUNC_CODE_PATH", spec.code_dir.display().to_string());
     set("FC_FUNCTION_HANDLER", spec.handler.clone());
     set("FC_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string());
@@ -331,6 +344,13 @@ impl Launcher {
             .and_then(|pid| i32::try_from(pid).ok())
             .ok_or_else(|| spawn_error(std::io::Error::other("the process ended at once")))?;
         self.live.fetch_add(1, Ordering::SeqCst);
+        tracing::debug!(
+            service = %spec.service,
+            function = %spec.function,
+            instance = %id,
+            pid,
+            "started a function instance"
+        );
         let mut instance = Instance {
             id,
             generation,
@@ -405,13 +425,10 @@ impl Instance {
                 .await;
             match ending {
                 Ending::Answered(Response::Success(_)) => self.initialized = true,
-                Ending::TimedOut => {
-                    failure = Some(error_json(format!(
-                        "Function initialization timed out after {} seconds",
-                        seconds(spec.initialization_timeout)
-                    )))
+                other => {
+                    let phase = Phase::Initialization(spec.initialization_timeout);
+                    failure = Some(self.failure_body(other, started, phase));
                 }
-                other => failure = Some(self.failure_body(other, started).await),
             }
             log.push(format!("FC Initialize End RequestId: {id}\n").as_bytes());
         }
@@ -436,21 +453,15 @@ impl Instance {
                         error_type: ErrorType::Unhandled,
                         body,
                     },
-                    Ending::TimedOut => {
-                        reusable = false;
-                        InvokeOutcome::FunctionError {
-                            error_type: ErrorType::Unhandled,
-                            body: error_json(format!(
-                                "Function timed out after {} seconds",
-                                seconds(spec.timeout)
-                            )),
-                        }
-                    }
                     other => {
                         reusable = false;
                         InvokeOutcome::FunctionError {
                             error_type: ErrorType::Unhandled,
-                            body: self.failure_body(other, started).await,
+                            body: self.failure_body(
+                                other,
+                                started,
+                                Phase::Invocation(spec.timeout),
+                            ),
                         }
                     }
                 };
@@ -467,40 +478,53 @@ impl Instance {
         } else {
             self.kill();
         }
-        let text = log.tail.text();
-        tracing::debug!(
-            service = %spec.service,
-            function = %spec.function,
-            request_id = %id,
-            instance = %self.id,
-            log = %text,
-            "function invocation log (tail)"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                service = %spec.service,
+                function = %spec.function,
+                request_id = %id,
+                instance = %self.id,
+                log = %log.tail.text(),
+                "function invocation log (tail)"
+            );
+        }
         let invocation = Invocation {
             outcome,
-            log_tail: request.log_tail.then_some(text),
+            log_tail: request.log_tail.then(|| log.tail.text()),
             duration,
             max_memory_mb: (self.peak_memory_kb > 0).then(|| self.peak_memory_kb.div_ceil(1024)),
         };
         (invocation, reusable)
     }
 
-    /// The body for an instance that stopped without answering; the process is killed.
-    async fn failure_body(&mut self, ending: Ending, started: Instant) -> Bytes {
+    /// The error body for an initialization or invocation that did not succeed; the process is killed.
+    fn failure_body(&mut self, ending: Ending, started: Instant, phase: Phase) -> Bytes {
         self.kill();
         let elapsed = started.elapsed().as_millis();
-        let peak_mb = self.peak_memory_kb.div_ceil(1024);
+        let exited = |used_mb: u64| {
+            error_json(format!(
+                "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {used_mb}MB)"
+            ))
+        };
         match ending {
             Ending::Answered(
                 Response::Unhandled(body) | Response::Handled(body) | Response::Fatal(body),
             ) => body,
-            Ending::Answered(Response::Success(_)) | Ending::Exited => error_json(format!(
-                "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {peak_mb}MB)"
-            )),
-            Ending::OutOfMemory(used_mb) => error_json(format!(
-                "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {used_mb}MB)"
-            )),
-            Ending::TimedOut => error_json(format!("Function timed out after {elapsed}ms")),
+            // Not a failure; callers handle success before asking for a failure body.
+            Ending::Answered(Response::Success(_)) | Ending::Exited => {
+                exited(self.peak_memory_kb.div_ceil(1024))
+            }
+            Ending::OutOfMemory(used_mb) => exited(used_mb),
+            Ending::TimedOut => match phase {
+                Phase::Initialization(limit) => error_json(format!(
+                    "Function initialization timed out after {} seconds",
+                    seconds(limit)
+                )),
+                Phase::Invocation(limit) => error_json(format!(
+                    "Function timed out after {} seconds",
+                    seconds(limit)
+                )),
+            },
             Ending::Broken(error) => error_json(error.to_string()),
         }
     }
@@ -633,6 +657,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.kill();
+        tracing::debug!(instance = %self.id, pid = self.pid, "stopped a function instance");
         if let Err(error) = std::fs::remove_dir_all(&self.dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {

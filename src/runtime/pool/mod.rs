@@ -9,6 +9,60 @@
 //! back as `Ok(Invocation { outcome: InvokeOutcome::FunctionError { .. }, .. })`, exactly the body and error type
 //! Function Compute would answer with. [`PoolError`] is only for our own failures (an interpreter that cannot be
 //! started, an unwritable data directory).
+//!
+//! # What a handler sees (and the choices made where Function Compute's documentation is silent)
+//!
+//! - **Python** (`shim/worker.py`): `handler(event: bytes, context)`. Return values: `bytes` raw, `str` as
+//!   UTF-8, `dict` / `list` / `tuple` as JSON, `None` as an empty body, anything else (int, float, bool, ...) as
+//!   `str(x)` (so `True` is `True`, matching the live-FC test where an int `2` arrives as `'2'`). An exception is
+//!   `UnhandledInvocationError` with `{"errorMessage", "errorType", "stackTrace": [[file, line, func, text]]}`
+//!   (the runtime's own frames removed). `print` is logged verbatim; `logging` (the root logger, level INFO) writes
+//!   `<ISO time ms>Z <request id> [LEVEL] message`, `context.getLogger()` `<YYYY-MM-DD HH:MM:SS> <request id>
+//!   [LEVEL] message` (UTC), as Function Compute documents each. `sys.exit` / `os._exit` are
+//!   unexpected exits.
+//! - **Node.js** (`shim/worker.js`): `handler(event: Buffer, context, callback)`; the first callback wins.
+//!   `callback(err)` is `HandledInvocationError` (`{"errorMessage","errorType","stackTrace":[strings]}` for an
+//!   `Error`, `{"errorMessage": s}` for a string, the JSON text of any other value). Results: Buffer raw, string
+//!   as UTF-8, `undefined` / `null` as an empty body, objects as JSON, anything else `String(x)`. A handler
+//!   returning a Promise resolves like `callback(null, value)`; a rejection counts as a thrown exception
+//!   (`UnhandledInvocationError`: Function Compute keeps `HandledInvocationError` for `callback(err)`). An
+//!   exception thrown later from a timer or a rejected promise nobody awaits fails the invocation in progress
+//!   and the instance is replaced. `console.log/debug/info/warn/error` write
+//!   `<ISO time> <request id> [verbose|debug|info|warn|error] message`; `console.setLogLevel(level)` filters.
+//! - **Initializer**: runs once per instance, before its first invocation, bounded by `initializationTimeout`,
+//!   between `FC Initialize Start/End RequestId:` lines. A failure is answered as `UnhandledInvocationError`
+//!   with the error body of the exception (or `callback(err)`); an initializer that runs too long gives
+//!   `{"errorMessage":"Function initialization timed out after N seconds"}`. Either way the instance is
+//!   stopped, so the next invocation initializes a fresh one.
+//! - **Timeout**: `{"errorMessage":"Function timed out after N seconds"}` (`UnhandledInvocationError`); the
+//!   instance and everything it started are killed.
+//! - **Exit or crash**: `{"errorMessage":"Process exited unexpectedly before completing request (duration: Nms,
+//!   maxMemoryUsage: NMB)"}`.
+//! - **Memory**: resident memory is sampled every 50 ms during an invocation; above `memorySize` the instance is
+//!   killed, the log says so, and the answer is the unexpected-exit body (what Function Compute reports for an
+//!   out-of-memory kill). Node also gets `--max-old-space-size=<memorySize>`. This host has no writable cgroup v2,
+//!   and RLIMIT_AS breaks V8, so a burst shorter than the sampling period can exceed the limit unnoticed; child
+//!   processes of the handler are not counted.
+//! - **Environment**: only `PATH=/usr/local/bin:/usr/bin:/bin`, `LANG=C.UTF-8`, `HOME`/`TMPDIR`/`TEMP`/`TMP` (the
+//!   instance's own directory), the `FC_*` variables, `ALIBABA_CLOUD_ACCESS_KEY_*` when the service has a role,
+//!   and the function's own variables (which may replace the defaults, not `FC_*`). The working directory is the
+//!   code, and `FC_FUNC_CODE_PATH` its real path (Function Compute uses `/code`; a handler that finds its files
+//!   through `FC_FUNC_CODE_PATH`, `__file__` or `__dirname` works unchanged, one that hard-codes `/code` does not).
+//! - **Isolation**: handlers run in their own session (killed as a group) with RLIMIT_NOFILE and
+//!   RLIMIT_NPROC. As root they run as `nobody` (or `run_as`) in a mount namespace where the code directory is a
+//!   read-only bind mount and `/tmp` is the instance's own directory; group/other write bits are removed from the
+//!   code. Not root, the code is made read-only with file modes (0444/0555), which the handler, running as the
+//!   same user, could undo: that protects against accidents only; delete such a directory with
+//!   [`remove_code_dir`]. Without a mount namespace (not root, no CAP_SYS_ADMIN, or the data or code directory
+//!   under `/tmp`), `/tmp` is the shared one and only `TMPDIR` is private. RLIMIT_NPROC counts all processes of
+//!   the user, so instances running as the same user share it.
+//!
+//! # Log
+//!
+//! Each invocation's output (stdout and stderr share one pipe, so their order is kept) goes between
+//! `FC Invoke Start RequestId: <id>` and `FC Invoke End RequestId: <id>` lines to the function's log file
+//! (`<data dir>/logs/<service>/<function>.log`, rotated at 8 MB), to tracing at debug level, and its last 4 KB to
+//! [`Invocation::log_tail`] when asked for.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -218,3 +218,60 @@ pub fn remove_write_permission(dir: &Path, root: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let code = dir.path().join("code");
+        std::fs::create_dir_all(code.join("lib")).expect("code tree");
+        std::fs::write(code.join("index.py"), "x").expect("file");
+        std::fs::write(code.join("lib/util.py"), "y").expect("file");
+        for (path, mode) in [
+            ("", 0o777),
+            ("lib", 0o777),
+            ("index.py", 0o666),
+            ("lib/util.py", 0o755),
+        ] {
+            std::fs::set_permissions(code.join(path), std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+        }
+        dir
+    }
+
+    #[test]
+    fn as_root_group_and_others_lose_write() {
+        let dir = tree();
+        let code = dir.path().join("code");
+        remove_write_permission(&code, true).expect("chmod tree");
+        assert_eq!(mode(&code), 0o755);
+        assert_eq!(mode(&code.join("lib")), 0o755);
+        assert_eq!(mode(&code.join("index.py")), 0o644);
+        assert_eq!(mode(&code.join("lib/util.py")), 0o755);
+    }
+
+    #[test]
+    fn not_root_everyone_loses_write_and_the_tree_can_still_be_removed() {
+        let dir = tree();
+        let code = dir.path().join("code");
+        remove_write_permission(&code, false).expect("chmod tree");
+        assert_eq!(mode(&code), 0o555);
+        assert_eq!(mode(&code.join("lib")), 0o555);
+        assert_eq!(mode(&code.join("index.py")), 0o444);
+        assert_eq!(mode(&code.join("lib/util.py")), 0o555);
+        crate::runtime::pool::remove_code_dir(&code).expect("remove the read-only tree");
+        assert!(!code.exists());
+    }
+}

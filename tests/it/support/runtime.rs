@@ -39,6 +39,18 @@ pub fn writable_dir(parent: &Path, name: &str) -> PathBuf {
     dir
 }
 
+/// Waits (bounded) until a handler has written a file; true if it appeared.
+pub async fn wait_for_file(path: &Path, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// A zip of the given files.
 pub fn zip(files: &[(&str, &str)]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

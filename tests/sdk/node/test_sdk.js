@@ -106,6 +106,18 @@ async function main() {
   check(node.data === 'node:hi', `sync node invoke: ${node.data}`);
   const log = Buffer.from(node.headers['x-fc-log-result'], 'base64').toString();
   check(log.includes('node handler saw hi'), `log tail: ${log}`);
+  const updated = await client.updateFunction(SERVICE, 'node', {
+    description: 'second version',
+    code: { zipFile: await zipBase64('index.js', NODE_CODE.replace("'node:'", "'node2:'")) },
+  });
+  check(updated.data.description === 'second version', 'updateFunction');
+  const node2 = await client.invokeFunction(SERVICE, 'node', 'hi');
+  check(node2.data === 'node2:hi', `the update replaced the warm instance: ${node2.data}`);
+  const code = await client.getFunctionCode(SERVICE, 'node');
+  check(code.data.checksum === updated.data.codeChecksum, 'getFunctionCode checksum');
+  const archive = await fetch(code.data.url);
+  const files = Object.keys((await JSZip.loadAsync(await archive.arrayBuffer())).files);
+  check(archive.status === 200 && files.join() === 'index.js', 'the code URL serves the zip');
   const py = await client.invokeFunction(SERVICE, 'py', 'hi', {}, 'LATEST');
   check(py.data === 'py:hi', `sync python invoke with qualifier LATEST: ${py.data}`);
 

@@ -14,6 +14,7 @@ import time
 import zipfile
 
 import fc2
+import requests
 
 PYTHON_CODE = """
 import os, time
@@ -113,6 +114,18 @@ def main():
     check(result.data == b"py:hi", "sync python invoke: %r" % result.data)
     log = base64.b64decode(result.headers["x-fc-log-result"]).decode()
     check("python handler saw" in log, "log tail: %r" % log)
+    with open(os.path.join(code_dir, "index.py"), "w") as f:
+        f.write(PYTHON_CODE.replace('b"py:"', 'b"py2:"'))
+    updated = client.update_function(SERVICE, "py", codeDir=code_dir, description="second version")
+    check(updated.data["description"] == "second version", "update_function")
+    result = client.invoke_function(SERVICE, "py", payload=b"hi")
+    check(result.data == b"py2:hi", "the update replaced the warm instance: %r" % result.data)
+    code = client.get_function_code(SERVICE, "py").data
+    check(code["checksum"] == updated.data["codeChecksum"], "get_function_code checksum")
+    archive = requests.get(code["url"], timeout=10)
+    check(archive.status_code == 200 and zipfile.ZipFile(io.BytesIO(archive.content)).namelist() == ["index.py"],
+          "the code URL serves the zip")
+
     result = client.invoke_function(SERVICE, "node", payload=b"hi", qualifier="LATEST")
     check(result.data == b"node:hi", "sync node invoke with qualifier LATEST: %r" % result.data)
 

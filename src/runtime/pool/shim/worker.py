@@ -17,6 +17,7 @@ import logging
 import os
 import struct
 import sys
+import time
 import traceback
 
 REQUEST_FD = 3
@@ -29,6 +30,7 @@ _requests = os.fdopen(REQUEST_FD, "rb", buffering=0)
 _responses = os.fdopen(RESPONSE_FD, "wb", buffering=0)
 
 _current_request_id = ""
+_CONTEXT_LOGGER = "fc.context"
 
 
 def _read_exact(n):
@@ -74,6 +76,11 @@ class _FcFormatter(logging.Formatter):
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (record.msecs,)
 
 
+class _ContextFormatter(logging.Formatter):
+    # `2022-07-13 10:26:02 <request id> [INFO] message`: the style of `context.getLogger()`.
+    converter = time.gmtime
+
+
 def _configure_logging():
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_FcFormatter("%(asctime)s %(request_id)s [%(levelname)s] %(message)s"))
@@ -83,6 +90,16 @@ def _configure_logging():
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+    context_handler = logging.StreamHandler(sys.stdout)
+    context_handler.setFormatter(
+        _ContextFormatter("%(asctime)s %(request_id)s [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    context_handler.addFilter(_RequestIdFilter())
+    context_logger = logging.getLogger(_CONTEXT_LOGGER)
+    context_logger.addHandler(context_handler)
+    context_logger.setLevel(logging.INFO)
+    context_logger.propagate = False
 
 
 class _Namespace:
@@ -132,7 +149,7 @@ class FCContext:
         )
 
     def getLogger(self):
-        return logging.getLogger()
+        return logging.getLogger(_CONTEXT_LOGGER)
 
 
 def _resolve(spec):
