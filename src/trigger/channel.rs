@@ -1,0 +1,262 @@
+//! One channel's feed: a single Deliver stream that decodes each block once, extracts its events once, keeps
+//! the recent blocks in a [`BlockWindow`] for every trigger of the channel and publishes the chain height.
+//!
+//! The stream starts at the peer's newest block: triggers behind it read older blocks on their own
+//! subscriptions ([`ChannelFeed::catch_up`]) until they reach the window, so one trigger replaying history never
+//! rewinds the others.
+//!
+//! A block that cannot be decoded at all (not a `common.Block`, no data) is never skipped: losing a block would
+//! lose its events silently. The channel logs it with its number, shows the error in the channel's status and
+//! asks the peer for the same block again after [`DECODE_RETRY`], so every trigger of the channel waits at that
+//! block until the peer serves a readable one (an operator sees the stuck height and the error). Transactions
+//! the decoder cannot read inside an otherwise readable block produce no event (see `events::extract`); they are
+//! logged with the block number.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::window::{BlockEvents, BlockWindow, Lookup};
+use crate::admin::{ChannelStatus, LastError};
+use crate::config::{self, ChannelName};
+use crate::events::{ExtractOptions, extract};
+use crate::fabric::decode::{BlockDecoder, DecodeError};
+use crate::fabric::deliver::{
+    ChannelConfig, ClientCertificate, ClientTls, DeliverError, DeliverOptions, DeliveredBlock,
+    PeerEndpoint, StartPosition, StatusHandle, Subscription, TlsCa,
+};
+use crate::fabric::identity::{Identity, MspId};
+
+/// How long a channel (or a catching-up trigger) waits before asking again for a block it could not decode.
+pub const DECODE_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a channel cannot be followed as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelSetupError {
+    #[error("channel `{channel}`: {message}")]
+    Files { channel: String, message: String },
+}
+
+/// Builds the Deliver client settings of a configured channel: its identity, its peers and their TLS.
+///
+/// The client trusts the union of the peers' TLS CAs (one connection setting serves every peer in turn) and
+/// presents the first configured client certificate to all of them. Plaintext is used only when every peer
+/// asks for it.
+pub fn deliver_config(channel: &config::Channel) -> Result<ChannelConfig, ChannelSetupError> {
+    let name = channel.name.get_ref().to_string();
+    let fail = |message: String| ChannelSetupError::Files {
+        channel: name.clone(),
+        message,
+    };
+    let msp_id = MspId::new(channel.msp_id.as_str()).map_err(|e| fail(e.to_string()))?;
+    let identity = Identity::load(msp_id, channel.certificate.get_ref(), channel.key.get_ref())
+        .map_err(|e| fail(e.to_string()))?;
+    let peers = channel.peers.get_ref();
+    let mut ca_pem = Vec::new();
+    let mut client_certificate = None;
+    for peer in peers {
+        if let Some(ca) = &peer.tls_ca {
+            let ca = TlsCa::load(ca.get_ref()).map_err(|e| fail(e.to_string()))?;
+            ca_pem.extend_from_slice(ca.pem());
+            ca_pem.push(b'\n');
+        }
+        if let (None, Some(cert), Some(key)) = (
+            &client_certificate,
+            &peer.client_certificate,
+            &peer.client_key,
+        ) {
+            client_certificate = Some(
+                ClientCertificate::load(cert.get_ref(), key.get_ref())
+                    .map_err(|e| fail(e.to_string()))?,
+            );
+        }
+    }
+    let tls = if ca_pem.is_empty() {
+        None
+    } else {
+        Some(ClientTls {
+            ca: TlsCa::from_pem(ca_pem, "the peers' TLS CAs").map_err(|e| fail(e.to_string()))?,
+            client_certificate,
+        })
+    };
+    Ok(ChannelConfig {
+        channel_id: name.clone(),
+        peers: peers
+            .iter()
+            .map(|peer| PeerEndpoint {
+                address: peer.address.get_ref().clone(),
+                tls_server_name: peer.server_name.clone(),
+            })
+            .collect(),
+        tls,
+        identity: Arc::new(identity),
+        options: DeliverOptions::default(),
+    })
+}
+
+/// What a channel shares with its triggers and the admin API.
+#[derive(Debug)]
+pub struct ChannelFeed {
+    /// The channel's name, for status and logs.
+    name: ChannelName,
+    /// How to reach the channel: the feed's own stream and every catch-up stream use it.
+    deliver: ChannelConfig,
+    /// How envelopes are built (the instance id; invalid transactions' Contract events always included, see
+    /// [`BlockEvents`]).
+    extract: ExtractOptions,
+    /// The recent blocks, read by every trigger.
+    window: RwLock<BlockWindow>,
+    /// The chain height (newest block + 1) as last seen on the feed's stream; triggers wait on it for new blocks.
+    height: watch::Sender<Option<u64>>,
+    /// The feed's stream status (peer, reconnects), set when the stream is (re)created.
+    stream: Mutex<Option<StatusHandle>>,
+    /// The latest stream or decode error, with when it happened.
+    last_error: Mutex<Option<LastError>>,
+}
+
+impl ChannelFeed {
+    /// A feed that has received nothing yet.
+    pub fn new(
+        name: ChannelName,
+        deliver: ChannelConfig,
+        instance_id: String,
+        window_blocks: usize,
+    ) -> Self {
+        ChannelFeed {
+            name,
+            deliver,
+            extract: ExtractOptions {
+                instance_id,
+                include_invalid: true,
+            },
+            window: RwLock::new(BlockWindow::new(window_blocks)),
+            height: watch::channel(None).0,
+            stream: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &ChannelName {
+        &self.name
+    }
+
+    /// The chain height (number of blocks), once the stream has delivered a block.
+    pub fn height(&self) -> Option<u64> {
+        *self.height.borrow()
+    }
+
+    /// Wakes on every new block.
+    pub fn watch_height(&self) -> watch::Receiver<Option<u64>> {
+        self.height.subscribe()
+    }
+
+    /// Where block `number` is.
+    pub fn lookup(&self, number: u64) -> Lookup {
+        self.window
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lookup(number)
+    }
+
+    /// A stream of the channel from block `start`, for a trigger behind the window.
+    pub fn catch_up(&self, start: u64, stop: CancellationToken) -> Subscription {
+        Subscription::new(self.deliver.clone(), StartPosition::Block(start), stop)
+    }
+
+    /// Decodes a delivered block and extracts its events.
+    pub fn prepare(
+        &self,
+        decoder: &mut BlockDecoder,
+        delivered: DeliveredBlock,
+    ) -> Result<Arc<BlockEvents>, DecodeError> {
+        let received_at = Instant::now();
+        let block = decoder.decode_bytes(delivered.bytes)?;
+        for error in block.errors() {
+            tracing::warn!(channel = %self.name, block = block.number, %error, "a transaction of the block cannot be decoded; it produces no event");
+        }
+        let events = extract(&block, &self.extract);
+        Ok(Arc::new(BlockEvents::new(&block, events, received_at)))
+    }
+
+    /// The channel as the admin API shows it.
+    pub fn status(&self) -> ChannelStatus {
+        let stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(StatusHandle::snapshot)
+            .unwrap_or_default();
+        ChannelStatus {
+            name: self.name.to_string(),
+            chain_height: self.height(),
+            peer: stream.current_peer.filter(|_| stream.connected),
+            reconnects: stream.reconnects,
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        }
+    }
+
+    fn set_error(&self, message: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(LastError {
+            message,
+            at: Utc::now(),
+        });
+    }
+
+    /// Follows the channel until `stop`: see the module documentation.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut start = StartPosition::Newest;
+        loop {
+            let mut subscription = Subscription::new(self.deliver.clone(), start, stop.clone());
+            *self
+                .stream
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                Some(subscription.status_handle());
+            let mut decoder = BlockDecoder::new();
+            loop {
+                match subscription.next_block().await {
+                    Ok(delivered) => {
+                        let number = delivered.number;
+                        match self.prepare(&mut decoder, delivered) {
+                            Ok(block) => {
+                                self.window
+                                    .write()
+                                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                    .push(block);
+                                self.height.send_replace(Some(number.saturating_add(1)));
+                            }
+                            Err(error) => {
+                                let message = format!("block {number} cannot be decoded: {error}");
+                                tracing::error!(channel = %self.name, block = number, %error, "block cannot be decoded; asking for it again (triggers of the channel wait at it)");
+                                self.set_error(message);
+                                start = StartPosition::Block(number);
+                                tokio::select! {
+                                    _ = stop.cancelled() => return,
+                                    _ = tokio::time::sleep(DECODE_RETRY) => {}
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    Err(DeliverError::Shutdown { .. }) => return,
+                    Err(error) => {
+                        tracing::warn!(channel = %self.name, %error, "channel stream error");
+                        self.set_error(error.to_string());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The channel's recent blocks, decoded once and shared by every trigger of the channel (pure).
+//!
+//! The channel task appends each block it receives; a trigger asks for the block it needs next and learns
+//! whether it is here ([`Lookup::Here`]), not yet received ([`Lookup::NotYet`]: wait for the channel), or
+//! already gone ([`Lookup::Gone`]: the trigger is behind the window and reads the chain on its own stream until
+//! it catches up). Keeping the window bounded is what lets a trigger stuck on one event (Exception, a slow
+//! function) fall behind without holding memory or other triggers back.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::events::{Event, EventType};
+use crate::fabric::decode::Block;
+use crate::filter::Envelope;
+
+/// One event of a block, prepared once for every trigger of the channel.
+#[derive(Debug)]
+pub struct ChainEvent {
+    /// Routes the event to the triggers of its type.
+    pub event_type: EventType,
+    /// The envelope's `id`: the de-duplication key sent with every push and kept with dead letters.
+    pub id: String,
+    /// Whether the transaction the event belongs to is valid: Contract events of invalid transactions go only
+    /// to triggers that asked for them.
+    pub valid_transaction: bool,
+    /// The envelope, with its filter-language conversions cached for every trigger that filters it.
+    pub envelope: Envelope,
+}
+
+/// A decoded block's events in chain order. Event indexes (the second half of a trigger's position) count
+/// this list, in which the Contract events of invalid transactions are always present, so that a position means
+/// the same event whatever a trigger's `include_invalid` setting.
+#[derive(Debug)]
+pub struct BlockEvents {
+    /// The block's number.
+    pub number: u64,
+    /// When the block arrived: the start of the latency each trigger measures.
+    pub received_at: Instant,
+    /// The events, Block event first.
+    pub events: Vec<ChainEvent>,
+}
+
+impl BlockEvents {
+    /// Prepares a decoded block's events (extracted with `include_invalid = true`, see the type's docs).
+    pub fn new(block: &Block, events: Vec<Event>, received_at: Instant) -> Self {
+        // `extract` emits, per decoded transaction, its Tx or Config event and then its Contract events: walk
+        // the transactions alongside to know each Contract event's validity.
+        let mut transactions = block.decoded();
+        let mut valid = true;
+        let events = events
+            .into_iter()
+            .map(|event| {
+                let event_type = event.event_type();
+                match event_type {
+                    EventType::Tx | EventType::Config => {
+                        valid = transactions.next().is_none_or(|tx| tx.is_valid());
+                    }
+                    EventType::Block => valid = true,
+                    EventType::Contract => {}
+                }
+                ChainEvent {
+                    event_type,
+                    id: event.id().to_owned(),
+                    valid_transaction: valid,
+                    envelope: Envelope::new(event.into_envelope()),
+                }
+            })
+            .collect();
+        BlockEvents {
+            number: block.number,
+            received_at,
+            events,
+        }
+    }
+}
+
+/// Where a wanted block is relative to the window.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// In the window.
+    Here(Arc<BlockEvents>),
+    /// Not received yet (or nothing received at all): wait for the channel.
+    NotYet,
+    /// Older than the oldest block kept: read it from the chain.
+    Gone,
+}
+
+/// The last `capacity` blocks of a channel, contiguous.
+#[derive(Debug)]
+pub struct BlockWindow {
+    /// Most blocks kept: bounds memory whatever the triggers do.
+    capacity: usize,
+    /// Contiguous blocks, oldest first.
+    blocks: VecDeque<Arc<BlockEvents>>,
+}
+
+impl BlockWindow {
+    /// An empty window keeping at most `capacity` blocks (at least one).
+    pub fn new(capacity: usize) -> Self {
+        BlockWindow {
+            capacity: capacity.max(1),
+            blocks: VecDeque::new(),
+        }
+    }
+
+    /// Adds the channel's next block. A block that does not follow the newest one (the stream was restarted
+    /// elsewhere) starts the window afresh, so that the window never has holes.
+    pub fn push(&mut self, block: Arc<BlockEvents>) {
+        if self
+            .newest()
+            .is_some_and(|newest| newest + 1 != block.number)
+        {
+            self.blocks.clear();
+        }
+        if self.blocks.len() == self.capacity {
+            self.blocks.pop_front();
+        }
+        self.blocks.push_back(block);
+    }
+
+    /// The newest block's number.
+    pub fn newest(&self) -> Option<u64> {
+        self.blocks.back().map(|b| b.number)
+    }
+
+    /// The oldest block's number.
+    pub fn oldest(&self) -> Option<u64> {
+        self.blocks.front().map(|b| b.number)
+    }
+
+    /// Where block `number` is.
+    pub fn lookup(&self, number: u64) -> Lookup {
+        match (self.oldest(), self.newest()) {
+            (Some(oldest), Some(newest)) if number >= oldest && number <= newest => {
+                let offset = usize::try_from(number - oldest)
+                    .expect("the offset is below the window's capacity, a usize");
+                Lookup::Here(self.blocks[offset].clone())
+            }
+            (Some(oldest), Some(_)) if number < oldest => Lookup::Gone,
+            _ => Lookup::NotYet,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(number: u64) -> Arc<BlockEvents> {
+        Arc::new(BlockEvents {
+            number,
+            received_at: Instant::now(),
+            events: Vec::new(),
+        })
+    }
+
+    fn found(lookup: Lookup) -> Option<u64> {
+        match lookup {
+            Lookup::Here(b) => Some(b.number),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_empty_window_says_wait() {
+        let window = BlockWindow::new(4);
+        assert!(matches!(window.lookup(0), Lookup::NotYet));
+        assert!(matches!(window.lookup(100), Lookup::NotYet));
+    }
+
+    #[test]
+    fn blocks_in_the_window_are_found_newer_ones_awaited_older_ones_gone() {
+        let mut window = BlockWindow::new(3);
+        for n in 10..=14 {
+            window.push(block(n));
+        }
+        assert_eq!((window.oldest(), window.newest()), (Some(12), Some(14)));
+        for n in 12..=14 {
+            assert_eq!(found(window.lookup(n)), Some(n));
+        }
+        assert!(matches!(window.lookup(15), Lookup::NotYet));
+        assert!(matches!(window.lookup(11), Lookup::Gone));
+        assert!(matches!(window.lookup(0), Lookup::Gone));
+    }
+
+    #[test]
+    fn a_jump_restarts_the_window_so_it_has_no_holes() {
+        let mut window = BlockWindow::new(8);
+        window.push(block(1));
+        window.push(block(2));
+        window.push(block(7));
+        assert_eq!((window.oldest(), window.newest()), (Some(7), Some(7)));
+        assert!(matches!(window.lookup(2), Lookup::Gone));
+    }
+
+    #[test]
+    fn a_zero_capacity_still_keeps_the_newest_block() {
+        let mut window = BlockWindow::new(0);
+        window.push(block(5));
+        window.push(block(6));
+        assert_eq!(found(window.lookup(6)), Some(6));
+        assert!(matches!(window.lookup(5), Lookup::Gone));
+    }
+}
