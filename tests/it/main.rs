@@ -6,6 +6,7 @@ mod check_config;
 mod decode;
 mod deliver;
 mod dispatch;
+mod engine_smoke;
 mod identity;
 mod peersim;
 mod runtime_api;
