@@ -6,6 +6,8 @@ mod check_config;
 mod decode;
 mod deliver;
 mod dispatch;
+mod engine;
+mod engine_admin;
 mod engine_smoke;
 mod identity;
 mod peersim;
@@ -15,3 +17,5 @@ mod runtime_sdk;
 mod store_crash;
 mod support;
 mod tail;
+// The slowest last: kill -9 of the real daemon over thousands of events.
+mod engine_crash;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: they start real parts on port 0 and clean up after themselves.
 
 pub mod admin;
+pub mod daemon;
 pub mod fabric;
 pub mod runtime;
