@@ -854,3 +854,19 @@ async fn concurrent_calls_to_several_functions() {
     assert_eq!(python.pool.instance_count(), 4);
     assert_eq!(node.pool.instance_count(), 4);
 }
+
+#[tokio::test]
+async fn an_exit_is_seen_even_when_a_forked_child_keeps_the_pipes_open() {
+    let h = Harness::new(Language::Python3);
+    let mut spec = h.spec(Language::Python3, "orphan", "index.exit_leaving_a_fork");
+    // Were the exit missed, the answer would be this timeout's message instead.
+    spec.timeout = Duration::from_secs(30);
+    let (error_type, body) = error(&h.call(&spec, b"").await);
+    assert_eq!(error_type, ErrorType::Unhandled);
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Process exited unexpectedly before completing request")),
+        "{body}"
+    );
+}
