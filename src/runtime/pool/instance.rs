@@ -347,6 +347,7 @@ impl Launcher {
         tracing::debug!(
             service = %spec.service,
             function = %spec.function,
+            runtime = %spec.runtime_name,
             instance = %id,
             pid,
             "started a function instance"
