@@ -870,3 +870,29 @@ async fn an_exit_is_seen_even_when_a_forked_child_keeps_the_pipes_open() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn handlers_cannot_read_the_function_logs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root, handlers run as the daemon's own user: nothing to separate.
+        return;
+    }
+    let h = Harness::new(Language::Python3);
+    let spec = h.spec(Language::Python3, "reader", "index.read_file");
+    h.call(&spec, b"").await;
+    let log_path = h.pool.log_path("svc", "reader");
+    let attempt = h
+        .pool
+        .invoke(
+            &spec,
+            InvokeRequest {
+                request_id: "reader".to_owned(),
+                payload: Bytes::from(log_path.display().to_string()),
+                log_tail: false,
+            },
+        )
+        .await
+        .expect("invocation");
+    assert_eq!(text(&attempt), "EACCES");
+}
