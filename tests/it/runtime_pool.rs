@@ -896,3 +896,21 @@ async fn handlers_cannot_read_the_function_logs() {
         .expect("invocation");
     assert_eq!(text(&attempt), "EACCES");
 }
+
+#[tokio::test]
+async fn the_background_reaper_stops_idle_instances() {
+    let h = Harness::with_idle_timeout(Language::Nodejs, Duration::from_secs(60));
+    let spec = h.spec(Language::Nodejs, "idle", "index.pid");
+    text(&h.call(&spec, b"").await);
+    assert_eq!(h.pool.instance_count(), 1);
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    // The reaper runs on this runtime: let it take its turn.
+    for _ in 0..100 {
+        if h.pool.instance_count() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.pool.instance_count(), 0);
+}
