@@ -854,3 +854,63 @@ async fn concurrent_calls_to_several_functions() {
     assert_eq!(python.pool.instance_count(), 4);
     assert_eq!(node.pool.instance_count(), 4);
 }
+
+#[tokio::test]
+async fn an_exit_is_seen_even_when_a_forked_child_keeps_the_pipes_open() {
+    let h = Harness::new(Language::Python3);
+    let mut spec = h.spec(Language::Python3, "orphan", "index.exit_leaving_a_fork");
+    // Were the exit missed, the answer would be this timeout's message instead.
+    spec.timeout = Duration::from_secs(30);
+    let (error_type, body) = error(&h.call(&spec, b"").await);
+    assert_eq!(error_type, ErrorType::Unhandled);
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Process exited unexpectedly before completing request")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn handlers_cannot_read_the_function_logs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root, handlers run as the daemon's own user: nothing to separate.
+        return;
+    }
+    let h = Harness::new(Language::Python3);
+    let spec = h.spec(Language::Python3, "reader", "index.read_file");
+    h.call(&spec, b"").await;
+    let log_path = h.pool.log_path("svc", "reader");
+    let attempt = h
+        .pool
+        .invoke(
+            &spec,
+            InvokeRequest {
+                request_id: "reader".to_owned(),
+                payload: Bytes::from(log_path.display().to_string()),
+                log_tail: false,
+            },
+        )
+        .await
+        .expect("invocation");
+    assert_eq!(text(&attempt), "EACCES");
+}
+
+#[tokio::test]
+async fn the_background_reaper_stops_idle_instances() {
+    let h = Harness::with_idle_timeout(Language::Nodejs, Duration::from_secs(60));
+    let spec = h.spec(Language::Nodejs, "idle", "index.pid");
+    text(&h.call(&spec, b"").await);
+    assert_eq!(h.pool.instance_count(), 1);
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    // The reaper runs on this runtime: let it take its turn.
+    for _ in 0..100 {
+        if h.pool.instance_count() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.pool.instance_count(), 0);
+}

@@ -347,6 +347,7 @@ impl Launcher {
         tracing::debug!(
             service = %spec.service,
             function = %spec.function,
+            runtime = %spec.runtime_name,
             instance = %id,
             pid,
             "started a function instance"
@@ -583,9 +584,20 @@ impl Instance {
                 Err(error) => return Ending::Broken(error),
             }
             tokio::select! {
+                biased;
                 read = self.responses.read_buf(&mut self.response_buf) => match read {
                     Ok(0) | Err(_) => return Ending::Exited,
                     Ok(_) => {}
+                },
+                // The end of the response pipe alone cannot tell: a process the handler forked (Python's
+                // multiprocessing, say) holds a copy of it.
+                _ = self.child.wait() => {
+                    self.read_pending_responses();
+                    return match protocol::take_response(&mut self.response_buf) {
+                        Ok(Some(response)) => Ending::Answered(response),
+                        Ok(None) => Ending::Exited,
+                        Err(error) => Ending::Broken(error),
+                    };
                 },
                 read = self.logs.read(&mut self.log_chunk), if self.logs_open => match read {
                     Ok(0) | Err(_) => self.logs_open = false,
@@ -600,6 +612,26 @@ impl Instance {
                     }
                 }
             }
+        }
+    }
+
+    /// After the process ended: whatever it wrote to the response pipe before, without waiting.
+    fn read_pending_responses(&mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            // SAFETY: reading into a local buffer from a descriptor we own.
+            let n = unsafe {
+                libc::read(
+                    self.responses.as_raw_fd(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+            self.response_buf
+                .extend_from_slice(&chunk[..n.unsigned_abs()]);
         }
     }
 

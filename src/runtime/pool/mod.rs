@@ -212,7 +212,8 @@ pub struct Invocation {
     pub log_tail: Option<String>,
     /// Wall time of the invocation inside the instance (including the initializer when it ran).
     pub duration: Duration,
-    /// Peak resident memory of the instance in MB, when it could be read (`X-Fc-Max-Memory-Usage`).
+    /// Peak resident memory of the instance's process in MB since it started (its children not counted), when it
+    /// could be read (`X-Fc-Max-Memory-Usage`).
     pub max_memory_mb: Option<u64>,
 }
 
@@ -463,7 +464,8 @@ impl Pool {
         }
         prepare_dir(&instances_dir, traverse_only)?;
         let logs_dir = data_dir.join("logs");
-        prepare_dir(&logs_dir, None)?;
+        // Function logs are the daemon's to read: a handler must not read another function's log.
+        prepare_dir(&logs_dir, root.then_some(0o700))?;
         let mount_namespace = root && sandbox::mount_namespace_works(&instances_dir);
         let data_outside_tmp = !std::fs::canonicalize(data_dir)
             .unwrap_or_else(|_| data_dir.clone())

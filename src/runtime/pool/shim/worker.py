@@ -214,8 +214,10 @@ def main():
         sys.exit(70)
     setup = json.loads(body)
     code_dir = setup["codeDir"]
-    if code_dir not in sys.path:
-        sys.path.insert(0, code_dir)
+    # The function's modules are found in its code, never next to this shim.
+    shim_dir = os.path.dirname(SHIM_FILE)
+    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != shim_dir]
+    sys.path.insert(0, code_dir)
     handler = None
     while True:
         kind, body = _read_frame()
