@@ -23,6 +23,11 @@ pub enum StorageError {
     NotEmpty(usize),
     #[error("the service already has {0} functions")]
     TooManyFunctions(usize),
+    #[error("runtime database {}: cannot make it private to the runtime's user: {source}", path.display())]
+    Permissions {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A stored service.
@@ -300,6 +305,26 @@ fn corrupt(what: &str, reason: impl std::fmt::Display) -> StorageError {
     }
 }
 
+/// Makes the database file and any WAL / shared-memory file left from an earlier run readable by their owner only.
+fn restrict_to_owner(path: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StorageError::Permissions { path: file, source });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn like_prefix(prefix: &str) -> String {
     let mut pattern = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
@@ -316,6 +341,10 @@ impl SqliteStorage {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let mut connection = Connection::open(path)?;
+        // Handlers run on this machine and can guess the data folder from their code path: the registry and the
+        // async payloads are for the runtime's user only. SQLite gives the -wal and -shm files the mode of the
+        // database file, so restricting it before WAL starts covers all three.
+        restrict_to_owner(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
@@ -810,6 +839,20 @@ mod tests {
             enqueued_ms: 1,
             attempts: 0,
             next_attempt_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_private_to_the_runtime_user() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, storage) = storage();
+        storage.enqueue(&event("f", None)).unwrap();
+        for name in ["runtime.sqlite", "runtime.sqlite-wal", "runtime.sqlite-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
         }
     }
 
