@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::support::daemon::{
     Behaviour, Daemon, DaemonFiles, Functions, Handler, Network, PATIENCE, Receiver, SERVICE,
-    TriggerSpec, block_ids, expected_ids,
+    TriggerSpec, block_ids, expected_ids, toml_str,
 };
 
 /// The configuration the tests generate is one `check-config` accepts, environment included: a failing test is
@@ -386,12 +386,15 @@ async fn repeated_stream_cuts_lose_and_repeat_nothing() {
     );
 }
 
+/// How long the slow receiver takes to answer each push.
+const SLOW_PUSH: Duration = Duration::from_secs(3);
+
 /// A trigger whose target answers slowly does not hold back another trigger on the same channel.
 #[tokio::test]
 async fn a_slow_target_does_not_delay_another_trigger() {
     let network = Network::start(None).await;
     let receiver = Receiver::start().await;
-    receiver.set("slow", Behaviour::Delay(Duration::from_millis(1500)));
+    receiver.set("slow", Behaviour::Delay(SLOW_PUSH));
     let files = DaemonFiles::new();
     files.write_config(
         &network,
@@ -419,7 +422,7 @@ async fn a_slow_target_does_not_delay_another_trigger() {
         .await;
     let latency = generated.elapsed();
     assert!(
-        latency < Duration::from_millis(1500),
+        latency < SLOW_PUSH,
         "a new block reached the fast trigger after {latency:?}, longer than one slow push"
     );
     assert_eq!(
@@ -538,4 +541,111 @@ async fn baas_filter_examples_push_their_outputs_end_to_end() {
         assert_eq!(payload["id"], event_id.as_str());
         assert_eq!(payload["from"], "Org1MSP.User1@org1.example.com");
     }
+}
+
+/// HTTP targets as configured: GET carries the payload in the `event` parameter, POST in the body; bearer and
+/// basic authentication and the configured headers are sent, and every push names its event id.
+#[tokio::test]
+async fn http_targets_send_method_authentication_headers_and_event_id_as_configured() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let secret = |name: &str, value: &str| {
+        let path = files.dir.path().join(name);
+        std::fs::write(&path, value).expect("write a secret");
+        toml_str(&path.display().to_string())
+    };
+    let token = secret("hook-token", "hook-bearer-token");
+    let password = secret("hook-password", "hook-password-1");
+    let recorded = network.height();
+    let mut get = TriggerSpec::new(
+        "get",
+        "Block",
+        format!(
+            "[triggers.target.http]\nurl = \"{}?source=ct\"\nmethod = \"GET\"\n\
+             auth = {{ bearer = {{ token = {{ file = {token} }} }} }}\n\
+             headers = {{ \"X-Source\" = \"chaintrigger\" }}\n",
+            receiver.hook_url("get")
+        ),
+    );
+    get.start = Some(recorded - 2);
+    let mut post = TriggerSpec::new(
+        "post",
+        "Block",
+        format!(
+            "[triggers.target.http]\nurl = \"{}\"\nmethod = \"POST\"\n\
+             auth = {{ basic = {{ user = \"ops\", password = {{ file = {password} }} }} }}\n",
+            receiver.hook_url("post")
+        ),
+    );
+    post.start = Some(recorded - 2);
+    files.write_config(&network, &[get, post]);
+    let daemon = Daemon::start(&files).await;
+    daemon.admin.wait_position("get", recorded).await;
+    daemon.admin.wait_position("post", recorded).await;
+
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ops:hook-password-1")
+    );
+    for (hook, authorization) in [
+        ("get", "Bearer hook-bearer-token"),
+        ("post", basic.as_str()),
+    ] {
+        let pushes = receiver.pushes(hook);
+        let ids: Vec<&str> = pushes.iter().map(|p| p.event_id.as_str()).collect();
+        assert_eq!(ids, block_ids(recorded - 2, recorded), "{hook}");
+        for push in &pushes {
+            assert_eq!(
+                push.payload["id"].as_str(),
+                Some(push.event_id.as_str()),
+                "{hook}"
+            );
+            assert_eq!(push.payload["type"], "Block", "{hook}");
+            assert_eq!(
+                push.headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok()),
+                Some(authorization),
+                "{hook}"
+            );
+        }
+    }
+    assert!(receiver.pushes("get").iter().all(|p| {
+        p.headers
+            .get("x-source")
+            .is_some_and(|v| v == "chaintrigger")
+    }));
+}
+
+/// An Async Function Compute target: the runtime queues each event and runs the handler once per event.
+#[tokio::test]
+async fn async_function_compute_invocations_run_each_event_once() {
+    let network = Network::start(None).await;
+    let functions = Functions::start().await;
+    functions.create("queued", Handler::Record).await;
+    let files = DaemonFiles::new();
+    let recorded = network.height();
+    let mut queued = TriggerSpec::new(
+        "queued",
+        "Block",
+        format!(
+            "{}invocation = \"Async\"\n",
+            functions.target_toml("queued", &files.fc_secret())
+        ),
+    );
+    queued.start = Some(recorded - 5);
+    files.write_config(&network, &[queued]);
+    let daemon = Daemon::start(&files).await;
+    let status = daemon.admin.wait_position("queued", recorded).await;
+    assert_eq!(status["delivered"], 5, "{status}");
+    let mut calls = crate::support::daemon::eventually("5 async runs", PATIENCE, || {
+        let calls = functions.calls("queued");
+        std::future::ready((calls.len() >= 5).then_some(calls))
+    })
+    .await;
+    calls.sort();
+    let mut expected = block_ids(recorded - 5, recorded);
+    expected.sort();
+    assert_eq!(calls, expected, "each event ran once");
 }

@@ -3,7 +3,7 @@
 use reqwest::Method;
 
 use crate::support::daemon::{
-    ADMIN_TOKEN, Daemon, DaemonFiles, Network, Receiver, TriggerSpec, block_ids, cli,
+    ADMIN_TOKEN, Behaviour, Daemon, DaemonFiles, Network, Receiver, TriggerSpec, block_ids, cli,
 };
 
 /// Reload starts a trigger added to the TOML and stops one removed from it; a broken TOML is refused with the
@@ -191,4 +191,69 @@ async fn a_deleted_trigger_stays_deleted_across_a_restart() {
             .any(|l| l.contains("doomed") && l.contains("deleted")),
         "the daemon says the trigger stays deleted:\n{restart_log}"
     );
+}
+
+/// Events discarded while the target was down are kept as dead letters with their error; once the target is
+/// fixed an operator pushes them again, one or all, and the listing shows them as re-pushed.
+#[tokio::test]
+async fn dead_letters_are_pushed_again_once_the_target_is_fixed() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    receiver.set("flaky", Behaviour::Status(500));
+    let files = DaemonFiles::new();
+    let recorded = network.height();
+    let mut flaky = TriggerSpec::new("flaky", "Block", receiver.target_toml("flaky"));
+    flaky.start = Some(recorded - 4);
+    flaky.attempts = 2;
+    files.write_config(&network, &[flaky]);
+    let daemon = Daemon::start(&files).await;
+    let admin = &daemon.admin;
+    let status = admin.wait_position("flaky", recorded).await;
+    assert_eq!(status["state"], "Running", "{status}");
+    assert_eq!(status["discarded"], 4, "{status}");
+    assert_eq!(status["failure_count"], 4, "{status}");
+    let letters = admin.dead_letters("flaky").await;
+    let ids: Vec<&str> = letters
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, block_ids(recorded - 4, recorded));
+    for letter in &letters {
+        assert_eq!(letter["attempts"], 2, "{letter}");
+        assert_eq!(letter["repushed"], false, "{letter}");
+        assert!(
+            letter["error"].as_str().unwrap_or_default().contains("500"),
+            "{letter}"
+        );
+    }
+    assert!(receiver.accepted("flaky").is_empty());
+
+    receiver.set("flaky", Behaviour::Accept);
+    let first = letters[0]["id"].as_u64().expect("dead letter id");
+    let (status, outcome) = admin
+        .call(
+            Method::POST,
+            &format!("/v1/triggers/flaky/dead-letters/{first}/repush"),
+        )
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["delivered"], true, "{outcome}");
+    let (ok, stdout, stderr) =
+        cli(&files, &["--json", "dead-letters", "flaky", "--repush-all"]).await;
+    assert!(ok, "dead-letters --repush-all failed:\n{stdout}\n{stderr}");
+    let outcomes: serde_json::Value = serde_json::from_str(&stdout).expect("JSON outcomes");
+    let outcomes = outcomes["outcomes"].as_array().expect("a list of outcomes");
+    assert_eq!(
+        outcomes.len(),
+        3,
+        "the one already re-pushed is skipped: {stdout}"
+    );
+    assert!(outcomes.iter().all(|o| o["delivered"] == true), "{stdout}");
+    assert_eq!(
+        receiver.accepted("flaky"),
+        block_ids(recorded - 4, recorded)
+    );
+    let after = admin.dead_letters("flaky").await;
+    assert_eq!(after.len(), 4, "re-pushed dead letters stay listed");
+    assert!(after.iter().all(|l| l["repushed"] == true), "{after:?}");
 }

@@ -238,6 +238,8 @@ pub struct Push {
     pub event_id: String,
     /// The payload (the JSON body of a POST, the `event` parameter of a GET).
     pub payload: Value,
+    /// Every header, for checks on authentication and configured headers.
+    pub headers: HeaderMap,
     /// What the receiver answered.
     pub status: u16,
 }
@@ -396,6 +398,7 @@ async fn receive(
     let push = Push {
         event_id: header("x-chaintrigger-event-id").unwrap_or_default(),
         payload,
+        headers: headers.clone(),
         status,
     };
     state
