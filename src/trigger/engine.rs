@@ -25,6 +25,7 @@ use crate::admin::{
 };
 use crate::config::{self, ChannelName, Config, ConfigError, FcEndpoint, TriggerName};
 use crate::dispatch::{self, Dispatcher, EmbeddedRuntime, Outcome, PushKey};
+use crate::fabric::deliver::ChannelConfig;
 use crate::store::{DeadLetterQuery, Store, StoreError};
 
 /// Engine settings that are not in the configuration file.
@@ -37,7 +38,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { window_blocks: 256 }
+        EngineOptions { window_blocks: 64 }
     }
 }
 
@@ -119,8 +120,8 @@ impl std::fmt::Debug for Engine {
 /// A configuration's channels and triggers, built (files read, filters compiled, targets resolved) before any of
 /// it is applied.
 struct Plan {
-    /// Channel name -> (fingerprint, feed settings).
-    channels: BTreeMap<ChannelName, (String, config::Channel)>,
+    /// Channel name -> (fingerprint, Deliver client settings with identity and TLS files read).
+    channels: BTreeMap<ChannelName, (String, ChannelConfig)>,
     /// The triggers in file order.
     triggers: Vec<Arc<TriggerDef>>,
     /// Put in every envelope.
@@ -154,7 +155,7 @@ impl Engine {
         });
         let plan = engine.plan(config)?;
         for (name, (fingerprint, channel)) in &plan.channels {
-            engine.start_channel(name, fingerprint, channel, &plan.instance_id)?;
+            engine.start_channel(name, fingerprint, channel, &plan.instance_id);
         }
         for def in plan.triggers {
             let record = engine.read_record(&def.name).await?;
@@ -181,12 +182,12 @@ impl Engine {
             .iter()
             .map(|channel| {
                 let fingerprint = format!("{instance_id}\n{}", fingerprint(channel));
-                (
+                Ok((
                     channel.name.get_ref().clone(),
-                    (fingerprint, channel.clone()),
-                )
+                    (fingerprint, deliver_config(channel)?),
+                ))
             })
-            .collect();
+            .collect::<Result<_, EngineError>>()?;
         let triggers = config
             .triggers
             .iter()
@@ -228,12 +229,12 @@ impl Engine {
         &self,
         name: &ChannelName,
         fingerprint: &str,
-        channel: &config::Channel,
+        channel: &ChannelConfig,
         instance_id: &str,
-    ) -> Result<(), EngineError> {
+    ) {
         let feed = Arc::new(ChannelFeed::new(
             name.clone(),
-            deliver_config(channel)?,
+            channel.clone(),
             instance_id.to_owned(),
             self.options.window_blocks,
         ));
@@ -248,7 +249,6 @@ impl Engine {
                 stop,
             },
         );
-        Ok(())
     }
 
     async fn read_record(
@@ -411,30 +411,40 @@ impl Engine {
         let live = entry.shared.live().clone();
         let transition =
             state::on_command(&live.status, command).map_err(|_| deleted(def.name.as_str()))?;
-        let position = match command {
-            Command::Enable(from) => Some(match from {
-                state::EnableFrom::Latest => {
-                    Position::block_start(entry.feed.height().ok_or_else(|| {
-                        ControlError::Unavailable(format!(
-                            "the height of channel `{}` is not known yet (no block received); try again, or enable from a block number",
-                            def.channel
-                        ))
-                    })?)
-                }
-                state::EnableFrom::Stored => live.position,
-                state::EnableFrom::Block(block) => Position::block_start(block),
-            }),
-            Command::Disable | Command::Delete => None,
+        let latest = || {
+            entry.feed.height().map(Position::block_start).ok_or_else(|| {
+                ControlError::Unavailable(format!(
+                    "the height of channel `{}` is not known yet (no block received); try again, or enable from a block number",
+                    def.channel
+                ))
+            })
+        };
+        // A trigger seen for the first time has no stored position yet: its configured start is it.
+        let stored = if live.recorded {
+            live.position
+        } else {
+            match def.start {
+                config::StartPosition::Block(block) => Position::block_start(block),
+                config::StartPosition::Latest => latest()?,
+            }
+        };
+        let at = match command {
+            Command::Enable(state::EnableFrom::Latest) => latest()?,
+            Command::Enable(state::EnableFrom::Block(block)) => Position::block_start(block),
+            Command::Enable(state::EnableFrom::Stored) | Command::Disable | Command::Delete => {
+                stored
+            }
         };
         let status = transition.status;
         let now = SystemTime::now();
         let (name, saved, recorded) = (def.name.clone(), status.clone(), live.recorded);
-        let at = position.unwrap_or(live.position);
+        // The in-memory position is never ahead of an unrecorded outcome (it may be ahead of the store on
+        // events that pushed nothing): writing it keeps the store in step with what the API showed.
         blocking(&self.store, move |store| {
             if !recorded {
-                store.ensure_trigger(&name, &saved, at, now)?;
+                store.ensure_trigger(&name, &saved, stored, now)?;
             }
-            store.save_status(&name, &saved, position, now)
+            store.save_status(&name, &saved, Some(at), now)
         })
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;
@@ -520,8 +530,7 @@ impl Engine {
         }
         for (name, (fingerprint, channel)) in &plan.channels {
             if !self.channels_lock().contains_key(name) {
-                self.start_channel(name, fingerprint, channel, &plan.instance_id)
-                    .map_err(|e| ControlError::ConfigRejected(e.to_string()))?;
+                self.start_channel(name, fingerprint, channel, &plan.instance_id);
             }
         }
         for def in &plan.triggers {
@@ -814,6 +823,95 @@ mod tests {
         assert_eq!(
             fingerprint(&RawDebug("x: \"span: here\"")),
             "x: \"span: here\""
+        );
+    }
+
+    const CHANNEL: &str = r#"
+instance_id = "t"
+database = "state.sqlite"
+[admin]
+token = { env = "TOKEN" }
+[runtime]
+enabled = true
+[[channels]]
+name = "mychannel"
+msp_id = "Org1MSP"
+certificate = "cert.pem"
+key = "key.pem"
+[[channels.peers]]
+address = "peer0:7051"
+plaintext = true
+"#;
+
+    const FIRST: &str = r#"
+[[triggers]]
+name = "first"
+channel = "mychannel"
+event = "Tx"
+filter = 'select(.content.state == "VALID")'
+[triggers.target.http]
+url = "https://user:pass@hooks.example.com/tx?key=secret"
+"#;
+
+    const SECOND: &str = r#"
+[[triggers]]
+name = "second"
+channel = "mychannel"
+event = "*"
+[triggers.target.function_compute]
+endpoint = "embedded"
+service = "demo"
+function = "echo"
+qualifier = "prod"
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("/etc/ct/test.toml")).expect("a valid configuration")
+    }
+
+    fn trigger<'a>(config: &'a Config, name: &str) -> &'a config::Trigger {
+        config
+            .triggers
+            .iter()
+            .find(|t| t.name.get_ref().as_str() == name)
+            .expect("the trigger is configured")
+    }
+
+    #[test]
+    fn moving_a_trigger_in_the_file_is_not_a_change_editing_it_is() {
+        let before = parse(&format!("{CHANNEL}{FIRST}{SECOND}"));
+        let moved = parse(&format!("{CHANNEL}{SECOND}{FIRST}"));
+        let edited = parse(&format!(
+            "{CHANNEL}{}{SECOND}",
+            FIRST.replace("VALID", "MVCC_READ_CONFLICT")
+        ));
+        for name in ["first", "second"] {
+            assert_eq!(
+                fingerprint(trigger(&before, name)),
+                fingerprint(trigger(&moved, name)),
+                "{name}"
+            );
+        }
+        assert_ne!(
+            fingerprint(trigger(&before, "first")),
+            fingerprint(trigger(&edited, "first"))
+        );
+        assert_eq!(
+            fingerprint(trigger(&before, "second")),
+            fingerprint(trigger(&edited, "second"))
+        );
+    }
+
+    #[test]
+    fn target_labels_name_the_target_without_secrets() {
+        let config = parse(&format!("{CHANNEL}{FIRST}{SECOND}"));
+        assert_eq!(
+            target_label(&trigger(&config, "first").target),
+            "http:POST https://hooks.example.com/tx"
+        );
+        assert_eq!(
+            target_label(&trigger(&config, "second").target),
+            "fc:embedded/demo.prod/echo"
         );
     }
 

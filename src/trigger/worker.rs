@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{ChannelFeed, DECODE_RETRY};
+use super::outcome::{EventResult, PayloadOutcome, event_result};
 use super::state::{self, Effect, EventOutcome, Position, State, Status};
 use super::window::{BlockEvents, ChainEvent, Lookup};
 use crate::admin::LatencyHistogram;
@@ -32,7 +33,7 @@ use crate::dispatch::{self, Dispatcher, Outcome, PushKey};
 use crate::fabric::decode::BlockDecoder;
 use crate::fabric::deliver::{DeliverError, Subscription};
 use crate::filter::Filter;
-use crate::store::{NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord};
+use crate::store::{OutcomeRecord, Store, StoreError, TriggerRecord};
 
 /// Blocks a trigger may pass without writing its position when it pushes nothing: bounds what a crash makes it
 /// re-read, without a write per block while it catches up.
@@ -156,35 +157,13 @@ impl TriggerShared {
     }
 }
 
-/// What one event's pushes came to.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct PushReport {
-    /// Payloads the target accepted.
-    pub delivered: u64,
+/// What one event's pushes came to, before the state machine.
+#[derive(Debug)]
+struct Pushed {
+    /// The event's outcome and what to record with it.
+    result: EventResult,
     /// Attempts beyond the first, over all payloads.
-    pub retries: u64,
-    /// Payloads given up on.
-    pub dead_letters: Vec<NewDeadLetter>,
-    /// A configuration error that stopped the pushes (the event is held).
-    pub blocked: Option<String>,
-}
-
-impl PushReport {
-    /// The event's outcome for the state machine: blocked wins (the event is held and pushed again), then any
-    /// discarded payload (one failure for the event), else delivered.
-    pub fn outcome(&self) -> EventOutcome {
-        if let Some(reason) = &self.blocked {
-            EventOutcome::Blocked {
-                reason: reason.clone(),
-            }
-        } else if let Some(last) = self.dead_letters.last() {
-            EventOutcome::Discarded {
-                error: last.error.clone(),
-            }
-        } else {
-            EventOutcome::Delivered
-        }
-    }
+    retries: u64,
 }
 
 /// The position after event `index` of a block of `len` events: the next event, or the next block's start.
@@ -357,7 +336,13 @@ impl Worker {
                     }
                     return Ok(block);
                 }
-                Lookup::NotYet if progress.catch_up.is_none() => {
+                // The channel's next block: the channel's stream brings it, a catch-up stream is no longer needed.
+                Lookup::NotYet
+                    if progress.catch_up.is_none() || self.feed.height() == Some(number) =>
+                {
+                    if progress.catch_up.take().is_some() {
+                        tracing::info!(trigger = %self.shared.def.name, block = number, "caught up with the channel");
+                    }
                     self.flush(progress).await;
                     tokio::select! {
                         _ = self.stop.cancelled() => return Err(Halt::Stopped),
@@ -450,21 +435,26 @@ impl Worker {
                     format!("the filter failed on event {} ({at}): {error}", event.id)
                 }),
             };
-            let report = match payloads {
+            let pushed = match payloads {
                 Ok(payloads) if payloads.is_empty() => {
                     self.skip_to(position_after(block.number, index, len), progress);
                     index += 1;
                     continue;
                 }
                 Ok(payloads) => self.push_all(block, event, at, payloads).await?,
-                Err(reason) => PushReport {
-                    blocked: Some(reason),
-                    ..PushReport::default()
+                Err(reason) => Pushed {
+                    result: EventResult {
+                        outcome: EventOutcome::Blocked { reason },
+                        delivered: 0,
+                        discarded: 0,
+                        dead_letters: Vec::new(),
+                    },
+                    retries: 0,
                 },
             };
             let held = self
                 .record(
-                    &report,
+                    &pushed,
                     at,
                     position_after(block.number, index, len),
                     progress,
@@ -522,9 +512,10 @@ impl Worker {
         event: &ChainEvent,
         at: Position,
         payloads: Vec<Value>,
-    ) -> Result<PushReport, Halt> {
+    ) -> Result<Pushed, Halt> {
         let def = &self.shared.def;
-        let mut report = PushReport::default();
+        let mut outcomes = Vec::with_capacity(payloads.len());
+        let mut retries = 0;
         for (output, payload) in payloads.into_iter().enumerate() {
             let key = PushKey {
                 trigger: def.name.as_str(),
@@ -535,56 +526,52 @@ impl Worker {
                 _ = self.stop.cancelled() => return Err(Halt::Stopped),
                 outcome = self.dispatcher.deliver(&def.target, &payload, &key, &def.retry) => outcome,
             };
-            match outcome {
+            let (attempts, blocked) = match &outcome {
                 Outcome::Delivered { attempts } => {
                     self.shared.latency.record(block.received_at.elapsed());
-                    report.delivered += 1;
-                    report.retries += u64::from(attempts.saturating_sub(1));
+                    (*attempts, false)
                 }
                 Outcome::Discarded {
                     last_error,
                     attempts,
                 } => {
                     tracing::warn!(trigger = %def.name, event = %event.id, output, attempts, error = %last_error, "push discarded after its retries; kept as a dead letter");
-                    report.retries += u64::from(attempts.saturating_sub(1));
-                    report.dead_letters.push(NewDeadLetter {
-                        event_id: event.id.clone(),
-                        position: at,
-                        output: u32::try_from(output).unwrap_or(u32::MAX),
-                        payload,
-                        error: last_error,
-                        attempts,
-                    });
+                    (*attempts, false)
                 }
-                Outcome::Blocked { reason, attempts } => {
-                    report.retries += u64::from(attempts.saturating_sub(1));
-                    report.blocked = Some(reason);
-                    break;
-                }
+                Outcome::Blocked { attempts, .. } => (*attempts, true),
+            };
+            retries += u64::from(attempts.saturating_sub(1));
+            outcomes.push(PayloadOutcome { payload, outcome });
+            if blocked {
+                break;
             }
         }
-        Ok(report)
+        Ok(Pushed {
+            result: event_result(&event.id, at, &outcomes),
+            retries,
+        })
     }
 
     /// Runs an event's outcome through the state machine and records it; `Ok(true)` when the event is held
     /// (Exception).
     async fn record(
         &self,
-        report: &PushReport,
+        pushed: &Pushed,
         at: Position,
         after: Position,
         progress: &mut Progress,
     ) -> Result<bool, Halt> {
         let def = self.shared.def.clone();
         let before = self.shared.live().status.clone();
-        let transition = state::on_outcome(&before, def.threshold, &report.outcome());
+        let result = &pushed.result;
+        let transition = state::on_outcome(&before, def.threshold, &result.outcome);
         let mut position = at;
         let mut dead_letters = Vec::new();
         let mut held = false;
         let mut stop = false;
         for effect in &transition.effects {
             match effect {
-                Effect::WriteDeadLetter { .. } => dead_letters = report.dead_letters.clone(),
+                Effect::WriteDeadLetter { .. } => dead_letters = result.dead_letters.clone(),
                 Effect::AdvancePosition => position = after,
                 Effect::RetryLater => held = true,
                 Effect::StopWorker => stop = true,
@@ -595,7 +582,7 @@ impl Worker {
         let status = transition.status;
         loop {
             let (name, status, letters) = (def.name.clone(), status.clone(), dead_letters.clone());
-            let delivered = report.delivered;
+            let delivered = result.delivered;
             let written = blocking(&self.store, move |store| {
                 store.record_outcome(&OutcomeRecord {
                     trigger: &name,
@@ -617,7 +604,7 @@ impl Worker {
         {
             let mut live = self.shared.live();
             if status.last_error.is_some() && status.last_error != live.status.last_error
-                || report.blocked.is_some()
+                || matches!(result.outcome, EventOutcome::Blocked { .. })
                 || discarded > 0
             {
                 live.last_error_at = Some(Utc::now());
@@ -627,9 +614,9 @@ impl Worker {
             }
             live.status = status;
             live.position = position;
-            live.delivered += report.delivered;
+            live.delivered += result.delivered;
             live.discarded += discarded;
-            live.retries += report.retries;
+            live.retries += pushed.retries;
         }
         if stop {
             return Err(Halt::Finished);
@@ -678,49 +665,11 @@ impl Worker {
 mod tests {
     use super::*;
 
-    fn letter(error: &str) -> NewDeadLetter {
-        NewDeadLetter {
-            event_id: "tx-1-a".into(),
-            position: Position { block: 1, index: 1 },
-            output: 0,
-            payload: Value::Null,
-            error: error.into(),
-            attempts: 3,
-        }
-    }
-
     #[test]
     fn the_position_after_the_last_event_is_the_next_block() {
         assert_eq!(position_after(7, 0, 3), Position { block: 7, index: 1 });
         assert_eq!(position_after(7, 1, 3), Position { block: 7, index: 2 });
         assert_eq!(position_after(7, 2, 3), Position::block_start(8));
         assert_eq!(position_after(7, 0, 1), Position::block_start(8));
-    }
-
-    #[test]
-    fn an_event_is_held_when_blocked_counted_once_when_any_payload_is_discarded() {
-        assert_eq!(PushReport::default().outcome(), EventOutcome::Delivered);
-        let discarded = PushReport {
-            delivered: 1,
-            dead_letters: vec![letter("first"), letter("500 twice")],
-            ..PushReport::default()
-        };
-        assert_eq!(
-            discarded.outcome(),
-            EventOutcome::Discarded {
-                error: "500 twice".into()
-            }
-        );
-        let blocked = PushReport {
-            dead_letters: vec![letter("first")],
-            blocked: Some("function not found".into()),
-            ..PushReport::default()
-        };
-        assert_eq!(
-            blocked.outcome(),
-            EventOutcome::Blocked {
-                reason: "function not found".into()
-            }
-        );
     }
 }

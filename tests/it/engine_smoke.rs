@@ -67,7 +67,10 @@ fn expected_ids(peer: &RunningPeer, blocks: std::ops::Range<u64>, kind: EventTyp
     };
     blocks
         .flat_map(|number| {
-            let bytes = peer.handle.block(number).expect("the simulator has the block");
+            let bytes = peer
+                .handle
+                .block(number)
+                .expect("the simulator has the block");
             let block = decode_block(&bytes).expect("a decodable block");
             extract(&block, &options)
         })
@@ -223,11 +226,20 @@ function = "txs"
     assert_eq!(want_blocks.len(), 7);
     assert!(!want_txs.is_empty(), "generated blocks invoke taskmgr");
     wait_until("every event to arrive", || {
-        calls(&blocks_marker).len() >= want_blocks.len() && calls(&txs_marker).len() >= want_txs.len()
+        calls(&blocks_marker).len() >= want_blocks.len()
+            && calls(&txs_marker).len() >= want_txs.len()
     })
     .await;
-    assert_eq!(calls(&blocks_marker), want_blocks, "Block events in chain order");
-    assert_eq!(calls(&txs_marker), want_txs, "filtered Tx events in chain order");
+    assert_eq!(
+        calls(&blocks_marker),
+        want_blocks,
+        "Block events in chain order"
+    );
+    assert_eq!(
+        calls(&txs_marker),
+        want_txs,
+        "filtered Tx events in chain order"
+    );
 
     let blocks = engine.trigger("blocks").await.expect("blocks is listed");
     assert_eq!(blocks.state, TriggerState::Running);
@@ -270,7 +282,8 @@ function = "txs"
     let mut want_txs = want_txs;
     want_txs.extend(expected_ids(&peer, height..new_height, EventType::Tx));
     wait_until("the new block's events", || {
-        calls(&blocks_marker).len() >= want_blocks.len() && calls(&txs_marker).len() >= want_txs.len()
+        calls(&blocks_marker).len() >= want_blocks.len()
+            && calls(&txs_marker).len() >= want_txs.len()
     })
     .await;
     shutdown.cancel();
