@@ -1,9 +1,10 @@
 //! One channel's feed: a single Deliver stream that decodes each block once, extracts its events once, keeps
 //! the recent blocks in a [`BlockWindow`] for every trigger of the channel and publishes the chain height.
 //!
-//! The stream starts at the peer's newest block: triggers behind it read older blocks on their own
-//! subscriptions ([`ChannelFeed::catch_up`]) until they reach the window, so one trigger replaying history never
-//! rewinds the others.
+//! The stream starts at the peer's newest block; when triggers restart a few blocks behind it (within the window's
+//! reach), the stream goes back once to the oldest of them, so they share it. Triggers further behind read older
+//! blocks on their own subscriptions ([`ChannelFeed::catch_up`]) until they reach the window, so one trigger
+//! replaying history never rewinds the others.
 //!
 //! A block that cannot be decoded at all (not a `common.Block`, no data) is never skipped: losing a block would
 //! lose its events silently. The channel logs it with its number, shows the error in the channel's status and
@@ -19,7 +20,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::window::{BlockEvents, BlockWindow, Lookup};
+use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
 use crate::admin::{ChannelStatus, LastError};
 use crate::config::{self, ChannelName};
 use crate::events::{ExtractOptions, extract};
@@ -204,6 +205,13 @@ impl ChannelFeed {
         }
     }
 
+    fn window_capacity(&self) -> usize {
+        self.window
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .capacity()
+    }
+
     fn set_error(&self, message: String) {
         *self
             .last_error
@@ -214,9 +222,12 @@ impl ChannelFeed {
         });
     }
 
-    /// Follows the channel until `stop`: see the module documentation.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// Follows the channel until `stop`: see the module documentation. `positions` are the blocks the channel's
+    /// triggers start at: once the newest block is known, the stream goes back to the oldest of them that the
+    /// window can hold ([`backfill_start`]).
+    pub async fn run(self: Arc<Self>, positions: Vec<u64>, stop: CancellationToken) {
         let mut start = StartPosition::Newest;
+        let mut backfill = Some(positions);
         loop {
             let mut subscription = Subscription::new(self.deliver.clone(), start, stop.clone());
             *self
@@ -229,13 +240,26 @@ impl ChannelFeed {
                 match subscription.next_block().await {
                     Ok(delivered) => {
                         let number = delivered.number;
+                        if let Some(positions) = backfill.take() {
+                            let capacity = self.window_capacity();
+                            if let Some(from) = backfill_start(&positions, number, capacity) {
+                                tracing::info!(channel = %self.name, from, newest = number, "reading the recent blocks its triggers need on the channel's stream");
+                                self.height.send_replace(Some(number.saturating_add(1)));
+                                start = StartPosition::Block(from);
+                                break;
+                            }
+                        }
                         match self.prepare(&mut decoder, delivered) {
                             Ok(block) => {
                                 self.window
                                     .write()
                                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                                     .push(block);
-                                self.height.send_replace(Some(number.saturating_add(1)));
+                                // Notifies every waiting trigger; never lowers the height while re-reading recent blocks.
+                                let next = number.saturating_add(1);
+                                self.height.send_modify(|height| {
+                                    *height = Some(height.map_or(next, |h| h.max(next)));
+                                });
                             }
                             Err(error) => {
                                 let message = format!("block {number} cannot be decoded: {error}");

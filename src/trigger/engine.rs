@@ -154,11 +154,16 @@ impl Engine {
             hard_stop,
         });
         let plan = engine.plan(config)?;
-        for (name, (fingerprint, channel)) in &plan.channels {
-            engine.start_channel(name, fingerprint, channel, &plan.instance_id);
-        }
+        let mut records = Vec::with_capacity(plan.triggers.len());
         for def in plan.triggers {
             let record = engine.read_record(&def.name).await?;
+            records.push((def, record));
+        }
+        for (name, (fingerprint, channel)) in &plan.channels {
+            let positions = start_blocks(name, &records);
+            engine.start_channel(name, fingerprint, channel, &plan.instance_id, positions);
+        }
+        for (def, record) in records {
             engine.add_trigger(def, record);
         }
         Ok(engine)
@@ -231,6 +236,7 @@ impl Engine {
         fingerprint: &str,
         channel: &ChannelConfig,
         instance_id: &str,
+        positions: Vec<u64>,
     ) {
         let feed = Arc::new(ChannelFeed::new(
             name.clone(),
@@ -239,7 +245,8 @@ impl Engine {
             self.options.window_blocks,
         ));
         let stop = self.shutdown.child_token();
-        self.tracker.spawn(feed.clone().run(stop.clone()));
+        self.tracker
+            .spawn(feed.clone().run(positions, stop.clone()));
         tracing::info!(channel = %name, "following channel");
         self.channels_lock().insert(
             name.clone(),
@@ -530,7 +537,16 @@ impl Engine {
         }
         for (name, (fingerprint, channel)) in &plan.channels {
             if !self.channels_lock().contains_key(name) {
-                self.start_channel(name, fingerprint, channel, &plan.instance_id);
+                let mut records = Vec::new();
+                for def in plan.triggers.iter().filter(|def| &def.channel == name) {
+                    let record = self
+                        .read_record(&def.name)
+                        .await
+                        .map_err(|e| ControlError::Internal(e.to_string()))?;
+                    records.push((def.clone(), record));
+                }
+                let positions = start_blocks(name, &records);
+                self.start_channel(name, fingerprint, channel, &plan.instance_id, positions);
             }
         }
         for def in &plan.triggers {
@@ -601,6 +617,20 @@ impl Engine {
             error,
         })
     }
+}
+
+/// The blocks a channel's pushing triggers start at (their stored positions).
+fn start_blocks(
+    channel: &ChannelName,
+    records: &[(Arc<TriggerDef>, Option<crate::store::TriggerRecord>)],
+) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|(def, _)| &def.channel == channel)
+        .filter_map(|(_, record)| record.as_ref())
+        .filter(|record| record.status.state.pushes())
+        .map(|record| record.position.block)
+        .collect()
 }
 
 fn deleted(name: &str) -> ControlError {

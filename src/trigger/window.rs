@@ -119,6 +119,11 @@ impl BlockWindow {
         self.blocks.push_back(block);
     }
 
+    /// Most blocks kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// The newest block's number.
     pub fn newest(&self) -> Option<u64> {
         self.blocks.back().map(|b| b.number)
@@ -143,6 +148,19 @@ impl BlockWindow {
     }
 }
 
+/// Where a channel's stream should start once it knows the newest block: the oldest stored trigger position that
+/// the window can hold (so that the triggers restarting a few blocks behind read from the shared stream instead of
+/// each opening its own), or `None` when no trigger is behind the newest block within the window's reach.
+/// `positions` are the blocks the channel's triggers will ask for first.
+pub fn backfill_start(positions: &[u64], newest: u64, capacity: usize) -> Option<u64> {
+    let reach = u64::try_from(capacity.max(1)).unwrap_or(u64::MAX);
+    positions
+        .iter()
+        .copied()
+        .filter(|&block| block < newest && newest - block < reach)
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +178,21 @@ mod tests {
             Lookup::Here(b) => Some(b.number),
             _ => None,
         }
+    }
+
+    #[test]
+    fn backfill_reaches_back_for_triggers_within_the_window_only() {
+        // Newest block 100, window of 10: blocks 91..=100 fit.
+        assert_eq!(backfill_start(&[], 100, 10), None);
+        assert_eq!(backfill_start(&[101, 100], 100, 10), None, "at the head");
+        assert_eq!(backfill_start(&[95, 98, 101], 100, 10), Some(95));
+        assert_eq!(
+            backfill_start(&[3, 91, 99], 100, 10),
+            Some(91),
+            "block 3 catches up alone"
+        );
+        assert_eq!(backfill_start(&[90], 100, 10), None);
+        assert_eq!(backfill_start(&[0], 0, 10), None);
     }
 
     #[test]

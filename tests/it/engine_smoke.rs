@@ -1,6 +1,7 @@
 //! The daemon in this process, end to end with real parts: the peer simulator over TLS -> the engine (one
 //! channel feed, two triggers) -> the bundled runtime running a Python function -> the SQLite file. Then a
-//! restart resumes from the stored positions without pushing anything twice.
+//! restart resumes from the stored positions without pushing anything twice, the triggers a few blocks behind
+//! sharing the channel's stream.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -270,7 +271,13 @@ function = "txs"
     }
     drop(store);
 
-    // A restart resumes at the stored positions: only the new block's events arrive.
+    // Two blocks while the daemon is down. The restart resumes at the stored positions: the channel's stream
+    // goes back for both triggers (one request for the newest block, one from the stored positions) instead of
+    // each trigger opening its own catch-up stream; nothing already pushed is pushed again.
+    for _ in 0..2 {
+        peer.handle.generate_block().expect("a generated block");
+    }
+    let requests = peer.handle.requests();
     let shutdown = CancellationToken::new();
     let app = App::start(load(), options, shutdown.clone())
         .await
@@ -290,4 +297,9 @@ function = "txs"
     app.wait().await.expect("a clean shutdown");
     assert_eq!(calls(&blocks_marker), want_blocks);
     assert_eq!(calls(&txs_marker), want_txs);
+    assert_eq!(
+        peer.handle.requests() - requests,
+        2,
+        "one stream for the channel, re-seeked once; no catch-up streams"
+    );
 }
