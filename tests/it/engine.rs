@@ -177,6 +177,20 @@ async fn a_failing_function_costs_one_failure_per_event_and_stops_the_trigger_pa
     let still = daemon.admin.trigger("limited").await;
     assert_eq!(still["state"], "Failed", "{still}");
     assert_eq!(still["position"], failed["position"], "{still}");
+
+    // Failed is stored: after a restart the trigger is still Failed with its count, and pushes nothing.
+    daemon.terminate().await;
+    let last = network.generate(1);
+    let daemon = Daemon::start(&files).await;
+    daemon.admin.wait_position("unlimited", last + 1).await;
+    let restarted = daemon.admin.trigger("limited").await;
+    assert_eq!(restarted["state"], "Failed", "{restarted}");
+    assert_eq!(restarted["failure_count"], 3, "{restarted}");
+    assert_eq!(restarted["position"], failed["position"], "{restarted}");
+    assert_eq!(
+        functions.calls("fail_limited"),
+        three_times(block_ids(0, 3))
+    );
 }
 
 /// A function that does not exist is a configuration error: Exception with the error shown, the position held,
@@ -299,6 +313,16 @@ async fn disable_drops_and_enable_resumes_from_latest_position_or_block() {
         block_ids(0, end),
         "the other trigger saw every block once"
     );
+
+    // Disabled is stored: a daemon killed and restarted keeps the trigger disabled.
+    admin.command("toggle", "disable").await;
+    daemon.kill().await;
+    let daemon = Daemon::start(&files).await;
+    let last = network.generate(1);
+    daemon.admin.wait_position("witness", last + 1).await;
+    let after_restart = daemon.admin.trigger("toggle").await;
+    assert_eq!(after_restart["state"], "Disabled", "{after_restart}");
+    assert_eq!(receiver.accepted("toggle"), expected);
 }
 
 /// Re-arms a one-shot stream cut after `blocks` blocks each time the previous one was used, `cuts` times.

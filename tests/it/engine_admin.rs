@@ -66,6 +66,35 @@ async fn reload_adds_and_removes_triggers_and_refuses_a_broken_file() {
     let mut names: Vec<&String> = listed.keys().collect();
     names.sort();
     assert_eq!(names, ["added", "keep"]);
+
+    // SIGHUP reloads too: a trigger added with the default start (latest) gets only blocks from now on, and a
+    // changed filter applies from the trigger's stored position.
+    let mut filtered = keep.clone();
+    filtered.filter = Some(("jq", "{block: .name}".to_owned()));
+    let mut latest = TriggerSpec::new("latest", "Block", receiver.target_toml("latest"));
+    latest.start = None;
+    files.write_config(&network, &[filtered, added, latest]);
+    daemon.hangup();
+    admin
+        .wait_for("latest", "added by SIGHUP", |t| t["state"] == "Running")
+        .await;
+    let keep_before = receiver.accepted("keep").len();
+    let last = network.generate(2);
+    for name in ["keep", "added", "latest"] {
+        admin.wait_position(name, last + 1).await;
+    }
+    assert_eq!(receiver.accepted("latest"), block_ids(last - 1, last + 1));
+    let reshaped: Vec<serde_json::Value> = receiver.pushes("keep")[keep_before..]
+        .iter()
+        .map(|p| p.payload.clone())
+        .collect();
+    assert_eq!(
+        reshaped,
+        [
+            serde_json::json!({"block": (last - 1).to_string()}),
+            serde_json::json!({"block": last.to_string()})
+        ]
+    );
 }
 
 /// The admin API of a running daemon refuses requests without the right token (the health check excepted), and
@@ -120,6 +149,26 @@ async fn the_admin_api_wants_its_token_and_the_cli_shows_heights() {
         blocks["state"], "Running",
         "refused commands changed nothing"
     );
+    let metrics = client
+        .get(url("/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let labels = "{trigger=\"blocks\",channel=\"mychannel\"}";
+    for line in [
+        format!("chaintrigger_trigger_delivered_total{labels} {height}"),
+        format!("chaintrigger_trigger_block_height{labels} {}", height - 1),
+        format!("chaintrigger_channel_chain_height{{channel=\"mychannel\"}} {height}"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from /metrics:\n{metrics}"
+        );
+    }
 
     let (ok, stdout, stderr) = cli(&files, &["list"]).await;
     assert!(ok, "triggers list failed:\n{stderr}");

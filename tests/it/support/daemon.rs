@@ -619,6 +619,14 @@ impl Daemon {
         self.child.wait().await.expect("reap the daemon");
     }
 
+    /// SIGHUP: the daemon reloads its configuration.
+    pub fn hangup(&self) {
+        let pid = self.child.id().expect("the daemon is running");
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(sent, 0, "SIGHUP to the daemon");
+    }
+
     /// SIGTERM, and waits (bounded) for a clean exit.
     pub async fn terminate(mut self) {
         let pid = self.child.id().expect("the daemon is running");
