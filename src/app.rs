@@ -139,7 +139,7 @@ impl App {
 
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let engine = Engine::start(
+        let engine = match Engine::start(
             &config,
             store,
             embedded,
@@ -149,7 +149,14 @@ impl App {
             hard_stop,
         )
         .await
-        .context("cannot start the trigger engine")?;
+        {
+            Ok(engine) => engine,
+            Err(error) => {
+                // Nothing else runs yet: stop the runtime rather than leave it serving without a daemon.
+                runtime_stop.cancel();
+                return Err(anyhow::Error::new(error).context("cannot start the trigger engine"));
+            }
+        };
 
         let admin = tokio::spawn(admin::run(
             admin_listener,

@@ -178,6 +178,29 @@ pub fn position_after(block: u64, index: usize, len: usize) -> Position {
     }
 }
 
+/// Where a trigger gets the block it needs next.
+#[derive(Debug)]
+pub enum Next {
+    /// From the channel's window.
+    Window(Arc<BlockEvents>),
+    /// Wait for the channel's stream to bring it.
+    Wait,
+    /// From the trigger's own catch-up stream (opened if needed).
+    ReadBehind,
+}
+
+/// Decides where block `number` comes from (pure): the window when it has it; the trigger's own stream when the
+/// block is older than the window, or while the trigger is catching up and the block is not the channel's very
+/// next one (or the channel has no height yet); otherwise the channel's stream, waiting for it.
+pub fn next_source(lookup: Lookup, catching_up: bool, height: Option<u64>, number: u64) -> Next {
+    match lookup {
+        Lookup::Here(block) => Next::Window(block),
+        Lookup::Gone => Next::ReadBehind,
+        Lookup::NotYet if !catching_up || height == Some(number) => Next::Wait,
+        Lookup::NotYet => Next::ReadBehind,
+    }
+}
+
 /// Why a worker stops.
 #[derive(Debug)]
 enum Halt {
@@ -329,20 +352,20 @@ impl Worker {
                 return Err(Halt::Stopped);
             }
             heights.borrow_and_update();
-            match self.feed.lookup(number) {
-                Lookup::Here(block) => {
-                    if progress.catch_up.take().is_some() {
-                        tracing::info!(trigger = %self.shared.def.name, block = number, "caught up with the channel");
-                    }
-                    return Ok(block);
-                }
-                // The channel's next block: the channel's stream brings it, a catch-up stream is no longer needed.
-                Lookup::NotYet
-                    if progress.catch_up.is_none() || self.feed.height() == Some(number) =>
-                {
-                    if progress.catch_up.take().is_some() {
-                        tracing::info!(trigger = %self.shared.def.name, block = number, "caught up with the channel");
-                    }
+            let catching_up = progress.catch_up.is_some();
+            let next = next_source(
+                self.feed.lookup(number),
+                catching_up,
+                self.feed.height(),
+                number,
+            );
+            if catching_up && !matches!(next, Next::ReadBehind) {
+                progress.catch_up = None;
+                tracing::info!(trigger = %self.shared.def.name, block = number, "caught up with the channel");
+            }
+            match next {
+                Next::Window(block) => return Ok(block),
+                Next::Wait => {
                     self.flush(progress).await;
                     tokio::select! {
                         _ = self.stop.cancelled() => return Err(Halt::Stopped),
@@ -350,7 +373,7 @@ impl Worker {
                         changed = heights.changed() => if changed.is_err() { return Err(Halt::Stopped) },
                     }
                 }
-                Lookup::NotYet | Lookup::Gone => {
+                Next::ReadBehind => {
                     if let Some(block) = self.read_behind(number, progress).await? {
                         return Ok(block);
                     }
@@ -664,6 +687,35 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source(lookup: Lookup, catching_up: bool, height: Option<u64>, number: u64) -> String {
+        match next_source(lookup, catching_up, height, number) {
+            Next::Window(block) => format!("window {}", block.number),
+            Next::Wait => "wait".into(),
+            Next::ReadBehind => "read behind".into(),
+        }
+    }
+
+    #[test]
+    fn a_trigger_reads_behind_only_while_the_window_cannot_serve_it() {
+        let here = || {
+            Lookup::Here(Arc::new(BlockEvents {
+                number: 7,
+                received_at: std::time::Instant::now(),
+                events: Vec::new(),
+            }))
+        };
+        assert_eq!(source(here(), false, Some(8), 7), "window 7");
+        assert_eq!(source(here(), true, Some(8), 7), "window 7", "caught up");
+        assert_eq!(source(Lookup::Gone, false, Some(100), 7), "read behind");
+        assert_eq!(source(Lookup::Gone, true, Some(100), 7), "read behind");
+        // At the head: the channel's stream brings the next block.
+        assert_eq!(source(Lookup::NotYet, false, Some(8), 8), "wait");
+        assert_eq!(source(Lookup::NotYet, true, Some(8), 8), "wait");
+        // Nothing received yet: wait for the channel, unless already reading the chain alone.
+        assert_eq!(source(Lookup::NotYet, false, None, 3), "wait");
+        assert_eq!(source(Lookup::NotYet, true, None, 3), "read behind");
+    }
 
     #[test]
     fn the_position_after_the_last_event_is_the_next_block() {
