@@ -1,0 +1,553 @@
+//! End to end: the peer simulator (in this process, TLS on loopback) -> `chaintrigger serve` (the real binary, a
+//! child process) -> the bundled runtime -> a no-op Python handler.
+//!
+//! 1. Throughput and added latency of one Tx trigger (no filter: whole envelopes, `content.data` included), once
+//!    with Sync and once with Async invocation:
+//!    - backlog: the chain holds `BENCH_BACKLOG` generated blocks before the daemon starts; the trigger starts at
+//!      the first of them; events/s = handler starts per second (first to last), and the daemon's own push rate
+//!      (its `delivered` count over time, from the admin API);
+//!    - paced: then `BENCH_PACED` blocks are appended at `BENCH_RATE` blocks/s, each append timestamped; added
+//!      latency = the handler's first statement (`time.time_ns()`) minus the moment the block was appended to the
+//!      simulator. Both clocks are this machine's CLOCK_REALTIME, so the difference is meaningful; it includes
+//!      the Deliver transfer over TLS, so it bounds "block received -> handler started" from above.
+//! 2. Memory: the daemon's RSS (VmRSS and peak VmHWM from /proc) with `BENCH_TRIGGERS` Block triggers on one
+//!    channel (a jq filter that never matches, so nothing is pushed: what is measured is the per-trigger cost of
+//!    following the channel), next to the same daemon with one trigger.
+//!
+//! `cargo bench --bench pipeline` prints one table per part. Env: BENCH_BACKLOG (default 1000 blocks),
+//! BENCH_PACED (default 300 blocks), BENCH_RATE (default 50 blocks/s), BENCH_TRIGGERS (default 1000).
+//! The handler reports its start time on its log (`STAMP <ns> <event id>`), which the runtime writes to
+//! `pool/logs/bench/noop.log` in its data folder: no file the sandboxed handler would need to be allowed to write.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chaintrigger::admin::TriggerStatus;
+use chaintrigger::events::{EventType, ExtractOptions, extract};
+use chaintrigger::fabric::decode::decode_block;
+use chaintrigger::peersim::pki::TestCa;
+use chaintrigger::peersim::{self, PeerSim, PeerSimConfig, PeerSimHandle, ServerTls};
+use tokio_util::sync::CancellationToken;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const PEER_NAME: &str = "peer0.bench";
+const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+const PYTHON_NOOP: &str = r#"import time
+
+def handler(event, context):
+    started = time.time_ns()
+    start = event.find(b'"id":"') + 6
+    print("STAMP %d %s" % (started, event[start:event.find(b'"', start)].decode()))
+    return ""
+"#;
+/// The longest any phase may take before the bench gives up (a stuck daemon must not hang the bench).
+const PHASE_LIMIT: Duration = Duration::from_secs(600);
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The simulator, serving TLS on loopback until dropped.
+struct Chain {
+    handle: PeerSimHandle,
+    address: std::net::SocketAddr,
+    ca_pem: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start_chain(generated: u64) -> BenchResult<Chain> {
+    let ca = TestCa::new("tlsca.bench", "bench")?;
+    let server = ca.issue(PEER_NAME, &[PEER_NAME])?;
+    let sim = PeerSim::new(PeerSimConfig {
+        tls: Some(ServerTls {
+            cert_pem: Bytes::from(server.cert_pem),
+            key_pem: Bytes::from(server.key_pem),
+            client_ca_pem: None,
+        }),
+        ..PeerSimConfig::from_fixtures()
+    })?;
+    let handle = sim.handle();
+    for _ in 0..generated {
+        handle.generate_block()?;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(peersim::run(listener, sim, shutdown.clone()));
+    Ok(Chain {
+        handle,
+        address,
+        ca_pem: ca.cert_pem().to_owned(),
+        shutdown,
+    })
+}
+
+/// `chaintrigger serve` as a child process, killed when dropped.
+struct Daemon {
+    child: Child,
+    admin: String,
+    client: reqwest::Client,
+    dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> BenchResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Writes the configuration (the channel on `chain`, then `triggers`) and starts the daemon; returns once its
+/// admin API answers.
+async fn start_daemon(
+    dir: &Path,
+    chain: &Chain,
+    runtime: bool,
+    triggers: &str,
+) -> BenchResult<Daemon> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fabric-v2.5/msp");
+    std::fs::write(dir.join("tls-ca.pem"), &chain.ca_pem)?;
+    if runtime {
+        let function = dir.join("functions/bench/noop");
+        std::fs::create_dir_all(&function)?;
+        std::fs::write(function.join("index.py"), PYTHON_NOOP)?;
+        std::fs::write(
+            function.join("function.toml"),
+            "runtime = \"python3\"\nhandler = \"index.handler\"\ntimeout = 30\n",
+        )?;
+    }
+    let port = free_port()?;
+    let config = format!(
+        r#"instance_id = "csi-bench"
+database = "chaintrigger.db"
+
+[admin]
+listen = "127.0.0.1:{port}"
+token = {{ env = "BENCH_ADMIN_TOKEN" }}
+
+[runtime]
+enabled = {runtime}
+listen = "127.0.0.1:0"
+data_dir = "runtime"
+{functions}
+
+[[channels]]
+name = "mychannel"
+msp_id = "Org1MSP"
+certificate = "{cert}"
+key = "{key}"
+
+[[channels.peers]]
+address = "{address}"
+tls_ca = "tls-ca.pem"
+server_name = "{PEER_NAME}"
+
+{triggers}"#,
+        functions = if runtime {
+            "functions = \"functions\""
+        } else {
+            ""
+        },
+        cert = fixtures.join("user1_signcert.pem").display(),
+        key = fixtures.join("user1_key.pem").display(),
+        address = chain.address,
+    );
+    let path = dir.join("chaintrigger.toml");
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let child = Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("BENCH_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let daemon = Daemon {
+        child,
+        admin: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        dir: dir.to_owned(),
+    };
+    let started = Instant::now();
+    loop {
+        let up = daemon
+            .client
+            .get(format!("{}/healthz", daemon.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up {
+            return Ok(daemon);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "the daemon did not answer within 60 s; see {}",
+                dir.join("daemon.log").display()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Daemon {
+    async fn triggers(&self) -> BenchResult<Vec<TriggerStatus>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            triggers: Vec<TriggerStatus>,
+        }
+        let list: List = self
+            .client
+            .get(format!("{}/v1/triggers", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(list.triggers)
+    }
+
+    /// VmRSS and VmHWM in KiB.
+    fn memory(&self) -> BenchResult<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+
+    /// Handler start times by event id, from the function's log.
+    fn stamps(&self) -> HashMap<String, u128> {
+        let log = chaintrigger::runtime::RuntimeConfig::new(self.dir.join("runtime"))
+            .pool
+            .data_dir
+            .join("logs/bench/noop.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let rest = &line[line.find("STAMP ")? + 6..];
+                let (ns, id) = rest.split_once(' ')?;
+                Some((id.trim().to_owned(), ns.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn check_alive(&mut self) -> BenchResult<()> {
+        if let Some(status) = self.child.try_wait()? {
+            return Err(format!(
+                "the daemon exited ({status}); see {}",
+                self.dir.join("daemon.log").display()
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Tx event ids of blocks `from..to`.
+fn tx_event_ids(chain: &Chain, from: u64, to: u64) -> BenchResult<Vec<(String, u64)>> {
+    let options = ExtractOptions {
+        instance_id: "csi-bench".to_owned(),
+        include_invalid: false,
+    };
+    let mut ids = Vec::new();
+    for number in from..to {
+        let bytes = chain.handle.block(number).ok_or("block missing")?;
+        let block = decode_block(&bytes)?;
+        for event in extract(&block, &options) {
+            if event.event_type() == EventType::Tx {
+                ids.push((event.id().to_owned(), number));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct PipelineRow {
+    mode: &'static str,
+    backlog_events: usize,
+    handler_rate: f64,
+    daemon_rate: f64,
+    paced_events: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+async fn pipeline(
+    mode: &'static str,
+    backlog: u64,
+    paced: u64,
+    rate: u64,
+) -> BenchResult<PipelineRow> {
+    let dir = tempfile::tempdir()?;
+    let chain = start_chain(backlog).await?;
+    let first = peersim::fixture::recorded_blocks().len() as u64;
+    let height = chain.handle.height();
+    let backlog_ids = tx_event_ids(&chain, first, height)?;
+    let trigger = format!(
+        r#"[[triggers]]
+name = "bench"
+channel = "mychannel"
+event = "Tx"
+start = {first}
+[triggers.target.function_compute]
+endpoint = "embedded"
+service = "bench"
+function = "noop"
+invocation = "{mode}"
+"#
+    );
+    let mut daemon = start_daemon(dir.path(), &chain, true, &trigger).await?;
+
+    // Backlog: the daemon's delivered count over time, then the handler's stamps.
+    let started = Instant::now();
+    let mut first_push: Option<(Instant, u64)> = None;
+    let last_push = loop {
+        daemon.check_alive()?;
+        let delivered = daemon.triggers().await?.first().map_or(0, |t| t.delivered);
+        if delivered > 0 && first_push.is_none() {
+            first_push = Some((Instant::now(), delivered));
+        }
+        if delivered as usize >= backlog_ids.len() {
+            break (Instant::now(), delivered);
+        }
+        if started.elapsed() > PHASE_LIMIT {
+            return Err(format!(
+                "{mode}: backlog not pushed after {PHASE_LIMIT:?} ({delivered} of {})",
+                backlog_ids.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let daemon_rate = match (first_push, last_push) {
+        (Some((t0, n0)), (t1, n1)) if t1 > t0 => (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    let stamps = wait_for_stamps(&mut daemon, &backlog_ids).await?;
+    let mut times: Vec<u128> = backlog_ids
+        .iter()
+        .filter_map(|(id, _)| stamps.get(id).copied())
+        .collect();
+    times.sort_unstable();
+    let handler_rate = match (times.first(), times.last()) {
+        (Some(&a), Some(&b)) if b > a => (times.len() - 1) as f64 / ((b - a) as f64 / 1e9),
+        _ => f64::NAN,
+    };
+
+    // Paced: append blocks at `rate`, timestamping each append.
+    let paced_from = chain.handle.height();
+    let mut appended = HashMap::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    for _ in 0..paced {
+        ticks.tick().await;
+        let at = now_ns();
+        let number = chain.handle.generate_block()?;
+        appended.insert(number, at);
+    }
+    let paced_ids = tx_event_ids(&chain, paced_from, chain.handle.height())?;
+    let stamps = wait_for_stamps(&mut daemon, &paced_ids).await?;
+    let mut latencies: Vec<f64> = paced_ids
+        .iter()
+        .filter_map(|(id, block)| {
+            let handled = stamps.get(id)?;
+            let at = appended.get(block)?;
+            Some(handled.saturating_sub(*at) as f64 / 1e6)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    Ok(PipelineRow {
+        mode,
+        backlog_events: backlog_ids.len(),
+        handler_rate,
+        daemon_rate,
+        paced_events: latencies.len(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// Waits until the handler has stamped every one of `ids`.
+async fn wait_for_stamps(
+    daemon: &mut Daemon,
+    ids: &[(String, u64)],
+) -> BenchResult<HashMap<String, u128>> {
+    let started = Instant::now();
+    loop {
+        daemon.check_alive()?;
+        let stamps = daemon.stamps();
+        let missing = ids
+            .iter()
+            .filter(|(id, _)| !stamps.contains_key(id))
+            .count();
+        if missing == 0 {
+            return Ok(stamps);
+        }
+        if started.elapsed() > PHASE_LIMIT {
+            return Err(format!(
+                "{missing} of {} events never reached the handler",
+                ids.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct MemoryRow {
+    triggers: u64,
+    idle_kib: u64,
+    after_kib: u64,
+    peak_kib: u64,
+    blocks: u64,
+}
+
+async fn memory(triggers: u64, blocks: u64) -> BenchResult<MemoryRow> {
+    let dir = tempfile::tempdir()?;
+    let chain = start_chain(0).await?;
+    let mut config = String::new();
+    for i in 0..triggers {
+        config.push_str(&format!(
+            "[[triggers]]\nname = \"block-{i}\"\nchannel = \"mychannel\"\nevent = \"Block\"\n\
+             filter = 'select(.content.number < 0)'\n\
+             [triggers.target.http]\nurl = \"http://127.0.0.1:9/never\"\n\n"
+        ));
+    }
+    let mut daemon = start_daemon(dir.path(), &chain, false, &config).await?;
+    // Settled: every trigger is at the chain's head.
+    let head = chain.handle.height();
+    wait_at_height(&mut daemon, head, triggers).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle_kib, _) = daemon.memory()?;
+    for _ in 0..blocks {
+        chain.handle.generate_block()?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_at_height(&mut daemon, chain.handle.height(), triggers).await?;
+    let (after_kib, peak_kib) = daemon.memory()?;
+    Ok(MemoryRow {
+        triggers,
+        idle_kib,
+        after_kib,
+        peak_kib,
+        blocks,
+    })
+}
+
+/// Waits until all `count` triggers have processed every block below `height`.
+async fn wait_at_height(daemon: &mut Daemon, height: u64, count: u64) -> BenchResult<()> {
+    let started = Instant::now();
+    loop {
+        daemon.check_alive()?;
+        let triggers = daemon.triggers().await?;
+        let done = triggers
+            .iter()
+            .filter(|t| t.position.block >= height)
+            .count() as u64;
+        if triggers.len() as u64 == count && done == count {
+            return Ok(());
+        }
+        if started.elapsed() > PHASE_LIMIT {
+            return Err(format!("{done} of {count} triggers reached block {height}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn main() -> BenchResult<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: do the work only when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    chaintrigger::install_crypto_provider();
+    let backlog = env_number("BENCH_BACKLOG", 1000);
+    let paced = env_number("BENCH_PACED", 300);
+    let rate = env_number("BENCH_RATE", 50);
+    let trigger_count = env_number("BENCH_TRIGGERS", 1000);
+    let runtime = tokio::runtime::Runtime::new()?;
+
+    println!(
+        "pipeline: 1 Tx trigger, no filter, no-op Python handler through the bundled runtime; backlog {backlog} blocks, then {paced} blocks at {rate} blocks/s"
+    );
+    println!(
+        "| invocation | backlog events | handler starts/s | daemon pushes/s | paced events | p50 (ms) | p99 (ms) | max (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for mode in ["Sync", "Async"] {
+        let row = runtime.block_on(pipeline(mode, backlog, paced, rate))?;
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} |",
+            row.mode,
+            row.backlog_events,
+            row.handler_rate,
+            row.daemon_rate,
+            row.paced_events,
+            row.p50,
+            row.p99,
+            row.max
+        );
+    }
+
+    println!(
+        "\nmemory: Block triggers with a filter that never matches (nothing pushed), one channel"
+    );
+    println!(
+        "| triggers | RSS idle (MiB) | RSS after blocks (MiB) | peak RSS (MiB) | blocks processed by every trigger |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for count in [1, trigger_count] {
+        let row = runtime.block_on(memory(count, 100))?;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {} |",
+            row.triggers,
+            mib(row.idle_kib),
+            mib(row.after_kib),
+            mib(row.peak_kib),
+            row.blocks
+        );
+    }
+    Ok(())
+}
