@@ -48,9 +48,8 @@ pub struct Args {
     /// The demo configuration (triggers, runtime, functions folder).
     #[arg(long, default_value = "config/demo.toml")]
     pub config: PathBuf,
-    /// Folder for the SQLite store, the runtime's data, the generated configuration, TLS CA and admin token.
-    /// Kept after the run (trigger positions survive a restart). Default: a new temporary folder, removed at
-    /// exit.
+    /// Folder for the SQLite store, the runtime's data, the generated configuration, TLS CA and admin token,
+    /// kept after the run. Default: a new temporary folder, removed at exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The admin API's address (default: the configuration's, 127.0.0.1:8650); port 0 picks a free port.
@@ -216,8 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     match data.kept() {
         Some(dir) => println!(
-            "Data kept in {} (run the demo again with --data-dir {} to resume from the stored positions).",
-            dir.display(),
+            "Data kept in {}: the store (positions, dead letters), the runtime's data and the function logs.",
             dir.display()
         ),
         None => println!("Temporary data removed."),
