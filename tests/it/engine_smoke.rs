@@ -242,10 +242,27 @@ function = "txs"
         "filtered Tx events in chain order"
     );
 
+    // The last outcome is recorded just after the function answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in ["blocks", "txs"] {
+        loop {
+            let status = engine.trigger(name).await.expect("the trigger is listed");
+            if status.position.block == height {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stopped at {:?}",
+                status.position
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let blocks = engine.trigger("blocks").await.expect("blocks is listed");
     assert_eq!(blocks.state, TriggerState::Running);
     assert_eq!(blocks.delivered, 7);
     assert_eq!(blocks.chain_height, Some(height));
+    assert_eq!(blocks.lag, Some(0));
     let latencies = engine.invoke_latencies().await;
     let blocks_latency = latencies
         .iter()
@@ -302,4 +319,80 @@ function = "txs"
         2,
         "one stream for the channel, re-seeked once; no catch-up streams"
     );
+}
+
+/// With a window of two blocks, a trigger whose target takes 150 ms per event falls behind the channel's recent
+/// blocks: it reads them on its own stream and still gets every event in order, while the other trigger of the
+/// channel is done long before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_slower_than_the_window_reads_behind_on_its_own_stream_without_holding_back_another()
+ {
+    use crate::support::daemon::{
+        Behaviour, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec,
+    };
+    use chaintrigger::trigger::EngineOptions;
+
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    receiver.set("slow", Behaviour::Delay(Duration::from_millis(150)));
+    let files = DaemonFiles::new();
+    let height = network.height();
+    let spec = |name: &str| TriggerSpec {
+        start: Some(height),
+        ..TriggerSpec::new(name, "Block", receiver.target_toml(name))
+    };
+    files.write_config(&network, &[spec("fast"), spec("slow")]);
+    let config = Config::load(&files.config_path()).expect("the configuration loads");
+    let options = AppOptions {
+        reload_on_sighup: false,
+        engine: EngineOptions { window_blocks: 2 },
+        ..AppOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let app = App::start(config, options, shutdown.clone())
+        .await
+        .expect("the daemon starts");
+    let engine = app.engine();
+    let deadline = Instant::now() + PATIENCE;
+    while engine.channels().await[0].chain_height != Some(height) {
+        assert!(
+            Instant::now() < deadline,
+            "the channel never reported its height"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests = network.handle().requests();
+
+    network.generate(8);
+    let want: Vec<String> = (height..height + 8).map(|n| format!("block-{n}")).collect();
+    let fast = receiver.wait_accepted("fast", want.len(), PATIENCE).await;
+    assert_eq!(fast, want);
+    assert!(
+        receiver.accepted("slow").len() < want.len(),
+        "the fast trigger finished before the slow one"
+    );
+    let slow = receiver.wait_accepted("slow", want.len(), PATIENCE).await;
+    assert_eq!(slow, want, "every event, in chain order, once");
+    assert!(
+        network.handle().requests() > requests,
+        "the slow trigger opened its own stream"
+    );
+    // The last outcome is recorded just after the receiver answered.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let slow = engine.trigger("slow").await.expect("slow is listed");
+        if slow.position.block == height + 8 {
+            assert_eq!(slow.lag, Some(0));
+            assert_eq!(slow.delivered, 8);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow stopped at {:?}",
+            slow.position
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    app.wait().await.expect("a clean shutdown");
 }
