@@ -359,8 +359,13 @@ impl Engine {
         let def = &entry.shared.def;
         let live = entry.shared.live().clone();
         let state = TriggerState::from_state(live.status.state)?;
-        let position = admin::Position::from(live.position);
         let chain_height = entry.feed.height();
+        // A new `latest` trigger starts at the chain height it first sees: show that rather than block 0.
+        let position = match (live.recorded, def.start, chain_height) {
+            (false, config::StartPosition::Latest, Some(height)) => Position::block_start(height),
+            _ => live.position,
+        };
+        let position = admin::Position::from(position);
         Some(TriggerStatus {
             name: def.name.to_string(),
             channel: def.channel.to_string(),
