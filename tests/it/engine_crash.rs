@@ -1,5 +1,6 @@
 //! `kill -9` of the real daemon at random moments while blocks arrive fast: no event is lost, order holds per
-//! trigger, repeats happen only around a crash, and the SQLite file agrees with what was delivered.
+//! trigger, repeats happen only around a crash, and the SQLite file agrees with what was delivered; with Async
+//! Function Compute the runtime de-duplicates the repeats, so each event runs once.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use rand::Rng as _;
 
 use crate::support::daemon::{
-    Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, eventually, expected_ids,
-    first_arrivals,
+    Daemon, DaemonFiles, Functions, Handler, Network, PATIENCE, Receiver, TriggerSpec, block_ids,
+    eventually, expected_ids, first_arrivals,
 };
 
 /// How many times the daemon is killed.
@@ -121,4 +122,59 @@ fn check_stored_progress(files: &DaemonFiles, network: &Network, receiver: &Rece
             record.position.block
         );
     }
+}
+
+/// `kill -9` while pushing to an Async Function Compute function of the bundled runtime: the repeated pushes
+/// around a crash carry the same stateful invocation id, so the runtime runs the handler exactly once per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_async_invocations_runs_each_event_once() {
+    const ASYNC_KILLS: usize = 3;
+    let network = Network::start(None).await;
+    let functions = Functions::start().await;
+    functions.create("once", Handler::Record).await;
+    let files = DaemonFiles::new();
+    let trigger = TriggerSpec::new(
+        "once",
+        "Block",
+        format!(
+            "{}invocation = \"Async\"\n",
+            functions.target_toml("once", &files.fc_secret())
+        ),
+    );
+    files.write_config(&network, &[trigger]);
+    let generator = {
+        let handle = network.handle().clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(10));
+            for _ in 0..200 {
+                ticks.tick().await;
+                handle.generate_block().expect("generate a block");
+            }
+        })
+    };
+    let mut daemon = Daemon::start(&files).await;
+    for _ in 0..ASYNC_KILLS {
+        let pause = rand::rng().random_range(200..800);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        daemon.kill().await;
+        daemon = Daemon::start(&files).await;
+    }
+    generator.await.expect("the generator task");
+    let height = network.height();
+    daemon.admin.wait_position("once", height).await;
+    daemon.kill().await;
+
+    let expected = block_ids(0, height);
+    let calls = eventually(&format!("{height} handler runs"), PATIENCE, || {
+        let calls = functions.calls("once");
+        std::future::ready((calls.len() >= expected.len()).then_some(calls))
+    })
+    .await;
+    let mut sorted = calls.clone();
+    sorted.sort();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(sorted, expected_sorted, "every event ran exactly once");
+    let stored = files.stored_triggers();
+    assert_eq!(stored["once"].delivered, height, "{:?}", stored["once"]);
 }
