@@ -673,3 +673,94 @@ async fn async_function_compute_invocations_run_each_event_once() {
     expected.sort();
     assert_eq!(calls, expected, "each event ran once");
 }
+
+/// A filter that fails at run time is a configuration error: the trigger holds the event in Exception with the
+/// filter's error shown; after the filter is fixed and the configuration reloaded, it goes on from that event.
+#[tokio::test]
+async fn a_filter_failing_at_run_time_holds_the_trigger_until_the_filter_is_fixed() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let first = network.height();
+    let bad_block = first + 1;
+    let mut picky = TriggerSpec::new("picky", "Block", receiver.target_toml("picky"));
+    picky.start = Some(first);
+    picky.filter = Some((
+        "jq",
+        format!(
+            r#"if .content.number == {bad_block} then error("no rule for block {bad_block}") else . end"#
+        ),
+    ));
+    files.write_config(&network, &[picky.clone()]);
+    let daemon = Daemon::start(&files).await;
+    let last = network.generate(3);
+
+    let exception = daemon.admin.wait_state("picky", "Exception").await;
+    let error = exception["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains(&format!("no rule for block {bad_block}")),
+        "{exception}"
+    );
+    assert_eq!(
+        exception["position"],
+        json!({"block": bad_block, "event_index": 0})
+    );
+    assert_eq!(exception["discarded"], 0, "{exception}");
+    assert_eq!(receiver.accepted("picky"), block_ids(first, bad_block));
+
+    picky.filter = Some(("jq", ".".to_owned()));
+    files.write_config(&network, &[picky]);
+    let (status, report) = daemon.admin.call(reqwest::Method::POST, "/v1/reload").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["changed"], json!(["picky"]), "{report}");
+    let recovered = daemon.admin.wait_position("picky", last + 1).await;
+    assert_eq!(recovered["state"], "Running", "{recovered}");
+    assert_eq!(receiver.accepted("picky"), block_ids(first, last + 1));
+}
+
+/// A filter with several outputs per event pushes each, in order, numbered by the output index header.
+#[tokio::test]
+async fn every_output_of_a_filter_is_pushed_in_order() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let first = network.height();
+    let mut each = TriggerSpec::new("each", "Block", receiver.target_toml("each"));
+    each.start = Some(first);
+    each.filter = Some(("jq", ".content.transactions[]".to_owned()));
+    files.write_config(&network, &[each]);
+    let daemon = Daemon::start(&files).await;
+    let last = network.generate(6);
+    daemon.admin.wait_position("each", last + 1).await;
+
+    let expected = filter_outputs(
+        network.handle(),
+        "Block",
+        Language::Jq,
+        ".content.transactions[]",
+        first,
+        last + 1,
+    );
+    assert_eq!(expected.len(), 12, "6 blocks of 1, 2, 3 transactions");
+    let pushes = receiver.pushes("each");
+    let pushed: Vec<(String, Value)> = pushes
+        .iter()
+        .map(|p| (p.event_id.clone(), p.payload.clone()))
+        .collect();
+    assert_eq!(pushed, expected);
+    let indexes: Vec<&str> = pushes
+        .iter()
+        .map(|p| {
+            p.headers
+                .get("x-chaintrigger-output-index")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("missing")
+        })
+        .collect();
+    assert_eq!(
+        indexes,
+        ["0", "0", "1", "0", "1", "2", "0", "0", "1", "0", "1", "2"]
+    );
+}
