@@ -12,7 +12,7 @@ use crate::support::daemon::{
     eventually, expected_ids, first_arrivals,
 };
 
-/// How many times the daemon is killed.
+/// How many times the running daemon is killed (every second time, it is killed once more while starting).
 const KILLS: usize = 6;
 /// Blocks generated in all (each with 1-3 transactions).
 const BLOCKS: u64 = 900;
@@ -43,11 +43,19 @@ async fn kill_9_at_random_moments_loses_no_event() {
     };
 
     let mut daemon = Daemon::start(&files).await;
-    for _ in 0..KILLS {
+    for kill in 0..KILLS {
         let pause = rand::rng().random_range(300..2000);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         daemon.kill().await;
         check_stored_progress(&files, &network, &receiver);
+        if kill % 2 == 1 {
+            // Also while it starts up: opening the store, connecting, catching up.
+            let starting = Daemon::spawn(&files);
+            let pause = rand::rng().random_range(0..300);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            starting.kill().await;
+            check_stored_progress(&files, &network, &receiver);
+        }
         daemon = Daemon::start(&files).await;
     }
     generator.await.expect("the generator task");
@@ -81,8 +89,9 @@ async fn kill_9_at_random_moments_loses_no_event() {
         assert_eq!(unique, expected, "{name}: every event, in chain order");
         let repeats = arrived.len() - unique.len();
         assert!(
-            repeats <= KILLS,
-            "{name}: {repeats} repeats after {KILLS} crashes; at most the in-flight event may repeat"
+            repeats <= KILLS + KILLS / 2,
+            "{name}: {repeats} repeats after {} crashes; at most the in-flight event may repeat",
+            KILLS + KILLS / 2
         );
         let record = &stored[name];
         assert_eq!(
@@ -99,7 +108,8 @@ async fn kill_9_at_random_moments_loses_no_event() {
         assert_eq!(record.status.failures, 0, "{name}");
     }
     eprintln!(
-        "kill -9 x{KILLS} over {height} blocks: {} Tx and {} Block events delivered",
+        "kill -9 x{} over {height} blocks: {} Tx and {} Block events delivered",
+        KILLS + KILLS / 2,
         receiver.accepted("txs").len(),
         receiver.accepted("blocks").len()
     );

@@ -574,6 +574,26 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `chaintrigger serve --config <files>/chaintrigger.toml` and waits until its admin API answers.
     pub async fn start(files: &DaemonFiles) -> Daemon {
+        let mut daemon = Daemon::spawn(files);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("the daemon exited with {status} at start:\n{}", files.log());
+            }
+            if daemon.admin.healthy().await {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon's admin API did not answer within {PATIENCE:?}:\n{}",
+                files.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the process without waiting for it to be ready (to kill it while it starts up).
+    pub fn spawn(files: &DaemonFiles) -> Daemon {
         chaintrigger::install_crypto_provider();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -592,24 +612,9 @@ impl Daemon {
             .kill_on_drop(true)
             .spawn()
             .expect("start the chaintrigger binary");
-        let mut daemon = Daemon {
+        Daemon {
             child,
             admin: Admin::new(files.admin_url()),
-        };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("the daemon exited with {status} at start:\n{}", files.log());
-            }
-            if daemon.admin.healthy().await {
-                return daemon;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon's admin API did not answer within {PATIENCE:?}:\n{}",
-                files.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
