@@ -104,17 +104,21 @@ async fn the_admin_api_wants_its_token_and_the_cli_shows_heights() {
     let network = Network::start(None).await;
     let receiver = Receiver::start().await;
     let files = DaemonFiles::new();
+    let mut parked = TriggerSpec::new("parked", "Block", receiver.target_toml("parked"));
+    parked.enabled = false;
     files.write_config(
         &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
+        &[
+            TriggerSpec::new("blocks", "Block", receiver.target_toml("blocks")),
+            parked,
+        ],
     );
     let daemon = Daemon::start(&files).await;
     let height = network.height();
     daemon.admin.wait_position("blocks", height).await;
+    let parked = daemon.admin.trigger("parked").await;
+    assert_eq!(parked["state"], "Disabled", "declared disabled: {parked}");
+    assert!(receiver.pushes("parked").is_empty());
 
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", daemon.admin.url);
@@ -177,6 +181,12 @@ async fn the_admin_api_wants_its_token_and_the_cli_shows_heights() {
         .find(|l| l.starts_with("blocks"))
         .unwrap_or_else(|| panic!("no row for the trigger:\n{stdout}"));
     assert!(row.contains("Running"), "{row}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("parked") && l.contains("Disabled")),
+        "{stdout}"
+    );
     assert!(
         row.contains(&format!("{}/{height}", height - 1)),
         "height/chain in: {row}"

@@ -256,7 +256,9 @@ struct ReceiverState {
 pub struct Receiver {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// What was pushed and how to answer, shared with the server.
     state: Arc<ReceiverState>,
+    /// Stops the server when the test ends.
     shutdown: CancellationToken,
 }
 
@@ -423,19 +425,27 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 /// One `[[triggers]]` entry.
 #[derive(Debug, Clone)]
 pub struct TriggerSpec {
+    /// The trigger's name: how the admin API, the store and the receiver's hook know it.
     pub name: String,
+    /// `Block`, `Tx`, `Contract`, `Config` or `*`.
     pub event: String,
     /// `(language, expression)`.
     pub filter: Option<(&'static str, String)>,
     /// The whole `[triggers.target.*]` table.
     pub target: String,
+    /// Discards tolerated before Failed (-1: never).
     pub failure_threshold: i64,
+    /// Attempts per event; few, so failure accounting is quick to observe.
     pub attempts: u32,
+    /// Tiny delays between attempts keep failing tests fast.
     pub initial_delay: &'static str,
+    /// The cap on the delay between attempts.
     pub max_delay: &'static str,
+    /// How long one push may take; above the slow receiver's delay where a test needs that.
     pub attempt_timeout: &'static str,
     /// `None`: the default (latest).
     pub start: Option<u64>,
+    /// `false` declares the trigger disabled.
     pub enabled: bool,
 }
 
@@ -490,6 +500,7 @@ impl TriggerSpec {
 
 /// A folder with the daemon's TOML, its database, its secret files and its log.
 pub struct DaemonFiles {
+    /// Everything the daemon reads and writes; removed when the test ends.
     pub dir: tempfile::TempDir,
     /// The admin API's port, fixed so a restarted daemon is found at the same address.
     pub admin_port: u16,
@@ -566,6 +577,7 @@ impl DaemonFiles {
 
 /// The real `chaintrigger serve` process; killed (SIGKILL) on drop.
 pub struct Daemon {
+    /// The process, to kill or signal it.
     child: tokio::process::Child,
     /// Talks to its admin API.
     pub admin: Admin,
@@ -654,6 +666,7 @@ impl Daemon {
 pub struct Admin {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// One keep-alive client for every call.
     client: reqwest::Client,
 }
 
