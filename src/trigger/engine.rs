@@ -510,6 +510,8 @@ impl Engine {
         let planned: BTreeMap<&TriggerName, &Arc<TriggerDef>> =
             plan.triggers.iter().map(|def| (&def.name, def)).collect();
         let mut to_start = Vec::new();
+        // Triggers whose `enabled` setting the file changed: applied as the operator's command would be.
+        let mut toggled = Vec::new();
         for (name, entry) in &current {
             let channel_restarts = restarted_channels.contains(&entry.shared.def.channel);
             match planned.get(name) {
@@ -525,6 +527,9 @@ impl Engine {
                         report.still_deleted.push(name.to_string());
                     } else {
                         report.changed.push(name.to_string());
+                        if def.enabled != entry.shared.def.enabled {
+                            toggled.push((name.clone(), def.enabled));
+                        }
                     }
                     to_start.push(Arc::clone(def));
                 }
@@ -573,6 +578,25 @@ impl Engine {
                 }
             }
             self.add_trigger(def, record);
+        }
+        for (name, enabled) in toggled {
+            let command = if enabled {
+                Command::Enable(state::EnableFrom::Latest)
+            } else {
+                Command::Disable
+            };
+            let state = self
+                .triggers_lock()
+                .get(&name)
+                .map(|entry| entry.shared.live().status.state);
+            let needed = match state {
+                Some(State::Disabled) => enabled,
+                Some(State::Running | State::Exception | State::Failed) => !enabled,
+                Some(State::Deleted) | None => false,
+            };
+            if needed && let Err(error) = self.command(name.as_str(), command).await {
+                tracing::warn!(trigger = %name, %error, "cannot apply the changed `enabled` setting; use the admin API");
+            }
         }
         for list in [
             &mut report.added,

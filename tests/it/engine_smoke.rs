@@ -396,3 +396,62 @@ async fn a_trigger_slower_than_the_window_reads_behind_on_its_own_stream_without
     shutdown.cancel();
     app.wait().await.expect("a clean shutdown");
 }
+
+/// A reload that flips a trigger's `enabled` setting disables it, or enables it from the latest block, as the
+/// admin commands would; the report names it as changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_changed_enabled_setting() {
+    use crate::support::daemon::{DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec};
+
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let height = network.height();
+    let spec = |enabled: bool| TriggerSpec {
+        start: Some(height),
+        enabled,
+        ..TriggerSpec::new("blocks", "Block", receiver.target_toml("blocks"))
+    };
+    files.write_config(&network, &[spec(true)]);
+    let config = Config::load(&files.config_path()).expect("the configuration loads");
+    let options = AppOptions {
+        reload_on_sighup: false,
+        ..AppOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let app = App::start(config, options, shutdown.clone())
+        .await
+        .expect("the daemon starts");
+    let engine = app.engine();
+    network.generate(1);
+    receiver.wait_accepted("blocks", 1, PATIENCE).await;
+
+    files.write_config(&network, &[spec(false)]);
+    let report = engine.reload().await.expect("the reload is accepted");
+    assert_eq!(report.changed, vec!["blocks".to_owned()]);
+    let status = engine.trigger("blocks").await.expect("listed");
+    assert_eq!(status.state, TriggerState::Disabled);
+    network.generate(2);
+
+    let deadline = Instant::now() + PATIENCE;
+    while engine.channels().await[0].chain_height != Some(height + 3) {
+        assert!(
+            Instant::now() < deadline,
+            "the channel never saw the new blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    files.write_config(&network, &[spec(true)]);
+    engine.reload().await.expect("the reload is accepted");
+    let status = engine.trigger("blocks").await.expect("listed");
+    assert_eq!(status.state, TriggerState::Running);
+    // Enabled from the latest block: the blocks made while disabled are not pushed.
+    network.generate(1);
+    let pushed = receiver.wait_accepted("blocks", 2, PATIENCE).await;
+    assert_eq!(
+        pushed,
+        vec![format!("block-{height}"), format!("block-{}", height + 3)]
+    );
+    shutdown.cancel();
+    app.wait().await.expect("a clean shutdown");
+}
