@@ -188,3 +188,32 @@ async fn kill_9_with_async_invocations_runs_each_event_once() {
     let stored = files.stored_triggers();
     assert_eq!(stored["once"].delivered, height, "{:?}", stored["once"]);
 }
+
+/// A trigger that starts from the latest block keeps that start once it has one: killed before it pushed
+/// anything and restarted later, it delivers what happened while the daemon was down instead of jumping to the
+/// new latest block.
+#[tokio::test]
+async fn a_trigger_from_latest_keeps_its_start_across_kill_9() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let mut fresh = TriggerSpec::new("fresh", "Block", receiver.target_toml("fresh"));
+    fresh.start = None;
+    files.write_config(&network, &[fresh]);
+    let start = network.height();
+    let daemon = Daemon::start(&files).await;
+    let status = daemon
+        .admin
+        .wait_for("fresh", "its start at the chain height", |t| {
+            t["position"]["block"].as_u64() == Some(start)
+                && t["chain_height"].as_u64() == Some(start)
+        })
+        .await;
+    assert_eq!(status["state"], "Running", "{status}");
+    daemon.kill().await;
+
+    let last = network.generate(3);
+    let daemon = Daemon::start(&files).await;
+    daemon.admin.wait_position("fresh", last + 1).await;
+    assert_eq!(receiver.accepted("fresh"), block_ids(start, last + 1));
+}
