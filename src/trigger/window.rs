@@ -180,6 +180,47 @@ mod tests {
         }
     }
 
+    /// Real blocks with invalid transactions (MVCC conflicts, an endorsement policy failure): the events a
+    /// trigger without `include_invalid` receives are exactly what `extract` gives without it.
+    #[test]
+    fn contract_events_of_invalid_transactions_are_marked_on_real_blocks() {
+        use crate::events::{ExtractOptions, extract};
+        use crate::fabric::decode::decode_block;
+        let blocks: [&[u8]; 3] = [
+            include_bytes!("../../fixtures/fabric-v2.5/blocks/block_12.pb"),
+            include_bytes!("../../fixtures/fabric-v2.5/blocks/block_15.pb"),
+            include_bytes!("../../fixtures/fabric-v2.5/blocks/block_17.pb"),
+        ];
+        let mut marked = 0;
+        for bytes in blocks {
+            let block = decode_block(bytes).expect("a real block");
+            let options = |include_invalid| ExtractOptions {
+                instance_id: "t".into(),
+                include_invalid,
+            };
+            let prepared =
+                BlockEvents::new(&block, extract(&block, &options(true)), Instant::now());
+            let received: Vec<&str> = prepared
+                .events
+                .iter()
+                .filter(|e| e.valid_transaction || e.event_type != EventType::Contract)
+                .map(|e| e.id.as_str())
+                .collect();
+            let valid_only = extract(&block, &options(false));
+            let expected: Vec<&str> = valid_only.iter().map(|e| e.id()).collect();
+            assert_eq!(received, expected, "block {}", block.number);
+            marked += prepared
+                .events
+                .iter()
+                .filter(|e| !e.valid_transaction)
+                .count();
+        }
+        assert!(
+            marked > 0,
+            "the fixtures have events of invalid transactions"
+        );
+    }
+
     #[test]
     fn backfill_reaches_back_for_triggers_within_the_window_only() {
         // Newest block 100, window of 10: blocks 91..=100 fit.
