@@ -264,6 +264,14 @@ async fn start_runtime(
                 })
         })
         .transpose()?;
+    if key.is_none() && !settings.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "{}: runtime.listen = {} is not a loopback address and the runtime has no credentials: anyone who can \
+             reach it could run its functions. Listen on 127.0.0.1, or set runtime.credentials",
+            config.file().display(),
+            settings.listen
+        );
+    }
     let mut runtime_config = RuntimeConfig::new(settings.data_dir.get_ref());
     runtime_config.functions_dir = settings.functions.as_ref().map(|f| f.get_ref().clone());
     runtime_config.access_key = key.as_ref().map(|(id, secret)| AccessKey {
