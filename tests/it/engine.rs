@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::support::daemon::{
     Behaviour, Daemon, DaemonFiles, Functions, Handler, Network, PATIENCE, Receiver, SERVICE,
-    TriggerSpec, block_ids, expected_ids, toml_str,
+    TriggerSpec, block_ids, expected_ids, expected_ids_with, toml_str,
 };
 
 /// The configuration the tests generate is one `check-config` accepts, environment included: a failing test is
@@ -763,4 +763,46 @@ async fn every_output_of_a_filter_is_pushed_in_order() {
         indexes,
         ["0", "0", "1", "0", "1", "2", "0", "0", "1", "0", "1", "2"]
     );
+}
+
+/// Every event type through one `*` trigger in chain order (Block, then each transaction's Tx or Config event
+/// and its Contract events), over the recorded network and generated blocks; Contract events of invalid
+/// transactions only for the trigger that asks for them.
+#[tokio::test]
+async fn every_event_type_arrives_in_chain_order_and_invalid_contract_events_only_when_asked() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let mut invalid = TriggerSpec::new("invalid", "Contract", receiver.target_toml("invalid"));
+    invalid.include_invalid = true;
+    files.write_config(
+        &network,
+        &[
+            TriggerSpec::new("all", "*", receiver.target_toml("all")),
+            TriggerSpec::new("valid", "Contract", receiver.target_toml("valid")),
+            invalid,
+        ],
+    );
+    let daemon = Daemon::start(&files).await;
+    let last = network.generate(12);
+    for name in ["all", "valid", "invalid"] {
+        daemon.admin.wait_position(name, last + 1).await;
+    }
+    let handle = network.handle();
+    let all = expected_ids(handle, "*", 0, last + 1);
+    for prefix in ["block-", "tx-", "contract-", "config-"] {
+        assert!(
+            all.iter().any(|id| id.starts_with(prefix)),
+            "the chain has {prefix} events"
+        );
+    }
+    assert_eq!(receiver.accepted("all"), all);
+    let valid = expected_ids(handle, "Contract", 0, last + 1);
+    let with_invalid = expected_ids_with(handle, "Contract", true, 0, last + 1);
+    assert!(
+        with_invalid.len() > valid.len(),
+        "the generated blocks have invalid transactions"
+    );
+    assert_eq!(receiver.accepted("valid"), valid);
+    assert_eq!(receiver.accepted("invalid"), with_invalid);
 }

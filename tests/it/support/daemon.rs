@@ -445,6 +445,8 @@ pub struct TriggerSpec {
     pub attempt_timeout: &'static str,
     /// `None`: the default (latest).
     pub start: Option<u64>,
+    /// Also Contract events of invalid transactions.
+    pub include_invalid: bool,
     /// `false` declares the trigger disabled.
     pub enabled: bool,
 }
@@ -463,18 +465,20 @@ impl TriggerSpec {
             max_delay: "20ms",
             attempt_timeout: "5s",
             start: Some(0),
+            include_invalid: false,
             enabled: true,
         }
     }
 
     pub fn toml(&self) -> String {
         let mut text = format!(
-            "[[triggers]]\nname = {}\nchannel = {}\nevent = {}\nfailure_threshold = {}\nenabled = {}\n",
+            "[[triggers]]\nname = {}\nchannel = {}\nevent = {}\nfailure_threshold = {}\nenabled = {}\ninclude_invalid = {}\n",
             toml_str(&self.name),
             toml_str(CHANNEL),
             toml_str(&self.event),
             self.failure_threshold,
             self.enabled,
+            self.include_invalid,
         );
         if let Some(start) = self.start {
             text.push_str(&format!("start = {start}\n"));
@@ -784,12 +788,23 @@ impl Admin {
 // ---------------------------------------------------------------------------------------------------------------
 // What the chain holds
 
-/// The ids of the events of `event_type` in blocks `from..to` of the simulator, in chain order, as the daemon
-/// makes them (Contract events of invalid transactions left out).
+/// The ids of the events of `event_type` (or `*` for all) in blocks `from..to` of the simulator, in chain order,
+/// as the daemon makes them (Contract events of invalid transactions left out).
 pub fn expected_ids(handle: &PeerSimHandle, event_type: &str, from: u64, to: u64) -> Vec<String> {
+    expected_ids_with(handle, event_type, false, from, to)
+}
+
+/// [`expected_ids`], with or without the Contract events of invalid transactions.
+pub fn expected_ids_with(
+    handle: &PeerSimHandle,
+    event_type: &str,
+    include_invalid: bool,
+    from: u64,
+    to: u64,
+) -> Vec<String> {
     let options = ExtractOptions {
         instance_id: "csi-engine-test".to_owned(),
-        include_invalid: false,
+        include_invalid,
     };
     let mut ids = Vec::new();
     for number in from..to {
@@ -798,7 +813,7 @@ pub fn expected_ids(handle: &PeerSimHandle, event_type: &str, from: u64, to: u64
         ids.extend(
             extract(&block, &options)
                 .into_iter()
-                .filter(|event| event.event_type().as_str() == event_type)
+                .filter(|event| event_type == "*" || event.event_type().as_str() == event_type)
                 .map(|event| event.id().to_owned()),
         );
     }
