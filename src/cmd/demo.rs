@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::tail::{Format, parse_start, print_block};
 use crate::events::ExtractOptions;
+use crate::fabric::decode::BlockDecoder;
 use crate::fabric::deliver::{
     ChannelConfig, ClientTls, DeliverError, DeliverOptions, PeerEndpoint, Subscription, TlsCa,
 };
@@ -88,9 +89,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         include_invalid: false,
     };
     let mut subscription = Subscription::new(config, start, shutdown.clone());
+    let mut decoder = BlockDecoder::new();
     let outcome = loop {
         match subscription.next_block().await {
-            Ok(block) => print_block(block.number, block.bytes, &options, args.format)?,
+            Ok(block) => print_block(
+                &mut decoder,
+                block.number,
+                block.bytes,
+                &options,
+                args.format,
+            )?,
             Err(DeliverError::Shutdown { .. }) => break Ok(()),
             Err(error) => break Err(error).context("following the simulated channel"),
         }
