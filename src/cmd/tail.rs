@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{ExtractOptions, extract};
-use crate::fabric::decode::decode_block_bytes;
+use crate::fabric::decode::BlockDecoder;
 use crate::fabric::deliver::{
     ChannelConfig, ClientCertificate, ClientTls, DeliverError, DeliverOptions, PeerEndpoint,
     StartPosition, Subscription, TlsCa,
@@ -298,6 +298,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let channel = config.channel_id.clone();
     let mut subscription = Subscription::new(config, start, shutdown);
+    let mut decoder = BlockDecoder::new();
     let mut remaining = args.blocks;
     while remaining != Some(0) {
         let block = match subscription.next_block().await {
@@ -307,7 +308,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 return Err(error).with_context(|| format!("following channel `{channel}`"));
             }
         };
-        print_block(block.number, block.bytes, &options, args.format)?;
+        print_block(
+            &mut decoder,
+            block.number,
+            block.bytes,
+            &options,
+            args.format,
+        )?;
         remaining = remaining.map(|n| n - 1);
     }
     Ok(())
@@ -315,12 +322,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Decodes a block and prints its events; decode problems go to stderr and do not stop the tail.
 pub fn print_block(
+    decoder: &mut BlockDecoder,
     number: u64,
     bytes: bytes::Bytes,
     options: &ExtractOptions,
     format: Format,
 ) -> anyhow::Result<()> {
-    let block = match decode_block_bytes(bytes) {
+    let block = match decoder.decode_bytes(bytes) {
         Ok(block) => block,
         Err(error) => {
             eprintln!("error: block {number}: {error}");
@@ -399,6 +407,34 @@ mod tests {
         assert_eq!(parse_start("oldest"), Ok(StartPosition::Block(0)));
         assert_eq!(parse_start("17"), Ok(StartPosition::Block(17)));
         assert!(parse_start("soon").unwrap_err().contains("found `soon`"));
+    }
+
+    #[test]
+    fn compact_lines_show_what_matters_per_type() {
+        let contract = serde_json::json!({
+            "type": "Contract", "id": "contract-24-abc", "name": "event-create-task",
+            "content": "eyJ0YXNrSWQiOiJ0YXNrLTAifQ==",
+        });
+        assert_eq!(
+            compact_line(&contract),
+            format!(
+                "{:<8} {:<24} event-create-task {{\"taskId\":\"task-0\"}}",
+                "Contract", "contract-24-abc"
+            )
+        );
+        let tx = serde_json::json!({
+            "type": "Tx", "id": "tx-24-0123456789abcdef0123456789",
+            "content": {"to": "taskmgr", "state": "MVCC_READ_CONFLICT", "from": "Org1MSP.User1@org1.example.com"},
+        });
+        let line = compact_line(&tx);
+        assert!(
+            line.starts_with("Tx       tx-24-0123456789abcdef0… "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("taskmgr MVCC_READ_CONFLICT by Org1MSP.User1@org1.example.com"),
+            "{line}"
+        );
     }
 
     #[test]
