@@ -806,3 +806,45 @@ async fn every_event_type_arrives_in_chain_order_and_invalid_contract_events_onl
     assert_eq!(receiver.accepted("valid"), valid);
     assert_eq!(receiver.accepted("invalid"), with_invalid);
 }
+
+/// An HTTP endpoint that answers 404 (not deployed yet) is a configuration error: Exception with the answer
+/// shown (in the API and `triggers show`), nothing discarded; once the endpoint exists, the trigger delivers
+/// from the held event on.
+#[tokio::test]
+async fn a_missing_http_endpoint_holds_the_trigger_until_it_appears() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    receiver.set("hook", Behaviour::Status(404));
+    let files = DaemonFiles::new();
+    let first = network.height() - 2;
+    let mut waiting = TriggerSpec::new("waiting", "Block", receiver.target_toml("hook"));
+    waiting.start = Some(first);
+    files.write_config(&network, &[waiting]);
+    let daemon = Daemon::start(&files).await;
+    let exception = daemon.admin.wait_state("waiting", "Exception").await;
+    assert!(
+        exception["last_error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("404"),
+        "{exception}"
+    );
+    assert_eq!(
+        exception["position"],
+        json!({"block": first, "event_index": 0})
+    );
+    let (ok, stdout, stderr) = crate::support::daemon::cli(&files, &["show", "waiting"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("Exception") && stdout.contains("404"),
+        "{stdout}"
+    );
+
+    receiver.set("hook", Behaviour::Accept);
+    let height = network.height();
+    let recovered = daemon.admin.wait_position("waiting", height).await;
+    assert_eq!(recovered["state"], "Running", "{recovered}");
+    assert_eq!(recovered["discarded"], 0, "{recovered}");
+    assert!(daemon.admin.dead_letters("waiting").await.is_empty());
+    assert_eq!(receiver.accepted("hook"), block_ids(first, height));
+}
