@@ -808,8 +808,8 @@ async fn every_event_type_arrives_in_chain_order_and_invalid_contract_events_onl
 }
 
 /// An HTTP endpoint that answers 404 (not deployed yet) is a configuration error: Exception with the answer
-/// shown (in the API and `triggers show`), nothing discarded; once the endpoint exists, the trigger delivers
-/// from the held event on.
+/// shown (in the API and `triggers show`), nothing discarded, other triggers unaffected; once the endpoint
+/// exists, the trigger delivers from the held event on.
 #[tokio::test]
 async fn a_missing_http_endpoint_holds_the_trigger_until_it_appears() {
     let network = Network::start(None).await;
@@ -819,7 +819,9 @@ async fn a_missing_http_endpoint_holds_the_trigger_until_it_appears() {
     let first = network.height() - 2;
     let mut waiting = TriggerSpec::new("waiting", "Block", receiver.target_toml("hook"));
     waiting.start = Some(first);
-    files.write_config(&network, &[waiting]);
+    let mut fine = TriggerSpec::new("fine", "Block", receiver.target_toml("fine"));
+    fine.start = Some(first);
+    files.write_config(&network, &[waiting, fine]);
     let daemon = Daemon::start(&files).await;
     let exception = daemon.admin.wait_state("waiting", "Exception").await;
     assert!(
@@ -839,6 +841,13 @@ async fn a_missing_http_endpoint_holds_the_trigger_until_it_appears() {
         stdout.contains("Exception") && stdout.contains("404"),
         "{stdout}"
     );
+
+    // The trigger in Exception holds back no other trigger of the channel.
+    let last = network.generate(2);
+    daemon.admin.wait_position("fine", last + 1).await;
+    assert_eq!(receiver.accepted("fine"), block_ids(first, last + 1));
+    let held = daemon.admin.trigger("waiting").await;
+    assert_eq!(held["state"], "Exception", "{held}");
 
     receiver.set("hook", Behaviour::Accept);
     let height = network.height();
