@@ -8,8 +8,8 @@ use std::time::Duration;
 use rand::Rng as _;
 
 use crate::support::daemon::{
-    Daemon, DaemonFiles, Functions, Handler, Network, PATIENCE, Receiver, TriggerSpec, block_ids,
-    eventually, expected_ids, first_arrivals,
+    Behaviour, Daemon, DaemonFiles, Functions, Handler, Network, PATIENCE, Receiver, TriggerSpec,
+    block_ids, eventually, expected_ids, first_arrivals,
 };
 
 /// How many times the running daemon is killed (every second time, it is killed once more while starting).
@@ -25,10 +25,15 @@ async fn kill_9_at_random_moments_loses_no_event() {
     let network = Network::start(None).await;
     let receiver = Receiver::start().await;
     let files = DaemonFiles::new();
-    let triggers: Vec<TriggerSpec> = TRIGGERS
+    let mut triggers: Vec<TriggerSpec> = TRIGGERS
         .iter()
         .map(|(name, event)| TriggerSpec::new(name, event, receiver.target_toml(name)))
         .collect();
+    // Every push refused: each event is discarded once, its dead letter written with its position.
+    receiver.set("rejected", Behaviour::Status(500));
+    let mut rejected = TriggerSpec::new("rejected", "Block", receiver.target_toml("rejected"));
+    rejected.attempts = 1;
+    triggers.push(rejected);
     files.write_config(&network, &triggers);
 
     let generator = {
@@ -60,7 +65,11 @@ async fn kill_9_at_random_moments_loses_no_event() {
     }
     generator.await.expect("the generator task");
     let height = network.height();
-    for (name, _) in TRIGGERS {
+    for name in TRIGGERS
+        .map(|(name, _)| name)
+        .into_iter()
+        .chain(["rejected"])
+    {
         eventually(
             &format!("{name} processes all {height} blocks"),
             PATIENCE * 2,
@@ -107,6 +116,16 @@ async fn kill_9_at_random_moments_loses_no_event() {
         assert_eq!(record.discarded, 0, "{name}");
         assert_eq!(record.status.failures, 0, "{name}");
     }
+    let rejected = &stored["rejected"];
+    let blocks = expected_ids(network.handle(), "Block", 0, height);
+    assert_eq!(
+        files.stored_dead_letters("rejected"),
+        blocks,
+        "one dead letter per discarded event, none lost or doubled by a crash"
+    );
+    assert_eq!(rejected.discarded, height, "{rejected:?}");
+    assert_eq!(rejected.status.failures, height, "{rejected:?}");
+    assert_eq!(rejected.delivered, 0, "{rejected:?}");
     eprintln!(
         "kill -9 x{} over {height} blocks: {} Tx and {} Block events delivered",
         KILLS + KILLS / 2,

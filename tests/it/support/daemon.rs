@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use chaintrigger::config::TriggerName;
 use chaintrigger::events::{ExtractOptions, extract};
 use chaintrigger::fabric::decode::decode_block;
 use chaintrigger::peersim::{GeneratorConfig, PeerSimConfig, PeerSimHandle};
-use chaintrigger::store::{SqliteStore, Store as _, TriggerRecord};
+use chaintrigger::store::{DeadLetterQuery, SqliteStore, Store as _, TriggerRecord};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -572,6 +573,22 @@ impl DaemonFiles {
             .expect("read the stored triggers")
             .into_iter()
             .map(|record| (record.name.to_string(), record))
+            .collect()
+    }
+
+    /// The event ids of a trigger's dead letters in the daemon's SQLite file, oldest first.
+    pub fn stored_dead_letters(&self, trigger: &str) -> Vec<String> {
+        let store = SqliteStore::open(&self.database()).expect("open the daemon's database");
+        let name = TriggerName::new(trigger).expect("a valid trigger name");
+        store
+            .dead_letters(&DeadLetterQuery {
+                trigger: Some(&name),
+                include_repushed: true,
+                limit: None,
+            })
+            .expect("read the dead letters")
+            .into_iter()
+            .map(|letter| letter.letter.event_id)
             .collect()
     }
 }
