@@ -191,6 +191,11 @@ async fn a_failing_function_costs_one_failure_per_event_and_stops_the_trigger_pa
         functions.calls("fail_limited"),
         three_times(block_ids(0, 3))
     );
+    let log = files.log();
+    assert!(
+        !log.contains(crate::support::runtime::KEY_SECRET),
+        "the daemon logged the access key secret:\n{log}"
+    );
 }
 
 /// A function that does not exist is a configuration error: Exception with the error shown, the position held,
@@ -640,6 +645,10 @@ async fn http_targets_send_method_authentication_headers_and_event_id_as_configu
             .get("x-source")
             .is_some_and(|v| v == "chaintrigger")
     }));
+    let log = files.log();
+    for secret in ["hook-bearer-token", "hook-password-1", basic.as_str()] {
+        assert!(!log.contains(secret), "the daemon logged a secret:\n{log}");
+    }
 }
 
 /// An Async Function Compute target: the runtime queues each event and runs the handler once per event.

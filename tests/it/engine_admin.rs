@@ -196,6 +196,11 @@ async fn the_admin_api_wants_its_token_and_the_cli_shows_heights() {
     let list: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(list["triggers"][0]["block_height"], height - 1, "{list}");
     assert_eq!(list["triggers"][0]["chain_height"], height, "{list}");
+    let log = files.log();
+    assert!(
+        !log.contains(ADMIN_TOKEN),
+        "the daemon logged the admin token (or a wrong one):\n{log}"
+    );
 }
 
 /// A trigger deleted over the API stays deleted when the daemon restarts with its TOML entry still there, and
