@@ -5,6 +5,7 @@ mod admin;
 mod check_config;
 mod decode;
 mod deliver;
+mod demo;
 mod dispatch;
 mod engine;
 mod engine_admin;
