@@ -181,7 +181,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             out.push_str(&format!("  +{:>3}s  {line}\n", header.elapsed.as_secs()));
         }
         if interactive {
-            let block = display::status_block(&header, &now);
+            // Lines cut to the terminal's width: a wrapped line would break the count of lines to redraw.
+            let block = display::fit_width(&display::status_block(&header, &now), terminal_width());
             drawn_lines = block.lines().count();
             out.push_str(&block);
         } else {
@@ -221,6 +222,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => println!("Temporary data removed."),
     }
     Ok(())
+}
+
+/// The terminal's width in columns, when stdout is a terminal that says.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct passed, which lives across the call.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// The demo's data folder: the caller's (kept) or a new temporary one (removed when dropped).

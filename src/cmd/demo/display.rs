@@ -73,6 +73,17 @@ pub fn status_block(header: &Header<'_>, triggers: &[TriggerStatus]) -> String {
     out
 }
 
+/// Cuts every line of `text` to `width` characters (when known), marking the cut.
+pub fn fit_width(text: &str, width: Option<usize>) -> String {
+    match width {
+        Some(width) => text
+            .lines()
+            .map(|line| truncate(line, width.saturating_sub(1).max(1)) + "\n")
+            .collect(),
+        None => text.to_owned(),
+    }
+}
+
 /// One line for terminals that cannot be redrawn (stdout is a file or a pipe): the same figures, compact.
 pub fn status_line(header: &Header<'_>, triggers: &[TriggerStatus]) -> String {
     let mut out = format!(
@@ -364,6 +375,15 @@ mod tests {
             "{block}"
         );
         assert!(block.lines().all(|l| l == l.trim_end()), "{block}");
+    }
+
+    #[test]
+    fn fitting_cuts_long_lines_only_when_the_width_is_known() {
+        assert_eq!(
+            fit_width("short\na longer line\n", Some(8)),
+            "short\na long…\n"
+        );
+        assert_eq!(fit_width("a longer line\n", None), "a longer line\n");
     }
 
     #[test]
