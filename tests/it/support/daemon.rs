@@ -122,16 +122,28 @@ impl Network {
 
     /// The `[[channels]]` table reaching the simulator by IP over TLS, checking the peer's name, as User1.
     pub fn channel_toml(&self) -> String {
-        format!(
-            "[[channels]]\nname = {channel}\nmsp_id = \"Org1MSP\"\ncertificate = {cert}\nkey = {key}\n\n\
-             [[channels.peers]]\naddress = {address}\ntls_ca = {ca}\nserver_name = {name}\n",
+        self.channel_toml_after(&[])
+    }
+
+    /// [`Network::channel_toml`] with other peers listed before the simulator (e.g. addresses nobody listens
+    /// on), to see the daemon fail over.
+    pub fn channel_toml_after(&self, first_peers: &[&str]) -> String {
+        let mut text = format!(
+            "[[channels]]\nname = {channel}\nmsp_id = \"Org1MSP\"\ncertificate = {cert}\nkey = {key}\n",
             channel = toml_str(CHANNEL),
             cert = toml_str(path_text(&fixture_path("msp/user1_signcert.pem"))),
             key = toml_str(path_text(&fixture_path("msp/user1_key.pem"))),
-            address = toml_str(&self.peer.address.to_string()),
-            ca = toml_str(path_text(&self.tls_ca)),
-            name = toml_str(PEER_NAME),
-        )
+        );
+        let simulator = self.peer.address.to_string();
+        for address in first_peers.iter().copied().chain([simulator.as_str()]) {
+            text.push_str(&format!(
+                "\n[[channels.peers]]\naddress = {address}\ntls_ca = {ca}\nserver_name = {name}\n",
+                address = toml_str(address),
+                ca = toml_str(path_text(&self.tls_ca)),
+                name = toml_str(PEER_NAME),
+            ));
+        }
+        text
     }
 }
 
@@ -542,11 +554,15 @@ impl DaemonFiles {
 
     /// Writes the TOML: the daemon's settings, the channel and the triggers.
     pub fn write_config(&self, network: &Network, triggers: &[TriggerSpec]) {
+        self.write_config_with_channel(&network.channel_toml(), triggers);
+    }
+
+    /// Writes the TOML with the given `[[channels]]` table.
+    pub fn write_config_with_channel(&self, channel: &str, triggers: &[TriggerSpec]) {
         let mut text = format!(
             "instance_id = \"csi-engine-test\"\ndatabase = \"chaintrigger.db\"\n\n\
-             [admin]\nlisten = \"127.0.0.1:{}\"\ntoken = {{ file = \"admin-token\" }}\n\n{}\n",
+             [admin]\nlisten = \"127.0.0.1:{}\"\ntoken = {{ file = \"admin-token\" }}\n\n{channel}\n",
             self.admin_port,
-            network.channel_toml()
         );
         for trigger in triggers {
             text.push('\n');
