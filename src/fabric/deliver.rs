@@ -241,8 +241,11 @@ pub struct SubscriptionStatus {
     pub connected: bool,
     /// The last block handed out.
     pub last_block: Option<u64>,
-    /// The last error seen, transient ones included.
+    /// The last error seen, transient ones included: the subscription retries them itself, so this is where an
+    /// operator learns why blocks stopped coming.
     pub last_error: Option<String>,
+    /// When `last_error` happened, to tell a current problem from one long recovered.
+    pub last_error_at: Option<std::time::SystemTime>,
     /// Duplicate blocks skipped.
     pub duplicates_skipped: u64,
 }
@@ -488,6 +491,7 @@ impl Subscription {
         self.status.update(|s| {
             s.connected = false;
             s.last_error = Some(message);
+            s.last_error_at = Some(std::time::SystemTime::now());
         });
         if error.is_peer_refusal() {
             self.refusals += 1;

@@ -192,16 +192,30 @@ impl ChannelFeed {
             .as_ref()
             .map(StatusHandle::snapshot)
             .unwrap_or_default();
+        let own_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        // The subscription retries transient failures (an unavailable peer, a dropped stream) itself: its error is
+        // the only trace of why blocks stopped coming, so the newer of the two is shown.
+        let stream_error = stream
+            .last_error
+            .zip(stream.last_error_at)
+            .map(|(message, at)| LastError {
+                message,
+                at: at.into(),
+            });
+        let last_error = match (own_error, stream_error) {
+            (Some(own), Some(stream)) => Some(if stream.at > own.at { stream } else { own }),
+            (own, stream) => own.or(stream),
+        };
         ChannelStatus {
             name: self.name.to_string(),
             chain_height: self.height(),
             peer: stream.current_peer.filter(|_| stream.connected),
             reconnects: stream.reconnects,
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone(),
+            last_error,
         }
     }
 

@@ -927,9 +927,6 @@ async fn a_refusing_peer_shows_in_the_channel_and_loses_no_event() {
 
 /// A peer answering SERVICE_UNAVAILABLE for good: the operator should see why nothing arrives.
 #[tokio::test]
-#[ignore = "engine: SERVICE_UNAVAILABLE is retried inside the Deliver client and never returned to the channel \
-            feed, and the channel status shows only the feed's own last_error, not the subscription's: last_error \
-            stays null (only reconnects climbs)"]
 async fn an_unavailable_peer_shows_in_the_channel() {
     let network = Network::start(None).await;
     let receiver = Receiver::start().await;
