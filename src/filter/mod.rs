@@ -221,6 +221,13 @@ fn compile_jq(
         language: Language::Jq,
         message,
     };
+    if let Some(name) = recursive_definition(source) {
+        return Err(error(format!(
+            "`def {name}` calls itself: recursive definitions are refused in filters, because one that recurses \
+             without end overflows the stack and would take the whole daemon down (jq's own functions such as \
+             `recurse`, `until`, `repeat` and `range` are fine)"
+        )));
+    }
     let program = File {
         code: source,
         path: (),
@@ -257,6 +264,141 @@ fn compile_jq(
                 .collect();
             error(messages.join("; "))
         })
+}
+
+/// The name of a user-defined function that can call itself, directly or through other user definitions.
+///
+/// jaq evaluates non-tail recursion on the native stack: `def f: 1 + f; f` compiles, then overflows the stack on
+/// the first event and aborts the process, and check-config cannot tell. Functions are matched by name, whatever
+/// their scope or arity, which can only refuse more than needed. A program that does not parse returns `None`: the
+/// loader then reports the syntax error.
+fn recursive_definition(source: &str) -> Option<String> {
+    use jaq_core::load::parse::Term;
+
+    let term: Term<&str> = jaq_core::load::parse(source, |p| p.term())?;
+    let mut graph: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut top_level_calls = Vec::new();
+    collect_calls(&term, &mut top_level_calls, &mut graph);
+
+    let defined: std::collections::HashSet<&str> = graph.iter().map(|(name, _)| *name).collect();
+    let callees = |name: &str| -> Vec<&str> {
+        graph
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .flat_map(|(_, calls)| calls.iter().copied())
+            .filter(|callee| defined.contains(callee))
+            .collect()
+    };
+    for (start, _) in &graph {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = callees(start);
+        while let Some(name) = stack.pop() {
+            if name == *start {
+                return Some((*start).to_owned());
+            }
+            if seen.insert(name) {
+                stack.extend(callees(name));
+            }
+        }
+    }
+    None
+}
+
+/// Adds the functions `term` calls to `calls`, and every definition inside it to `graph` with its own calls.
+fn collect_calls<'s>(
+    term: &jaq_core::load::parse::Term<&'s str>,
+    calls: &mut Vec<&'s str>,
+    graph: &mut Vec<(&'s str, Vec<&'s str>)>,
+) {
+    use jaq_core::load::lex::StrPart;
+    use jaq_core::load::parse::{BinaryOp, Pattern, Term};
+    use jaq_core::path::Part;
+
+    fn pattern<'s>(
+        p: &Pattern<&'s str>,
+        calls: &mut Vec<&'s str>,
+        graph: &mut Vec<(&'s str, Vec<&'s str>)>,
+    ) {
+        match p {
+            Pattern::Var(_) => {}
+            Pattern::Arr(items) => items.iter().for_each(|p| pattern(p, calls, graph)),
+            Pattern::Obj(entries) => {
+                for (key, value) in entries {
+                    collect_calls(key, calls, graph);
+                    pattern(value, calls, graph);
+                }
+            }
+        }
+    }
+
+    let mut each = |t: &Term<&'s str>| collect_calls(t, calls, graph);
+    match term {
+        Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
+        Term::Str(_, parts) => {
+            for part in parts {
+                if let StrPart::Term(t) = part {
+                    each(t);
+                }
+            }
+        }
+        Term::Arr(inner) => inner.iter().for_each(|t| each(t)),
+        Term::Obj(entries) => {
+            for (key, value) in entries {
+                each(key);
+                value.iter().for_each(&mut each);
+            }
+        }
+        Term::Neg(t) | Term::Label(_, t) => each(t),
+        Term::BinOp(l, op, r) => {
+            each(l);
+            each(r);
+            if let BinaryOp::Pipe(Some(p)) = op {
+                pattern(p, calls, graph);
+            }
+        }
+        Term::Fold(_, xs, p, args) => {
+            each(xs);
+            args.iter().for_each(&mut each);
+            pattern(p, calls, graph);
+        }
+        Term::TryCatch(body, catch) => {
+            each(body);
+            catch.iter().for_each(|t| each(t));
+        }
+        Term::IfThenElse(branches, otherwise) => {
+            for (cond, then) in branches {
+                each(cond);
+                each(then);
+            }
+            otherwise.iter().for_each(|t| each(t));
+        }
+        Term::Def(defs, rest) => {
+            for def in defs {
+                let mut own = Vec::new();
+                collect_calls(&def.body, &mut own, graph);
+                graph.push((def.name, own));
+            }
+            collect_calls(rest, calls, graph);
+        }
+        Term::Call(name, args) => {
+            calls.push(name);
+            for arg in args {
+                collect_calls(arg, calls, graph);
+            }
+        }
+        Term::Path(t, path) => {
+            each(t);
+            for (part, _) in &path.0 {
+                match part {
+                    Part::Index(i) => each(i),
+                    Part::Range(from, to) => {
+                        from.iter().for_each(&mut each);
+                        to.iter().for_each(&mut each);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn load_error_messages(source: &str, error: jaq_core::load::Error<&str>) -> Vec<String> {

@@ -271,6 +271,50 @@ fn an_endless_jq_generator_fails_instead_of_filling_memory() {
 }
 
 #[test]
+fn recursive_definitions_are_refused_at_compile_time() {
+    // Each of these compiles in jq; the first overflows the stack on its first event.
+    for source in [
+        "def f: 1 + f; f",
+        "def f: if . > 3 then . else (. + 1 | f) end; 0 | f",
+        "def even: if . == 0 then true else . - 1 | odd end; def odd: if . == 0 then false else . - 1 | even end; 4 | even",
+        "def outer: def inner: outer; inner; outer",
+        "def f(g): [.[] | f(g)]; f(.)",
+        "{a: (def f: f; f)}",
+        "\"x \\(def f: f; f)\"",
+    ] {
+        let error = Filter::compile(Language::Jq, source).expect_err(source);
+        assert!(
+            error.message.contains("calls itself"),
+            "{source}: {}",
+            error.message
+        );
+    }
+    let error = Filter::compile(Language::Jq, "def f: 1 + f; f").unwrap_err();
+    assert!(
+        error.message.starts_with("`def f` calls itself"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn definitions_without_recursion_and_recursive_builtins_still_compile() {
+    for source in [
+        "def twice(f): f | f; 2 | twice(. * 3)",
+        "def a: 1; def b: a + a; b",
+        "def map(f): [.[] | f]; [1, 2] | map(. + 1)",
+        "0 | until(. > 100000; . + 1)",
+        "[limit(3; repeat(1))]",
+        "[.. | numbers]",
+        ".content.data.data.actions.[0].payload",
+    ] {
+        Filter::compile(Language::Jq, source).unwrap_or_else(|e| panic!("{source}: {e}"));
+    }
+    let deep = jq("0 | until(. > 100000; . + 1)");
+    assert_eq!(deep.apply(&json!(null)).unwrap(), vec![json!(100001)]);
+}
+
+#[test]
 fn a_prepared_envelope_gives_the_same_payloads_and_is_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Envelope>();
