@@ -706,6 +706,15 @@ mod tests {
         out.clear();
         der_integer(&mut out, 0x0102);
         assert_eq!(out, [0x02, 0x02, 0x01, 0x02]);
+        out.clear();
+        der_integer(&mut out, 5);
+        assert_eq!(out, [0x02, 0x01, 0x05]);
+        out.clear();
+        der_integer(&mut out, 256);
+        assert_eq!(out, [0x02, 0x02, 0x01, 0x00]);
+        out.clear();
+        der_integer(&mut out, u64::MAX);
+        assert_eq!(out, [&[0x02, 0x09, 0x00][..], &[0xff; 8][..]].concat());
     }
 
     #[test]

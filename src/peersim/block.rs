@@ -15,16 +15,10 @@ const LAST_CONFIG_INDEX: usize = 1;
 /// The version the generated chaincode action reports.
 const CHAINCODE_VERSION: &str = "1.0";
 
-/// The hash of a block header, as Fabric computes it: SHA-256 over the ASN.1 DER of
-/// `SEQUENCE { INTEGER number, OCTET STRING previous_hash, OCTET STRING data_hash }`.
+/// The hash of a block header, as Fabric computes it (the decoder's rule: the simulator must chain blocks exactly
+/// as the decoder checks them).
 pub fn header_hash(header: &common::BlockHeader) -> [u8; 32] {
-    let mut body = Vec::with_capacity(16 + header.previous_hash.len() + header.data_hash.len());
-    der_element(&mut body, 0x02, &der_unsigned_integer(header.number));
-    der_element(&mut body, 0x04, &header.previous_hash);
-    der_element(&mut body, 0x04, &header.data_hash);
-    let mut sequence = Vec::with_capacity(body.len() + 4);
-    der_element(&mut sequence, 0x30, &body);
-    Sha256::digest(&sequence).into()
+    crate::fabric::decode::header_hash(header.number, &header.previous_hash, &header.data_hash)
 }
 
 /// The data hash of a block: SHA-256 over its envelopes' bytes, concatenated (Fabric's `ComputeBlockDataHash`).
@@ -34,34 +28,6 @@ pub fn data_hash(envelopes: &[Bytes]) -> [u8; 32] {
         hasher.update(envelope);
     }
     hasher.finalize().into()
-}
-
-fn der_unsigned_integer(value: u64) -> Vec<u8> {
-    let bytes = value.to_be_bytes();
-    let first = bytes
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(bytes.len() - 1);
-    let mut out = Vec::with_capacity(9);
-    if bytes[first] & 0x80 != 0 {
-        out.push(0);
-    }
-    out.extend_from_slice(&bytes[first..]);
-    out
-}
-
-fn der_element(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
-    out.push(tag);
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let len_bytes = (len as u64).to_be_bytes();
-        let first = len_bytes.iter().position(|&b| b != 0).unwrap_or(7);
-        out.push(0x80 | (8 - first) as u8);
-        out.extend_from_slice(&len_bytes[first..]);
-    }
-    out.extend_from_slice(content);
 }
 
 /// What the next block must chain onto.
@@ -475,21 +441,6 @@ impl TaskSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn der_integers_are_minimal_and_positive() {
-        assert_eq!(der_unsigned_integer(0), vec![0]);
-        assert_eq!(der_unsigned_integer(5), vec![5]);
-        assert_eq!(der_unsigned_integer(128), vec![0, 128]);
-        assert_eq!(der_unsigned_integer(256), vec![1, 0]);
-        assert_eq!(
-            der_unsigned_integer(u64::MAX),
-            [&[0u8][..], &[0xff; 8][..]].concat()
-        );
-        let mut long = Vec::new();
-        der_element(&mut long, 0x04, &[1; 300]);
-        assert_eq!(&long[..4], &[0x04, 0x82, 0x01, 0x2c]);
-    }
 
     #[test]
     fn schedule_mixes_creates_completes_invalid_and_special_keys() {
