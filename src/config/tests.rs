@@ -1,4 +1,11 @@
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Url;
+
 use super::*;
+use crate::events::EventType;
+use crate::filter::Language;
 
 const MINIMAL: &str = r#"
 instance_id = "csi-org1-test"

@@ -1,0 +1,230 @@
+//! The checks that need more than one value of the file: duplicate names, triggers on unknown channels, filters
+//! that do not compile, conflicting settings.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::load::Problem;
+use super::names::{ChannelName, TriggerName};
+use super::schema::{Config, EventSelector, FcEndpoint, HttpAuth, Target};
+use crate::events::EventType;
+use crate::filter::Filter;
+
+impl Config {
+    /// Every problem that needs more than one value to see.
+    pub(super) fn semantic_problems(&self) -> Vec<Problem> {
+        let source = &self.source;
+        let mut problems = Vec::new();
+
+        let mut channels: HashMap<&ChannelName, usize> = HashMap::new();
+        for (i, channel) in self.channels.iter().enumerate() {
+            if let Some(first) = channels.insert(channel.name.get_ref(), i) {
+                problems.push(source.problem(
+                    Some(channel.name.span()),
+                    format!("channels[{i}].name"),
+                    format!(
+                        "channel `{}` is already declared by channels[{first}]",
+                        channel.name.get_ref()
+                    ),
+                ));
+            }
+            if channel.peers.get_ref().is_empty() {
+                problems.push(source.problem(
+                    Some(channel.peers.span()),
+                    format!("channels[{i}].peers"),
+                    "a channel needs at least one peer",
+                ));
+            }
+            for (j, peer) in channel.peers.get_ref().iter().enumerate() {
+                let field = |name: &str| format!("channels[{i}].peers[{j}].{name}");
+                if let Err(message) = check_peer_address(peer.address.get_ref()) {
+                    problems.push(source.problem(
+                        Some(peer.address.span()),
+                        field("address"),
+                        message,
+                    ));
+                }
+                match (&peer.tls_ca, peer.plaintext) {
+                    (None, false) => problems.push(source.problem(
+                        Some(peer.address.span()),
+                        field("tls_ca"),
+                        "a peer needs `tls_ca` (the CA of its TLS certificate), or `plaintext = true` for a test network",
+                    )),
+                    (Some(ca), true) => problems.push(source.problem(
+                        Some(ca.span()),
+                        field("plaintext"),
+                        "`plaintext = true` and `tls_ca` contradict each other",
+                    )),
+                    _ => {}
+                }
+                match (&peer.client_certificate, &peer.client_key) {
+                    (Some(cert), None) => problems.push(source.problem(
+                        Some(cert.span()),
+                        field("client_key"),
+                        "`client_certificate` needs `client_key`",
+                    )),
+                    (None, Some(key)) => problems.push(source.problem(
+                        Some(key.span()),
+                        field("client_certificate"),
+                        "`client_key` needs `client_certificate`",
+                    )),
+                    _ => {}
+                }
+            }
+        }
+
+        let mut triggers: HashMap<&TriggerName, usize> = HashMap::new();
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            let field = |name: &str| format!("triggers[{i}].{name}");
+            if let Some(first) = triggers.insert(trigger.name.get_ref(), i) {
+                problems.push(source.problem(
+                    Some(trigger.name.span()),
+                    field("name"),
+                    format!(
+                        "trigger `{}` is already declared by triggers[{first}]",
+                        trigger.name.get_ref()
+                    ),
+                ));
+            }
+            if !channels.contains_key(trigger.channel.get_ref()) {
+                let known: Vec<String> = self
+                    .channels
+                    .iter()
+                    .map(|c| c.name.get_ref().to_string())
+                    .collect();
+                problems.push(source.problem(
+                    Some(trigger.channel.span()),
+                    field("channel"),
+                    format!(
+                        "unknown channel `{}` (declared channels: {})",
+                        trigger.channel.get_ref(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            if *trigger.include_invalid.get_ref()
+                && !matches!(
+                    trigger.event,
+                    EventSelector::All | EventSelector::Only(EventType::Contract)
+                )
+            {
+                problems.push(source.problem(
+                    Some(trigger.include_invalid.span()),
+                    field("include_invalid"),
+                    format!(
+                        "`include_invalid` applies to Contract events only (this trigger receives {} events; Tx events always carry their state)",
+                        trigger.event
+                    ),
+                ));
+            }
+            if let Some(filter) = &trigger.filter
+                && let Err(e) = Filter::compile(trigger.filter_language, filter.get_ref())
+            {
+                problems.push(source.problem(Some(filter.span()), field("filter"), e.to_string()));
+            }
+            let retry = &trigger.retry;
+            if retry.attempts == 0 {
+                problems.push(source.problem(
+                    None,
+                    field("retry.attempts"),
+                    "at least 1 attempt is needed (1 = no retries)",
+                ));
+            }
+            if retry.initial_delay > retry.max_delay {
+                problems.push(source.problem(
+                    None,
+                    field("retry.initial_delay"),
+                    format!(
+                        "initial_delay {} is above max_delay {}",
+                        retry.initial_delay, retry.max_delay
+                    ),
+                ));
+            }
+            if retry.attempt_timeout.0 < Duration::from_millis(1) {
+                problems.push(source.problem(
+                    None,
+                    field("retry.attempt_timeout"),
+                    "the timeout must be above 0",
+                ));
+            }
+            match &trigger.target {
+                Target::FunctionCompute(fc) => {
+                    if *fc.endpoint.get_ref() == FcEndpoint::Embedded {
+                        if !self.runtime.enabled {
+                            problems.push(source.problem(
+                                Some(fc.endpoint.span()),
+                                field("target.function_compute.endpoint"),
+                                "`embedded` needs the bundled runtime: set `[runtime] enabled = true`",
+                            ));
+                        }
+                    } else if fc.credentials.is_none() {
+                        problems.push(source.problem(
+                            Some(fc.endpoint.span()),
+                            field("target.function_compute.credentials"),
+                            "a Function Compute endpoint needs `credentials` (access_key_id and access_key_secret)",
+                        ));
+                    }
+                }
+                Target::Http(http) => {
+                    for name in http.headers.get_ref().keys() {
+                        let problem =
+                            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                                Some(format!(
+                                    "`{}` is not a valid header name",
+                                    name.escape_debug()
+                                ))
+                            } else if name.eq_ignore_ascii_case(crate::dispatch::EVENT_ID_HEADER) {
+                                Some(format!("`{name}` is set by the daemon for every push"))
+                            } else if name.eq_ignore_ascii_case("authorization")
+                                && !matches!(http.auth, HttpAuth::None)
+                            {
+                                Some("`Authorization` conflicts with `auth`".to_owned())
+                            } else {
+                                None
+                            };
+                        if let Some(message) = problem {
+                            problems.push(source.problem(
+                                Some(http.headers.span()),
+                                field("target.http.headers"),
+                                message,
+                            ));
+                        }
+                    }
+                    for (name, value) in http.headers.get_ref() {
+                        if reqwest::header::HeaderValue::from_str(value).is_err() {
+                            problems.push(source.problem(
+                                Some(http.headers.span()),
+                                field("target.http.headers"),
+                                format!(
+                                    "the value of header `{}` is not a valid header value",
+                                    name.escape_debug()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn check_peer_address(address: &str) -> Result<(), String> {
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| {
+        format!(
+            "invalid peer address `{address}`: expected host:port, e.g. peer0.org1.example.com:7051"
+        )
+    })?;
+    if host.is_empty() || host.contains('/') {
+        return Err(format!(
+            "invalid peer address `{address}`: expected host:port without a scheme, e.g. peer0.org1.example.com:7051"
+        ));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("invalid peer address `{address}`: `{port}` is not a port number"))?;
+    Ok(())
+}
