@@ -62,13 +62,13 @@ pub trait EngineControl: Send + Sync + 'static {
         &self,
         name: &str,
         id: u64,
-    ) -> impl Future<Output = Result<RepushOutcome, ControlError>> + Send;
+    ) -> impl Future<Output = Result<RepushResult, ControlError>> + Send;
 
     /// Pushes every not yet re-pushed dead letter of the trigger again, oldest first, and reports each.
     fn repush_all_dead_letters(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<Vec<RepushOutcome>, ControlError>> + Send;
+    ) -> impl Future<Output = Result<Vec<RepushResult>, ControlError>> + Send;
 
     /// Re-reads the configuration file and applies the differences without a restart. A file that does not
     /// load is [`ControlError::ConfigRejected`] and changes nothing.
@@ -382,7 +382,7 @@ impl TryFrom<store::DeadLetter> for DeadLetter {
 
 /// How pushing one dead letter again went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepushOutcome {
+pub struct RepushResult {
     /// The dead letter's id.
     pub id: u64,
     /// Whether the target accepted it this time.

@@ -14,8 +14,8 @@
 //! | `POST /v1/triggers/{name}/disable` | `TriggerStatus` |
 //! | `DELETE /v1/triggers/{name}` | `{"deleted": name}` |
 //! | `GET /v1/triggers/{name}/dead-letters?after=<id>&limit=<n>` | `{"trigger", "dead_letters": [DeadLetter], "next_after"}` |
-//! | `POST /v1/triggers/{name}/dead-letters/{id}/repush` | `RepushOutcome` |
-//! | `POST /v1/triggers/{name}/dead-letters/repush` | `{"trigger", "outcomes": [RepushOutcome]}` |
+//! | `POST /v1/triggers/{name}/dead-letters/{id}/repush` | `RepushResult` |
+//! | `POST /v1/triggers/{name}/dead-letters/repush` | `{"trigger", "outcomes": [RepushResult]}` |
 //! | `POST /v1/reload` | `ReloadReport` |
 //! | `GET /v1/channels` | `{"channels": [ChannelStatus]}` |
 //! | `GET /metrics` | Prometheus text |
@@ -38,7 +38,7 @@ pub use api::{ApiError, MAX_DEAD_LETTER_PAGE, router};
 pub use auth::{AdminToken, TokenError};
 pub use control::{
     ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl, EventSelector,
-    InvokeLatency, LastError, Position, ReloadReport, RepushOutcome, TriggerState, TriggerStatus,
+    InvokeLatency, LastError, Position, ReloadReport, RepushResult, TriggerState, TriggerStatus,
 };
 pub use metrics::{HistogramSnapshot, LatencyHistogram};
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::admin::{
-    ChannelStatus, DeadLetter, EnableFrom, ReloadReport, RepushOutcome, TriggerStatus,
+    ChannelStatus, DeadLetter, EnableFrom, ReloadReport, RepushResult, TriggerStatus,
 };
 
 /// The admin API URL when `--admin` is not given: the daemon's default (loopback, [`crate::admin::DEFAULT_PORT`]).
@@ -171,7 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if json {
                 print_json(&answer)?;
             }
-            let outcome: RepushOutcome = decode(answer)?;
+            let outcome: RepushResult = decode(answer)?;
             report_repush(&[outcome], json)?;
         }
         Command::DeadLetters {
@@ -259,7 +259,7 @@ struct DeadLetterPage {
 /// `POST /v1/triggers/{name}/dead-letters/repush`.
 #[derive(Debug, Deserialize)]
 struct RepushAll {
-    outcomes: Vec<RepushOutcome>,
+    outcomes: Vec<RepushResult>,
 }
 
 /// The API's error body.
@@ -412,7 +412,7 @@ fn confirm_delete(name: &str) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn report_repush(outcomes: &[RepushOutcome], json: bool) -> anyhow::Result<()> {
+fn report_repush(outcomes: &[RepushResult], json: bool) -> anyhow::Result<()> {
     let failed = outcomes.iter().filter(|outcome| !outcome.delivered).count();
     if !json {
         for outcome in outcomes {

@@ -2,7 +2,7 @@
 //!
 //! [`Dispatcher::push`] makes one attempt and reduces its result to what [`classify`] needs;
 //! [`Dispatcher::deliver`] runs attempts on the trigger's retry schedule and returns the event's final
-//! [`Outcome`]. One shared reqwest client (rustls, connection pooling) serves every trigger; redirects are not
+//! [`Delivery`]. One shared reqwest client (rustls, connection pooling) serves every trigger; redirects are not
 //! followed (a redirect is reported as a configuration problem: the URL should be fixed).
 
 pub mod classify;
@@ -162,9 +162,9 @@ impl Target {
     }
 }
 
-/// The final outcome of delivering one payload.
+/// How delivering one payload ended, after its retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Delivery {
     /// The target accepted it.
     Delivered {
         /// Attempts it took (1 = first time).
@@ -265,7 +265,7 @@ impl Dispatcher {
         payload: &Value,
         key: &PushKey<'_>,
         policy: &RetryPolicy,
-    ) -> Outcome {
+    ) -> Delivery {
         let mut backoff = retry::Backoff::new(policy);
         let mut attempts = 0;
         loop {
@@ -274,14 +274,14 @@ impl Dispatcher {
                 .push(target, payload, key, policy.attempt_timeout.0)
                 .await;
             match classify::classify(target.kind(), &result) {
-                Verdict::Delivered => return Outcome::Delivered { attempts },
+                Verdict::Delivered => return Delivery::Delivered { attempts },
                 Verdict::Undeliverable(reason) => {
-                    return Outcome::Discarded {
+                    return Delivery::Discarded {
                         last_error: reason,
                         attempts,
                     };
                 }
-                Verdict::Configuration(reason) => return Outcome::Blocked { reason, attempts },
+                Verdict::Configuration(reason) => return Delivery::Blocked { reason, attempts },
                 Verdict::Retry(retryable) => match backoff.next() {
                     Some(delay) => {
                         tracing::debug!(
@@ -295,7 +295,7 @@ impl Dispatcher {
                             .await;
                     }
                     None if retryable.unreachable => {
-                        return Outcome::Blocked {
+                        return Delivery::Blocked {
                             reason: format!(
                                 "endpoint unreachable after {attempts} attempts: {}",
                                 retryable.reason
@@ -304,7 +304,7 @@ impl Dispatcher {
                         };
                     }
                     None => {
-                        return Outcome::Discarded {
+                        return Delivery::Discarded {
                             last_error: retryable.reason,
                             attempts,
                         };

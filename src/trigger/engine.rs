@@ -21,10 +21,10 @@ use super::state::{self, Command, Position, State};
 use super::worker::{Live, TriggerDef, TriggerShared, Worker, blocking};
 use crate::admin::{
     self, ChannelStatus, ControlError, EngineControl, InvokeLatency, LastError, LatencyHistogram,
-    ReloadReport, RepushOutcome, TriggerState, TriggerStatus,
+    ReloadReport, RepushResult, TriggerState, TriggerStatus,
 };
 use crate::config::{self, ChannelName, Config, ConfigError, FcEndpoint, TriggerName};
-use crate::dispatch::{self, Dispatcher, EmbeddedRuntime, Outcome, PushKey};
+use crate::dispatch::{self, Delivery, Dispatcher, EmbeddedRuntime, PushKey};
 use crate::fabric::deliver::ChannelConfig;
 use crate::store::{DeadLetterQuery, Store, StoreError};
 
@@ -614,7 +614,7 @@ impl Engine {
         &self,
         entry: &TriggerEntry,
         letter: crate::store::DeadLetter,
-    ) -> Result<RepushOutcome, ControlError> {
+    ) -> Result<RepushResult, ControlError> {
         let def = &entry.shared.def;
         let id = u64::try_from(letter.id).unwrap_or_default();
         let key = PushKey {
@@ -627,7 +627,7 @@ impl Engine {
             .deliver(&def.target, &letter.letter.payload, &key, &def.retry)
             .await;
         let error = match outcome {
-            Outcome::Delivered { .. } => {
+            Delivery::Delivered { .. } => {
                 let stored_id = letter.id;
                 blocking(&self.store, move |store| {
                     store.mark_repushed(stored_id, SystemTime::now())
@@ -637,10 +637,10 @@ impl Engine {
                 tracing::info!(trigger = %def.name, dead_letter = id, event = %letter.letter.event_id, "dead letter re-pushed");
                 None
             }
-            Outcome::Discarded { last_error, .. } => Some(last_error),
-            Outcome::Blocked { reason, .. } => Some(reason),
+            Delivery::Discarded { last_error, .. } => Some(last_error),
+            Delivery::Blocked { reason, .. } => Some(reason),
         };
-        Ok(RepushOutcome {
+        Ok(RepushResult {
             id,
             delivered: error.is_none(),
             error,
@@ -797,7 +797,7 @@ impl EngineControl for Engine {
             .collect()
     }
 
-    async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<RepushOutcome, ControlError> {
+    async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<RepushResult, ControlError> {
         let entry = self.live_entry(name)?;
         let not_found =
             || ControlError::NotFound(format!("trigger `{name}` has no dead letter {id}"));
@@ -810,10 +810,7 @@ impl EngineControl for Engine {
         self.repush(&entry, letter).await
     }
 
-    async fn repush_all_dead_letters(
-        &self,
-        name: &str,
-    ) -> Result<Vec<RepushOutcome>, ControlError> {
+    async fn repush_all_dead_letters(&self, name: &str) -> Result<Vec<RepushResult>, ControlError> {
         let entry = self.live_entry(name)?;
         let trigger = entry.shared.def.name.clone();
         let letters = blocking(&self.store, move |store| {

@@ -1,4 +1,4 @@
-//! One event's outcome for a trigger, from the outcomes of the payloads its filter made (pure).
+//! One event's outcome for a trigger, from the deliveries of the payloads its filter made (pure).
 //!
 //! A filter may yield several payloads per event (or none). The engine pushes them in order and stops at the first
 //! Blocked one. Then:
@@ -10,17 +10,17 @@
 
 use serde_json::Value;
 
-use crate::dispatch::Outcome;
+use crate::dispatch::Delivery;
 use crate::store::NewDeadLetter;
 use crate::trigger::state::{EventOutcome, Position};
 
 /// What happened to one payload of an event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PayloadOutcome {
+pub struct PayloadDelivery {
     /// The payload as pushed (kept for its dead letter).
     pub payload: Value,
-    /// Its delivery's final outcome.
-    pub outcome: Outcome,
+    /// How pushing it ended.
+    pub delivery: Delivery,
 }
 
 /// The event's outcome and what to record with it.
@@ -40,10 +40,10 @@ pub struct EventResult {
 pub fn event_result(
     event_id: &str,
     position: Position,
-    payloads: &[PayloadOutcome],
+    payloads: &[PayloadDelivery],
 ) -> EventResult {
-    if let Some(reason) = payloads.iter().find_map(|p| match &p.outcome {
-        Outcome::Blocked { reason, .. } => Some(reason.clone()),
+    if let Some(reason) = payloads.iter().find_map(|p| match &p.delivery {
+        Delivery::Blocked { reason, .. } => Some(reason.clone()),
         _ => None,
     }) {
         return EventResult {
@@ -56,9 +56,9 @@ pub fn event_result(
     let mut dead_letters = Vec::new();
     let mut delivered = 0;
     for (output, payload) in payloads.iter().enumerate() {
-        match &payload.outcome {
-            Outcome::Delivered { .. } => delivered += 1,
-            Outcome::Discarded {
+        match &payload.delivery {
+            Delivery::Delivered { .. } => delivered += 1,
+            Delivery::Discarded {
                 last_error,
                 attempts,
             } => dead_letters.push(NewDeadLetter {
@@ -69,7 +69,7 @@ pub fn event_result(
                 error: last_error.clone(),
                 attempts: *attempts,
             }),
-            Outcome::Blocked { .. } => {}
+            Delivery::Blocked { .. } => {}
         }
     }
     let outcome = match dead_letters.as_slice() {
@@ -103,27 +103,27 @@ mod tests {
 
     const POSITION: Position = Position { block: 7, index: 2 };
 
-    fn delivered(n: u32) -> PayloadOutcome {
-        PayloadOutcome {
+    fn delivered(n: u32) -> PayloadDelivery {
+        PayloadDelivery {
             payload: json!({"n": n}),
-            outcome: Outcome::Delivered { attempts: 1 },
+            delivery: Delivery::Delivered { attempts: 1 },
         }
     }
 
-    fn discarded(n: u32) -> PayloadOutcome {
-        PayloadOutcome {
+    fn discarded(n: u32) -> PayloadDelivery {
+        PayloadDelivery {
             payload: json!({"n": n}),
-            outcome: Outcome::Discarded {
+            delivery: Delivery::Discarded {
                 last_error: format!("error {n}"),
                 attempts: 5,
             },
         }
     }
 
-    fn blocked(n: u32) -> PayloadOutcome {
-        PayloadOutcome {
+    fn blocked(n: u32) -> PayloadDelivery {
+        PayloadDelivery {
             payload: json!({"n": n}),
-            outcome: Outcome::Blocked {
+            delivery: Delivery::Blocked {
                 reason: format!("blocked {n}"),
                 attempts: 1,
             },
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn combinations() {
-        let result = |payloads: &[PayloadOutcome]| event_result("tx-7-abc", POSITION, payloads);
+        let result = |payloads: &[PayloadDelivery]| event_result("tx-7-abc", POSITION, payloads);
 
         let none = result(&[]);
         assert_eq!(none.outcome, EventOutcome::Delivered);

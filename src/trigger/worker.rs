@@ -23,13 +23,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{ChannelFeed, DECODE_RETRY};
-use super::outcome::{EventResult, PayloadOutcome, event_result};
+use super::outcome::{EventResult, PayloadDelivery, event_result};
 use super::state::{self, Effect, EventOutcome, Position, State, Status};
 use super::window::{BlockEvents, ChainEvent, Lookup};
 use crate::admin::LatencyHistogram;
 use crate::config::{self, ChannelName, FailureThreshold, TriggerName};
 use crate::dispatch::retry::ExceptionSchedule;
-use crate::dispatch::{self, Dispatcher, Outcome, PushKey};
+use crate::dispatch::{self, Delivery, Dispatcher, PushKey};
 use crate::fabric::decode::BlockDecoder;
 use crate::fabric::deliver::{DeliverError, Subscription};
 use crate::filter::Filter;
@@ -550,21 +550,24 @@ impl Worker {
                 outcome = self.dispatcher.deliver(&def.target, &payload, &key, &def.retry) => outcome,
             };
             let (attempts, blocked) = match &outcome {
-                Outcome::Delivered { attempts } => {
+                Delivery::Delivered { attempts } => {
                     self.shared.latency.record(block.received_at.elapsed());
                     (*attempts, false)
                 }
-                Outcome::Discarded {
+                Delivery::Discarded {
                     last_error,
                     attempts,
                 } => {
                     tracing::warn!(trigger = %def.name, event = %event.id, output, attempts, error = %last_error, "push discarded after its retries; kept as a dead letter");
                     (*attempts, false)
                 }
-                Outcome::Blocked { attempts, .. } => (*attempts, true),
+                Delivery::Blocked { attempts, .. } => (*attempts, true),
             };
             retries += u64::from(attempts.saturating_sub(1));
-            outcomes.push(PayloadOutcome { payload, outcome });
+            outcomes.push(PayloadDelivery {
+                payload,
+                delivery: outcome,
+            });
             if blocked {
                 break;
             }

@@ -14,7 +14,7 @@ use chaintrigger::config::{
 };
 use chaintrigger::dispatch::fc::stateful_invocation_id;
 use chaintrigger::dispatch::{
-    Dispatcher, EVENT_ID_HEADER, FcTarget, HttpAuth, HttpTarget, Outcome, PushKey, Target,
+    Delivery, Dispatcher, EVENT_ID_HEADER, FcTarget, HttpAuth, HttpTarget, PushKey, Target,
 };
 use chaintrigger::fcsign::{self, SignedParts};
 use reqwest::Url;
@@ -237,7 +237,7 @@ async fn function_compute_sync_push_is_signed_and_delivered() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    assert_eq!(outcome, Outcome::Delivered { attempts: 1 });
+    assert_eq!(outcome, Delivery::Delivered { attempts: 1 });
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
     let request = &seen[0];
@@ -264,7 +264,7 @@ async fn function_compute_async_push_carries_the_stateful_invocation_id() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    assert_eq!(outcome, Outcome::Delivered { attempts: 1 });
+    assert_eq!(outcome, Delivery::Delivered { attempts: 1 });
     let request = &server.seen()[0];
     assert_eq!(request.signature, Some(Ok(())));
     assert_eq!(request.header("x-fc-invocation-type"), Some("Async"));
@@ -289,7 +289,7 @@ async fn function_errors_are_retried_then_the_event_is_discarded() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    let Outcome::Discarded {
+    let Delivery::Discarded {
         last_error,
         attempts,
     } = outcome
@@ -323,7 +323,7 @@ async fn throttling_and_server_errors_are_retried_until_delivered() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(5, 5_000))
         .await;
-    assert_eq!(outcome, Outcome::Delivered { attempts: 4 });
+    assert_eq!(outcome, Delivery::Delivered { attempts: 4 });
     assert_eq!(server.seen().len(), 4);
 }
 
@@ -334,7 +334,7 @@ async fn function_not_found_blocks_at_once() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(5, 5_000))
         .await;
-    let Outcome::Blocked { reason, attempts } = outcome else {
+    let Delivery::Blocked { reason, attempts } = outcome else {
         panic!("expected Blocked, got {outcome:?}")
     };
     assert_eq!(attempts, 1);
@@ -352,7 +352,7 @@ async fn a_wrong_secret_is_refused_by_the_server_and_blocks() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(5, 5_000))
         .await;
-    let Outcome::Blocked { reason, .. } = outcome else {
+    let Delivery::Blocked { reason, .. } = outcome else {
         panic!("expected Blocked, got {outcome:?}")
     };
     assert!(reason.contains("403 SignatureNotMatch"), "{reason}");
@@ -370,7 +370,7 @@ async fn entity_too_large_is_discarded_without_retries() {
         .deliver(&target, &payload(), &KEY, &policy(5, 5_000))
         .await;
     assert!(
-        matches!(&outcome, Outcome::Discarded { attempts: 1, last_error } if last_error.contains("EntityTooLarge")),
+        matches!(&outcome, Delivery::Discarded { attempts: 1, last_error } if last_error.contains("EntityTooLarge")),
         "{outcome:?}"
     );
 }
@@ -387,7 +387,7 @@ async fn http_post_sends_json_bearer_token_and_headers() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    assert_eq!(outcome, Outcome::Delivered { attempts: 1 });
+    assert_eq!(outcome, Delivery::Delivered { attempts: 1 });
     let request = &server.seen()[0];
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, "/hooks/fabric");
@@ -416,7 +416,7 @@ async fn http_get_sends_the_payload_in_the_query_with_basic_auth() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    assert_eq!(outcome, Outcome::Delivered { attempts: 1 });
+    assert_eq!(outcome, Delivery::Delivered { attempts: 1 });
     let request = &server.seen()[0];
     assert_eq!(request.method, "GET");
     assert!(request.body.is_empty());
@@ -453,8 +453,8 @@ async fn http_client_errors_block_or_discard_as_documented() {
             .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
             .await;
         match outcome {
-            Outcome::Blocked { attempts: 1, .. } if blocked => {}
-            Outcome::Discarded { attempts: 1, .. } if !blocked => {}
+            Delivery::Blocked { attempts: 1, .. } if blocked => {}
+            Delivery::Discarded { attempts: 1, .. } if !blocked => {}
             other => panic!("{status}: unexpected {other:?}"),
         }
         assert_eq!(server.seen().len(), 1, "{status} is not retried");
@@ -473,7 +473,7 @@ async fn redirects_are_not_followed() {
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
     assert!(
-        matches!(&outcome, Outcome::Blocked { reason, .. } if reason.contains("302")),
+        matches!(&outcome, Delivery::Blocked { reason, .. } if reason.contains("302")),
         "{outcome:?}"
     );
 }
@@ -492,7 +492,7 @@ async fn a_slow_target_times_out_inside_each_attempt() {
         .await;
     assert_eq!(
         outcome,
-        Outcome::Discarded {
+        Delivery::Discarded {
             last_error: "no answer within 150 ms".into(),
             attempts: 2
         }
@@ -513,7 +513,7 @@ async fn retry_after_is_honoured() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    assert_eq!(outcome, Outcome::Delivered { attempts: 2 });
+    assert_eq!(outcome, Delivery::Delivered { attempts: 2 });
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "waited only {:?}",
@@ -536,7 +536,7 @@ async fn an_unreachable_endpoint_blocks_after_its_attempts() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    let Outcome::Blocked { reason, attempts } = outcome else {
+    let Delivery::Blocked { reason, attempts } = outcome else {
         panic!("expected Blocked, got {outcome:?}")
     };
     assert_eq!(attempts, 3);
@@ -624,7 +624,7 @@ async fn a_tls_failure_is_a_configuration_error() {
     let outcome = dispatcher()
         .deliver(&target, &payload(), &KEY, &policy(3, 5_000))
         .await;
-    let Outcome::Blocked { reason, attempts } = outcome else {
+    let Delivery::Blocked { reason, attempts } = outcome else {
         panic!("expected Blocked, got {outcome:?}")
     };
     assert_eq!(attempts, 1, "{reason}");

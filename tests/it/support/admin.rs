@@ -8,7 +8,7 @@ use std::time::Duration;
 use chaintrigger::admin::{
     self, AdminToken, ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl,
     EventSelector, InvokeLatency, LastError, LatencyHistogram, Position, ReloadReport,
-    RepushOutcome, TriggerState, TriggerStatus,
+    RepushResult, TriggerState, TriggerStatus,
 };
 use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
@@ -262,7 +262,7 @@ impl EngineControl for TestEngine {
             .collect())
     }
 
-    async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<RepushOutcome, ControlError> {
+    async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<RepushResult, ControlError> {
         self.with_trigger(name, |_| Ok(()))?;
         let mut letters = self
             .dead_letters
@@ -277,10 +277,7 @@ impl EngineControl for TestEngine {
         Ok(repush(letter))
     }
 
-    async fn repush_all_dead_letters(
-        &self,
-        name: &str,
-    ) -> Result<Vec<RepushOutcome>, ControlError> {
+    async fn repush_all_dead_letters(&self, name: &str) -> Result<Vec<RepushResult>, ControlError> {
         self.with_trigger(name, |_| Ok(()))?;
         let mut letters = self
             .dead_letters
@@ -325,10 +322,10 @@ impl EngineControl for TestEngine {
 }
 
 /// Delivers unless the payload asks to fail.
-fn repush(letter: &mut DeadLetter) -> RepushOutcome {
+fn repush(letter: &mut DeadLetter) -> RepushResult {
     let delivered = letter.payload.get("fail").is_none();
     letter.repushed |= delivered;
-    RepushOutcome {
+    RepushResult {
         id: letter.id,
         delivered,
         error: (!delivered).then(|| "HTTP 500 from https://hooks.example.com/chain".to_owned()),
