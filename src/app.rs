@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminToken, EngineControl as _};
+use crate::admin::{self, AdminToken};
 use crate::config::{self, Config};
 use crate::dispatch::EmbeddedRuntime;
 use crate::runtime::auth::AccessKey;
@@ -65,7 +65,7 @@ impl Default for AppOptions {
 /// A running daemon. Listen addresses in the configuration may use port 0: the bound ones are here.
 #[derive(Debug)]
 pub struct App {
-    /// The engine: trigger and channel status (through [`crate::admin::EngineControl`]), commands, reload.
+    /// The engine: trigger and channel snapshots, operators' commands, reload.
     engine: Arc<Engine>,
     /// Where the admin API listens.
     admin_addr: SocketAddr,
@@ -188,8 +188,7 @@ impl App {
         })
     }
 
-    /// The engine: `triggers()` / `channels()` (see [`crate::admin::EngineControl`]) for progress, and the
-    /// operator commands.
+    /// The engine: `triggers()` / `channels()` for progress, and the operators' commands.
     pub fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
     }

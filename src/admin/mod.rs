@@ -26,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod control;
+mod engine;
 pub mod metrics;
 
 use std::net::SocketAddr;

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminError, EngineControl as _};
+use crate::admin::{AdminError, EngineControl};
 use crate::app::{self, App, AppOptions};
 use crate::config::Config;
 use crate::peersim::pki::TestCa;
@@ -153,7 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let interactive = std::io::stdout().is_terminal();
     let logs_dir = function_logs_dir(data.path());
     let mut logs = FunctionLogs::default();
-    let first = engine.triggers().await;
+    let first = EngineControl::triggers(engine.as_ref()).await;
     let mut previous = first.clone();
     let mut drawn_lines = 0;
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
@@ -163,7 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = ticks.tick() => false,
             _ = tokio::signal::ctrl_c() => true,
         };
-        let now = engine.triggers().await;
+        let now = EngineControl::triggers(engine.as_ref()).await;
         let header = display::Header {
             channel: peersim::fixture::CHANNEL,
             chain_height: chain.height(),
@@ -208,7 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         recorded_blocks,
         elapsed: started.elapsed(),
     };
-    let last = engine.triggers().await;
+    let last = EngineControl::triggers(engine.as_ref()).await;
     let last = if last.is_empty() { previous } else { last };
     print!(
         "{}",

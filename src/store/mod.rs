@@ -7,6 +7,7 @@
 
 mod sqlite;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -162,6 +163,18 @@ pub trait Store: Send + Sync {
 
     /// Marks a dead letter as re-pushed successfully.
     fn mark_repushed(&self, id: i64, at: SystemTime) -> Result<(), StoreError>;
+}
+
+/// Runs a store call off the async threads (SQLite blocks); a panic inside it resumes in the caller.
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    call: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
+        Ok(result) => result,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
 }
 
 /// Whether a stored state means the trigger was deleted over the API (it stays deleted across restarts).

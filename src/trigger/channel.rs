@@ -20,8 +20,8 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::status::{ChannelSnapshot, TimedError};
 use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
-use crate::admin::{ChannelStatus, LastError};
 use crate::config::{self, ChannelName};
 use crate::events::{ExtractOptions, extract};
 use crate::fabric::decode::{BlockDecoder, DecodeError};
@@ -115,7 +115,7 @@ pub struct ChannelFeed {
     /// The feed's stream status (peer, reconnects), set when the stream is (re)created.
     stream: Mutex<Option<StatusHandle>>,
     /// The latest stream or decode error, with when it happened.
-    last_error: Mutex<Option<LastError>>,
+    last_error: Mutex<Option<TimedError>>,
 }
 
 impl ChannelFeed {
@@ -183,8 +183,8 @@ impl ChannelFeed {
         Ok(Arc::new(BlockEvents::new(&block, events, received_at)))
     }
 
-    /// The channel as the admin API shows it.
-    pub fn status(&self) -> ChannelStatus {
+    /// The channel's stream right now.
+    pub fn snapshot(&self) -> ChannelSnapshot {
         let stream = self
             .stream
             .lock()
@@ -202,7 +202,7 @@ impl ChannelFeed {
         let stream_error = stream
             .last_error
             .zip(stream.last_error_at)
-            .map(|(message, at)| LastError {
+            .map(|(message, at)| TimedError {
                 message,
                 at: at.into(),
             });
@@ -210,8 +210,8 @@ impl ChannelFeed {
             (Some(own), Some(stream)) => Some(if stream.at > own.at { stream } else { own }),
             (own, stream) => own.or(stream),
         };
-        ChannelStatus {
-            name: self.name.to_string(),
+        ChannelSnapshot {
+            name: self.name.clone(),
             chain_height: self.height(),
             peer: stream.current_peer.filter(|_| stream.connected),
             reconnects: stream.reconnects,
@@ -230,7 +230,7 @@ impl ChannelFeed {
         *self
             .last_error
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(LastError {
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(TimedError {
             message,
             at: Utc::now(),
         });

@@ -1,5 +1,5 @@
-//! The trigger engine: one feed per channel, one worker per trigger, and the operator's commands
-//! ([`EngineControl`]) applied through the state machine.
+//! The trigger engine: one feed per channel, one worker per trigger, and the operator's commands applied through
+//! the state machine. The admin API reaches it through these methods (its `EngineControl` adapter).
 //!
 //! Commands on a trigger are serialised by its worker slot: a command stops the trigger's worker (the event in
 //! flight is abandoned without recording its outcome, so it is pushed again if the trigger resumes from its
@@ -11,22 +11,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::channel::{ChannelFeed, deliver_config};
-use super::state::{self, Command, Position, State};
-use super::worker::{Live, TriggerDef, TriggerShared, Worker, blocking};
-use crate::admin::{
-    self, ChannelStatus, ControlError, EngineControl, InvokeLatency, LastError, LatencyHistogram,
-    ReloadReport, RepushResult, TriggerState, TriggerStatus,
-};
-use crate::config::{self, ChannelName, Config, ConfigError, FcEndpoint, TriggerName};
+use super::checkpoint::{Checkpoint, CommandError};
+use super::def::{DefinitionError, TriggerDef};
+use super::latency::{HistogramSnapshot, LatencyHistogram};
+use super::state::{self, Command, Effect, State};
+use super::status::{ChannelSnapshot, Reloaded, Repushed, TriggerSnapshot};
+use super::worker::{TriggerShared, Worker};
+use crate::config::{self, ChannelName, Config, ConfigError, TriggerName};
 use crate::dispatch::{self, Delivery, Dispatcher, EmbeddedRuntime, PushKey};
 use crate::fabric::deliver::ChannelConfig;
-use crate::store::{DeadLetterQuery, Store, StoreError};
+use crate::store::{self, DeadLetter, DeadLetterQuery, Store, StoreError, TriggerRecord};
 
 /// Engine settings that are not in the configuration file.
 #[derive(Debug, Clone)]
@@ -47,20 +46,54 @@ impl Default for EngineOptions {
 pub enum EngineError {
     #[error(transparent)]
     Channel(#[from] super::channel::ChannelSetupError),
-    #[error("trigger `{trigger}`: {message}")]
-    Trigger { trigger: String, message: String },
+    #[error(transparent)]
+    Trigger(#[from] DefinitionError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot set up pushing: {0}")]
     Dispatch(#[from] dispatch::DispatchError),
 }
 
+/// Why an operator's request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No trigger has that name.
+    #[error("no trigger named `{0}`")]
+    NoSuchTrigger(String),
+    /// The trigger has no dead letter with that id.
+    #[error("trigger `{trigger}` has no dead letter {id}")]
+    NoSuchDeadLetter { trigger: TriggerName, id: u64 },
+    /// The command was refused (a deleted trigger, a bad start block, an unknown height) or not written.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The daemon is stopping and takes no more commands.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// The configuration file does not load (the message names file, line and field), or a trigger of it cannot
+    /// run; nothing changed.
+    #[error("{0}")]
+    ConfigRejected(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a channel is built from: it restarts on reload when this changes (compared as values, so moving its entry
+/// in the file is not a change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChannelSource {
+    /// Put in every envelope of the channel.
+    instance_id: config::InstanceId,
+    /// The channel's entry.
+    channel: config::Channel,
+}
+
 /// A running channel feed.
 struct ChannelEntry {
     /// The feed its triggers read.
     feed: Arc<ChannelFeed>,
-    /// The configuration it was built from (without source locations), to see changes on reload.
-    fingerprint: String,
+    /// What it was built from, to see changes on reload.
+    source: ChannelSource,
     /// Stops its stream.
     stop: CancellationToken,
 }
@@ -75,7 +108,7 @@ struct WorkerHandle {
 
 /// A trigger known to the engine.
 struct TriggerEntry {
-    /// Definition, live status, latency.
+    /// Definition, progress, latency.
     shared: Arc<TriggerShared>,
     /// Its channel's feed.
     feed: Arc<ChannelFeed>,
@@ -85,7 +118,7 @@ struct TriggerEntry {
 
 /// The engine; cheap to share (`Arc`). See the module documentation.
 pub struct Engine {
-    /// The configuration file, re-read by [`EngineControl::reload`].
+    /// The configuration file, re-read by [`Engine::reload`].
     config_path: PathBuf,
     /// Trigger progress, dead letters.
     store: Arc<dyn Store>,
@@ -120,8 +153,8 @@ impl std::fmt::Debug for Engine {
 /// A configuration's channels and triggers, built (files read, filters compiled, targets resolved) before any of
 /// it is applied.
 struct Plan {
-    /// Channel name -> (fingerprint, Deliver client settings with identity and TLS files read).
-    channels: BTreeMap<ChannelName, (String, ChannelConfig)>,
+    /// Channel name -> (what it is built from, Deliver client settings with identity and TLS files read).
+    channels: BTreeMap<ChannelName, (ChannelSource, ChannelConfig)>,
     /// The triggers in file order.
     triggers: Vec<Arc<TriggerDef>>,
     /// Put in every envelope.
@@ -159,9 +192,9 @@ impl Engine {
             let record = engine.read_record(&def.name).await?;
             records.push((def, record));
         }
-        for (name, (fingerprint, channel)) in &plan.channels {
+        for (name, (source, channel)) in &plan.channels {
             let positions = start_blocks(name, &records);
-            engine.start_channel(name, fingerprint, channel, &plan.instance_id, positions);
+            engine.start_channel(name, source, channel, &plan.instance_id, positions);
         }
         for (def, record) in records {
             engine.add_trigger(def, record);
@@ -186,17 +219,20 @@ impl Engine {
             .channels
             .iter()
             .map(|channel| {
-                let fingerprint = format!("{instance_id}\n{}", fingerprint(channel));
+                let source = ChannelSource {
+                    instance_id: config.instance_id.clone(),
+                    channel: channel.clone(),
+                };
                 Ok((
                     channel.name.get_ref().clone(),
-                    (fingerprint, deliver_config(channel)?),
+                    (source, deliver_config(channel)?),
                 ))
             })
             .collect::<Result<_, EngineError>>()?;
         let triggers = config
             .triggers
             .iter()
-            .map(|trigger| self.trigger_def(trigger).map(Arc::new))
+            .map(|trigger| TriggerDef::build(trigger, self.embedded.as_ref()).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Plan {
             channels,
@@ -205,35 +241,10 @@ impl Engine {
         })
     }
 
-    fn trigger_def(&self, trigger: &config::Trigger) -> Result<TriggerDef, EngineError> {
-        let name = trigger.name.get_ref().clone();
-        let fail = |message: String| EngineError::Trigger {
-            trigger: name.to_string(),
-            message,
-        };
-        let filter = trigger.compile_filter().map_err(|e| fail(e.to_string()))?;
-        let target = dispatch::Target::resolve(&trigger.target, self.embedded.as_ref())
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(TriggerDef {
-            name: name.clone(),
-            channel: trigger.channel.get_ref().clone(),
-            selector: trigger.event,
-            include_invalid: *trigger.include_invalid.get_ref(),
-            filter,
-            target,
-            target_label: target_label(&trigger.target),
-            retry: trigger.retry,
-            threshold: trigger.failure_threshold,
-            start: trigger.start,
-            enabled: trigger.enabled,
-            fingerprint: fingerprint(trigger),
-        })
-    }
-
     fn start_channel(
         &self,
         name: &ChannelName,
-        fingerprint: &str,
+        source: &ChannelSource,
         channel: &ChannelConfig,
         instance_id: &str,
         positions: Vec<u64>,
@@ -252,48 +263,43 @@ impl Engine {
             name.clone(),
             ChannelEntry {
                 feed,
-                fingerprint: fingerprint.to_owned(),
+                source: source.clone(),
                 stop,
             },
         );
     }
 
-    async fn read_record(
-        &self,
-        name: &TriggerName,
-    ) -> Result<Option<crate::store::TriggerRecord>, StoreError> {
+    async fn read_record(&self, name: &TriggerName) -> Result<Option<TriggerRecord>, StoreError> {
         let name = name.clone();
-        blocking(&self.store, move |store| store.trigger(&name)).await
+        store::blocking(&self.store, move |store| store.trigger(&name)).await
     }
 
     /// Registers a trigger and starts its worker unless its stored state says otherwise.
-    fn add_trigger(&self, def: Arc<TriggerDef>, record: Option<crate::store::TriggerRecord>) {
+    fn add_trigger(&self, def: Arc<TriggerDef>, record: Option<TriggerRecord>) {
         let feed = self
             .channels_lock()
             .get(&def.channel)
             .map(|entry| entry.feed.clone())
             .expect("the configuration checks that every trigger's channel is declared");
-        let live = match &record {
-            Some(record) => Live::from_record(record),
-            None => Live::unrecorded(&def),
-        };
-        let state = live.status.state;
+        let checkpoint = Checkpoint::new(&def, self.store.clone(), record.as_ref());
+        let progress = checkpoint.progress();
+        let state = progress.status.state;
         match state {
             State::Deleted => tracing::warn!(
                 trigger = %def.name,
                 "trigger was deleted over the admin API and stays deleted; remove it from the configuration file"
             ),
             State::Failed | State::Disabled => {
-                tracing::info!(trigger = %def.name, %state, position = %live.position, "trigger not started: enable it over the admin API")
+                tracing::info!(trigger = %def.name, %state, position = %progress.position, "trigger not started: enable it over the admin API")
             }
             State::Running | State::Exception => {
-                tracing::info!(trigger = %def.name, %state, position = %live.position, recorded = live.recorded, "starting trigger")
+                tracing::info!(trigger = %def.name, %state, position = %progress.position, recorded = progress.recorded, "starting trigger")
             }
         }
         let entry = Arc::new(TriggerEntry {
             shared: Arc::new(TriggerShared {
                 def: def.clone(),
-                live: Mutex::new(live),
+                checkpoint,
                 latency: LatencyHistogram::default(),
             }),
             feed,
@@ -313,7 +319,6 @@ impl Engine {
         let worker = Worker {
             shared: entry.shared.clone(),
             feed: entry.feed.clone(),
-            store: self.store.clone(),
             dispatcher: self.dispatcher.clone(),
             stop: stop.clone(),
             shutdown: self.shutdown.clone(),
@@ -337,8 +342,8 @@ impl Engine {
     }
 
     /// The trigger named `name`, deleted ones included.
-    fn entry(&self, name: &str) -> Result<Arc<TriggerEntry>, ControlError> {
-        let not_found = || ControlError::NotFound(format!("no trigger named `{name}`"));
+    fn entry(&self, name: &str) -> Result<Arc<TriggerEntry>, RequestError> {
+        let not_found = || RequestError::NoSuchTrigger(name.to_owned());
         let name = TriggerName::new(name).map_err(|_| not_found())?;
         self.triggers_lock()
             .get(&name)
@@ -347,58 +352,41 @@ impl Engine {
     }
 
     /// The trigger named `name`, refusing a deleted one.
-    fn live_entry(&self, name: &str) -> Result<Arc<TriggerEntry>, ControlError> {
+    fn live_entry(&self, name: &str) -> Result<Arc<TriggerEntry>, RequestError> {
         let entry = self.entry(name)?;
-        if entry.shared.live().status.state == State::Deleted {
-            return Err(deleted(name));
+        if entry.shared.checkpoint.state() == State::Deleted {
+            return Err(CommandError::Deleted(entry.shared.def.name.clone()).into());
         }
         Ok(entry)
     }
 
-    fn status_of(entry: &TriggerEntry) -> Option<TriggerStatus> {
+    fn snapshot_of(entry: &TriggerEntry) -> TriggerSnapshot {
         let def = &entry.shared.def;
-        let live = entry.shared.live().clone();
-        let state = TriggerState::from_state(live.status.state)?;
+        let mut progress = entry.shared.checkpoint.progress();
         let chain_height = entry.feed.height();
         // A new `latest` trigger starts at the chain height it first sees: show that rather than block 0.
-        let position = match (live.recorded, def.start, chain_height) {
-            (false, config::StartPosition::Latest, Some(height)) => Position::block_start(height),
-            _ => live.position,
-        };
-        let position = admin::Position::from(position);
-        Some(TriggerStatus {
-            name: def.name.to_string(),
-            channel: def.channel.to_string(),
-            event_type: selector(def.selector),
+        if let (false, config::StartPosition::Latest, Some(height)) =
+            (progress.recorded, def.start, chain_height)
+        {
+            progress.position = state::Position::block_start(height);
+        }
+        TriggerSnapshot {
+            name: def.name.clone(),
+            channel: def.channel.clone(),
+            selector: def.selector,
             target: def.target_label.clone(),
-            state,
-            block_height: position.block_height(),
-            position,
+            threshold: def.threshold,
+            progress,
             chain_height,
-            lag: position.lag(chain_height),
-            failure_count: live.status.failures,
-            failure_threshold: def.threshold.as_i64(),
-            last_error: live.status.last_error.map(|message| LastError {
-                message,
-                at: live.last_error_at.unwrap_or_else(Utc::now),
-            }),
-            delivered: live.delivered,
-            discarded: live.discarded,
-            retries: live.retries,
-            enabled_at: live.enabled_at,
-        })
+        }
     }
 
-    /// Applies an operator command: stop the worker, transition, write, restart when the new state pushes.
-    async fn command(
-        &self,
-        name: &str,
-        command: Command,
-    ) -> Result<Option<TriggerStatus>, ControlError> {
+    /// Applies an operator command to a trigger: stop its worker (the event in flight is abandoned and pushed
+    /// again if the trigger resumes from its position), apply the transition through the trigger's checkpoint,
+    /// start a worker when the transition says so. Returns the trigger's snapshot afterwards.
+    async fn command(&self, name: &str, command: Command) -> Result<TriggerSnapshot, RequestError> {
         if self.shutdown.is_cancelled() {
-            return Err(ControlError::Unavailable(
-                "the daemon is shutting down".into(),
-            ));
+            return Err(RequestError::ShuttingDown);
         }
         let entry = self.live_entry(name)?;
         let mut slot = entry.worker.lock().await;
@@ -406,70 +394,21 @@ impl Engine {
             worker.stop.cancel();
             let _ = worker.join.await;
         }
-        let result = self.apply_command(&entry, command).await;
-        if entry.shared.live().status.state.pushes() && !self.shutdown.is_cancelled() {
+        let applied = entry
+            .shared
+            .checkpoint
+            .command(&entry.shared.def, command, entry.feed.height())
+            .await;
+        let start = match &applied {
+            Ok(transition) => transition.effects.contains(&Effect::StartWorker),
+            // Nothing changed: the trigger goes on as it was.
+            Err(_) => entry.shared.checkpoint.state().pushes(),
+        };
+        if start && !self.shutdown.is_cancelled() {
             *slot = Some(self.spawn_worker(&entry));
         }
-        result?;
-        Ok(Self::status_of(&entry))
-    }
-
-    async fn apply_command(
-        &self,
-        entry: &TriggerEntry,
-        command: Command,
-    ) -> Result<(), ControlError> {
-        let def = &entry.shared.def;
-        let live = entry.shared.live().clone();
-        let transition =
-            state::on_command(&live.status, command).map_err(|_| deleted(def.name.as_str()))?;
-        let latest = || {
-            entry.feed.height().map(Position::block_start).ok_or_else(|| {
-                ControlError::Unavailable(format!(
-                    "the height of channel `{}` is not known yet (no block received); try again, or enable from a block number",
-                    def.channel
-                ))
-            })
-        };
-        // A trigger seen for the first time has no stored position yet: its configured start is it.
-        let stored = if live.recorded {
-            live.position
-        } else {
-            match def.start {
-                config::StartPosition::Block(block) => Position::block_start(block),
-                config::StartPosition::Latest => latest()?,
-            }
-        };
-        let at = match command {
-            Command::Enable(state::EnableFrom::Latest) => latest()?,
-            Command::Enable(state::EnableFrom::Block(block)) => Position::block_start(block),
-            Command::Enable(state::EnableFrom::Stored) | Command::Disable | Command::Delete => {
-                stored
-            }
-        };
-        let status = transition.status;
-        let now = SystemTime::now();
-        let (name, saved, recorded) = (def.name.clone(), status.clone(), live.recorded);
-        // The in-memory position is never ahead of an unrecorded outcome (it may be ahead of the store on
-        // events that pushed nothing): writing it keeps the store in step with what the API showed.
-        blocking(&self.store, move |store| {
-            if !recorded {
-                store.ensure_trigger(&name, &saved, stored, now)?;
-            }
-            store.save_status(&name, &saved, Some(at), now)
-        })
-        .await
-        .map_err(|e| ControlError::Internal(e.to_string()))?;
-        tracing::info!(trigger = %def.name, ?command, from = %live.status.state, to = %status.state, position = %at, "trigger command applied");
-        let mut live = entry.shared.live();
-        live.recorded = true;
-        live.status = status;
-        live.position = at;
-        live.last_error_at = None;
-        if matches!(command, Command::Enable(_)) {
-            live.enabled_at = Some(DateTime::<Utc>::from(now));
-        }
-        Ok(())
+        applied?;
+        Ok(Self::snapshot_of(&entry))
     }
 
     /// Stops a trigger's worker and forgets the trigger (its stored record stays).
@@ -483,24 +422,21 @@ impl Engine {
         }
     }
 
-    async fn reload_from(&self, config: &Config) -> Result<ReloadReport, ControlError> {
+    async fn reload_from(&self, config: &Config) -> Result<Reloaded, RequestError> {
         let plan = self
             .plan(config)
-            .map_err(|e| ControlError::ConfigRejected(e.to_string()))?;
-        let mut report = ReloadReport::default();
+            .map_err(|e| RequestError::ConfigRejected(e.to_string()))?;
+        let mut report = Reloaded::default();
 
         // Channels: new ones start, changed ones restart (with their triggers), removed ones stop.
-        let mut restarted_channels = Vec::new();
-        let old_channels: Vec<(ChannelName, String)> = self
+        let restarted_channels: Vec<ChannelName> = self
             .channels_lock()
             .iter()
-            .map(|(name, entry)| (name.clone(), entry.fingerprint.clone()))
+            .filter(|(name, entry)| {
+                plan.channels.get(*name).map(|(source, _)| source) != Some(&entry.source)
+            })
+            .map(|(name, _)| name.clone())
             .collect();
-        for (name, fingerprint) in &old_channels {
-            if plan.channels.get(name).map(|(f, _)| f) != Some(fingerprint) {
-                restarted_channels.push(name.clone());
-            }
-        }
         // Triggers on a channel that goes away or restarts stop first.
         let current: Vec<(TriggerName, Arc<TriggerEntry>)> = self
             .triggers_lock()
@@ -514,30 +450,26 @@ impl Engine {
         let mut toggled = Vec::new();
         for (name, entry) in &current {
             let channel_restarts = restarted_channels.contains(&entry.shared.def.channel);
+            let deleted = entry.shared.checkpoint.state() == State::Deleted;
             match planned.get(name) {
                 None => {
                     self.remove_trigger(name).await;
-                    report.removed.push(name.to_string());
+                    report.removed.push(name.clone());
                 }
-                Some(def)
-                    if channel_restarts || def.fingerprint != entry.shared.def.fingerprint =>
-                {
+                Some(def) if channel_restarts || def.source != entry.shared.def.source => {
                     self.remove_trigger(name).await;
-                    if entry.shared.live().status.state == State::Deleted {
-                        report.still_deleted.push(name.to_string());
+                    if deleted {
+                        report.still_deleted.push(name.clone());
                     } else {
-                        report.changed.push(name.to_string());
+                        report.changed.push(name.clone());
                         if def.enabled != entry.shared.def.enabled {
                             toggled.push((name.clone(), def.enabled));
                         }
                     }
                     to_start.push(Arc::clone(def));
                 }
-                Some(_) => {
-                    if entry.shared.live().status.state == State::Deleted {
-                        report.still_deleted.push(name.to_string());
-                    }
-                }
+                Some(_) if deleted => report.still_deleted.push(name.clone()),
+                Some(_) => {}
             }
         }
         for name in &restarted_channels {
@@ -545,18 +477,14 @@ impl Engine {
                 entry.stop.cancel();
             }
         }
-        for (name, (fingerprint, channel)) in &plan.channels {
+        for (name, (source, channel)) in &plan.channels {
             if !self.channels_lock().contains_key(name) {
                 let mut records = Vec::new();
                 for def in plan.triggers.iter().filter(|def| &def.channel == name) {
-                    let record = self
-                        .read_record(&def.name)
-                        .await
-                        .map_err(|e| ControlError::Internal(e.to_string()))?;
-                    records.push((def.clone(), record));
+                    records.push((def.clone(), self.read_record(&def.name).await?));
                 }
                 let positions = start_blocks(name, &records);
-                self.start_channel(name, fingerprint, channel, &plan.instance_id, positions);
+                self.start_channel(name, source, channel, &plan.instance_id, positions);
             }
         }
         for def in &plan.triggers {
@@ -565,16 +493,13 @@ impl Engine {
             }
         }
         for def in to_start {
-            let record = self
-                .read_record(&def.name)
-                .await
-                .map_err(|e| ControlError::Internal(e.to_string()))?;
+            let record = self.read_record(&def.name).await?;
             let is_new = !current.iter().any(|(name, _)| name == &def.name);
             if is_new {
-                if record.as_ref().is_some_and(crate::store::is_deleted) {
-                    report.still_deleted.push(def.name.to_string());
+                if record.as_ref().is_some_and(store::is_deleted) {
+                    report.still_deleted.push(def.name.clone());
                 } else {
-                    report.added.push(def.name.to_string());
+                    report.added.push(def.name.clone());
                 }
             }
             self.add_trigger(def, record);
@@ -588,7 +513,7 @@ impl Engine {
             let state = self
                 .triggers_lock()
                 .get(&name)
-                .map(|entry| entry.shared.live().status.state);
+                .map(|entry| entry.shared.checkpoint.state());
             let needed = match state {
                 Some(State::Disabled) => enabled,
                 Some(State::Running | State::Exception | State::Failed) => !enabled,
@@ -613,8 +538,8 @@ impl Engine {
     async fn repush(
         &self,
         entry: &TriggerEntry,
-        letter: crate::store::DeadLetter,
-    ) -> Result<RepushResult, ControlError> {
+        letter: DeadLetter,
+    ) -> Result<Repushed, RequestError> {
         let def = &entry.shared.def;
         let id = u64::try_from(letter.id).unwrap_or_default();
         let key = PushKey {
@@ -622,36 +547,165 @@ impl Engine {
             event_id: &letter.letter.event_id,
             output: usize::try_from(letter.letter.output).unwrap_or(usize::MAX),
         };
-        let outcome = self
+        let delivery = self
             .dispatcher
             .deliver(&def.target, &letter.letter.payload, &key, &def.retry)
             .await;
-        let error = match outcome {
+        let error = match delivery {
             Delivery::Delivered { .. } => {
                 let stored_id = letter.id;
-                blocking(&self.store, move |store| {
+                store::blocking(&self.store, move |store| {
                     store.mark_repushed(stored_id, SystemTime::now())
                 })
-                .await
-                .map_err(|e| ControlError::Internal(e.to_string()))?;
+                .await?;
                 tracing::info!(trigger = %def.name, dead_letter = id, event = %letter.letter.event_id, "dead letter re-pushed");
                 None
             }
             Delivery::Discarded { last_error, .. } => Some(last_error),
             Delivery::Blocked { reason, .. } => Some(reason),
         };
-        Ok(RepushResult {
-            id,
-            delivered: error.is_none(),
-            error,
+        Ok(Repushed { id, error })
+    }
+
+    /// Every trigger that is not deleted, by name.
+    pub fn triggers(&self) -> Vec<TriggerSnapshot> {
+        let entries: Vec<Arc<TriggerEntry>> = self.triggers_lock().values().cloned().collect();
+        entries
+            .iter()
+            .filter(|entry| entry.shared.checkpoint.state() != State::Deleted)
+            .map(|entry| Self::snapshot_of(entry))
+            .collect()
+    }
+
+    /// One trigger, unless it is unknown or deleted.
+    pub fn trigger(&self, name: &str) -> Option<TriggerSnapshot> {
+        self.live_entry(name)
+            .ok()
+            .map(|entry| Self::snapshot_of(&entry))
+    }
+
+    /// Starts (or restarts) pushing the trigger's events from `from`, with its failure count reset.
+    pub async fn enable(
+        &self,
+        name: &str,
+        from: state::EnableFrom,
+    ) -> Result<TriggerSnapshot, RequestError> {
+        self.command(name, Command::Enable(from)).await
+    }
+
+    /// Stops pushing the trigger's events; those meanwhile are dropped.
+    pub async fn disable(&self, name: &str) -> Result<TriggerSnapshot, RequestError> {
+        self.command(name, Command::Disable).await
+    }
+
+    /// Deletes the trigger for good (it stays deleted across restarts while its entry remains in the file).
+    pub async fn delete(&self, name: &str) -> Result<(), RequestError> {
+        self.command(name, Command::Delete).await.map(|_| ())
+    }
+
+    /// The trigger's dead letters with an id above `after`, oldest first, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, RequestError> {
+        let entry = self.live_entry(name)?;
+        let trigger = entry.shared.def.name.clone();
+        let stored = store::blocking(&self.store, move |store| {
+            store.dead_letters(&DeadLetterQuery {
+                trigger: Some(&trigger),
+                include_repushed: true,
+                limit: None,
+            })
         })
+        .await?;
+        Ok(stored
+            .into_iter()
+            .filter(|letter| {
+                after.is_none_or(|after| letter.id > i64::try_from(after).unwrap_or(i64::MAX))
+            })
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    /// Pushes one dead letter of the trigger again, to its current target with its retry policy.
+    pub async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<Repushed, RequestError> {
+        let entry = self.live_entry(name)?;
+        let not_found = || RequestError::NoSuchDeadLetter {
+            trigger: entry.shared.def.name.clone(),
+            id,
+        };
+        let stored_id = i64::try_from(id).map_err(|_| not_found())?;
+        let letter = store::blocking(&self.store, move |store| store.dead_letter(stored_id))
+            .await?
+            .filter(|letter| letter.trigger == entry.shared.def.name)
+            .ok_or_else(not_found)?;
+        self.repush(&entry, letter).await
+    }
+
+    /// Pushes every dead letter of the trigger not yet re-pushed again, oldest first.
+    pub async fn repush_all_dead_letters(&self, name: &str) -> Result<Vec<Repushed>, RequestError> {
+        let entry = self.live_entry(name)?;
+        let trigger = entry.shared.def.name.clone();
+        let letters = store::blocking(&self.store, move |store| {
+            store.dead_letters(&DeadLetterQuery {
+                trigger: Some(&trigger),
+                include_repushed: false,
+                limit: None,
+            })
+        })
+        .await?;
+        let mut results = Vec::with_capacity(letters.len());
+        for letter in letters {
+            results.push(self.repush(&entry, letter).await?);
+        }
+        Ok(results)
+    }
+
+    /// Re-reads the configuration file and applies the differences; a file that does not load changes nothing.
+    pub async fn reload(&self) -> Result<Reloaded, RequestError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RequestError::ShuttingDown);
+        }
+        let _one_at_a_time = self.reloading.lock().await;
+        let config = Config::load(&self.config_path)
+            .and_then(|config| config.check_environment().map(|()| config))
+            .map_err(|error: ConfigError| {
+                tracing::warn!(file = %self.config_path.display(), %error, "configuration rejected; nothing changed");
+                RequestError::ConfigRejected(error.to_string())
+            })?;
+        self.reload_from(&config).await
+    }
+
+    /// Every configured channel, by name.
+    pub fn channels(&self) -> Vec<ChannelSnapshot> {
+        self.channels_lock()
+            .values()
+            .map(|entry| entry.feed.snapshot())
+            .collect()
+    }
+
+    /// The invoke latency histogram of every trigger that is not deleted.
+    pub fn invoke_latencies(&self) -> Vec<(TriggerName, HistogramSnapshot)> {
+        let entries: Vec<Arc<TriggerEntry>> = self.triggers_lock().values().cloned().collect();
+        entries
+            .iter()
+            .filter(|entry| entry.shared.checkpoint.state() != State::Deleted)
+            .map(|entry| {
+                (
+                    entry.shared.def.name.clone(),
+                    entry.shared.latency.snapshot(),
+                )
+            })
+            .collect()
     }
 }
 
 /// The blocks a channel's pushing triggers start at (their stored positions).
 fn start_blocks(
     channel: &ChannelName,
-    records: &[(Arc<TriggerDef>, Option<crate::store::TriggerRecord>)],
+    records: &[(Arc<TriggerDef>, Option<TriggerRecord>)],
 ) -> Vec<u64> {
     records
         .iter()
@@ -660,323 +714,4 @@ fn start_blocks(
         .filter(|record| record.status.state.pushes())
         .map(|record| record.position.block)
         .collect()
-}
-
-fn deleted(name: &str) -> ControlError {
-    ControlError::Conflict(format!(
-        "trigger `{name}` was deleted; a deleted trigger cannot be changed (remove it from the configuration file)"
-    ))
-}
-
-fn selector(selector: config::EventSelector) -> admin::EventSelector {
-    use crate::events::EventType;
-    match selector {
-        config::EventSelector::All => admin::EventSelector::All,
-        config::EventSelector::Only(EventType::Block) => admin::EventSelector::Block,
-        config::EventSelector::Only(EventType::Tx) => admin::EventSelector::Tx,
-        config::EventSelector::Only(EventType::Contract) => admin::EventSelector::Contract,
-        config::EventSelector::Only(EventType::Config) => admin::EventSelector::Config,
-    }
-}
-
-/// The target as operators see it, without secrets: `fc:embedded/demo/echo`, `http:POST https://host/path`.
-pub fn target_label(target: &config::Target) -> String {
-    match target {
-        config::Target::FunctionCompute(fc) => {
-            let endpoint = match fc.endpoint.get_ref() {
-                FcEndpoint::Embedded => "embedded".to_owned(),
-                FcEndpoint::Url(url) => url.host_str().unwrap_or("?").to_owned(),
-            };
-            let qualifier = fc
-                .qualifier
-                .as_ref()
-                .map(|q| format!(".{q}"))
-                .unwrap_or_default();
-            format!("fc:{endpoint}/{}{qualifier}/{}", fc.service, fc.function)
-        }
-        config::Target::Http(http) => {
-            let mut url = http.url.clone();
-            let _ = url.set_password(None);
-            let _ = url.set_username("");
-            url.set_query(None);
-            let method = match http.method {
-                config::HttpMethod::Get => "GET",
-                config::HttpMethod::Post => "POST",
-            };
-            format!("http:{method} {url}")
-        }
-    }
-}
-
-/// A configuration value's text without its source locations: moving an entry in the file is not a change.
-pub fn fingerprint(value: &impl std::fmt::Debug) -> String {
-    let text = format!("{value:?}");
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("span: ") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + "span: ".len()..];
-        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let first = digits(after);
-        let range_end = after[first..]
-            .strip_prefix("..")
-            .map(|tail| first + 2 + digits(tail));
-        match range_end {
-            Some(end) if first > 0 => {
-                rest = after[end..].strip_prefix(", ").unwrap_or(&after[end..]);
-            }
-            _ => {
-                out.push_str("span: ");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-impl EngineControl for Engine {
-    async fn triggers(&self) -> Vec<TriggerStatus> {
-        let entries: Vec<Arc<TriggerEntry>> = self.triggers_lock().values().cloned().collect();
-        entries
-            .iter()
-            .filter_map(|entry| Self::status_of(entry))
-            .collect()
-    }
-
-    async fn trigger(&self, name: &str) -> Option<TriggerStatus> {
-        self.entry(name)
-            .ok()
-            .and_then(|entry| Self::status_of(&entry))
-    }
-
-    async fn enable(
-        &self,
-        name: &str,
-        from: admin::EnableFrom,
-    ) -> Result<TriggerStatus, ControlError> {
-        self.command(name, Command::Enable(from.into()))
-            .await?
-            .ok_or_else(|| deleted(name))
-    }
-
-    async fn disable(&self, name: &str) -> Result<TriggerStatus, ControlError> {
-        self.command(name, Command::Disable)
-            .await?
-            .ok_or_else(|| deleted(name))
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), ControlError> {
-        self.command(name, Command::Delete).await.map(|_| ())
-    }
-
-    async fn dead_letters(
-        &self,
-        name: &str,
-        after: Option<u64>,
-        limit: u32,
-    ) -> Result<Vec<admin::DeadLetter>, ControlError> {
-        let entry = self.live_entry(name)?;
-        let trigger = entry.shared.def.name.clone();
-        let stored = blocking(&self.store, move |store| {
-            store.dead_letters(&DeadLetterQuery {
-                trigger: Some(&trigger),
-                include_repushed: true,
-                limit: None,
-            })
-        })
-        .await
-        .map_err(|e| ControlError::Internal(e.to_string()))?;
-        stored
-            .into_iter()
-            .filter(|letter| {
-                after.is_none_or(|after| letter.id > i64::try_from(after).unwrap_or(i64::MAX))
-            })
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(admin::DeadLetter::try_from)
-            .collect()
-    }
-
-    async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<RepushResult, ControlError> {
-        let entry = self.live_entry(name)?;
-        let not_found =
-            || ControlError::NotFound(format!("trigger `{name}` has no dead letter {id}"));
-        let stored_id = i64::try_from(id).map_err(|_| not_found())?;
-        let letter = blocking(&self.store, move |store| store.dead_letter(stored_id))
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
-            .filter(|letter| letter.trigger == entry.shared.def.name)
-            .ok_or_else(not_found)?;
-        self.repush(&entry, letter).await
-    }
-
-    async fn repush_all_dead_letters(&self, name: &str) -> Result<Vec<RepushResult>, ControlError> {
-        let entry = self.live_entry(name)?;
-        let trigger = entry.shared.def.name.clone();
-        let letters = blocking(&self.store, move |store| {
-            store.dead_letters(&DeadLetterQuery {
-                trigger: Some(&trigger),
-                include_repushed: false,
-                limit: None,
-            })
-        })
-        .await
-        .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let mut outcomes = Vec::with_capacity(letters.len());
-        for letter in letters {
-            outcomes.push(self.repush(&entry, letter).await?);
-        }
-        Ok(outcomes)
-    }
-
-    async fn reload(&self) -> Result<ReloadReport, ControlError> {
-        if self.shutdown.is_cancelled() {
-            return Err(ControlError::Unavailable(
-                "the daemon is shutting down".into(),
-            ));
-        }
-        let _one_at_a_time = self.reloading.lock().await;
-        let config = Config::load(&self.config_path)
-            .and_then(|config| config.check_environment().map(|()| config))
-            .map_err(|error: ConfigError| {
-                tracing::warn!(file = %self.config_path.display(), %error, "configuration rejected; nothing changed");
-                ControlError::ConfigRejected(error.to_string())
-            })?;
-        self.reload_from(&config).await
-    }
-
-    async fn channels(&self) -> Vec<ChannelStatus> {
-        self.channels_lock()
-            .values()
-            .map(|entry| entry.feed.status())
-            .collect()
-    }
-
-    async fn invoke_latencies(&self) -> Vec<InvokeLatency> {
-        let entries: Vec<Arc<TriggerEntry>> = self.triggers_lock().values().cloned().collect();
-        entries
-            .iter()
-            .filter(|entry| entry.shared.live().status.state != State::Deleted)
-            .map(|entry| InvokeLatency {
-                trigger: entry.shared.def.name.to_string(),
-                histogram: entry.shared.latency.snapshot(),
-            })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_ignore_source_locations_only() {
-        let a = "Trigger { name: Spanned { span: 10..20, value: \"a\" }, start: Latest }";
-        let b = "Trigger { name: Spanned { span: 110..120, value: \"a\" }, start: Latest }";
-        let c = "Trigger { name: Spanned { span: 10..20, value: \"b\" }, start: Latest }";
-        assert_eq!(fingerprint(&RawDebug(a)), fingerprint(&RawDebug(b)));
-        assert_ne!(fingerprint(&RawDebug(a)), fingerprint(&RawDebug(c)));
-        assert_eq!(
-            fingerprint(&RawDebug("x: \"span: here\"")),
-            "x: \"span: here\""
-        );
-    }
-
-    const CHANNEL: &str = r#"
-instance_id = "t"
-database = "state.sqlite"
-[admin]
-token = { env = "TOKEN" }
-[runtime]
-enabled = true
-[[channels]]
-name = "mychannel"
-msp_id = "Org1MSP"
-certificate = "cert.pem"
-key = "key.pem"
-[[channels.peers]]
-address = "peer0:7051"
-plaintext = true
-"#;
-
-    const FIRST: &str = r#"
-[[triggers]]
-name = "first"
-channel = "mychannel"
-event = "Tx"
-filter = 'select(.content.state == "VALID")'
-[triggers.target.http]
-url = "https://user:pass@hooks.example.com/tx?key=secret"
-"#;
-
-    const SECOND: &str = r#"
-[[triggers]]
-name = "second"
-channel = "mychannel"
-event = "*"
-[triggers.target.function_compute]
-endpoint = "embedded"
-service = "demo"
-function = "echo"
-qualifier = "prod"
-"#;
-
-    fn parse(text: &str) -> Config {
-        Config::parse(text, Path::new("/etc/ct/test.toml")).expect("a valid configuration")
-    }
-
-    fn trigger<'a>(config: &'a Config, name: &str) -> &'a config::Trigger {
-        config
-            .triggers
-            .iter()
-            .find(|t| t.name.get_ref().as_str() == name)
-            .expect("the trigger is configured")
-    }
-
-    #[test]
-    fn moving_a_trigger_in_the_file_is_not_a_change_editing_it_is() {
-        let before = parse(&format!("{CHANNEL}{FIRST}{SECOND}"));
-        let moved = parse(&format!("{CHANNEL}{SECOND}{FIRST}"));
-        let edited = parse(&format!(
-            "{CHANNEL}{}{SECOND}",
-            FIRST.replace("VALID", "MVCC_READ_CONFLICT")
-        ));
-        for name in ["first", "second"] {
-            assert_eq!(
-                fingerprint(trigger(&before, name)),
-                fingerprint(trigger(&moved, name)),
-                "{name}"
-            );
-        }
-        assert_ne!(
-            fingerprint(trigger(&before, "first")),
-            fingerprint(trigger(&edited, "first"))
-        );
-        assert_eq!(
-            fingerprint(trigger(&before, "second")),
-            fingerprint(trigger(&edited, "second"))
-        );
-    }
-
-    #[test]
-    fn target_labels_name_the_target_without_secrets() {
-        let config = parse(&format!("{CHANNEL}{FIRST}{SECOND}"));
-        assert_eq!(
-            target_label(&trigger(&config, "first").target),
-            "http:POST https://hooks.example.com/tx"
-        );
-        assert_eq!(
-            target_label(&trigger(&config, "second").target),
-            "fc:embedded/demo.prod/echo"
-        );
-    }
-
-    /// Formats as the text it holds, to feed [`fingerprint`] any Debug text.
-    struct RawDebug(&'static str);
-
-    impl std::fmt::Debug for RawDebug {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
 }

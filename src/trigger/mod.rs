@@ -1,13 +1,28 @@
-//! Triggers: the state machine and failure accounting (pure, `state`), how an event's payload outcomes make one
-//! event outcome (pure, `outcome`), the channel feeds that decode each block once for every trigger (`channel`,
-//! `window`), the per-trigger workers (`worker`) and the engine that runs them and answers the admin API
-//! (`engine`).
+//! Triggers: from a channel's blocks to pushed events, one trigger at a time.
+//!
+//! | module | what | I/O |
+//! |---|---|---|
+//! | [`state`] | the state machine and failure accounting | pure |
+//! | [`outcome`] | how an event's payload deliveries make one event outcome | pure |
+//! | [`def`] | a trigger's definition, ready to run (filter compiled, target resolved) | secrets read once |
+//! | [`window`] | a channel's recent blocks, decoded once for every trigger | pure |
+//! | [`checkpoint`] | one trigger's progress and the only writer of its store record | store |
+//! | [`channel`] | a channel's feed: one Deliver stream, decode, window, height | network |
+//! | [`worker`] | one trigger's worker: blocks in, filter, push, record | network, store |
+//! | [`engine`] | every channel and trigger, operators' commands, reload | all of it |
+//! | [`status`], [`latency`] | what the engine reports | none |
+//!
+//! Lower modules never reach up: the admin API maps the engine's [`status`] types to its own JSON.
 
 pub mod channel;
+pub mod checkpoint;
+pub mod def;
 pub mod engine;
+pub mod latency;
 pub mod outcome;
 pub mod state;
+pub mod status;
 pub mod window;
 pub mod worker;
 
-pub use engine::{Engine, EngineError, EngineOptions};
+pub use engine::{Engine, EngineError, EngineOptions, RequestError};

@@ -154,21 +154,23 @@ pub enum EnableFrom {
     Block(u64),
 }
 
-/// What the engine must do after a transition, in order.
+/// What must happen after a transition, in order. The trigger's checkpoint applies the effects on its progress
+/// (dead letters, position), its worker the ones on pushing (hold the event, stop), the engine the one on the
+/// worker's life (start it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Record a dead letter for the event, with this error.
-    WriteDeadLetter { error: String },
+    /// Keep the event's discarded payloads as dead letters.
+    WriteDeadLetters,
     /// The event is done: move the position past it.
     AdvancePosition,
     /// Keep the position and push the same event again after the Exception delay.
     RetryLater,
     /// Stop the trigger's worker (it must not push anything more).
     StopWorker,
-    /// Start (or restart) the trigger's worker from there.
-    StartWorker { from: EnableFrom },
-    /// Mark the trigger deleted in the store, for good.
-    MarkDeleted,
+    /// Move the position to where the operator enables the trigger from.
+    MoveTo(EnableFrom),
+    /// Start a worker for the trigger (commands are applied while none runs).
+    StartWorker,
 }
 
 /// The new status and what to do.
@@ -180,12 +182,10 @@ pub struct Transition {
     pub effects: Vec<Effect>,
 }
 
-/// Why a command was refused.
+/// Why a command was refused: the trigger was deleted, and a deleted trigger cannot be changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("the trigger was deleted; a deleted trigger cannot be changed")]
-    Deleted,
-}
+#[error("the trigger was deleted; a deleted trigger cannot be changed")]
+pub struct TriggerDeleted;
 
 /// The transition for an event's outcome.
 pub fn on_outcome(
@@ -206,12 +206,7 @@ pub fn on_outcome(
         (State::Running | State::Exception, EventOutcome::Discarded { error }) => {
             next.failures = status.failures.saturating_add(1);
             next.last_error = Some(error.clone());
-            let mut effects = vec![
-                Effect::WriteDeadLetter {
-                    error: error.clone(),
-                },
-                Effect::AdvancePosition,
-            ];
+            let mut effects = vec![Effect::WriteDeadLetters, Effect::AdvancePosition];
             if threshold.is_exceeded_by(next.failures) {
                 next.state = State::Failed;
                 effects.push(Effect::StopWorker);
@@ -227,12 +222,9 @@ pub fn on_outcome(
         }
         // An outcome of an event that was in flight when the trigger stopped: recorded, nothing more.
         (State::Failed | State::Disabled, EventOutcome::Delivered) => vec![Effect::AdvancePosition],
-        (State::Failed | State::Disabled, EventOutcome::Discarded { error }) => vec![
-            Effect::WriteDeadLetter {
-                error: error.clone(),
-            },
-            Effect::AdvancePosition,
-        ],
+        (State::Failed | State::Disabled, EventOutcome::Discarded { .. }) => {
+            vec![Effect::WriteDeadLetters, Effect::AdvancePosition]
+        }
         (State::Failed | State::Disabled, EventOutcome::Blocked { .. }) => Vec::new(),
     };
     Transition {
@@ -241,49 +233,35 @@ pub fn on_outcome(
     }
 }
 
-/// The transition for an operator's command.
-pub fn on_command(status: &Status, command: Command) -> Result<Transition, CommandError> {
+/// The transition for an operator's command. Commands are applied to a quiescent trigger: the engine stops its
+/// worker first (the event in flight is abandoned, its outcome not recorded), so no outcome races a command.
+pub fn on_command(status: &Status, command: Command) -> Result<Transition, TriggerDeleted> {
     if status.state == State::Deleted {
-        return Err(CommandError::Deleted);
+        return Err(TriggerDeleted);
     }
-    let stop_if_pushing = || {
-        if status.state.pushes() {
-            vec![Effect::StopWorker]
-        } else {
-            Vec::new()
-        }
-    };
     let (status, effects) = match command {
         Command::Disable => (
             Status {
                 state: State::Disabled,
                 ..status.clone()
             },
-            stop_if_pushing(),
+            Vec::new(),
         ),
-        Command::Enable(from) => {
-            let mut effects = stop_if_pushing();
-            effects.push(Effect::StartWorker { from });
-            (
-                Status {
-                    state: State::Running,
-                    failures: 0,
-                    last_error: None,
-                },
-                effects,
-            )
-        }
-        Command::Delete => {
-            let mut effects = stop_if_pushing();
-            effects.push(Effect::MarkDeleted);
-            (
-                Status {
-                    state: State::Deleted,
-                    ..status.clone()
-                },
-                effects,
-            )
-        }
+        Command::Enable(from) => (
+            Status {
+                state: State::Running,
+                failures: 0,
+                last_error: None,
+            },
+            vec![Effect::MoveTo(from), Effect::StartWorker],
+        ),
+        Command::Delete => (
+            Status {
+                state: State::Deleted,
+                ..status.clone()
+            },
+            Vec::new(),
+        ),
     };
     Ok(Transition { status, effects })
 }

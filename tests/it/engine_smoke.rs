@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chaintrigger::admin::{EngineControl as _, TriggerState};
+use chaintrigger::admin::{EngineControl, TriggerState};
 use chaintrigger::app::{App, AppOptions};
 use chaintrigger::config::{Config, TriggerName};
 use chaintrigger::events::{EventType, ExtractOptions, extract};
@@ -208,7 +208,9 @@ function = "txs"
     let deadline = Instant::now() + Duration::from_secs(60);
     while !txs_started {
         assert!(Instant::now() < deadline, "txs never started");
-        let status = engine.trigger("txs").await.expect("txs is listed");
+        let status = EngineControl::trigger(engine.as_ref(), "txs")
+            .await
+            .expect("txs is listed");
         txs_started = status.chain_height == Some(recorded)
             && status.position.block == recorded
             && SqliteStore::open(&database)
@@ -246,7 +248,9 @@ function = "txs"
     let deadline = Instant::now() + Duration::from_secs(60);
     for name in ["blocks", "txs"] {
         loop {
-            let status = engine.trigger(name).await.expect("the trigger is listed");
+            let status = EngineControl::trigger(engine.as_ref(), name)
+                .await
+                .expect("the trigger is listed");
             if status.position.block == height {
                 break;
             }
@@ -258,18 +262,20 @@ function = "txs"
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let blocks = engine.trigger("blocks").await.expect("blocks is listed");
+    let blocks = EngineControl::trigger(engine.as_ref(), "blocks")
+        .await
+        .expect("blocks is listed");
     assert_eq!(blocks.state, TriggerState::Running);
     assert_eq!(blocks.delivered, 7);
     assert_eq!(blocks.chain_height, Some(height));
     assert_eq!(blocks.lag, Some(0));
-    let latencies = engine.invoke_latencies().await;
+    let latencies = EngineControl::invoke_latencies(engine.as_ref()).await;
     let blocks_latency = latencies
         .iter()
         .find(|l| l.trigger == "blocks")
         .expect("blocks has a histogram");
     assert_eq!(blocks_latency.histogram.count(), 7);
-    let channels = engine.channels().await;
+    let channels = EngineControl::channels(engine.as_ref()).await;
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].chain_height, Some(height));
     assert!(channels[0].peer.is_some(), "{channels:?}");
@@ -354,7 +360,7 @@ async fn a_trigger_slower_than_the_window_reads_behind_on_its_own_stream_without
         .expect("the daemon starts");
     let engine = app.engine();
     let deadline = Instant::now() + PATIENCE;
-    while engine.channels().await[0].chain_height != Some(height) {
+    while EngineControl::channels(engine.as_ref()).await[0].chain_height != Some(height) {
         assert!(
             Instant::now() < deadline,
             "the channel never reported its height"
@@ -380,7 +386,9 @@ async fn a_trigger_slower_than_the_window_reads_behind_on_its_own_stream_without
     // The last outcome is recorded just after the receiver answered.
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let slow = engine.trigger("slow").await.expect("slow is listed");
+        let slow = EngineControl::trigger(engine.as_ref(), "slow")
+            .await
+            .expect("slow is listed");
         if slow.position.block == height + 8 {
             assert_eq!(slow.lag, Some(0));
             assert_eq!(slow.delivered, 8);
@@ -427,14 +435,18 @@ async fn a_reload_applies_a_changed_enabled_setting() {
     receiver.wait_accepted("blocks", 1, PATIENCE).await;
 
     files.write_config(&network, &[spec(false)]);
-    let report = engine.reload().await.expect("the reload is accepted");
+    let report = EngineControl::reload(engine.as_ref())
+        .await
+        .expect("the reload is accepted");
     assert_eq!(report.changed, vec!["blocks".to_owned()]);
-    let status = engine.trigger("blocks").await.expect("listed");
+    let status = EngineControl::trigger(engine.as_ref(), "blocks")
+        .await
+        .expect("listed");
     assert_eq!(status.state, TriggerState::Disabled);
     network.generate(2);
 
     let deadline = Instant::now() + PATIENCE;
-    while engine.channels().await[0].chain_height != Some(height + 3) {
+    while EngineControl::channels(engine.as_ref()).await[0].chain_height != Some(height + 3) {
         assert!(
             Instant::now() < deadline,
             "the channel never saw the new blocks"
@@ -442,8 +454,12 @@ async fn a_reload_applies_a_changed_enabled_setting() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     files.write_config(&network, &[spec(true)]);
-    engine.reload().await.expect("the reload is accepted");
-    let status = engine.trigger("blocks").await.expect("listed");
+    EngineControl::reload(engine.as_ref())
+        .await
+        .expect("the reload is accepted");
+    let status = EngineControl::trigger(engine.as_ref(), "blocks")
+        .await
+        .expect("listed");
     assert_eq!(status.state, TriggerState::Running);
     // Enabled from the latest block: the blocks made while disabled are not pushed.
     network.generate(1);
