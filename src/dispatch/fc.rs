@@ -94,17 +94,15 @@ impl FcTarget {
     }
 }
 
-/// The async invocation id of a push: `ct_` and 64 hex digits of SHA-256 over the trigger name, the event id and
-/// the filter output's index. The same push always gets the same id (Function Compute then runs it once); two
-/// triggers, or two outputs of one filter, never share one. It satisfies FC's rule (letter or `_` first, then
-/// `[A-Za-z0-9_-]`, at most 128 characters).
+/// The async invocation id of a push: `ct_` and 64 hex digits of SHA-256 over the trigger name and the push's
+/// delivery id (channel, block, event index, output). The same push always gets the same id (Function Compute then
+/// runs it once); two events, two triggers, or two outputs of one filter never share one. It satisfies FC's rule
+/// (letter or `_` first, then `[A-Za-z0-9_-]`, at most 128 characters).
 pub fn stateful_invocation_id(key: &PushKey<'_>) -> String {
     let mut hash = Sha256::new();
     hash.update(key.trigger.as_bytes());
     hash.update(b"\n");
-    hash.update(key.event_id.as_bytes());
-    hash.update(b"\n");
-    hash.update(key.output.to_string().as_bytes());
+    hash.update(key.delivery_id().as_bytes());
     format!("ct_{}", hex::encode(hash.finalize()))
 }
 
@@ -128,7 +126,9 @@ mod tests {
 
     const KEY: PushKey<'static> = PushKey {
         trigger: "t1",
-        event_id: "tx-3-abc",
+        channel: "mychannel",
+        block: 3,
+        event_index: 1,
         output: 0,
     };
 
@@ -211,15 +211,27 @@ mod tests {
         };
         let other_output = PushKey { output: 1, ..KEY };
         let other_event = PushKey {
-            event_id: "tx-3-abd",
+            event_index: 2,
             ..KEY
         };
-        for other in [other_trigger, other_output, other_event] {
+        let other_block = PushKey { block: 4, ..KEY };
+        let other_channel = PushKey {
+            channel: "other",
+            ..KEY
+        };
+        for other in [
+            other_trigger,
+            other_output,
+            other_event,
+            other_block,
+            other_channel,
+        ] {
             assert_ne!(stateful_invocation_id(&other), id);
         }
         assert_eq!(
             stateful_invocation_id(&KEY),
             stateful_invocation_id(&KEY.clone())
         );
+        assert_eq!(KEY.delivery_id(), "mychannel/3/1/0");
     }
 }

@@ -21,10 +21,13 @@ use classify::{AttemptResult, ResponseSummary, TargetKind, TransportError, Verdi
 pub use fc::FcTarget;
 pub use http::{HttpAuth, HttpTarget};
 
-/// The header that carries the event id on every push, so receivers can de-duplicate.
+/// The header that carries the push's delivery id ([`PushKey::delivery_id`]) on every push, so receivers can
+/// de-duplicate.
 pub const EVENT_ID_HEADER: &str = "X-Chaintrigger-Event-Id";
 /// The header that carries the index of the filter output pushed (a filter may yield several per event).
 pub const OUTPUT_INDEX_HEADER: &str = "X-Chaintrigger-Output-Index";
+/// The header that names the trigger pushing, for receivers that serve several triggers.
+pub const TRIGGER_HEADER: &str = "X-Chaintrigger-Trigger";
 
 /// How long setting up a connection may take before the endpoint counts as unreachable. A connection still not
 /// set up when the attempt timeout ends counts as an attempt timeout instead, so keep attempt timeouts above this
@@ -34,15 +37,36 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most of a response body read: enough for any error message, bounded against huge answers.
 const MAX_BODY_READ: usize = 64 * 1024;
 
-/// What identifies one push: the same event through the same trigger and filter output is the same push.
+/// What identifies one push: the same event (by its place in the chain) through the same trigger and filter
+/// output is the same push, pushed again only after a crash or a retry.
+///
+/// The envelope's BaaS `id` (`tx-<block>-<txid>`) is not unique: a block may hold the same transaction twice (the
+/// second is marked DUPLICATE_TXID) and MESSAGE envelopes without a transaction id all get `tx-<block>-`. A
+/// receiver de-duplicating by it would drop real events, so pushes carry the event's place instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PushKey<'a> {
     /// The trigger pushing.
     pub trigger: &'a str,
-    /// The event's `id` (unique within the channel).
-    pub event_id: &'a str,
+    /// The channel the event is from.
+    pub channel: &'a str,
+    /// The block the event is in.
+    pub block: u64,
+    /// The event's index among its block's events (as in a trigger's position).
+    pub event_index: u32,
     /// Which of the filter's outputs for this event (0 for the first).
     pub output: usize,
+}
+
+impl PushKey<'_> {
+    /// `<channel>/<block>/<event index>/<output>`: unique for every payload a channel's events can yield, and the
+    /// same each time the same payload is pushed again. Sent as [`EVENT_ID_HEADER`]. (Channel names cannot hold a
+    /// `/`, so the parts never run into each other.)
+    pub fn delivery_id(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.channel, self.block, self.event_index, self.output
+        )
+    }
 }
 
 /// A trigger's target, ready to push to.
@@ -243,8 +267,9 @@ impl Dispatcher {
             }
         };
         let request = request
-            .header(EVENT_ID_HEADER, key.event_id)
-            .header(OUTPUT_INDEX_HEADER, key.output.to_string());
+            .header(EVENT_ID_HEADER, key.delivery_id())
+            .header(OUTPUT_INDEX_HEADER, key.output.to_string())
+            .header(TRIGGER_HEADER, key.trigger);
         let kind = target.kind();
         let exchange = async {
             let response = request.send().await.map_err(transport_error)?;
@@ -286,7 +311,7 @@ impl Dispatcher {
                     Some(delay) => {
                         tracing::debug!(
                             trigger = key.trigger,
-                            event = key.event_id,
+                            delivery = %key.delivery_id(),
                             attempts,
                             reason = %retryable.reason,
                             "push failed, retrying"

@@ -108,11 +108,71 @@ pub fn build_block(
     signer: &Identity,
     inputs: &BlockInputs<'_>,
 ) -> Bytes {
+    let envelopes: Vec<(Bytes, protos::TxValidationCode)> = transactions
+        .iter()
+        .zip(&inputs.nonces)
+        .map(|(tx, nonce)| (task_envelope(tx, signer, nonce, inputs), tx.validation_code))
+        .collect();
+    build_block_of(tip, &envelopes, signer, inputs)
+}
+
+/// A generated transaction's envelope, signed by `signer`, its id derived from `nonce`.
+pub fn task_envelope(
+    tx: &TaskTransaction,
+    signer: &Identity,
+    nonce: &[u8; 24],
+    inputs: &BlockInputs<'_>,
+) -> Bytes {
+    let creator = Bytes::from(signer.serialized());
+    transaction_envelope(tx, signer, &creator, nonce, inputs)
+}
+
+/// A MESSAGE envelope (header type 0) without a transaction id, as a client may submit and an orderer may put in a
+/// block; a peer marks it BAD_COMMON_HEADER. Its `data` is `text`.
+pub fn message_envelope(signer: &Identity, inputs: &BlockInputs<'_>, text: &str) -> Bytes {
+    let channel_header = common::ChannelHeader {
+        r#type: common::HeaderType::Message as i32,
+        version: 0,
+        timestamp: Some(inputs.timestamp),
+        channel_id: inputs.channel_id.to_owned(),
+        tx_id: String::new(),
+        epoch: 0,
+        extension: Bytes::new(),
+        tls_cert_hash: Bytes::new(),
+    };
+    let signature_header = common::SignatureHeader {
+        creator: Bytes::from(signer.serialized()),
+        nonce: Bytes::new(),
+    };
+    let payload = common::Payload {
+        header: Some(common::Header {
+            channel_header: channel_header.encode_to_vec().into(),
+            signature_header: signature_header.encode_to_vec().into(),
+        }),
+        data: Bytes::copy_from_slice(text.as_bytes()),
+    }
+    .encode_to_vec();
+    let signature = signer.sign(&payload);
+    common::Envelope {
+        payload: payload.into(),
+        signature: signature.into(),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// Builds the block after `tip` holding prepared envelopes with the validation codes a peer recorded for them,
+/// signed by `signer`. `inputs.nonces[0]` (or zeros) is the block signature's nonce.
+pub fn build_block_of(
+    tip: &ChainTip,
+    transactions: &[(Bytes, protos::TxValidationCode)],
+    signer: &Identity,
+    inputs: &BlockInputs<'_>,
+) -> Bytes {
     let creator = Bytes::from(signer.serialized());
     let envelopes: Vec<Bytes> = transactions
         .iter()
-        .zip(&inputs.nonces)
-        .map(|(tx, nonce)| transaction_envelope(tx, signer, &creator, nonce, inputs))
+        .map(|(envelope, _)| envelope.clone())
         .collect();
     let header = common::BlockHeader {
         number: tip.number + 1,
@@ -121,7 +181,7 @@ pub fn build_block(
     };
     let filter: Vec<u8> = transactions
         .iter()
-        .map(|tx| tx.validation_code as i32 as u8)
+        .map(|(_, code)| *code as i32 as u8)
         .collect();
     let commit_hash = {
         let mut hasher = Sha256::new();

@@ -544,7 +544,9 @@ impl Engine {
         let id = u64::try_from(letter.id).unwrap_or_default();
         let key = PushKey {
             trigger: def.name.as_str(),
-            event_id: &letter.letter.event_id,
+            channel: def.channel.as_str(),
+            block: letter.letter.position.block,
+            event_index: letter.letter.position.index,
             output: usize::try_from(letter.letter.output).unwrap_or(usize::MAX),
         };
         let delivery = self

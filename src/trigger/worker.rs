@@ -389,7 +389,9 @@ impl Worker {
         for (output, payload) in payloads.into_iter().enumerate() {
             let key = PushKey {
                 trigger: def.name.as_str(),
-                event_id: &event.id,
+                channel: def.channel.as_str(),
+                block: at.block,
+                event_index: at.index,
                 output,
             };
             let delivery = tokio::select! {

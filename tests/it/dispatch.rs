@@ -217,12 +217,17 @@ fn policy(attempts: u32, attempt_timeout_ms: u64) -> RetryPolicy {
 
 const KEY: PushKey<'static> = PushKey {
     trigger: "task-created",
-    event_id: "contract-3-8389948d079a61a4dc1cc6bca1567b4ece3ad03b8f5785b9fad447c2b3a83e2d",
+    channel: "mychannel",
+    block: 3,
+    event_index: 2,
     output: 0,
 };
 
+/// `KEY`'s delivery id, as the push's `X-Chaintrigger-Event-Id`.
+const DELIVERY_ID: &str = "mychannel/3/2/0";
+
 fn payload() -> Value {
-    json!({"type": "Contract", "id": KEY.event_id, "content": "eyJvcCI6InB1dCJ9", "note": "ünïcode & more"})
+    json!({"type": "Contract", "id": "contract-3-8389948d079a61a4dc1cc6bca1567b4ece3ad03b8f5785b9fad447c2b3a83e2d", "content": "eyJvcCI6InB1dCJ9", "note": "ünïcode & more"})
 }
 
 fn dispatcher() -> Dispatcher {
@@ -251,7 +256,7 @@ async fn function_compute_sync_push_is_signed_and_delivered() {
     assert_eq!(request.header("x-fc-invocation-type"), Some("Sync"));
     assert_eq!(request.header("x-fc-account-id"), Some("1234567890123456"));
     assert_eq!(request.header("x-fc-stateful-async-invocation-id"), None);
-    assert_eq!(request.header(EVENT_ID_HEADER), Some(KEY.event_id));
+    assert_eq!(request.header(EVENT_ID_HEADER), Some(DELIVERY_ID));
     assert!(httpdate::parse_http_date(request.header("date").unwrap()).is_ok());
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body, payload());
@@ -306,7 +311,7 @@ async fn function_errors_are_retried_then_the_event_is_discarded() {
     assert_eq!(seen.len(), 3);
     assert!(
         seen.iter()
-            .all(|r| r.header(EVENT_ID_HEADER) == Some(KEY.event_id))
+            .all(|r| r.header(EVENT_ID_HEADER) == Some(DELIVERY_ID))
     );
 }
 
@@ -394,7 +399,7 @@ async fn http_post_sends_json_bearer_token_and_headers() {
     assert_eq!(request.header("authorization"), Some("Bearer tok-123"));
     assert_eq!(request.header("x-source"), Some("chaintrigger"));
     assert_eq!(request.header("content-type"), Some("application/json"));
-    assert_eq!(request.header(EVENT_ID_HEADER), Some(KEY.event_id));
+    assert_eq!(request.header(EVENT_ID_HEADER), Some(DELIVERY_ID));
     assert_eq!(
         serde_json::from_slice::<Value>(&request.body).unwrap(),
         payload()

@@ -5,6 +5,7 @@ mod admin;
 mod check_config;
 mod decode;
 mod deliver;
+mod delivery_ids;
 mod demo;
 mod dispatch;
 mod engine;

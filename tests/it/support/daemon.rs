@@ -247,8 +247,10 @@ pub enum Behaviour {
 /// One push the receiver saw.
 #[derive(Debug, Clone)]
 pub struct Push {
-    /// The `X-Chaintrigger-Event-Id` header.
+    /// The envelope's BaaS `id`, when the payload is a whole envelope (empty otherwise).
     pub event_id: String,
+    /// The `X-Chaintrigger-Event-Id` header: `<channel>/<block>/<event index>/<output>`.
+    pub delivery_id: String,
     /// The payload (the JSON body of a POST, the `event` parameter of a GET).
     pub payload: Value,
     /// Every header, for checks on authentication and configured headers.
@@ -411,7 +413,8 @@ async fn receive(
             .map(str::to_owned)
     };
     let push = Push {
-        event_id: header("x-chaintrigger-event-id").unwrap_or_default(),
+        event_id: payload["id"].as_str().unwrap_or_default().to_owned(),
+        delivery_id: header("x-chaintrigger-event-id").unwrap_or_default(),
         payload,
         headers: headers.clone(),
         status,
