@@ -91,6 +91,9 @@ pub struct App {
 /// problem with its file, line and field.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     let config = Config::load(path)?;
+    if let Some(format) = config.log_format {
+        crate::logging::apply_configured(format);
+    }
     config.check_environment()?;
     Ok(config)
 }

@@ -37,6 +37,7 @@ pub mod events;
 pub mod fabric;
 pub mod fcsign;
 pub mod filter;
+pub mod logging;
 pub mod peersim;
 pub mod runtime;
 pub mod store;

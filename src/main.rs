@@ -7,6 +7,15 @@ use chaintrigger::cmd;
 #[derive(Debug, Parser)]
 #[command(name = "chaintrigger", version, about, long_about = None)]
 struct Cli {
+    /// How log lines look on stderr: `pretty` (default) or `json` (one object per line; see the README). Overrides
+    /// the configuration file's `log_format`.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAINTRIGGER_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: Option<chaintrigger::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,13 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(_) => "error",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    chaintrigger::logging::init(cli.log_format, default_filter);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {

@@ -41,6 +41,9 @@ pub struct Config {
     /// The triggers: which events go where.
     #[serde(default)]
     pub triggers: Vec<Trigger>,
+    /// How the daemon's log lines look: `pretty` (default) or `json`; `--log-format` overrides it.
+    #[serde(default)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Where the configuration came from, to name it in messages about its values.
     #[serde(skip)]
     pub(super) source: SourceMap,

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::channel::{ChannelFeed, deliver_config};
 use super::checkpoint::{Checkpoint, CommandError};
@@ -256,8 +257,11 @@ impl Engine {
             self.options.window_blocks,
         ));
         let stop = self.shutdown.child_token();
-        self.tracker
-            .spawn(feed.clone().run(positions, stop.clone()));
+        self.tracker.spawn(
+            feed.clone()
+                .run(positions, stop.clone())
+                .instrument(tracing::info_span!("channel", channel = %name)),
+        );
         tracing::info!(channel = %name, "following channel");
         self.channels_lock().insert(
             name.clone(),
@@ -284,16 +288,16 @@ impl Engine {
         let checkpoint = Checkpoint::new(&def, self.store.clone(), record.as_ref());
         let progress = checkpoint.progress();
         let state = progress.status.state;
+        let _span = trigger_span(&def).entered();
         match state {
             State::Deleted => tracing::warn!(
-                trigger = %def.name,
                 "trigger was deleted over the admin API and stays deleted; remove it from the configuration file"
             ),
             State::Failed | State::Disabled => {
-                tracing::info!(trigger = %def.name, %state, position = %progress.position, "trigger not started: enable it over the admin API")
+                tracing::info!(%state, position = %progress.position, "trigger not started: enable it over the admin API")
             }
             State::Running | State::Exception => {
-                tracing::info!(trigger = %def.name, %state, position = %progress.position, recorded = progress.recorded, "starting trigger")
+                tracing::info!(%state, position = %progress.position, recorded = progress.recorded, "starting trigger")
             }
         }
         let entry = Arc::new(TriggerEntry {
@@ -323,9 +327,11 @@ impl Engine {
             stop: stop.clone(),
             shutdown: self.shutdown.clone(),
         };
+        // Every line the worker logs (its checkpoint's and catch-up stream's included) names trigger and channel.
+        let span = trigger_span(&entry.shared.def);
         WorkerHandle {
             stop,
-            join: self.tracker.spawn(worker.run()),
+            join: self.tracker.spawn(worker.run().instrument(span)),
         }
     }
 
@@ -389,6 +395,17 @@ impl Engine {
             return Err(RequestError::ShuttingDown);
         }
         let entry = self.live_entry(name)?;
+        let span = trigger_span(&entry.shared.def);
+        self.command_quiescent(&entry, command)
+            .instrument(span)
+            .await
+    }
+
+    async fn command_quiescent(
+        &self,
+        entry: &Arc<TriggerEntry>,
+        command: Command,
+    ) -> Result<TriggerSnapshot, RequestError> {
         let mut slot = entry.worker.lock().await;
         if let Some(worker) = slot.take() {
             worker.stop.cancel();
@@ -405,10 +422,10 @@ impl Engine {
             Err(_) => entry.shared.checkpoint.state().pushes(),
         };
         if start && !self.shutdown.is_cancelled() {
-            *slot = Some(self.spawn_worker(&entry));
+            *slot = Some(self.spawn_worker(entry));
         }
         applied?;
-        Ok(Self::snapshot_of(&entry))
+        Ok(Self::snapshot_of(entry))
     }
 
     /// Stops a trigger's worker and forgets the trigger (its stored record stays).
@@ -702,6 +719,11 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// The span every log line about a trigger is in: its fields name the trigger and its channel.
+fn trigger_span(def: &TriggerDef) -> tracing::Span {
+    tracing::info_span!("trigger", trigger = %def.name, channel = %def.channel)
 }
 
 /// The blocks a channel's pushing triggers start at (their stored positions).

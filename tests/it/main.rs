@@ -12,6 +12,7 @@ mod engine;
 mod engine_admin;
 mod engine_smoke;
 mod identity;
+mod logs;
 mod peersim;
 mod runtime_api;
 mod runtime_pool;
