@@ -28,7 +28,7 @@ pub use names::{
     StartPosition, TriggerName,
 };
 
-use crate::events::EventType;
+use crate::events::{EventType, Rendering};
 use crate::filter::{Filter, Language};
 
 /// The admin API's default address: loopback only, so the API is not reachable from outside by default.
@@ -131,6 +131,11 @@ pub struct Channel {
     pub key: Spanned<PathBuf>,
     /// Peers to read blocks from, tried in order when one is unreachable.
     pub peers: Spanned<Vec<Peer>>,
+    /// Pins how the channel's `content.data` is rendered: `"v2.5"` (empty bytes are `null`, as Fabric v2.5's
+    /// configtxlator prints them) or `"v3"` (`""`, as Fabric v3's). Absent: learned from the channel's
+    /// configuration (v3 when it has the `V3_0` capability) and followed on every config block.
+    #[serde(default)]
+    pub rendering: Option<Rendering>,
 }
 
 /// One peer's Deliver endpoint.

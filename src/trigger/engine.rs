@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::channel::{ChannelFeed, deliver_config};
+use super::channel::{ChannelFeed, FeedConfig, feed_config};
 use super::state::{self, Command, Position, State};
 use super::worker::{Live, TriggerDef, TriggerShared, Worker, blocking};
 use crate::admin::{
@@ -25,7 +25,6 @@ use crate::admin::{
 };
 use crate::config::{self, ChannelName, Config, ConfigError, FcEndpoint, TriggerName};
 use crate::dispatch::{self, Dispatcher, EmbeddedRuntime, Outcome, PushKey};
-use crate::fabric::deliver::ChannelConfig;
 use crate::store::{DeadLetterQuery, Store, StoreError};
 
 /// Engine settings that are not in the configuration file.
@@ -120,8 +119,8 @@ impl std::fmt::Debug for Engine {
 /// A configuration's channels and triggers, built (files read, filters compiled, targets resolved) before any of
 /// it is applied.
 struct Plan {
-    /// Channel name -> (fingerprint, Deliver client settings with identity and TLS files read).
-    channels: BTreeMap<ChannelName, (String, ChannelConfig)>,
+    /// Channel name -> (fingerprint, feed settings with identity and TLS files read).
+    channels: BTreeMap<ChannelName, (String, FeedConfig)>,
     /// The triggers in file order.
     triggers: Vec<Arc<TriggerDef>>,
     /// Put in every envelope.
@@ -189,7 +188,7 @@ impl Engine {
                 let fingerprint = format!("{instance_id}\n{}", fingerprint(channel));
                 Ok((
                     channel.name.get_ref().clone(),
-                    (fingerprint, deliver_config(channel)?),
+                    (fingerprint, feed_config(channel)?),
                 ))
             })
             .collect::<Result<_, EngineError>>()?;
@@ -234,7 +233,7 @@ impl Engine {
         &self,
         name: &ChannelName,
         fingerprint: &str,
-        channel: &ChannelConfig,
+        channel: &FeedConfig,
         instance_id: &str,
         positions: Vec<u64>,
     ) {

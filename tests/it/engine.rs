@@ -479,6 +479,7 @@ fn filter_outputs(
     let options = ExtractOptions {
         instance_id: "csi-engine-test".to_owned(),
         include_invalid: false,
+        ..ExtractOptions::default()
     };
     let mut outputs = Vec::new();
     for number in from..to {

@@ -10,6 +10,7 @@ mod dispatch;
 mod engine;
 mod engine_admin;
 mod engine_smoke;
+mod engine_v3;
 mod identity;
 mod peersim;
 mod runtime_api;
