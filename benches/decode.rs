@@ -1,6 +1,6 @@
 //! Decode + extract throughput on the real Fabric v2.5 blocks in `fixtures/`, side by side with Fabric's own
 //! Node decoder (`@hyperledger/fabric-protos`, run by `bench/node-decode/decode.js`) on the same bytes in the
-//! same run.
+//! same run; then the Rust side on the real Fabric v3.1 (SmartBFT) blocks in the v3 rendering.
 //!
 //! `cargo bench --bench decode` prints a table; `--seconds N` sets the time per Rust measurement (default 3).
 //! The Node side needs `node` and `npm` on PATH; its dependencies are installed with `npm ci` on first use.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chaintrigger::events::{ExtractOptions, extract};
+use chaintrigger::events::{ExtractOptions, Rendering, extract};
 use chaintrigger::fabric::decode::decode_block;
 
 struct Measurement {
@@ -57,17 +57,7 @@ fn main() {
             "decode + extract + JSON text (full protolator data)",
             &blocks,
             budget,
-            |raw| {
-                let block = decode_block(raw).expect("fixture blocks decode");
-                let events = extract(&block, &ExtractOptions::default());
-                let mut json = 0;
-                for event in &events {
-                    json += serde_json::to_vec(event.envelope())
-                        .expect("envelopes serialize")
-                        .len();
-                }
-                (events.len() as u64, json as u64)
-            },
+            |raw| decode_extract_json(raw, &ExtractOptions::default()),
         ),
     ];
     // Rust's first measurement counts transactions, not events.
@@ -78,6 +68,54 @@ fn main() {
         Err(e) => eprintln!("Node side skipped: {e}"),
     }
     print_table(&results, blocks.len());
+
+    let v3_files = fixture_blocks(&root.join("fixtures/fabric-v3.1/blocks"));
+    let v3_blocks: Vec<Vec<u8>> = v3_files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display())))
+        .collect();
+    let v3_options = ExtractOptions {
+        rendering: Rendering::V3,
+        ..ExtractOptions::default()
+    };
+    let v3 = [
+        run(
+            "Rust",
+            "decode_block (typed block, no JSON)",
+            &v3_blocks,
+            budget,
+            |raw| {
+                let block = decode_block(raw).expect("fixture blocks decode");
+                (0, block.transactions.len() as u64)
+            },
+        ),
+        run(
+            "Rust",
+            "decode + extract + JSON text (full protolator data, v3 rendering)",
+            &v3_blocks,
+            budget,
+            |raw| decode_extract_json(raw, &v3_options),
+        ),
+    ];
+    println!();
+    println!(
+        "decode throughput on {} real Fabric v3.1 blocks (fixtures/fabric-v3.1/blocks, SmartBFT)",
+        v3_blocks.len()
+    );
+    print_rows(&v3);
+}
+
+/// Decodes a block, extracts its events and serializes each envelope: (events, JSON bytes).
+fn decode_extract_json(raw: &[u8], options: &ExtractOptions) -> (u64, u64) {
+    let block = decode_block(raw).expect("fixture blocks decode");
+    let events = extract(&block, options);
+    let mut json = 0;
+    for event in &events {
+        json += serde_json::to_vec(event.envelope())
+            .expect("envelopes serialize")
+            .len();
+    }
+    (events.len() as u64, json as u64)
 }
 
 fn fixture_blocks(dir: &Path) -> Vec<PathBuf> {
@@ -177,6 +215,16 @@ fn print_table(results: &[Measurement], block_files: usize) {
     println!(
         "decode throughput on {block_files} real Fabric v2.5 blocks (fixtures/fabric-v2.5/blocks)"
     );
+    print_rows(results);
+    if let (Some(rust), Some(node)) = (results.get(1), results.iter().find(|m| m.side == "Node")) {
+        println!(
+            "Rust decode+extract+JSON vs Node decode+events: {:.1}x blocks/s",
+            rust.per_second(rust.blocks) / node.per_second(node.blocks)
+        );
+    }
+}
+
+fn print_rows(results: &[Measurement]) {
     println!(
         "{:<5} {:<80} {:>10} {:>8} {:>11}",
         "side", "work", "blocks/s", "MB/s", "events/s"
@@ -194,12 +242,6 @@ fn print_table(results: &[Measurement], block_files: usize) {
             m.per_second(m.blocks),
             m.per_second(m.bytes) / 1e6,
             events
-        );
-    }
-    if let (Some(rust), Some(node)) = (results.get(1), results.iter().find(|m| m.side == "Node")) {
-        println!(
-            "Rust decode+extract+JSON vs Node decode+events: {:.1}x blocks/s",
-            rust.per_second(rust.blocks) / node.per_second(node.blocks)
         );
     }
 }

@@ -282,6 +282,7 @@ fn tx_event_ids(chain: &Chain, from: u64, to: u64) -> BenchResult<Vec<(String, u
     let options = ExtractOptions {
         instance_id: "csi-bench".to_owned(),
         include_invalid: false,
+        ..ExtractOptions::default()
     };
     let mut ids = Vec::new();
     for number in from..to {

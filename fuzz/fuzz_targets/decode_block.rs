@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let options = ExtractOptions {
             instance_id: "fuzz".into(),
             include_invalid: true,
+            ..ExtractOptions::default()
         };
         for event in extract(&block, &options) {
             let _ = serde_json::to_vec(event.envelope());

@@ -1,8 +1,9 @@
 //! `chaintrigger peersim`: run the Fabric peer simulator (Deliver service) until Ctrl-C.
 //!
 //! By default it serves the embedded recording of a real Fabric v2.5 network (channel `mychannel`, blocks
-//! 0-23), accepts requests signed by identities of the Org1 CA under `Org1MSP` (such as the fixture's User1),
-//! and appends a generated `taskmgr` block every second.
+//! 0-23; `--recording v3.1` serves the Fabric v3.1 SmartBFT network's blocks 0-10 instead), accepts requests
+//! signed by identities of the recording's Org1 CA under `Org1MSP` (such as its User1), and appends a generated
+//! `taskmgr` block every second.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fabric::deliver::StatusCode;
 use crate::fabric::identity::{CertificateKey, Identity, MspId};
+use crate::peersim::fixture::Recording;
 use crate::peersim::pki::TestCa;
 use crate::peersim::{self, Faults, GeneratorConfig, PeerSim, PeerSimConfig, ServerTls, fixture};
 
@@ -27,6 +29,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7051")]
     pub listen: SocketAddr,
+    /// The embedded recording to serve: `v2.5` (etcdraft) or `v3.1` (SmartBFT, `V3_0` capability); its Org1
+    /// CA and User1 are the defaults of `--org-ca` and `--signer-cert/--signer-key`.
+    #[arg(long, default_value = "v2.5", value_name = "v2.5|v3.1")]
+    pub recording: Recording,
     /// Serve `block_<n>.pb` files from this directory instead of the embedded recording.
     #[arg(long, value_name = "DIR")]
     pub blocks_dir: Option<PathBuf>,
@@ -39,10 +45,10 @@ pub struct Args {
     /// Readers policy: the MSP id creators must claim.
     #[arg(long, default_value = fixture::MSP_ID)]
     pub msp_id: String,
-    /// Readers policy: the CA that must have issued creators' certificates (default: the embedded Org1 CA).
+    /// Readers policy: the CA that must have issued creators' certificates (default: the recording's Org1 CA).
     #[arg(long, value_name = "FILE")]
     pub org_ca: Option<PathBuf>,
-    /// Certificate that signs generated blocks (default: the embedded User1).
+    /// Certificate that signs generated blocks (default: the recording's User1).
     #[arg(long, value_name = "FILE", requires = "signer_key")]
     pub signer_cert: Option<PathBuf>,
     /// Key that signs generated blocks (PKCS#8 PEM).
@@ -117,15 +123,15 @@ fn simulator_config(args: &Args) -> anyhow::Result<PeerSimConfig> {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             CertificateKey::from_pem(&pem, &path.display().to_string())?
         }
-        None => PeerSimConfig::from_fixtures().org_ca,
+        None => PeerSimConfig::from_recording(args.recording).org_ca,
     };
     let blocks = match &args.blocks_dir {
         Some(dir) => read_blocks_dir(dir)?,
-        None => fixture::recorded_blocks(),
+        None => args.recording.blocks(),
     };
     let signer = match (&args.signer_cert, &args.signer_key) {
         (Some(cert), Some(key)) => Identity::load(msp_id.clone(), cert, key)?,
-        _ => peersim::fixture_user1(),
+        _ => peersim::recording_user1(args.recording),
     };
     let tls = if let Some(dir) = &args.generate_tls {
         Some(generate_tls(dir)?)

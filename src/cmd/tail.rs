@@ -288,6 +288,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let options = ExtractOptions {
         instance_id: args.instance_id.clone(),
         include_invalid: args.include_invalid,
+        ..ExtractOptions::default()
     };
     let shutdown = CancellationToken::new();
     let on_ctrl_c = shutdown.clone();

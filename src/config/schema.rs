@@ -19,7 +19,7 @@ use super::names::{
 };
 use super::secrets::SecretSource;
 use super::{DEFAULT_ADMIN_LISTEN, DEFAULT_RUNTIME_LISTEN};
-use crate::events::EventType;
+use crate::events::{EventType, Rendering};
 use crate::filter::{Filter, Language};
 
 /// A whole configuration file, checked.
@@ -118,6 +118,11 @@ pub struct Channel {
     pub key: Spanned<PathBuf>,
     /// Peers to read blocks from, tried in order when one is unreachable.
     pub peers: Spanned<Vec<Peer>>,
+    /// Pins how the channel's `content.data` is rendered: `"v2.5"` (empty bytes are `null`, as Fabric v2.5's
+    /// configtxlator prints them) or `"v3"` (`""`, as Fabric v3's). Absent: learned from the channel's
+    /// configuration (v3 when it has the `V3_0` capability) and followed on every config block.
+    #[serde(default)]
+    pub rendering: Option<Rendering>,
 }
 
 /// One peer's Deliver endpoint.

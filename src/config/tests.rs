@@ -4,7 +4,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::*;
-use crate::events::EventType;
+use crate::events::{EventType, Rendering};
 use crate::filter::Language;
 
 const MINIMAL: &str = r#"
@@ -343,6 +343,12 @@ fn bad_values_are_refused_at_their_place() {
             "admin.listen",
             "invalid socket address",
         ),
+        (
+            "key = \"msp/key.pem\"",
+            "key = \"msp/key.pem\"\nrendering = \"v3.1\"",
+            "channels[0].rendering",
+            "expected `v2.5` or `v3`",
+        ),
     ];
     for (from, to, field, message) in cases {
         let text = MINIMAL.replace(from, to);
@@ -358,6 +364,18 @@ fn bad_values_are_refused_at_their_place() {
             "{to}: {found:?}"
         );
         assert!(found[0].contains(message), "{to}: {found:?}");
+    }
+}
+
+#[test]
+fn a_channel_rendering_is_learned_unless_pinned() {
+    assert_eq!(parse(MINIMAL).unwrap().channels[0].rendering, None);
+    for (name, rendering) in [("v2.5", Rendering::V2_5), ("v3", Rendering::V3)] {
+        let text = MINIMAL.replace(
+            "key = \"msp/key.pem\"",
+            &format!("key = \"msp/key.pem\"\nrendering = \"{name}\""),
+        );
+        assert_eq!(parse(&text).unwrap().channels[0].rendering, Some(rendering));
     }
 }
 

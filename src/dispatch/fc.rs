@@ -130,6 +130,7 @@ mod tests {
         block: 3,
         event_index: 1,
         output: 0,
+        envelope_id: "tx-3-abc",
     };
 
     #[test]

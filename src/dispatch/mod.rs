@@ -28,6 +28,9 @@ pub const EVENT_ID_HEADER: &str = "X-Chaintrigger-Event-Id";
 pub const OUTPUT_INDEX_HEADER: &str = "X-Chaintrigger-Output-Index";
 /// The header that names the trigger pushing, for receivers that serve several triggers.
 pub const TRIGGER_HEADER: &str = "X-Chaintrigger-Trigger";
+/// The header that carries the event envelope's BaaS `id` (not unique: see [`PushKey`]), so a receiver of filtered
+/// payloads can still tell which event of the chain a push came from.
+pub const ENVELOPE_ID_HEADER: &str = "X-Chaintrigger-Envelope-Id";
 
 /// How long setting up a connection may take before the endpoint counts as unreachable. A connection still not
 /// set up when the attempt timeout ends counts as an attempt timeout instead, so keep attempt timeouts above this
@@ -55,6 +58,8 @@ pub struct PushKey<'a> {
     pub event_index: u32,
     /// Which of the filter's outputs for this event (0 for the first).
     pub output: usize,
+    /// The event envelope's BaaS `id`, sent along for correlation only.
+    pub envelope_id: &'a str,
 }
 
 impl PushKey<'_> {
@@ -269,7 +274,8 @@ impl Dispatcher {
         let request = request
             .header(EVENT_ID_HEADER, key.delivery_id())
             .header(OUTPUT_INDEX_HEADER, key.output.to_string())
-            .header(TRIGGER_HEADER, key.trigger);
+            .header(TRIGGER_HEADER, key.trigger)
+            .header(ENVELOPE_ID_HEADER, key.envelope_id);
         let kind = target.kind();
         let exchange = async {
             let response = request.send().await.map_err(transport_error)?;

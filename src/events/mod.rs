@@ -4,9 +4,13 @@
 //! then for each transaction its Tx (or Config) event followed by its Contract events. The envelope shape is
 //! the Alibaba Cloud BaaS one (`type`, `platform`, `instance_id`, `network`, `id`, `name`, `content`); a Tx or
 //! Config event's `content.data` is the transaction's `common.Payload` as Fabric's configtxlator prints it
-//! (see [`protolator`]), so filters written against BaaS keep working.
+//! (see [`protolator`]), in the channel's [`Rendering`] (v2.5's or v3's configtxlator), so filters written
+//! against BaaS, or against what the operator's own Fabric tools show, keep working.
 
 pub mod protolator;
+mod rendering;
+
+pub use rendering::{Rendering, UnknownRendering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -57,9 +61,12 @@ const PLATFORM: &str = "Fabric";
 pub struct ExtractOptions {
     /// The `instance_id` of every envelope: names the bridge that produced the event.
     pub instance_id: String,
-    /// Also emit Contract events of transactions the peer marked invalid. Off by default: those events never
-    /// happened on the ledger.
+    /// Also emit Contract events of transactions the peer marked invalid (or did not validate). Off by default:
+    /// those events never happened on the ledger.
     pub include_invalid: bool,
+    /// Which Fabric generation's configtxlator `content.data` and a Config event's `content.input` match: the
+    /// channel's (see [`Rendering::of_config`]).
+    pub rendering: Rendering,
 }
 
 /// One BaaS event: its type and id (for routing and checkpoints) and its envelope (what filters see and what
@@ -204,6 +211,7 @@ fn tx_event(
         first.map(|a| a.chaincode.as_str()).unwrap_or_default(),
         input,
         Value::Array(events),
+        options.rendering,
     );
     Event {
         event_type: EventType::Tx,
@@ -231,9 +239,9 @@ fn config_event(
         .config
         .as_ref()
         .and_then(|c| c.update.as_ref())
-        .map(|u| protolator::config_update(u).to_string())
+        .map(|u| protolator::config_update(u, options.rendering).to_string())
         .unwrap_or_default();
-    let content = transaction_object(tx, "", input, Value::Null);
+    let content = transaction_object(tx, "", input, Value::Null, options.rendering);
     Event {
         event_type: EventType::Config,
         envelope: envelope(
@@ -249,7 +257,13 @@ fn config_event(
     }
 }
 
-fn transaction_object(tx: &DecodedTransaction, to: &str, input: String, events: Value) -> Value {
+fn transaction_object(
+    tx: &DecodedTransaction,
+    to: &str,
+    input: String,
+    events: Value,
+    rendering: Rendering,
+) -> Value {
     let mut map = Map::with_capacity(7);
     map.insert("id".into(), Value::from(tx.tx_id.as_str()));
     map.insert(
@@ -263,7 +277,10 @@ fn transaction_object(tx: &DecodedTransaction, to: &str, input: String, events: 
     map.insert("to".into(), Value::from(to));
     map.insert("input".into(), Value::from(input));
     map.insert("events".into(), events);
-    map.insert("data".into(), protolator::payload_bytes(&tx.payload));
+    map.insert(
+        "data".into(),
+        protolator::payload_bytes(&tx.payload, rendering),
+    );
     Value::Object(map)
 }
 
@@ -337,6 +354,8 @@ mod tests {
             hash: [0xab; 32],
             previous_hash: Bytes::from_static(&[0x01, 0x02]),
             data_hash: Bytes::new(),
+            last_config: Some(0),
+            envelopes: Vec::new(),
             transactions: vec![Transaction {
                 index: 0,
                 outcome: Ok(DecodedTransaction {

@@ -1,20 +1,23 @@
 //! Fabric messages -> JSON exactly as Fabric's configtxlator (its `protolator` package) prints them, built
-//! straight into `serde_json::Value` (no JSON text in between).
+//! straight into `serde_json::Value` (no JSON text in between), in either [`Rendering`].
 //!
-//! The rules, from protolator over Go's `jsonpb` (`OrigName`, `EmitDefaults`):
+//! The rules, from protolator over Go's protobuf JSON (`jsonpb` in v2.5, `protojson` in v3; proto names,
+//! defaults emitted):
 //! - proto field names; every field is present, with its default when unset;
 //! - int32/uint32 as numbers, int64/uint64 as strings, enums by name (a number when the value has no name);
-//! - bytes as standard base64; a singular bytes field that is empty is `null` (Go decodes it to a nil slice),
-//!   while an empty element of a repeated bytes field or an empty map value is `""`;
+//! - bytes as standard base64. A singular bytes field that is empty prints as the rendering says
+//!   ([`Rendering::empty_bytes`]: `null` in v2.5, `""` in v3); an empty element of a repeated bytes field or an
+//!   empty map value is `""` in both;
 //! - an absent message is `null`, an empty list `[]`, an empty map `{}`;
 //! - `google.protobuf.Timestamp` as RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits;
-//! - bytes that hold a nested message are replaced by that message's JSON, chosen by context: a
-//!   `Payload.data` by its channel header type, a `ConfigValue.value` by its key and group path, a
-//!   `Policy.value` by policy type, an `MSPPrincipal.principal` by classification, and so on. An empty nested
-//!   field is `null`.
+//! - bytes that hold a nested message ("opaque" fields) are replaced by that message's JSON, chosen by context:
+//!   a `Payload.data` by its channel header type, a `ConfigValue.value` by its key and group path, a
+//!   `ConsensusType.metadata` by consensus type (`etcdraft`, `BFT`), a `Policy.value` by policy type, an
+//!   `MSPPrincipal.principal` by classification, and so on. An empty opaque field is `null` in both renderings
+//!   (protolator skips it before choosing its message).
 //!
 //! Where configtxlator refuses to decode (an unknown config value key, an unknown policy type, bytes that do
-//! not parse as the expected message) this module prints the bytes as base64, as plain `jsonpb` would, so
+//! not parse as the expected message) this module prints the bytes as base64, as plain protobuf JSON would, so
 //! an event is never lost over a field nobody reads. One configtxlator quirk is mirrored on purpose:
 //! `collection_hashed_rwset[].hashed_rwset` stays base64, because protolator registers that field under the
 //! name `rwset` and so never decodes it.
@@ -27,6 +30,7 @@ use bytes::Bytes;
 use prost::Message;
 use serde_json::{Map, Value};
 
+use super::Rendering;
 use crate::fabric::proto::{common, etcdraft, kvrwset, msp, orderer, protos, rwset};
 
 macro_rules! obj {
@@ -42,12 +46,12 @@ macro_rules! obj {
 const MAX_ENVELOPE_DEPTH: u8 = 16;
 
 /// The JSON of a serialized `common.Payload` (what configtxlator prints for `data.data[i].payload`).
-pub fn payload_bytes(bytes: &Bytes) -> Value {
-    opaque(bytes, |p| payload(p, 0))
+pub fn payload_bytes(bytes: &Bytes, r: Rendering) -> Value {
+    opaque(bytes, |p| payload(r, p, 0))
 }
 
 /// The JSON of a `common.Payload` found `depth` envelopes deep.
-fn payload(p: &common::Payload, depth: u8) -> Value {
+fn payload(r: Rendering, p: &common::Payload, depth: u8) -> Value {
     let data = if p.data.is_empty() {
         Value::Null
     } else {
@@ -56,37 +60,37 @@ fn payload(p: &common::Payload, depth: u8) -> Value {
             .as_ref()
             .and_then(|h| common::ChannelHeader::decode(h.channel_header.clone()).ok())
         {
-            Some(ch) => payload_data(ch.r#type, &p.data, depth),
+            Some(ch) => payload_data(r, ch.r#type, &p.data, depth),
             None => base64(&p.data),
         }
     };
     obj! {
-        "header" => option(&p.header, header),
+        "header" => option(&p.header, |h| header(r, h)),
         "data" => data,
     }
 }
 
-fn payload_data(header_type: i32, data: &Bytes, depth: u8) -> Value {
+fn payload_data(r: Rendering, header_type: i32, data: &Bytes, depth: u8) -> Value {
     use common::HeaderType as H;
     if depth >= MAX_ENVELOPE_DEPTH {
         return base64(data);
     }
     match H::try_from(header_type) {
-        Ok(H::Config) => opaque(data, |c| config_envelope(c, depth)),
-        Ok(H::OrdererTransaction) => opaque(data, |e| envelope(e, depth + 1)),
-        Ok(H::ConfigUpdate) => opaque(data, config_update_envelope),
-        Ok(H::Message) => opaque(data, plain_config_value),
-        Ok(H::EndorserTransaction) => opaque(data, transaction),
+        Ok(H::Config) => opaque(data, |c| config_envelope(r, c, depth)),
+        Ok(H::OrdererTransaction) => opaque(data, |e| envelope(r, e, depth + 1)),
+        Ok(H::ConfigUpdate) => opaque(data, |e| config_update_envelope(r, e)),
+        Ok(H::Message) => opaque(data, |v| plain_config_value(r, v)),
+        Ok(H::EndorserTransaction) => opaque(data, |t| transaction(r, t)),
         _ => base64(data),
     }
 }
 
 /// The JSON of a `common.ConfigUpdate` (channel groups decoded by path, as in a config transaction).
-pub fn config_update(u: &common::ConfigUpdate) -> Value {
+pub fn config_update(u: &common::ConfigUpdate, r: Rendering) -> Value {
     obj! {
         "channel_id" => string(&u.channel_id),
-        "read_set" => option(&u.read_set, |g| config_group(g, Group::Channel)),
-        "write_set" => option(&u.write_set, |g| config_group(g, Group::Channel)),
+        "read_set" => option(&u.read_set, |g| config_group(r, g, Group::Channel)),
+        "write_set" => option(&u.write_set, |g| config_group(r, g, Group::Channel)),
         // No isolated data type is registered with configtxlator: the values stay bytes.
         "isolated_data" => bytes_map(&u.isolated_data),
     }
@@ -94,25 +98,26 @@ pub fn config_update(u: &common::ConfigUpdate) -> Value {
 
 // ---- common -------------------------------------------------------------------------------------------
 
-fn envelope(e: &common::Envelope, depth: u8) -> Value {
+fn envelope(r: Rendering, e: &common::Envelope, depth: u8) -> Value {
     obj! {
-        "payload" => opaque(&e.payload, |p| payload(p, depth)),
-        "signature" => bytes(&e.signature),
+        "payload" => opaque(&e.payload, |p| payload(r, p, depth)),
+        "signature" => bytes(r, &e.signature),
     }
 }
 
-fn header(h: &common::Header) -> Value {
+fn header(r: Rendering, h: &common::Header) -> Value {
     obj! {
-        "channel_header" => opaque(&h.channel_header, channel_header),
-        "signature_header" => opaque(&h.signature_header, signature_header),
+        "channel_header" => opaque(&h.channel_header, |ch| channel_header(r, ch)),
+        "signature_header" => opaque(&h.signature_header, |sh| signature_header(r, sh)),
     }
 }
 
-fn channel_header(ch: &common::ChannelHeader) -> Value {
+fn channel_header(r: Rendering, ch: &common::ChannelHeader) -> Value {
+    // Opaque for every header type; configtxlator only knows the endorser transactions' extension.
     let extension = if ch.r#type == common::HeaderType::EndorserTransaction as i32 {
         opaque(&ch.extension, chaincode_header_extension)
     } else {
-        bytes(&ch.extension)
+        undecodable(&ch.extension)
     };
     obj! {
         "type" => Value::from(ch.r#type),
@@ -122,57 +127,57 @@ fn channel_header(ch: &common::ChannelHeader) -> Value {
         "tx_id" => string(&ch.tx_id),
         "epoch" => uint64(ch.epoch),
         "extension" => extension,
-        "tls_cert_hash" => bytes(&ch.tls_cert_hash),
+        "tls_cert_hash" => bytes(r, &ch.tls_cert_hash),
     }
 }
 
-fn signature_header(sh: &common::SignatureHeader) -> Value {
+fn signature_header(r: Rendering, sh: &common::SignatureHeader) -> Value {
     obj! {
-        "creator" => opaque(&sh.creator, serialized_identity),
-        "nonce" => bytes(&sh.nonce),
+        "creator" => opaque(&sh.creator, |id| serialized_identity(r, id)),
+        "nonce" => bytes(r, &sh.nonce),
     }
 }
 
-fn serialized_identity(id: &msp::SerializedIdentity) -> Value {
+fn serialized_identity(r: Rendering, id: &msp::SerializedIdentity) -> Value {
     obj! {
         "mspid" => string(&id.mspid),
-        "id_bytes" => bytes(&id.id_bytes),
+        "id_bytes" => bytes(r, &id.id_bytes),
     }
 }
 
-fn config_envelope(ce: &common::ConfigEnvelope, depth: u8) -> Value {
+fn config_envelope(r: Rendering, ce: &common::ConfigEnvelope, depth: u8) -> Value {
     obj! {
-        "config" => option(&ce.config, config),
-        "last_update" => option(&ce.last_update, |e| envelope(e, depth + 1)),
+        "config" => option(&ce.config, |c| config(r, c)),
+        "last_update" => option(&ce.last_update, |e| envelope(r, e, depth + 1)),
     }
 }
 
-fn config(c: &common::Config) -> Value {
+fn config(r: Rendering, c: &common::Config) -> Value {
     obj! {
         "sequence" => uint64(c.sequence),
-        "channel_group" => option(&c.channel_group, |g| config_group(g, Group::Channel)),
+        "channel_group" => option(&c.channel_group, |g| config_group(r, g, Group::Channel)),
     }
 }
 
-fn config_update_envelope(cue: &common::ConfigUpdateEnvelope) -> Value {
+fn config_update_envelope(r: Rendering, cue: &common::ConfigUpdateEnvelope) -> Value {
     obj! {
-        "config_update" => opaque(&cue.config_update, config_update),
-        "signatures" => list(&cue.signatures, config_signature),
+        "config_update" => opaque(&cue.config_update, |u| config_update(u, r)),
+        "signatures" => list(&cue.signatures, |s| config_signature(r, s)),
     }
 }
 
-fn config_signature(cs: &common::ConfigSignature) -> Value {
+fn config_signature(r: Rendering, cs: &common::ConfigSignature) -> Value {
     obj! {
-        "signature_header" => opaque(&cs.signature_header, signature_header),
-        "signature" => bytes(&cs.signature),
+        "signature_header" => opaque(&cs.signature_header, |sh| signature_header(r, sh)),
+        "signature" => bytes(r, &cs.signature),
     }
 }
 
 /// A `MESSAGE` payload holds a `ConfigValue` outside any group: its value stays bytes.
-fn plain_config_value(v: &common::ConfigValue) -> Value {
+fn plain_config_value(r: Rendering, v: &common::ConfigValue) -> Value {
     obj! {
         "version" => uint64(v.version),
-        "value" => bytes(&v.value),
+        "value" => bytes(r, &v.value),
         "mod_policy" => string(&v.mod_policy),
     }
 }
@@ -207,25 +212,26 @@ impl Group {
     }
 }
 
-fn config_group(g: &common::ConfigGroup, kind: Group) -> Value {
+fn config_group(r: Rendering, g: &common::ConfigGroup, kind: Group) -> Value {
     obj! {
         "version" => uint64(g.version),
-        "groups" => sorted_map(&g.groups, |key, child| config_group(child, kind.child(key))),
-        "values" => sorted_map(&g.values, |key, value| config_value(value, kind, key)),
-        "policies" => sorted_map(&g.policies, |_, p| config_policy(p)),
+        "groups" => sorted_map(&g.groups, |key, child| config_group(r, child, kind.child(key))),
+        "values" => sorted_map(&g.values, |key, value| config_value(r, value, kind, key)),
+        "policies" => sorted_map(&g.policies, |_, p| config_policy(r, p)),
         "mod_policy" => string(&g.mod_policy),
     }
 }
 
-fn config_value(v: &common::ConfigValue, kind: Group, key: &str) -> Value {
+fn config_value(r: Rendering, v: &common::ConfigValue, kind: Group, key: &str) -> Value {
     obj! {
         "version" => uint64(v.version),
-        "value" => config_value_value(&v.value, kind, key),
+        "value" => config_value_value(r, &v.value, kind, key),
         "mod_policy" => string(&v.mod_policy),
     }
 }
 
-fn config_value_value(value: &Bytes, kind: Group, key: &str) -> Value {
+/// Every value v3.1's configtxlator decodes (a superset of v2.5's, which lacks `Orderers`), by group and key.
+fn config_value_value(r: Rendering, value: &Bytes, kind: Group, key: &str) -> Value {
     match (kind, key) {
         (Group::Channel, "HashingAlgorithm") => opaque(value, |m: &common::HashingAlgorithm| {
             obj! { "name" => string(&m.name) }
@@ -245,7 +251,7 @@ fn config_value_value(value: &Bytes, kind: Group, key: &str) -> Value {
         (Group::Channel | Group::Orderer | Group::Application, "Capabilities") => {
             opaque(value, capabilities)
         }
-        (Group::Orderer, "ConsensusType") => opaque(value, consensus_type),
+        (Group::Orderer, "ConsensusType") => opaque(value, |c| consensus_type(r, c)),
         (Group::Orderer, "BatchSize") => opaque(value, |m: &orderer::BatchSize| {
             obj! {
                 "max_message_count" => Value::from(m.max_message_count),
@@ -265,31 +271,31 @@ fn config_value_value(value: &Bytes, kind: Group, key: &str) -> Value {
             value,
             |m: &orderer::ChannelRestrictions| obj! { "max_count" => uint64(m.max_count) },
         ),
-        (Group::Orderer, "Orderers") => opaque(value, orderers),
+        (Group::Orderer, "Orderers") => opaque(value, |o| orderers(r, o)),
         (Group::OrdererOrg | Group::ApplicationOrg | Group::ConsortiumOrg, "MSP") => {
-            opaque(value, msp_config)
+            opaque(value, |c| msp_config(r, c))
         }
         (Group::Application, "ACLs") => opaque(value, acls),
         (Group::ApplicationOrg, "AnchorPeers") => opaque(value, anchor_peers),
-        (Group::Consortium, "ChannelCreationPolicy") => opaque(value, policy),
-        _ => bytes(value),
+        (Group::Consortium, "ChannelCreationPolicy") => opaque(value, |p| policy(r, p)),
+        _ => undecodable(value),
     }
 }
 
-fn config_policy(p: &common::ConfigPolicy) -> Value {
+fn config_policy(r: Rendering, p: &common::ConfigPolicy) -> Value {
     obj! {
         "version" => uint64(p.version),
-        "policy" => option(&p.policy, policy),
+        "policy" => option(&p.policy, |p| policy(r, p)),
         "mod_policy" => string(&p.mod_policy),
     }
 }
 
-fn policy(p: &common::Policy) -> Value {
+fn policy(r: Rendering, p: &common::Policy) -> Value {
     use common::policy::PolicyType as T;
     let value = match T::try_from(p.r#type) {
-        Ok(T::Signature) => opaque(&p.value, signature_policy_envelope),
+        Ok(T::Signature) => opaque(&p.value, |e| signature_policy_envelope(r, e)),
         Ok(T::ImplicitMeta) => opaque(&p.value, implicit_meta_policy),
-        _ => bytes(&p.value),
+        _ => undecodable(&p.value),
     };
     obj! {
         "type" => Value::from(p.r#type),
@@ -297,11 +303,11 @@ fn policy(p: &common::Policy) -> Value {
     }
 }
 
-fn signature_policy_envelope(e: &common::SignaturePolicyEnvelope) -> Value {
+fn signature_policy_envelope(r: Rendering, e: &common::SignaturePolicyEnvelope) -> Value {
     obj! {
         "version" => Value::from(e.version),
         "rule" => option(&e.rule, signature_policy),
-        "identities" => list(&e.identities, msp_principal),
+        "identities" => list(&e.identities, |p| msp_principal(r, p)),
     }
 }
 
@@ -333,24 +339,24 @@ fn implicit_meta_policy(p: &common::ImplicitMetaPolicy) -> Value {
     }
 }
 
-fn msp_principal(p: &common::MspPrincipal) -> Value {
+fn msp_principal(r: Rendering, p: &common::MspPrincipal) -> Value {
     use common::msp_principal::Classification as C;
     let principal = match C::try_from(p.principal_classification) {
-        Ok(C::Role) => opaque(&p.principal, |r: &common::MspRole| {
+        Ok(C::Role) => opaque(&p.principal, |role: &common::MspRole| {
             obj! {
-                "msp_identifier" => string(&r.msp_identifier),
-                "role" => enumeration(r.role, |v| common::msp_role::MspRoleType::try_from(v).ok().map(|e| e.as_str_name())),
+                "msp_identifier" => string(&role.msp_identifier),
+                "role" => enumeration(role.role, |v| common::msp_role::MspRoleType::try_from(v).ok().map(|e| e.as_str_name())),
             }
         }),
         Ok(C::OrganizationUnit) => opaque(&p.principal, |ou: &common::OrganizationUnit| {
             obj! {
                 "msp_identifier" => string(&ou.msp_identifier),
                 "organizational_unit_identifier" => string(&ou.organizational_unit_identifier),
-                "certifiers_identifier" => bytes(&ou.certifiers_identifier),
+                "certifiers_identifier" => bytes(r, &ou.certifiers_identifier),
             }
         }),
-        Ok(C::Identity) => opaque(&p.principal, serialized_identity),
-        _ => bytes(&p.principal),
+        Ok(C::Identity) => opaque(&p.principal, |id| serialized_identity(r, id)),
+        _ => undecodable(&p.principal),
     };
     obj! {
         "principal_classification" => enumeration(p.principal_classification, |v| C::try_from(v).ok().map(|e| e.as_str_name())),
@@ -362,27 +368,28 @@ fn capabilities(c: &common::Capabilities) -> Value {
     obj! { "capabilities" => sorted_map(&c.capabilities, |_, _| Value::Object(Map::new())) }
 }
 
-fn orderers(o: &common::Orderers) -> Value {
+/// The BFT consenter mapping (`/Channel/Orderer/Orderers`, Fabric v3).
+fn orderers(r: Rendering, o: &common::Orderers) -> Value {
     obj! {
         "consenter_mapping" => list(&o.consenter_mapping, |c: &common::Consenter| obj! {
             "id" => Value::from(c.id),
             "host" => string(&c.host),
             "port" => Value::from(c.port),
             "msp_id" => string(&c.msp_id),
-            "identity" => bytes(&c.identity),
-            "client_tls_cert" => bytes(&c.client_tls_cert),
-            "server_tls_cert" => bytes(&c.server_tls_cert),
+            "identity" => bytes(r, &c.identity),
+            "client_tls_cert" => bytes(r, &c.client_tls_cert),
+            "server_tls_cert" => bytes(r, &c.server_tls_cert),
         }),
     }
 }
 
 // ---- msp ----------------------------------------------------------------------------------------------
 
-fn msp_config(c: &msp::MspConfig) -> Value {
+fn msp_config(r: Rendering, c: &msp::MspConfig) -> Value {
     let config = match c.r#type {
-        0 => opaque(&c.config, fabric_msp_config),
-        1 => opaque(&c.config, idemix_msp_config),
-        _ => bytes(&c.config),
+        0 => opaque(&c.config, |f| fabric_msp_config(r, f)),
+        1 => opaque(&c.config, |i| idemix_msp_config(r, i)),
+        _ => undecodable(&c.config),
     };
     obj! {
         "type" => Value::from(c.r#type),
@@ -390,7 +397,7 @@ fn msp_config(c: &msp::MspConfig) -> Value {
     }
 }
 
-fn fabric_msp_config(c: &msp::FabricMspConfig) -> Value {
+fn fabric_msp_config(r: Rendering, c: &msp::FabricMspConfig) -> Value {
     obj! {
         "name" => string(&c.name),
         "root_certs" => bytes_list(&c.root_certs),
@@ -398,13 +405,13 @@ fn fabric_msp_config(c: &msp::FabricMspConfig) -> Value {
         "admins" => bytes_list(&c.admins),
         "revocation_list" => bytes_list(&c.revocation_list),
         "signing_identity" => option(&c.signing_identity, |s: &msp::SigningIdentityInfo| obj! {
-            "public_signer" => bytes(&s.public_signer),
+            "public_signer" => bytes(r, &s.public_signer),
             "private_signer" => option(&s.private_signer, |k: &msp::KeyInfo| obj! {
                 "key_identifier" => string(&k.key_identifier),
-                "key_material" => bytes(&k.key_material),
+                "key_material" => bytes(r, &k.key_material),
             }),
         }),
-        "organizational_unit_identifiers" => list(&c.organizational_unit_identifiers, fabric_ou_identifier),
+        "organizational_unit_identifiers" => list(&c.organizational_unit_identifiers, |o| fabric_ou_identifier(r, o)),
         "crypto_config" => option(&c.crypto_config, |cc: &msp::FabricCryptoConfig| obj! {
             "signature_hash_family" => string(&cc.signature_hash_family),
             "identity_identifier_hash_function" => string(&cc.identity_identifier_hash_function),
@@ -413,48 +420,48 @@ fn fabric_msp_config(c: &msp::FabricMspConfig) -> Value {
         "tls_intermediate_certs" => bytes_list(&c.tls_intermediate_certs),
         "fabric_node_ous" => option(&c.fabric_node_ous, |n: &msp::FabricNodeOUs| obj! {
             "enable" => Value::Bool(n.enable),
-            "client_ou_identifier" => option(&n.client_ou_identifier, fabric_ou_identifier),
-            "peer_ou_identifier" => option(&n.peer_ou_identifier, fabric_ou_identifier),
-            "admin_ou_identifier" => option(&n.admin_ou_identifier, fabric_ou_identifier),
-            "orderer_ou_identifier" => option(&n.orderer_ou_identifier, fabric_ou_identifier),
+            "client_ou_identifier" => option(&n.client_ou_identifier, |o| fabric_ou_identifier(r, o)),
+            "peer_ou_identifier" => option(&n.peer_ou_identifier, |o| fabric_ou_identifier(r, o)),
+            "admin_ou_identifier" => option(&n.admin_ou_identifier, |o| fabric_ou_identifier(r, o)),
+            "orderer_ou_identifier" => option(&n.orderer_ou_identifier, |o| fabric_ou_identifier(r, o)),
         }),
     }
 }
 
-fn fabric_ou_identifier(o: &msp::FabricOuIdentifier) -> Value {
+fn fabric_ou_identifier(r: Rendering, o: &msp::FabricOuIdentifier) -> Value {
     obj! {
-        "certificate" => bytes(&o.certificate),
+        "certificate" => bytes(r, &o.certificate),
         "organizational_unit_identifier" => string(&o.organizational_unit_identifier),
     }
 }
 
-fn idemix_msp_config(c: &msp::IdemixMspConfig) -> Value {
+fn idemix_msp_config(r: Rendering, c: &msp::IdemixMspConfig) -> Value {
     obj! {
         "name" => string(&c.name),
-        "ipk" => bytes(&c.ipk),
+        "ipk" => bytes(r, &c.ipk),
         "signer" => option(&c.signer, |s: &msp::IdemixMspSignerConfig| obj! {
-            "cred" => bytes(&s.cred),
-            "sk" => bytes(&s.sk),
+            "cred" => bytes(r, &s.cred),
+            "sk" => bytes(r, &s.sk),
             "organizational_unit_identifier" => string(&s.organizational_unit_identifier),
             "role" => Value::from(s.role),
             "enrollment_id" => string(&s.enrollment_id),
-            "credential_revocation_information" => bytes(&s.credential_revocation_information),
+            "credential_revocation_information" => bytes(r, &s.credential_revocation_information),
         }),
-        "revocation_pk" => bytes(&c.revocation_pk),
+        "revocation_pk" => bytes(r, &c.revocation_pk),
         "epoch" => int64(c.epoch),
     }
 }
 
 // ---- orderer ------------------------------------------------------------------------------------------
 
-fn consensus_type(c: &orderer::ConsensusType) -> Value {
-    let metadata = if c.r#type == "etcdraft" {
-        opaque(&c.metadata, etcdraft_metadata)
-    } else if c.metadata.is_empty() {
-        Value::Null
-    } else {
-        // configtxlator decodes other consensus metadata as google.protobuf.Empty.
-        Value::Object(Map::new())
+/// The consensus type's metadata is opaque and chosen by type, as in configtxlator: `etcdraft` ->
+/// `etcdraft.ConfigMetadata`, `BFT` -> `orderer.smartbft.Options`, anything else -> `google.protobuf.Empty`.
+fn consensus_type(r: Rendering, c: &orderer::ConsensusType) -> Value {
+    let metadata = match c.r#type.as_str() {
+        "etcdraft" => opaque(&c.metadata, |m| etcdraft_metadata(r, m)),
+        "BFT" => opaque(&c.metadata, smartbft_options),
+        _ if c.metadata.is_empty() => Value::Null,
+        _ => Value::Object(Map::new()),
     };
     obj! {
         "type" => string(&c.r#type),
@@ -463,13 +470,13 @@ fn consensus_type(c: &orderer::ConsensusType) -> Value {
     }
 }
 
-fn etcdraft_metadata(m: &etcdraft::ConfigMetadata) -> Value {
+fn etcdraft_metadata(r: Rendering, m: &etcdraft::ConfigMetadata) -> Value {
     obj! {
         "consenters" => list(&m.consenters, |c: &etcdraft::Consenter| obj! {
             "host" => string(&c.host),
             "port" => Value::from(c.port),
-            "client_tls_cert" => bytes(&c.client_tls_cert),
-            "server_tls_cert" => bytes(&c.server_tls_cert),
+            "client_tls_cert" => bytes(r, &c.client_tls_cert),
+            "server_tls_cert" => bytes(r, &c.server_tls_cert),
         }),
         "options" => option(&m.options, |o: &etcdraft::Options| obj! {
             "tick_interval" => string(&o.tick_interval),
@@ -481,11 +488,35 @@ fn etcdraft_metadata(m: &etcdraft::ConfigMetadata) -> Value {
     }
 }
 
+fn smartbft_options(o: &orderer::smartbft::Options) -> Value {
+    use orderer::smartbft::options::Rotation;
+    obj! {
+        "request_batch_max_count" => uint64(o.request_batch_max_count),
+        "request_batch_max_bytes" => uint64(o.request_batch_max_bytes),
+        "request_batch_max_interval" => string(&o.request_batch_max_interval),
+        "incoming_message_buffer_size" => uint64(o.incoming_message_buffer_size),
+        "request_pool_size" => uint64(o.request_pool_size),
+        "request_forward_timeout" => string(&o.request_forward_timeout),
+        "request_complain_timeout" => string(&o.request_complain_timeout),
+        "request_auto_remove_timeout" => string(&o.request_auto_remove_timeout),
+        "request_max_bytes" => uint64(o.request_max_bytes),
+        "view_change_resend_interval" => string(&o.view_change_resend_interval),
+        "view_change_timeout" => string(&o.view_change_timeout),
+        "leader_heartbeat_timeout" => string(&o.leader_heartbeat_timeout),
+        "leader_heartbeat_count" => uint64(o.leader_heartbeat_count),
+        "collect_timeout" => string(&o.collect_timeout),
+        "sync_on_start" => Value::Bool(o.sync_on_start),
+        "speed_up_view_change" => Value::Bool(o.speed_up_view_change),
+        "leader_rotation" => enumeration(o.leader_rotation, |v| Rotation::try_from(v).ok().map(|e| e.as_str_name())),
+        "decisions_per_leader" => uint64(o.decisions_per_leader),
+    }
+}
+
 // ---- peer ---------------------------------------------------------------------------------------------
 
 fn acls(a: &protos::AcLs) -> Value {
     obj! {
-        "acls" => sorted_map(&a.acls, |_, r: &protos::ApiResource| obj! { "policy_ref" => string(&r.policy_ref) }),
+        "acls" => sorted_map(&a.acls, |_, res: &protos::ApiResource| obj! { "policy_ref" => string(&res.policy_ref) }),
     }
 }
 
@@ -512,21 +543,21 @@ fn chaincode_id(id: &protos::ChaincodeId) -> Value {
     }
 }
 
-fn transaction(t: &protos::Transaction) -> Value {
-    obj! { "actions" => list(&t.actions, transaction_action) }
+fn transaction(r: Rendering, t: &protos::Transaction) -> Value {
+    obj! { "actions" => list(&t.actions, |a| transaction_action(r, a)) }
 }
 
-fn transaction_action(a: &protos::TransactionAction) -> Value {
+fn transaction_action(r: Rendering, a: &protos::TransactionAction) -> Value {
     obj! {
-        "header" => opaque(&a.header, signature_header),
-        "payload" => opaque(&a.payload, chaincode_action_payload),
+        "header" => opaque(&a.header, |sh| signature_header(r, sh)),
+        "payload" => opaque(&a.payload, |p| chaincode_action_payload(r, p)),
     }
 }
 
-fn chaincode_action_payload(p: &protos::ChaincodeActionPayload) -> Value {
+fn chaincode_action_payload(r: Rendering, p: &protos::ChaincodeActionPayload) -> Value {
     obj! {
         "chaincode_proposal_payload" => opaque(&p.chaincode_proposal_payload, chaincode_proposal_payload),
-        "action" => option(&p.action, chaincode_endorsed_action),
+        "action" => option(&p.action, |a| chaincode_endorsed_action(r, a)),
     }
 }
 
@@ -552,84 +583,84 @@ fn chaincode_spec(s: &protos::ChaincodeSpec) -> Value {
     }
 }
 
-fn chaincode_endorsed_action(a: &protos::ChaincodeEndorsedAction) -> Value {
+fn chaincode_endorsed_action(r: Rendering, a: &protos::ChaincodeEndorsedAction) -> Value {
     obj! {
         "proposal_response_payload" => opaque(&a.proposal_response_payload, |p: &protos::ProposalResponsePayload| obj! {
-            "proposal_hash" => bytes(&p.proposal_hash),
-            "extension" => opaque(&p.extension, chaincode_action),
+            "proposal_hash" => bytes(r, &p.proposal_hash),
+            "extension" => opaque(&p.extension, |a| chaincode_action(r, a)),
         }),
         "endorsements" => list(&a.endorsements, |e: &protos::Endorsement| obj! {
-            "endorser" => bytes(&e.endorser),
-            "signature" => bytes(&e.signature),
+            "endorser" => bytes(r, &e.endorser),
+            "signature" => bytes(r, &e.signature),
         }),
     }
 }
 
-fn chaincode_action(a: &protos::ChaincodeAction) -> Value {
+fn chaincode_action(r: Rendering, a: &protos::ChaincodeAction) -> Value {
     obj! {
-        "results" => opaque(&a.results, tx_read_write_set),
-        "events" => opaque(&a.events, chaincode_event),
-        "response" => option(&a.response, |r: &protos::Response| obj! {
-            "status" => Value::from(r.status),
-            "message" => string(&r.message),
-            "payload" => bytes(&r.payload),
+        "results" => opaque(&a.results, |s| tx_read_write_set(r, s)),
+        "events" => opaque(&a.events, |e| chaincode_event(r, e)),
+        "response" => option(&a.response, |res: &protos::Response| obj! {
+            "status" => Value::from(res.status),
+            "message" => string(&res.message),
+            "payload" => bytes(r, &res.payload),
         }),
         "chaincode_id" => option(&a.chaincode_id, chaincode_id),
     }
 }
 
-fn chaincode_event(e: &protos::ChaincodeEvent) -> Value {
+fn chaincode_event(r: Rendering, e: &protos::ChaincodeEvent) -> Value {
     obj! {
         "chaincode_id" => string(&e.chaincode_id),
         "tx_id" => string(&e.tx_id),
         "event_name" => string(&e.event_name),
-        "payload" => bytes(&e.payload),
+        "payload" => bytes(r, &e.payload),
     }
 }
 
 // ---- ledger -------------------------------------------------------------------------------------------
 
-fn tx_read_write_set(s: &rwset::TxReadWriteSet) -> Value {
+fn tx_read_write_set(r: Rendering, s: &rwset::TxReadWriteSet) -> Value {
     // configtxlator only knows how to open the KV data model.
     let kv = s.data_model == rwset::tx_read_write_set::DataModel::Kv as i32;
     obj! {
         "data_model" => enumeration(s.data_model, |v| rwset::tx_read_write_set::DataModel::try_from(v).ok().map(|e| e.as_str_name())),
-        "ns_rwset" => list(&s.ns_rwset, |ns| ns_read_write_set(ns, kv)),
+        "ns_rwset" => list(&s.ns_rwset, |ns| ns_read_write_set(r, ns, kv)),
     }
 }
 
-fn ns_read_write_set(ns: &rwset::NsReadWriteSet, kv: bool) -> Value {
+fn ns_read_write_set(r: Rendering, ns: &rwset::NsReadWriteSet, kv: bool) -> Value {
     obj! {
         "namespace" => string(&ns.namespace),
-        "rwset" => if kv { opaque(&ns.rwset, kv_rw_set) } else { bytes(&ns.rwset) },
+        "rwset" => if kv { opaque(&ns.rwset, |s| kv_rw_set(r, s)) } else { bytes(r, &ns.rwset) },
         "collection_hashed_rwset" => list(&ns.collection_hashed_rwset, |c: &rwset::CollectionHashedReadWriteSet| obj! {
             "collection_name" => string(&c.collection_name),
-            "hashed_rwset" => bytes(&c.hashed_rwset),
-            "pvt_rwset_hash" => bytes(&c.pvt_rwset_hash),
+            "hashed_rwset" => bytes(r, &c.hashed_rwset),
+            "pvt_rwset_hash" => bytes(r, &c.pvt_rwset_hash),
         }),
     }
 }
 
-fn kv_rw_set(s: &kvrwset::KvrwSet) -> Value {
+fn kv_rw_set(r: Rendering, s: &kvrwset::KvrwSet) -> Value {
     obj! {
         "reads" => list(&s.reads, kv_read),
         "range_queries_info" => list(&s.range_queries_info, range_query_info),
         "writes" => list(&s.writes, |w: &kvrwset::KvWrite| obj! {
             "key" => string(&w.key),
             "is_delete" => Value::Bool(w.is_delete),
-            "value" => bytes(&w.value),
+            "value" => bytes(r, &w.value),
         }),
         "metadata_writes" => list(&s.metadata_writes, |m: &kvrwset::KvMetadataWrite| obj! {
             "key" => string(&m.key),
-            "entries" => list(&m.entries, kv_metadata_entry),
+            "entries" => list(&m.entries, |e| kv_metadata_entry(r, e)),
         }),
     }
 }
 
-fn kv_read(r: &kvrwset::KvRead) -> Value {
+fn kv_read(read: &kvrwset::KvRead) -> Value {
     obj! {
-        "key" => string(&r.key),
-        "version" => option(&r.version, version),
+        "key" => string(&read.key),
+        "version" => option(&read.version, version),
     }
 }
 
@@ -640,10 +671,10 @@ fn version(v: &kvrwset::Version) -> Value {
     }
 }
 
-fn kv_metadata_entry(e: &kvrwset::KvMetadataEntry) -> Value {
+fn kv_metadata_entry(r: Rendering, e: &kvrwset::KvMetadataEntry) -> Value {
     obj! {
         "name" => string(&e.name),
-        "value" => bytes(&e.value),
+        "value" => bytes(r, &e.value),
     }
 }
 
@@ -708,8 +739,18 @@ fn sorted_map<M>(map: &HashMap<String, M>, to_json: impl Fn(&str, &M) -> Value) 
     Value::Object(out)
 }
 
-/// A singular bytes field: empty is `null` (Go decodes it to a nil slice).
-fn bytes(raw: &Bytes) -> Value {
+/// A singular bytes field that holds no message: empty prints as the rendering says.
+fn bytes(r: Rendering, raw: &Bytes) -> Value {
+    if raw.is_empty() {
+        r.empty_bytes()
+    } else {
+        base64(raw)
+    }
+}
+
+/// An opaque field whose message configtxlator cannot tell (an unknown config key, policy type, ...): `null`
+/// when empty, as every opaque field, else the bytes as base64 where configtxlator would give up.
+fn undecodable(raw: &Bytes) -> Value {
     if raw.is_empty() {
         Value::Null
     } else {
@@ -765,11 +806,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_singular_bytes_are_null_but_empty_list_entries_are_empty_strings() {
-        assert_eq!(bytes(&Bytes::new()), Value::Null);
+    fn empty_singular_bytes_follow_the_rendering_but_empty_list_entries_are_empty_strings() {
+        assert_eq!(bytes(Rendering::V2_5, &Bytes::new()), Value::Null);
+        assert_eq!(bytes(Rendering::V3, &Bytes::new()), "");
+        for r in Rendering::ALL {
+            assert_eq!(bytes(r, &Bytes::from_static(b"\x01")), "AQ==");
+            assert_eq!(undecodable(&Bytes::new()), Value::Null);
+        }
         assert_eq!(
             bytes_list(&[Bytes::new(), Bytes::from_static(b"\x01")]),
             serde_json::json!(["", "AQ=="])
+        );
+    }
+
+    #[test]
+    fn empty_opaque_fields_are_null_in_both_renderings() {
+        let header = common::ChannelHeader {
+            r#type: common::HeaderType::Config as i32,
+            ..Default::default()
+        };
+        for r in Rendering::ALL {
+            let json = channel_header(r, &header);
+            assert_eq!(json["extension"], Value::Null, "{r}");
+            assert_eq!(json["tls_cert_hash"], r.empty_bytes(), "{r}");
+            let value = config_value(
+                r,
+                &common::ConfigValue::default(),
+                Group::Orderer,
+                "Unknown",
+            );
+            assert_eq!(value["value"], Value::Null, "{r}");
+        }
+    }
+
+    #[test]
+    fn bft_metadata_decodes_as_smartbft_options() {
+        let options = orderer::smartbft::Options {
+            request_batch_max_interval: "500ms".into(),
+            request_batch_max_count: 10,
+            leader_rotation: 2,
+            ..Default::default()
+        };
+        let consensus = orderer::ConsensusType {
+            r#type: "BFT".into(),
+            metadata: Bytes::from(options.encode_to_vec()),
+            state: 0,
+        };
+        let json = consensus_type(Rendering::V3, &consensus);
+        assert_eq!(json["metadata"]["request_batch_max_interval"], "500ms");
+        assert_eq!(json["metadata"]["request_batch_max_count"], "10");
+        assert_eq!(json["metadata"]["leader_rotation"], "ROTATION_ON");
+        assert_eq!(json["metadata"]["sync_on_start"], false);
+        assert_eq!(json["metadata"].as_object().map(Map::len), Some(18));
+        let unknown = orderer::ConsensusType {
+            r#type: "solo".into(),
+            ..consensus.clone()
+        };
+        assert_eq!(
+            consensus_type(Rendering::V3, &unknown)["metadata"],
+            serde_json::json!({})
         );
     }
 
@@ -794,7 +889,7 @@ mod tests {
     #[test]
     fn bytes_that_do_not_parse_stay_base64() {
         let raw = Bytes::from_static(&[0xff, 0xff]);
-        assert_eq!(opaque(&raw, chaincode_event), "//8=");
+        assert_eq!(opaque(&raw, |e| chaincode_event(Rendering::V3, e)), "//8=");
     }
 
     #[test]
@@ -818,7 +913,7 @@ mod tests {
             };
             inner = Bytes::from(envelope.encode_to_vec());
         }
-        let json = opaque(&inner, |e| envelope(e, 0));
+        let json = opaque(&inner, |e| envelope(Rendering::V2_5, e, 0));
         let mut node = &json;
         let mut depth = 0;
         while let Some(next) = node.get("payload").and_then(|p| p.get("data")) {
@@ -831,6 +926,9 @@ mod tests {
 
     #[test]
     fn empty_opaque_fields_are_null() {
-        assert_eq!(opaque(&Bytes::new(), chaincode_event), Value::Null);
+        assert_eq!(
+            opaque(&Bytes::new(), |e| chaincode_event(Rendering::V3, e)),
+            Value::Null
+        );
     }
 }

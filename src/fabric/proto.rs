@@ -1,8 +1,9 @@
 //! The Fabric messages, generated at build time from `proto/` (field-compatible with `hyperledger/fabric-protos`).
 //!
 //! Module names follow the protobuf packages: `common` (envelopes, blocks, configuration, policies, MSP
-//! principals), `msp` (identities, MSP configuration), `orderer` (SeekInfo, orderer configuration), `etcdraft`,
-//! `protos` (the peer: transactions, proposals, chaincode, the Deliver service), `rwset` and `kvrwset`.
+//! principals), `msp` (identities, MSP configuration), `orderer` (SeekInfo, orderer configuration; with
+//! `orderer::smartbft` for BFT options), `etcdraft`, `protos` (the peer: transactions, proposals, chaincode, the
+//! Deliver service), `rwset` and `kvrwset`.
 //! Bytes fields are `bytes::Bytes`, so nested envelopes decode without copying.
 
 /// Envelopes, headers, blocks, channel configuration, policies and MSP principals (`package common`).
@@ -21,6 +22,12 @@ pub mod msp {
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod orderer {
     tonic::include_proto!("orderer");
+
+    /// SmartBFT consensus options: the metadata of a "BFT" ConsensusType (`package orderer.smartbft`).
+    #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+    pub mod smartbft {
+        tonic::include_proto!("orderer.smartbft");
+    }
 }
 
 /// Raft consensus metadata (`package etcdraft`).

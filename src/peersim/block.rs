@@ -1,33 +1,37 @@
-//! Building Fabric blocks (pure): the header hash chain, the data hash, and a `taskmgr`-like chaincode's
-//! transactions, signed by a test identity. Times and nonces come in as arguments.
+//! Building Fabric blocks (pure): the header hash chain, the data hash, the block metadata, a `taskmgr`-like
+//! chaincode's transactions and configuration updates, signed by a test identity. Times and nonces come in as
+//! arguments.
+//!
+//! Generated blocks follow the style of the block they chain onto: after a SmartBFT block (signatures that
+//! name their orderer by an identifier header, Fabric v3) the block signature carries an identifier header
+//! (consenter 1) too; after an etcdraft block, a signature header. The SmartBFT view metadata is left empty.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use crate::fabric::decode;
 use crate::fabric::identity::Identity;
-use crate::fabric::proto::{common, kvrwset, protos, rwset};
+use crate::fabric::proto::{common, kvrwset, orderer, protos, rwset};
 
 /// The generated chaincode's name.
 pub const CHAINCODE: &str = "taskmgr";
-/// Index of the LAST_CONFIG metadata slot (deprecated in the proto, still filled by Fabric v2.5 orderers).
-const LAST_CONFIG_INDEX: usize = 1;
 /// The version the generated chaincode action reports.
 const CHAINCODE_VERSION: &str = "1.0";
+/// The consenter id that signs generated SmartBFT-style blocks.
+const BFT_SIGNER_ID: u32 = 1;
 
 /// The hash of a block header, as Fabric computes it (the decoder's rule: the simulator must chain blocks exactly
 /// as the decoder checks them).
 pub fn header_hash(header: &common::BlockHeader) -> [u8; 32] {
-    crate::fabric::decode::header_hash(header.number, &header.previous_hash, &header.data_hash)
+    decode::header_hash(header.number, &header.previous_hash, &header.data_hash)
 }
 
-/// The data hash of a block: SHA-256 over its envelopes' bytes, concatenated (Fabric's `ComputeBlockDataHash`).
+/// The data hash of a block, as Fabric computes it (the decoder's [`decode::block_data_hash`]).
 pub fn data_hash(envelopes: &[Bytes]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for envelope in envelopes {
-        hasher.update(envelope);
-    }
-    hasher.finalize().into()
+    decode::block_data_hash(envelopes)
 }
 
 /// What the next block must chain onto.
@@ -37,10 +41,12 @@ pub struct ChainTip {
     pub number: u64,
     /// The last block's header hash: the next block's `previous_hash`.
     pub hash: [u8; 32],
-    /// The number of the last config block, repeated in every block's LAST_CONFIG metadata.
+    /// The number of the last config block, repeated in every block's metadata.
     pub last_config: u64,
     /// The last block's COMMIT_HASH, folded into the next one.
     pub commit_hash: Vec<u8>,
+    /// Whether the last block was signed SmartBFT-style (identifier headers): the next one is too.
+    pub bft: bool,
 }
 
 impl ChainTip {
@@ -50,22 +56,26 @@ impl ChainTip {
             common::Block::decode(block).map_err(|e| format!("not a common.Block ({e})"))?;
         let header = block.header.ok_or("common.Block without a header")?;
         let metadata = block.metadata.map(|m| m.metadata).unwrap_or_default();
-        let last_config = metadata
-            .get(LAST_CONFIG_INDEX)
-            .and_then(|m| common::Metadata::decode(m.clone()).ok())
-            .and_then(|m| common::LastConfig::decode(m.value).ok())
-            .map(|c| c.index)
-            .unwrap_or(0);
+        let last_config = decode::last_config_index(&metadata).unwrap_or(0);
         let commit_hash = metadata
             .get(common::BlockMetadataIndex::CommitHash as usize)
             .and_then(|m| common::Metadata::decode(m.clone()).ok())
             .map(|m| m.value.to_vec())
             .unwrap_or_default();
+        let bft = metadata
+            .get(common::BlockMetadataIndex::Signatures as usize)
+            .and_then(|m| common::Metadata::decode(m.clone()).ok())
+            .is_some_and(|m| {
+                m.signatures
+                    .iter()
+                    .any(|s| s.signature_header.is_empty() && !s.identifier_header.is_empty())
+            });
         Ok(ChainTip {
             number: header.number,
             hash: header_hash(&header),
             last_config,
             commit_hash,
+            bft,
         })
     }
 }
@@ -99,6 +109,17 @@ pub struct BlockInputs<'a> {
     pub timestamp: prost_types::Timestamp,
     /// One 24-byte nonce per transaction (the tx id is derived from it).
     pub nonces: Vec<[u8; 24]>,
+}
+
+impl<'a> BlockInputs<'a> {
+    /// Inputs of a reproducible block: a fixed time (Unix seconds) and one fixed nonce.
+    pub fn fixed(channel_id: &'a str, seconds: i64, nonce: [u8; 24]) -> Self {
+        BlockInputs {
+            channel_id,
+            timestamp: prost_types::Timestamp { seconds, nanos: 0 },
+            nonces: vec![nonce],
+        }
+    }
 }
 
 /// Builds the block after `tip` holding `transactions`, each signed by `signer`, and returns its bytes.
@@ -169,20 +190,35 @@ pub fn build_block_of(
     signer: &Identity,
     inputs: &BlockInputs<'_>,
 ) -> Bytes {
-    let creator = Bytes::from(signer.serialized());
-    let envelopes: Vec<Bytes> = transactions
+    let envelopes = transactions
         .iter()
         .map(|(envelope, _)| envelope.clone())
         .collect();
+    let filter = transactions
+        .iter()
+        .map(|(_, code)| *code as i32 as u8)
+        .collect();
+    let nonce = inputs.nonces.first().copied().unwrap_or([0; 24]);
+    seal_block(tip, envelopes, filter, tip.last_config, signer, &nonce)
+}
+
+/// Puts `envelopes` in the block after `tip`: the header chained onto `tip` with their data hash, and all five
+/// metadata entries (the orderer's signature over the last config index, the last config, the validation
+/// codes in `filter`, the deprecated ORDERER entry empty, a stand-in COMMIT_HASH).
+fn seal_block(
+    tip: &ChainTip,
+    envelopes: Vec<Bytes>,
+    filter: Vec<u8>,
+    last_config: u64,
+    signer: &Identity,
+    nonce: &[u8; 24],
+) -> Bytes {
+    let creator = Bytes::from(signer.serialized());
     let header = common::BlockHeader {
         number: tip.number + 1,
         previous_hash: Bytes::copy_from_slice(&tip.hash),
         data_hash: Bytes::copy_from_slice(&data_hash(&envelopes)),
     };
-    let filter: Vec<u8> = transactions
-        .iter()
-        .map(|(_, code)| *code as i32 as u8)
-        .collect();
     let commit_hash = {
         let mut hasher = Sha256::new();
         hasher.update(&tip.commit_hash);
@@ -190,28 +226,42 @@ pub fn build_block_of(
         hasher.update(&header.data_hash);
         hasher.finalize().to_vec()
     };
-    let last_config = common::LastConfig {
-        index: tip.last_config,
-    };
+    let last_config = common::LastConfig { index: last_config };
     let signatures = {
         let value = common::OrdererBlockMetadata {
             last_config: Some(last_config),
             consenter_metadata: Bytes::new(),
         }
         .encode_to_vec();
-        let signature_header = common::SignatureHeader {
-            creator: creator.clone(),
-            nonce: Bytes::copy_from_slice(&inputs.nonces.first().copied().unwrap_or([0; 24])),
-        }
-        .encode_to_vec();
-        let header_der_hash = header_hash(&header);
-        let signed = [&value[..], &signature_header[..], &header_der_hash[..]].concat();
+        // Fabric signs value ‖ (signature or identifier) header ‖ the header's DER bytes.
+        let (signature_header, identifier_header) = if tip.bft {
+            let identifier = common::IdentifierHeader {
+                identifier: BFT_SIGNER_ID,
+                nonce: Bytes::copy_from_slice(nonce),
+            };
+            (Vec::new(), identifier.encode_to_vec())
+        } else {
+            let signature_header = common::SignatureHeader {
+                creator: creator.clone(),
+                nonce: Bytes::copy_from_slice(nonce),
+            };
+            (signature_header.encode_to_vec(), Vec::new())
+        };
+        let header_bytes =
+            decode::header_bytes(header.number, &header.previous_hash, &header.data_hash);
+        let signed = [
+            &value[..],
+            &signature_header[..],
+            &identifier_header[..],
+            &header_bytes[..],
+        ]
+        .concat();
         common::Metadata {
             value: value.into(),
             signatures: vec![common::MetadataSignature {
                 signature_header: signature_header.into(),
                 signature: signer.sign(&signed).into(),
-                identifier_header: Bytes::new(),
+                identifier_header: identifier_header.into(),
             }],
         }
     };
@@ -239,6 +289,296 @@ pub fn build_block_of(
     }
     .encode_to_vec()
     .into()
+}
+
+/// The configuration a config block holds (its first transaction's `ConfigEnvelope.config`).
+pub fn block_config(block: &[u8]) -> Result<common::Config, String> {
+    let block = common::Block::decode(block).map_err(|e| format!("not a common.Block ({e})"))?;
+    let envelope = block
+        .data
+        .and_then(|d| d.data.into_iter().next())
+        .ok_or("the block has no transaction")?;
+    let envelope = common::Envelope::decode(envelope).map_err(|e| format!("data[0]: {e}"))?;
+    let payload =
+        common::Payload::decode(envelope.payload).map_err(|e| format!("data[0].payload: {e}"))?;
+    common::ConfigEnvelope::decode(payload.data)
+        .ok()
+        .and_then(|e| e.config)
+        .ok_or_else(|| "data[0] is not a config transaction".to_owned())
+}
+
+/// Builds the config block after `tip`: `current` (the channel's configuration) changed to `updated`, as a
+/// channel admin's signed config update (read and write sets as Fabric's `configtxlator compute_update` makes
+/// them) wrapped by the orderer in a CONFIG transaction. `signer` plays both. The changed values and policies
+/// get their next version and the configuration its next sequence number; the block is its own last config.
+pub fn build_config_block(
+    tip: &ChainTip,
+    current: &common::Config,
+    mut updated: common::Config,
+    signer: &Identity,
+    inputs: &BlockInputs<'_>,
+) -> Result<Bytes, String> {
+    let original = current.channel_group.clone().unwrap_or_default();
+    let mut group = updated.channel_group.take().unwrap_or_default();
+    let (read_set, write_set) =
+        compute_group_update(&original, &mut group).ok_or("the configuration did not change")?;
+    let config = common::Config {
+        sequence: current.sequence + 1,
+        channel_group: Some(group),
+    };
+    let creator = Bytes::from(signer.serialized());
+    let nonce = inputs.nonces.first().copied().unwrap_or([0; 24]);
+    let config_update = common::ConfigUpdate {
+        channel_id: inputs.channel_id.to_owned(),
+        read_set: Some(read_set),
+        write_set: Some(write_set),
+        isolated_data: HashMap::new(),
+    }
+    .encode_to_vec();
+    let admin_header = common::SignatureHeader {
+        creator: creator.clone(),
+        nonce: Bytes::copy_from_slice(&nonce),
+    }
+    .encode_to_vec();
+    let update_envelope = common::ConfigUpdateEnvelope {
+        signatures: vec![common::ConfigSignature {
+            signature: signer
+                .sign(&[&admin_header[..], &config_update[..]].concat())
+                .into(),
+            signature_header: admin_header.into(),
+        }],
+        config_update: config_update.into(),
+    };
+    let last_update = signed_envelope(
+        common::HeaderType::ConfigUpdate,
+        update_envelope.encode_to_vec(),
+        signer,
+        &creator,
+        &nonce,
+        inputs,
+    );
+    let config_envelope = common::ConfigEnvelope {
+        config: Some(config),
+        last_update: Some(common::Envelope::decode(last_update).map_err(|e| e.to_string())?),
+    };
+    let orderer_nonce: [u8; 24] = Sha256::digest(nonce)[..24]
+        .try_into()
+        .map_err(|_| "nonce")?;
+    let envelope = signed_envelope(
+        common::HeaderType::Config,
+        config_envelope.encode_to_vec(),
+        signer,
+        &creator,
+        &orderer_nonce,
+        inputs,
+    );
+    Ok(seal_block(
+        tip,
+        vec![envelope],
+        vec![protos::TxValidationCode::Valid as i32 as u8],
+        tip.number + 1,
+        signer,
+        &nonce,
+    ))
+}
+
+/// Edits the SmartBFT options of a BFT channel's configuration (`/Channel/Orderer/ConsensusType`'s metadata),
+/// as a BFT config update does, e.g. a new `request_batch_max_interval`.
+pub fn edit_smartbft_options(
+    config: &mut common::Config,
+    edit: impl FnOnce(&mut orderer::smartbft::Options),
+) -> Result<(), String> {
+    let value = config
+        .channel_group
+        .as_mut()
+        .and_then(|g| g.groups.get_mut("Orderer"))
+        .and_then(|g| g.values.get_mut("ConsensusType"))
+        .ok_or("the configuration has no /Channel/Orderer/ConsensusType")?;
+    let mut consensus = orderer::ConsensusType::decode(value.value.clone())
+        .map_err(|e| format!("ConsensusType: {e}"))?;
+    if consensus.r#type != "BFT" {
+        return Err(format!(
+            "the consensus type is `{}`, not `BFT`",
+            consensus.r#type
+        ));
+    }
+    let mut options = orderer::smartbft::Options::decode(consensus.metadata.clone())
+        .map_err(|e| format!("SmartBFT options: {e}"))?;
+    edit(&mut options);
+    consensus.metadata = options.encode_to_vec().into();
+    value.value = consensus.encode_to_vec().into();
+    Ok(())
+}
+
+/// An envelope of `header_type` around `data`, without a transaction id (as the orderer and `peer channel
+/// update` make config transactions), signed by `signer`.
+fn signed_envelope(
+    header_type: common::HeaderType,
+    data: Vec<u8>,
+    signer: &Identity,
+    creator: &Bytes,
+    nonce: &[u8; 24],
+    inputs: &BlockInputs<'_>,
+) -> Bytes {
+    let payload = common::Payload {
+        header: Some(common::Header {
+            channel_header: common::ChannelHeader {
+                r#type: header_type as i32,
+                timestamp: Some(inputs.timestamp),
+                channel_id: inputs.channel_id.to_owned(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+            signature_header: common::SignatureHeader {
+                creator: creator.clone(),
+                nonce: Bytes::copy_from_slice(nonce),
+            }
+            .encode_to_vec()
+            .into(),
+        }),
+        data: data.into(),
+    }
+    .encode_to_vec();
+    common::Envelope {
+        signature: signer.sign(&payload).into(),
+        payload: payload.into(),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// The read and write sets of a config update from `original` to `updated`, as Fabric's `update.Compute`
+/// makes them; `None` when nothing changed. `updated` gets the versions the new configuration has: a changed
+/// value or policy its next version, a group whose members were added or removed its next version.
+fn compute_group_update(
+    original: &common::ConfigGroup,
+    updated: &mut common::ConfigGroup,
+) -> Option<(common::ConfigGroup, common::ConfigGroup)> {
+    let mut read = common::ConfigGroup {
+        version: original.version,
+        ..Default::default()
+    };
+    let mut write = read.clone();
+    let (same_values, values_changed) =
+        compute_members_update(&original.values, &mut updated.values, &mut write.values);
+    let (same_policies, policies_changed) = compute_members_update(
+        &original.policies,
+        &mut updated.policies,
+        &mut write.policies,
+    );
+    let mut members_changed = values_changed || policies_changed;
+    let mut same_groups = HashMap::new();
+    for (key, group) in &mut updated.groups {
+        match original.groups.get(key) {
+            Some(old) => match compute_group_update(old, group) {
+                Some((group_read, group_write)) => {
+                    read.groups.insert(key.clone(), group_read);
+                    write.groups.insert(key.clone(), group_write);
+                }
+                None => {
+                    same_groups.insert(
+                        key.clone(),
+                        common::ConfigGroup {
+                            version: old.version,
+                            ..Default::default()
+                        },
+                    );
+                }
+            },
+            None => {
+                members_changed = true;
+                write.groups.insert(key.clone(), group.clone());
+            }
+        }
+    }
+    members_changed |= original
+        .groups
+        .keys()
+        .any(|k| !updated.groups.contains_key(k));
+    if members_changed {
+        // The whole membership is rewritten: unchanged members are named by version, in both sets.
+        read.values.extend(same_values.clone());
+        write.values.extend(same_values);
+        read.policies.extend(same_policies.clone());
+        write.policies.extend(same_policies);
+        read.groups.extend(same_groups.clone());
+        write.groups.extend(same_groups);
+        updated.version = original.version + 1;
+        write.version = updated.version;
+        write.mod_policy = updated.mod_policy.clone();
+        return Some((read, write));
+    }
+    updated.version = original.version;
+    if write.values.is_empty() && write.policies.is_empty() && write.groups.is_empty() {
+        return None;
+    }
+    Some((read, write))
+}
+
+/// The values or the policies of a group, for [`compute_members_update`].
+trait Member: Clone + Default {
+    fn version(&self) -> u64;
+    fn set_version(&mut self, version: u64);
+    /// Same content and modification policy: the member did not change.
+    fn same_as(&self, other: &Self) -> bool;
+}
+
+impl Member for common::ConfigValue {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn same_as(&self, other: &Self) -> bool {
+        self.value == other.value && self.mod_policy == other.mod_policy
+    }
+}
+
+impl Member for common::ConfigPolicy {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+    fn same_as(&self, other: &Self) -> bool {
+        self.policy == other.policy && self.mod_policy == other.mod_policy
+    }
+}
+
+/// One kind of a group's members (values or policies) from `original` to `updated`: changed and added members
+/// go to `write` (changed ones at their next version, added ones at version 0); returns the unchanged ones as
+/// version-only placeholders, and whether members were added or removed.
+fn compute_members_update<M: Member>(
+    original: &HashMap<String, M>,
+    updated: &mut HashMap<String, M>,
+    write: &mut HashMap<String, M>,
+) -> (HashMap<String, M>, bool) {
+    let mut same = HashMap::new();
+    let mut added = false;
+    for (key, member) in updated.iter_mut() {
+        match original.get(key) {
+            Some(old) if old.same_as(member) => {
+                member.set_version(old.version());
+                let mut placeholder = M::default();
+                placeholder.set_version(old.version());
+                same.insert(key.clone(), placeholder);
+            }
+            Some(old) => {
+                member.set_version(old.version() + 1);
+                write.insert(key.clone(), member.clone());
+            }
+            None => {
+                added = true;
+                member.set_version(0);
+                write.insert(key.clone(), member.clone());
+            }
+        }
+    }
+    let removed = original.keys().any(|k| !updated.contains_key(k));
+    (same, added || removed)
 }
 
 /// A transaction id as Fabric derives it: hex(SHA-256(nonce ‖ creator)).
@@ -656,5 +996,73 @@ mod tests {
             .expect("a Contract event")
             .envelope();
         assert_eq!(contract["name"], "event-create-task");
+    }
+
+    /// The real v2.5 network's block 8 is the anchor peer update of block 0's configuration, computed by
+    /// Fabric's `configtxlator compute_update`: the same change here gives the same read and write sets and the
+    /// same new configuration.
+    #[test]
+    fn config_updates_are_computed_as_fabric_computes_them() {
+        let blocks = crate::peersim::fixture::recorded_blocks();
+        let current = block_config(&blocks[0]).expect("block 0 is a config block");
+        let real = block_config(&blocks[8]).expect("block 8 is a config block");
+        let real_update = {
+            let block = common::Block::decode(blocks[8].clone()).unwrap();
+            let envelope = common::Envelope::decode(block.data.unwrap().data[0].clone()).unwrap();
+            let payload = common::Payload::decode(envelope.payload).unwrap();
+            let config = common::ConfigEnvelope::decode(payload.data).unwrap();
+            let last_update = common::Payload::decode(config.last_update.unwrap().payload).unwrap();
+            let update_envelope = common::ConfigUpdateEnvelope::decode(last_update.data).unwrap();
+            common::ConfigUpdate::decode(update_envelope.config_update).unwrap()
+        };
+        let anchor_peers = real.channel_group.as_ref().unwrap().groups["Application"].groups
+            ["Org1MSP"]
+            .values["AnchorPeers"]
+            .clone();
+        let mut updated = current.clone();
+        updated
+            .channel_group
+            .as_mut()
+            .unwrap()
+            .groups
+            .get_mut("Application")
+            .unwrap()
+            .groups
+            .get_mut("Org1MSP")
+            .unwrap()
+            .values
+            .insert(
+                "AnchorPeers".to_owned(),
+                common::ConfigValue {
+                    version: 7,
+                    ..anchor_peers
+                },
+            );
+        let tip = ChainTip::of_block(&blocks[23]).unwrap();
+        let inputs = BlockInputs::fixed("mychannel", 1_800_000_000, [4; 24]);
+        let signer = crate::peersim::fixture_user1();
+        let bytes = build_config_block(&tip, &current, updated, &signer, &inputs).unwrap();
+        let ours = block_config(&bytes).unwrap();
+        assert_eq!(
+            ours, real,
+            "the new configuration, versions and sequence included"
+        );
+        let block = crate::fabric::decode::decode_block(&bytes).unwrap();
+        assert_eq!(block.number, 24);
+        assert_eq!(block.last_config, Some(24));
+        block.verify_data_hash().unwrap();
+        let update = block.config().unwrap().update.clone().unwrap();
+        assert_eq!(update.read_set, real_update.read_set);
+        assert_eq!(update.write_set, real_update.write_set);
+        assert_eq!(update.channel_id, real_update.channel_id);
+
+        let unchanged = build_config_block(&tip, &current, current.clone(), &signer, &inputs);
+        assert!(
+            unchanged.is_err(),
+            "an update that changes nothing is refused"
+        );
+        let mut raft = current.clone();
+        let err = edit_smartbft_options(&mut raft, |o| o.request_pool_size = 1).unwrap_err();
+        assert_eq!(err, "the consensus type is `etcdraft`, not `BFT`");
     }
 }

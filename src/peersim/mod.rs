@@ -1,9 +1,11 @@
 //! A Fabric peer simulator: the `protos.Deliver/Deliver` service over gRPC (TLS or plaintext), for tests and the
 //! demo.
 //!
-//! It serves recorded blocks (the real Fabric v2.5 fixtures, see [`fixture`]) and appends generated ones: signed,
-//! hash-chained `taskmgr` transactions with chaincode events, TRANSACTIONS_FILTER metadata and some invalid
-//! transactions (see [`block`]). It behaves like a real peer where a client can tell:
+//! It serves recorded blocks (a real Fabric v2.5 or v3.1 network, see [`fixture::Recording`]) and appends
+//! generated ones: signed, hash-chained `taskmgr` transactions with chaincode events, TRANSACTIONS_FILTER
+//! metadata and some invalid transactions, and on demand configuration updates (see [`block`]). Every block it
+//! serves verifies as a real peer's do: its data hash and its chain onto the block before. It behaves like a
+//! real peer where a client can tell:
 //!
 //! - each request's signature must verify and be low-S, and the creator's certificate must be issued by the
 //!   configured org CA under the configured MSP id, else FORBIDDEN; under mutual TLS the request's
@@ -29,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fabric::deliver::StatusCode;
 use crate::fabric::identity::{CertificateKey, Identity, MspId};
+use crate::fabric::proto::common;
 use block::{BlockInputs, ChainTip, TaskSchedule};
+use fixture::Recording;
 
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
@@ -111,18 +115,23 @@ pub struct PeerSimConfig {
 }
 
 impl PeerSimConfig {
-    /// The embedded Fabric fixtures: channel `mychannel`, its 24 recorded blocks, Org1MSP with the Org1 CA, and a
-    /// generator signing as the fixture's User1 (no automatic interval, no TLS).
+    /// The embedded Fabric v2.5 recording: see [`PeerSimConfig::from_recording`].
     pub fn from_fixtures() -> Self {
-        let org_ca = CertificateKey::from_pem(fixture::ORG1_CA_PEM, "embedded org1_ca.pem")
+        PeerSimConfig::from_recording(Recording::V2_5)
+    }
+
+    /// An embedded recording: channel `mychannel`, its recorded blocks, Org1MSP with the recording's Org1 CA,
+    /// and a generator signing as the recording's User1 (no automatic interval, no TLS).
+    pub fn from_recording(recording: Recording) -> Self {
+        let org_ca = CertificateKey::from_pem(recording.org1_ca_pem(), "embedded org1_ca.pem")
             .expect("the embedded Org1 CA is a valid P-256 certificate");
         PeerSimConfig {
             channel_id: fixture::CHANNEL.to_owned(),
-            blocks: fixture::recorded_blocks(),
+            blocks: recording.blocks(),
             msp_id: MspId::new(fixture::MSP_ID).expect("non-empty MSP id"),
             org_ca,
             generator: Some(GeneratorConfig {
-                signer: Arc::new(fixture_user1()),
+                signer: Arc::new(recording_user1(recording)),
                 interval: None,
             }),
             tls: None,
@@ -130,17 +139,25 @@ impl PeerSimConfig {
     }
 }
 
-/// The fixture's User1 identity of Org1MSP (embedded test material).
+/// The v2.5 recording's User1 identity of Org1MSP (embedded test material).
 pub fn fixture_user1() -> Identity {
+    recording_user1(Recording::V2_5)
+}
+
+/// A recording's User1 identity of Org1MSP (embedded test material).
+pub fn recording_user1(recording: Recording) -> Identity {
     Identity::from_pem(
         MspId::new(fixture::MSP_ID).expect("non-empty MSP id"),
-        fixture::USER1_CERT_PEM,
+        recording.user1_cert_pem(),
         "embedded user1_signcert.pem",
-        fixture::USER1_KEY_PEM,
+        recording.user1_key_pem(),
         "embedded user1_key.pem",
     )
     .expect("the embedded User1 certificate and key match")
 }
+
+/// The most transactions a generated block holds (the schedule makes 1 to 3).
+const MAX_GENERATED_TRANSACTIONS: usize = 3;
 
 /// The chain and the generator's state.
 struct Chain {
@@ -285,6 +302,43 @@ impl PeerSimHandle {
 
     /// Generates the next `taskmgr` block now and returns its number.
     pub fn generate_block(&self) -> Result<u64, PeerSimError> {
+        self.append_generated(|chain, tip, signer, inputs| {
+            let transactions = chain.schedule.next_block();
+            inputs.nonces.truncate(transactions.len());
+            Ok(block::build_block(tip, &transactions, signer, inputs))
+        })
+    }
+
+    /// Appends a config block now and returns its number: the channel's current configuration (from its last
+    /// config block) as `change` edits it, in a config update signed by the generator's signer (see
+    /// [`block::build_config_block`]). Fails when `change` changes nothing.
+    pub fn update_config(
+        &self,
+        change: impl FnOnce(&mut common::Config),
+    ) -> Result<u64, PeerSimError> {
+        self.append_generated(|chain, tip, signer, inputs| {
+            let last_config = usize::try_from(tip.last_config)
+                .ok()
+                .and_then(|n| chain.blocks.get(n))
+                .ok_or_else(|| format!("the last config block {} is missing", tip.last_config))?;
+            let current = block::block_config(last_config)
+                .map_err(|e| format!("block {}: {e}", tip.last_config))?;
+            let mut updated = current.clone();
+            change(&mut updated);
+            block::build_config_block(tip, &current, updated, signer, inputs)
+        })
+    }
+
+    /// Builds the block after the chain's tip with `build` (given fresh nonces and the time) and appends it.
+    fn append_generated(
+        &self,
+        build: impl FnOnce(
+            &mut Chain,
+            &ChainTip,
+            &Identity,
+            &mut BlockInputs<'_>,
+        ) -> Result<Bytes, String>,
+    ) -> Result<u64, PeerSimError> {
         let signer = self
             .shared
             .signer
@@ -299,16 +353,14 @@ impl PeerSimHandle {
                 "the chain is empty: a generated block needs a block to chain onto".to_owned(),
             )
         })?;
-        let transactions = chain.schedule.next_block();
-        let nonces = transactions
-            .iter()
+        let nonces = (0..MAX_GENERATED_TRANSACTIONS)
             .map(|_| {
                 let mut nonce = [0u8; 24];
                 rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
                 nonce
             })
             .collect();
-        let inputs = BlockInputs {
+        let mut inputs = BlockInputs {
             channel_id: &self.shared.channel_id,
             timestamp: prost_types::Timestamp {
                 seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
@@ -316,7 +368,8 @@ impl PeerSimHandle {
             },
             nonces,
         };
-        let bytes = block::build_block(&tip, &transactions, &signer, &inputs);
+        let bytes =
+            build(&mut chain, &tip, &signer, &mut inputs).map_err(PeerSimError::Generate)?;
         let new_tip = ChainTip::of_block(&bytes).map_err(PeerSimError::Generate)?;
         let number = new_tip.number;
         chain.blocks.push(bytes);

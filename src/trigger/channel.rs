@@ -6,6 +6,15 @@
 //! blocks on their own subscriptions ([`ChannelFeed::catch_up`]) until they reach the window, so one trigger
 //! replaying history never rewinds the others.
 //!
+//! Events are rendered as the channel's Fabric generation renders them ([`Rendering`]): pinned in the channel's
+//! configuration, or learned before the first block is extracted from the channel's last config block (the
+//! first block received names it in its metadata; a separate one-block stream reads it unless it is that block)
+//! and followed on every newer config block the channel delivers, so a channel whose configuration gains the
+//! `V3_0` capability switches to v3's rendering from that block on. Older blocks read later (a trigger catching
+//! up) get the channel's current rendering, as the operator's current tools would show them. When the last
+//! config block cannot be read, the channel renders as v2.5, says so in its status, and follows the next config
+//! block.
+//!
 //! A block that cannot be decoded at all (not a `common.Block`, no data) is never skipped: losing a block would
 //! lose its events silently. The channel logs it with its number, shows the error in the channel's status and
 //! asks the peer for the same block again after [`DECODE_RETRY`], so every trigger of the channel waits at that
@@ -23,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::status::{ChannelSnapshot, TimedError};
 use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
 use crate::config::{self, ChannelName};
-use crate::events::{ExtractOptions, extract};
-use crate::fabric::decode::{BlockDecoder, DecodeError};
+use crate::events::{ExtractOptions, Rendering, extract};
+use crate::fabric::decode::{Block, BlockDecoder, DecodeError, decode_block_bytes};
 use crate::fabric::deliver::{
     ChannelConfig, ClientCertificate, ClientTls, DeliverError, DeliverOptions, DeliveredBlock,
     PeerEndpoint, StartPosition, StatusHandle, Subscription, TlsCa,
@@ -41,12 +50,29 @@ pub enum ChannelSetupError {
     Files { channel: String, message: String },
 }
 
-/// Builds the Deliver client settings of a configured channel: its identity, its peers and their TLS.
+/// What a channel's feed is built from: how to reach the channel, and how to render its events.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// The Deliver client settings (identity, peers, TLS).
+    pub deliver: ChannelConfig,
+    /// The rendering pinned in the channel's configuration; `None` learns it from the channel's configuration.
+    pub rendering: Option<Rendering>,
+}
+
+/// Builds a configured channel's feed settings: its Deliver client (identity, peers and their TLS) and its
+/// pinned rendering.
 ///
 /// The client trusts the union of the peers' TLS CAs (one connection setting serves every peer in turn) and
 /// presents the first configured client certificate to all of them. Plaintext is used only when every peer
 /// asks for it.
-pub fn deliver_config(channel: &config::Channel) -> Result<ChannelConfig, ChannelSetupError> {
+pub fn feed_config(channel: &config::Channel) -> Result<FeedConfig, ChannelSetupError> {
+    Ok(FeedConfig {
+        deliver: deliver_config(channel)?,
+        rendering: channel.rendering,
+    })
+}
+
+fn deliver_config(channel: &config::Channel) -> Result<ChannelConfig, ChannelSetupError> {
     let name = channel.name.get_ref().to_string();
     let fail = |message: String| ChannelSetupError::Files {
         channel: name.clone(),
@@ -116,27 +142,78 @@ pub struct ChannelFeed {
     stream: Mutex<Option<StatusHandle>>,
     /// The latest stream or decode error, with when it happened.
     last_error: Mutex<Option<TimedError>>,
+    /// How the channel's events are rendered, and where that came from.
+    rendering: Mutex<ChannelRendering>,
+}
+
+/// Where a channel's rendering comes from (pure; see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelRendering {
+    /// Pinned in the channel's configuration: config blocks do not change it.
+    Pinned(Rendering),
+    /// Not known yet: learned from the channel's last config block before the first block is extracted.
+    Unknown,
+    /// Learned from config block `from_block` (or assumed when that block could not be read).
+    Learned {
+        rendering: Rendering,
+        from_block: u64,
+    },
+}
+
+impl ChannelRendering {
+    /// The rendering to extract with now (v2.5 while unknown).
+    pub fn current(self) -> Rendering {
+        match self {
+            ChannelRendering::Pinned(rendering) | ChannelRendering::Learned { rendering, .. } => {
+                rendering
+            }
+            ChannelRendering::Unknown => Rendering::default(),
+        }
+    }
+
+    /// Takes the rendering of config block `number` unless pinned, or learned from a newer config block (a
+    /// trigger reading old blocks must not take the channel back). Returns whether the rendering changed.
+    pub fn follow(&mut self, number: u64, rendering: Rendering) -> bool {
+        let before = self.current();
+        match *self {
+            ChannelRendering::Pinned(_) => return false,
+            ChannelRendering::Learned { from_block, .. } if number < from_block => return false,
+            _ => {}
+        }
+        let was_unknown = *self == ChannelRendering::Unknown;
+        *self = ChannelRendering::Learned {
+            rendering,
+            from_block: number,
+        };
+        was_unknown || before != rendering
+    }
 }
 
 impl ChannelFeed {
     /// A feed that has received nothing yet.
     pub fn new(
         name: ChannelName,
-        deliver: ChannelConfig,
+        config: FeedConfig,
         instance_id: String,
         window_blocks: usize,
     ) -> Self {
         ChannelFeed {
             name,
-            deliver,
+            deliver: config.deliver,
             extract: ExtractOptions {
                 instance_id,
                 include_invalid: true,
+                rendering: Rendering::default(),
             },
             window: RwLock::new(BlockWindow::new(window_blocks)),
             height: watch::channel(None).0,
             stream: Mutex::new(None),
             last_error: Mutex::new(None),
+            rendering: Mutex::new(
+                config
+                    .rendering
+                    .map_or(ChannelRendering::Unknown, ChannelRendering::Pinned),
+            ),
         }
     }
 
@@ -179,8 +256,106 @@ impl ChannelFeed {
         for error in block.errors() {
             tracing::warn!(channel = %self.name, block = block.number, %error, "a transaction of the block cannot be decoded; it produces no event");
         }
-        let events = extract(&block, &self.extract);
+        let options = ExtractOptions {
+            rendering: self.follow_config(&block),
+            ..self.extract.clone()
+        };
+        let events = extract(&block, &options);
         Ok(Arc::new(BlockEvents::new(&block, events, received_at)))
+    }
+
+    /// The rendering a block is extracted with, after taking a config block's (see [`ChannelRendering::follow`]).
+    fn follow_config(&self, block: &Block) -> Rendering {
+        let mut state = self
+            .rendering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(config) = block.config() {
+            let rendering = Rendering::of_config(config);
+            if state.follow(block.number, rendering) {
+                tracing::info!(channel = %self.name, block = block.number, %rendering, capabilities = ?config.channel_capabilities, consensus = config.consensus_type.as_deref().unwrap_or("none"), "the channel's configuration sets how its events are rendered");
+            }
+        }
+        state.current()
+    }
+
+    /// How the channel's events are rendered now, and where that came from.
+    pub fn rendering(&self) -> ChannelRendering {
+        *self
+            .rendering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Learns the channel's rendering from its last config block, named by the first block received (see the
+    /// module documentation). Returns `false` at shutdown. A first block that cannot be decoded leaves the
+    /// rendering unknown: the feed retries that block, and learns again when it reads it.
+    async fn learn_rendering(&self, first: &DeliveredBlock, stop: &CancellationToken) -> bool {
+        let Ok(block) = decode_block_bytes(first.bytes.clone()) else {
+            return true;
+        };
+        // Where the rendering is assumed from when the last config block cannot be read.
+        let fallback_from = block.last_config.unwrap_or(block.number);
+        let learned = match block.last_config {
+            Some(number) if number == block.number => Ok((number, block)),
+            Some(number) if number < block.number => {
+                let mut fetch = Subscription::new(
+                    self.deliver.clone(),
+                    StartPosition::Block(number),
+                    stop.child_token(),
+                );
+                // Dropping the subscription after one block closes its stream.
+                match fetch.next_block().await {
+                    Ok(config) => decode_block_bytes(config.bytes)
+                        .map(|config| (number, config))
+                        .map_err(|e| format!("block {number} cannot be decoded: {e}")),
+                    Err(DeliverError::Shutdown { .. }) => return false,
+                    Err(error) => Err(format!("block {number} cannot be read: {error}")),
+                }
+            }
+            Some(number) => Err(format!(
+                "block {} names block {number}, a later one, as its last config block",
+                block.number
+            )),
+            None => Err(format!(
+                "block {} names no last config block in its metadata",
+                block.number
+            )),
+        };
+        let learned = learned.and_then(|(number, config)| {
+            if config.number != number {
+                return Err(format!(
+                    "block {number} was asked for, block {} came",
+                    config.number
+                ));
+            }
+            match config.config() {
+                Some(_) => Ok(config),
+                None => Err(format!("block {number} is not a config block")),
+            }
+        });
+        match learned {
+            Ok(config) => {
+                self.follow_config(&config);
+            }
+            Err(reason) => {
+                let rendering = Rendering::default();
+                let from_block = fallback_from;
+                *self
+                    .rendering
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = ChannelRendering::Learned {
+                    rendering,
+                    from_block,
+                };
+                tracing::warn!(channel = %self.name, %reason, %rendering, "the channel's last config block cannot be read: its events are rendered as v2.5 until the next config block; set `rendering` in the channel's configuration to choose");
+                self.set_error(format!(
+                    "the channel's last config block cannot be read ({reason}): events are rendered as {rendering} \
+                     until the next config block; set `rendering` in the channel's configuration to choose"
+                ));
+            }
+        }
+        true
     }
 
     /// The channel's stream right now.
@@ -254,6 +429,11 @@ impl ChannelFeed {
                 match subscription.next_block().await {
                     Ok(delivered) => {
                         let number = delivered.number;
+                        if self.rendering() == ChannelRendering::Unknown
+                            && !self.learn_rendering(&delivered, &stop).await
+                        {
+                            return;
+                        }
                         if let Some(positions) = backfill.take() {
                             let capacity = self.window_capacity();
                             if let Some(from) = backfill_start(&positions, number, capacity) {
@@ -296,5 +476,43 @@ impl ChannelFeed {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_rendering_ignores_config_blocks() {
+        let mut state = ChannelRendering::Pinned(Rendering::V2_5);
+        assert!(!state.follow(9, Rendering::V3));
+        assert_eq!(state.current(), Rendering::V2_5);
+    }
+
+    #[test]
+    fn newer_config_blocks_change_the_rendering_older_ones_do_not() {
+        let mut state = ChannelRendering::Unknown;
+        assert_eq!(state.current(), Rendering::V2_5);
+        assert!(state.follow(8, Rendering::V2_5), "learning is a change");
+        assert!(!state.follow(8, Rendering::V2_5));
+        assert!(state.follow(20, Rendering::V3));
+        assert_eq!(state.current(), Rendering::V3);
+        assert!(
+            !state.follow(8, Rendering::V2_5),
+            "a trigger catching up reads block 8 again"
+        );
+        assert_eq!(
+            state,
+            ChannelRendering::Learned {
+                rendering: Rendering::V3,
+                from_block: 20
+            }
+        );
+        assert!(!state.follow(31, Rendering::V3));
+        assert!(
+            state.follow(40, Rendering::V2_5),
+            "a downgrade is followed too"
+        );
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use super::channel::{ChannelFeed, deliver_config};
+use super::channel::{ChannelFeed, FeedConfig, feed_config};
 use super::checkpoint::{Checkpoint, CommandError};
 use super::def::{DefinitionError, TriggerDef};
 use super::latency::{HistogramSnapshot, LatencyHistogram};
@@ -25,7 +25,6 @@ use super::status::{ChannelSnapshot, Reloaded, Repushed, TriggerSnapshot};
 use super::worker::{TriggerShared, Worker};
 use crate::config::{self, ChannelName, Config, ConfigError, TriggerName};
 use crate::dispatch::{self, Delivery, Dispatcher, EmbeddedRuntime, PushKey};
-use crate::fabric::deliver::ChannelConfig;
 use crate::store::{self, DeadLetter, DeadLetterQuery, Store, StoreError, TriggerRecord};
 
 /// Engine settings that are not in the configuration file.
@@ -154,8 +153,8 @@ impl std::fmt::Debug for Engine {
 /// A configuration's channels and triggers, built (files read, filters compiled, targets resolved) before any of
 /// it is applied.
 struct Plan {
-    /// Channel name -> (what it is built from, Deliver client settings with identity and TLS files read).
-    channels: BTreeMap<ChannelName, (ChannelSource, ChannelConfig)>,
+    /// Channel name -> (what it is built from, feed settings with identity and TLS files read).
+    channels: BTreeMap<ChannelName, (ChannelSource, FeedConfig)>,
     /// The triggers in file order.
     triggers: Vec<Arc<TriggerDef>>,
     /// Put in every envelope.
@@ -226,7 +225,7 @@ impl Engine {
                 };
                 Ok((
                     channel.name.get_ref().clone(),
-                    (source, deliver_config(channel)?),
+                    (source, feed_config(channel)?),
                 ))
             })
             .collect::<Result<_, EngineError>>()?;
@@ -246,7 +245,7 @@ impl Engine {
         &self,
         name: &ChannelName,
         source: &ChannelSource,
-        channel: &ChannelConfig,
+        channel: &FeedConfig,
         instance_id: &str,
         positions: Vec<u64>,
     ) {
@@ -565,6 +564,7 @@ impl Engine {
             block: letter.letter.position.block,
             event_index: letter.letter.position.index,
             output: usize::try_from(letter.letter.output).unwrap_or(usize::MAX),
+            envelope_id: &letter.letter.event_id,
         };
         let delivery = self
             .dispatcher

@@ -197,6 +197,7 @@ mod tests {
             let options = |include_invalid| ExtractOptions {
                 instance_id: "t".into(),
                 include_invalid,
+                ..ExtractOptions::default()
             };
             let prepared =
                 BlockEvents::new(&block, extract(&block, &options(true)), Instant::now());

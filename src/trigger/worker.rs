@@ -393,6 +393,7 @@ impl Worker {
                 block: at.block,
                 event_index: at.index,
                 output,
+                envelope_id: &event.id,
             };
             let delivery = tokio::select! {
                 _ = self.stop.cancelled() => return Err(Halt::Stopped),

@@ -221,13 +221,14 @@ const KEY: PushKey<'static> = PushKey {
     block: 3,
     event_index: 2,
     output: 0,
+    envelope_id: "contract-3-8389948d079a61a4dc1cc6bca1567b4ece3ad03b8f5785b9fad447c2b3a83e2d",
 };
 
 /// `KEY`'s delivery id, as the push's `X-Chaintrigger-Event-Id`.
 const DELIVERY_ID: &str = "mychannel/3/2/0";
 
 fn payload() -> Value {
-    json!({"type": "Contract", "id": "contract-3-8389948d079a61a4dc1cc6bca1567b4ece3ad03b8f5785b9fad447c2b3a83e2d", "content": "eyJvcCI6InB1dCJ9", "note": "ünïcode & more"})
+    json!({"type": "Contract", "id": KEY.envelope_id, "content": "eyJvcCI6InB1dCJ9", "note": "ünïcode & more"})
 }
 
 fn dispatcher() -> Dispatcher {
@@ -257,6 +258,10 @@ async fn function_compute_sync_push_is_signed_and_delivered() {
     assert_eq!(request.header("x-fc-account-id"), Some("1234567890123456"));
     assert_eq!(request.header("x-fc-stateful-async-invocation-id"), None);
     assert_eq!(request.header(EVENT_ID_HEADER), Some(DELIVERY_ID));
+    assert_eq!(
+        request.header("x-chaintrigger-envelope-id"),
+        Some(KEY.envelope_id)
+    );
     assert!(httpdate::parse_http_date(request.header("date").unwrap()).is_ok());
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body, payload());

@@ -479,6 +479,7 @@ fn filter_outputs(
     let options = |include_invalid| ExtractOptions {
         instance_id: "csi-engine-test".to_owned(),
         include_invalid,
+        ..ExtractOptions::default()
     };
     let mut outputs = Vec::new();
     for number in from..to {

@@ -65,6 +65,7 @@ fn expected_ids(peer: &RunningPeer, blocks: std::ops::Range<u64>, kind: EventTyp
     let options = ExtractOptions {
         instance_id: "smoke".into(),
         include_invalid: false,
+        ..ExtractOptions::default()
     };
     blocks
         .flat_map(|number| {
@@ -295,8 +296,9 @@ function = "txs"
     drop(store);
 
     // Two blocks while the daemon is down. The restart resumes at the stored positions: the channel's stream
-    // goes back for both triggers (one request for the newest block, one from the stored positions) instead of
-    // each trigger opening its own catch-up stream; nothing already pushed is pushed again.
+    // goes back for both triggers (one request for the newest block, one for the channel's last config block to
+    // learn how its events are rendered, one from the stored positions) instead of each trigger opening its own
+    // catch-up stream; nothing already pushed is pushed again.
     for _ in 0..2 {
         peer.handle.generate_block().expect("a generated block");
     }
@@ -322,8 +324,8 @@ function = "txs"
     assert_eq!(calls(&txs_marker), want_txs);
     assert_eq!(
         peer.handle.requests() - requests,
-        2,
-        "one stream for the channel, re-seeked once; no catch-up streams"
+        3,
+        "one stream for the channel, re-seeked once, and one read of its last config block; no catch-up streams"
     );
 }
 

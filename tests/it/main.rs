@@ -11,6 +11,7 @@ mod dispatch;
 mod engine;
 mod engine_admin;
 mod engine_smoke;
+mod engine_v3;
 mod identity;
 mod logs;
 mod peersim;

@@ -1,5 +1,6 @@
 //! The peer simulator as a Fabric client sees it: the same answers as the real peer in the deliver capture,
-//! the peer's request checks, and generated blocks that chain onto the recording.
+//! the peer's request checks, generated blocks that chain onto the recording, and the Fabric v3.1 recording
+//! served as a real v3 peer serves it.
 
 use std::time::Duration;
 
@@ -190,8 +191,100 @@ async fn generated_blocks_arrive_at_the_configured_rate_and_chain_onto_the_recor
             );
         }
         assert_eq!(decoded.errors().count(), 0);
+        decoded
+            .verify_data_hash()
+            .expect("a generated block verifies");
         tip = Some(ChainTip::of_block(&block.bytes).expect("tip"));
     }
+}
+
+/// The v3.1 recording as its User1 reads it over TLS: the recorded blocks byte for byte, then generated
+/// SmartBFT-style blocks and a BFT config update, every block verifying as real peers' do (its data hash, its
+/// chain onto the block before), and the v2.5 network's identity refused.
+#[tokio::test]
+async fn the_v3_recording_is_served_as_a_real_v3_peer_serves_it() {
+    use chaintrigger::events::Rendering;
+    use chaintrigger::fabric::decode::{Block, decode_block};
+    use chaintrigger::fabric::deliver::DeliverError;
+    use chaintrigger::peersim::block::edit_smartbft_options;
+    use chaintrigger::peersim::fixture::Recording;
+    use chaintrigger::peersim::recording_user1;
+
+    let pki = crate::support::fabric::TlsPki::new();
+    let peer = RunningPeer::start(PeerSimConfig {
+        tls: Some(pki.server_tls(false)),
+        ..PeerSimConfig::from_recording(Recording::V3_1)
+    })
+    .await;
+    assert_eq!(peer.handle.height(), 11);
+    for _ in 0..3 {
+        peer.handle.generate_block().expect("a generated block");
+    }
+    let update = peer
+        .handle
+        .update_config(|config| {
+            edit_smartbft_options(config, |o| o.request_batch_max_interval = "500ms".into())
+                .expect("a BFT configuration");
+        })
+        .expect("a config update");
+    assert_eq!(update, 14);
+    peer.handle
+        .generate_block()
+        .expect("a block after the update");
+
+    let v3_user = std::sync::Arc::new(recording_user1(Recording::V3_1));
+    let config = chaintrigger::fabric::deliver::ChannelConfig {
+        identity: v3_user,
+        ..channel_config(vec![peer.endpoint()], Some(pki.client_tls()))
+    };
+    let mut subscription = Subscription::new(
+        config.clone(),
+        StartPosition::Block(0),
+        CancellationToken::new(),
+    );
+    let recorded = Recording::V3_1.blocks();
+    let mut previous: Option<Block> = None;
+    for number in 0..16u64 {
+        let delivered = within("a block", subscription.next_block())
+            .await
+            .expect("a block");
+        assert_eq!(delivered.number, number);
+        if let Some(bytes) = recorded.get(number as usize) {
+            assert_eq!(
+                &delivered.bytes, bytes,
+                "recorded block {number} as recorded"
+            );
+        }
+        let block = decode_block(&delivered.bytes).expect("decodes");
+        assert_eq!(block.errors().count(), 0, "block {number}");
+        block.verify_data_hash().expect("the data hash verifies");
+        if let Some(previous) = &previous {
+            block.verify_follows(previous).expect("the chain holds");
+        }
+        // The genesis block carries no orderer signature; every later one is signed SmartBFT-style.
+        let tip = ChainTip::of_block(&delivered.bytes).unwrap();
+        assert_eq!(tip.bft, number > 0, "block {number}");
+        let want_last_config = if number < 14 { 0 } else { 14 };
+        assert_eq!(block.last_config, Some(want_last_config), "block {number}");
+        if number == 14 {
+            let config = block.config().expect("block 14 is the config update");
+            assert_eq!(config.sequence, 1);
+            assert_eq!(Rendering::of_config(config), Rendering::V3);
+        }
+        previous = Some(block);
+    }
+
+    // The v2.5 network's User1 is not a member of this network's Org1MSP.
+    let mut foreign = Subscription::new(
+        channel_config(vec![peer.endpoint()], Some(pki.client_tls())),
+        StartPosition::Block(0),
+        CancellationToken::new(),
+    );
+    let refused = within("a refusal", foreign.next_block()).await;
+    assert!(
+        matches!(refused, Err(DeliverError::Refused { ref status, .. }) if status.0 == 403),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -15,12 +15,13 @@ use axum::http::{HeaderMap, StatusCode};
 use chaintrigger::config::TriggerName;
 use chaintrigger::events::{ExtractOptions, extract};
 use chaintrigger::fabric::decode::decode_block;
+use chaintrigger::peersim::fixture::Recording;
 use chaintrigger::peersim::{GeneratorConfig, PeerSimConfig, PeerSimHandle};
 use chaintrigger::store::{DeadLetterQuery, SqliteStore, Store as _, TriggerRecord};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::fabric::{PEER_NAME, RunningPeer, TlsPki, fixture_path};
+use super::fabric::{PEER_NAME, RunningPeer, TlsPki};
 use super::runtime::{KEY_ID, KEY_SECRET, TestRuntime, test_dir, writable_dir};
 
 /// The admin token of every test daemon (the configuration refuses short ones).
@@ -64,6 +65,8 @@ pub fn toml_str(text: &str) -> String {
 pub struct Network {
     /// The simulator (stopped on drop).
     pub peer: RunningPeer,
+    /// Which real network's blocks and identities it serves.
+    pub recording: Recording,
     /// Holds the TLS CA file.
     _dir: tempfile::TempDir,
     /// The TLS CA certificate the daemon trusts.
@@ -71,10 +74,28 @@ pub struct Network {
 }
 
 impl Network {
-    /// Starts the simulator; `interval` generates a block that often (else only on [`Network::generate`]).
+    /// Starts the simulator on the Fabric v2.5 recording; `interval` generates a block that often (else only on
+    /// [`Network::generate`]).
     pub async fn start(interval: Option<Duration>) -> Network {
+        Network::start_recording(Recording::V2_5, interval).await
+    }
+
+    /// Starts the simulator on a recording (Fabric v2.5 with etcdraft, or v3.1 with SmartBFT).
+    pub async fn start_recording(recording: Recording, interval: Option<Duration>) -> Network {
+        Network::start_blocks(recording, recording.blocks(), interval).await
+    }
+
+    /// Starts the simulator on `blocks` (e.g. a recording's, altered) with a recording's identities.
+    pub async fn start_blocks(
+        recording: Recording,
+        blocks: Vec<bytes::Bytes>,
+        interval: Option<Duration>,
+    ) -> Network {
         let pki = TlsPki::new();
-        let base = PeerSimConfig::from_fixtures();
+        let base = PeerSimConfig {
+            blocks,
+            ..PeerSimConfig::from_recording(recording)
+        };
         let signer = base
             .generator
             .as_ref()
@@ -92,6 +113,7 @@ impl Network {
         std::fs::write(&tls_ca, pki.ca.cert_pem()).expect("write the TLS CA");
         Network {
             peer,
+            recording,
             _dir: dir,
             tls_ca,
         }
@@ -128,11 +150,20 @@ impl Network {
     /// [`Network::channel_toml`] with other peers listed before the simulator (e.g. addresses nobody listens
     /// on), to see the daemon fail over.
     pub fn channel_toml_after(&self, first_peers: &[&str]) -> String {
+        self.channel_toml_with("", first_peers)
+    }
+
+    /// [`Network::channel_toml_after`] with more keys in the channel table (e.g. `rendering = "v3"\n`).
+    pub fn channel_toml_with(&self, keys: &str, first_peers: &[&str]) -> String {
+        let msp = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(self.recording.fixture_dir())
+            .join("msp");
         let mut text = format!(
-            "[[channels]]\nname = {channel}\nmsp_id = \"Org1MSP\"\ncertificate = {cert}\nkey = {key}\n",
+            "[[channels]]\nname = {channel}\nmsp_id = \"Org1MSP\"\ncertificate = {cert}\nkey = {key}\n{keys}",
             channel = toml_str(CHANNEL),
-            cert = toml_str(path_text(&fixture_path("msp/user1_signcert.pem"))),
-            key = toml_str(path_text(&fixture_path("msp/user1_key.pem"))),
+            cert = toml_str(path_text(&msp.join("user1_signcert.pem"))),
+            key = toml_str(path_text(&msp.join("user1_key.pem"))),
         );
         let simulator = self.peer.address.to_string();
         for address in first_peers.iter().copied().chain([simulator.as_str()]) {
@@ -247,7 +278,7 @@ pub enum Behaviour {
 /// One push the receiver saw.
 #[derive(Debug, Clone)]
 pub struct Push {
-    /// The envelope's BaaS `id`, when the payload is a whole envelope (empty otherwise).
+    /// The `X-Chaintrigger-Envelope-Id` header: the event envelope's BaaS `id`.
     pub event_id: String,
     /// The `X-Chaintrigger-Event-Id` header: `<channel>/<block>/<event index>/<output>`.
     pub delivery_id: String,
@@ -413,7 +444,7 @@ async fn receive(
             .map(str::to_owned)
     };
     let push = Push {
-        event_id: payload["id"].as_str().unwrap_or_default().to_owned(),
+        event_id: header("x-chaintrigger-envelope-id").unwrap_or_default(),
         delivery_id: header("x-chaintrigger-event-id").unwrap_or_default(),
         payload,
         headers: headers.clone(),
@@ -841,6 +872,7 @@ pub fn expected_ids_with(
     let options = ExtractOptions {
         instance_id: "csi-engine-test".to_owned(),
         include_invalid,
+        ..ExtractOptions::default()
     };
     let mut ids = Vec::new();
     for number in from..to {

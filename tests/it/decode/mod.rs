@@ -1,11 +1,15 @@
-//! The block decoder and event extraction against real Fabric v2.5 blocks and Fabric's own decoding of them.
+//! The block decoder and event extraction against real Fabric v2.5 and v3.1 blocks and each version's own
+//! decoding of them (configtxlator), block verification, and the `decode` command.
 
 use std::path::{Path, PathBuf};
 
-use chaintrigger::events::{EventType, ExtractOptions, extract};
+use chaintrigger::events::{EventType, ExtractOptions, Rendering, extract};
 use chaintrigger::fabric::decode::{Block, DecodeError, decode_block};
 use prost::Message;
 use serde_json::Value;
+
+mod fabric_v3;
+mod verify;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fabric-v2.5")
@@ -42,6 +46,7 @@ fn options() -> ExtractOptions {
     ExtractOptions {
         instance_id: "csi-test-instance".into(),
         include_invalid: false,
+        rendering: Rendering::V2_5,
     }
 }
 
@@ -526,21 +531,32 @@ fn decode_command_prints_every_event_and_names_bad_files() {
 }
 
 mod never_panics {
-    //! Arbitrary bytes and damaged real blocks go through decode, extract and the JSON without a panic.
+    //! Arbitrary bytes and damaged real blocks (v2.5 and v3.1) go through decode, verification, extract in
+    //! both renderings and the JSON without a panic.
 
     use super::*;
     use proptest::prelude::*;
 
     fn exercise(bytes: &[u8]) {
         if let Ok(block) = decode_block(bytes) {
-            let options = ExtractOptions {
-                include_invalid: true,
-                ..options()
-            };
-            for event in extract(&block, &options) {
-                serde_json::to_string(event.envelope()).expect("an envelope serializes");
+            let _ = block.verify_data_hash();
+            let _ = block.verify_follows(&block);
+            for rendering in Rendering::ALL {
+                let options = ExtractOptions {
+                    include_invalid: true,
+                    rendering,
+                    ..options()
+                };
+                for event in extract(&block, &options) {
+                    serde_json::to_string(event.envelope()).expect("an envelope serializes");
+                }
             }
         }
+    }
+
+    fn v3_block(index: prop::sample::Index) -> Vec<u8> {
+        let numbers = super::fabric_v3::V3_BLOCKS;
+        super::fabric_v3::v3_raw(numbers[index.index(numbers.len())])
     }
 
     proptest! {
@@ -568,6 +584,20 @@ mod never_panics {
                 raw[at.index(len)] ^= 1 << bit;
             }
             exercise(&raw);
+        }
+
+        #[test]
+        fn damaged_v3_blocks(
+            n in any::<prop::sample::Index>(),
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..8), 0..8),
+        ) {
+            let mut raw = v3_block(n);
+            let len = raw.len();
+            for (at, bit) in flips {
+                raw[at.index(len)] ^= 1 << bit;
+            }
+            exercise(&raw[..cut.index(len + 1).max(len / 2)]);
         }
 
         #[test]

@@ -1,10 +1,20 @@
-//! `common.Block` bytes -> a typed [`Block`]: header, hash, and per transaction its kind, id, channel,
-//! timestamp, creator, validation code, chaincode invocations, chaincode events, read/write sets and
-//! configuration. Pure, and it never panics.
+//! `common.Block` bytes -> a typed [`Block`]: header, hash, the last config block it names, and per transaction
+//! its kind, id, channel, timestamp, creator, validation code, chaincode invocations, chaincode events,
+//! read/write sets and configuration. Pure, and it never panics. Fabric v2.5 and v3.x blocks decode alike
+//! (etcdraft or SmartBFT ordering).
 //!
 //! A block whose outer layers are broken (not a `common.Block`, no header) is a [`DecodeError`]. A broken
 //! transaction does not fail its block: it is kept as [`Transaction::outcome`] = `Err(..)` with the path where
 //! decoding stopped, and every other transaction still decodes.
+//!
+//! A block without validation codes (an empty TRANSACTIONS_FILTER: a genesis block as `configtxgen` writes it,
+//! a block fetched from an orderer, which never validates) decodes too: its transactions are
+//! [`TxValidationCode::NotValidated`], Fabric's own code for "not validated yet". Verifying a block's hashes is
+//! in [`hash`] ([`Block::verify_data_hash`], [`Block::verify_follows`]).
+
+mod hash;
+
+pub use hash::{VerifyError, block_data_hash, header_bytes, header_hash};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,15 +22,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
-use crate::fabric::proto::{common, kvrwset, msp, protos, rwset};
+use crate::fabric::proto::{common, kvrwset, msp, orderer, protos, rwset};
 
 pub use crate::fabric::proto::common::HeaderType;
 pub use crate::fabric::proto::protos::TxValidationCode;
 
 /// Position of the TRANSACTIONS_FILTER entry in `BlockMetadata.metadata`.
 const TRANSACTIONS_FILTER: usize = common::BlockMetadataIndex::TransactionsFilter as usize;
+/// Position of the SIGNATURES entry: its value is an `OrdererBlockMetadata` naming the last config block.
+const SIGNATURES: usize = common::BlockMetadataIndex::Signatures as usize;
+/// Position of the deprecated LAST_CONFIG entry, read when SIGNATURES carries no value (orderers before 1.4.1).
+#[allow(deprecated)]
+const LAST_CONFIG: usize = common::BlockMetadataIndex::LastConfig as usize;
 
 /// Which block an error is about; a block that cannot be read at all has no known number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +68,8 @@ pub enum DecodeError {
         path: String,
         message: &'static str,
     },
-    /// The block's TRANSACTIONS_FILTER has no entry for this transaction.
+    /// The block's TRANSACTIONS_FILTER has entries, but none for this transaction (an empty filter is a block
+    /// that was not validated, see the module documentation).
     #[error(
         "{block}: metadata.metadata[2] (TRANSACTIONS_FILTER) has {filter_len} entries, \
          expected one per transaction ({tx_count}); none for data[{index}]"
@@ -92,8 +107,14 @@ pub struct Block {
     pub hash: [u8; 32],
     /// The hash of the block before this one (empty for the genesis block).
     pub previous_hash: Bytes,
-    /// The hash of the block's data, as the orderer computed it.
+    /// The hash of the block's data, as the orderer computed it (checked by [`Block::verify_data_hash`]).
     pub data_hash: Bytes,
+    /// The number of the channel's last config block as of this block, from the block's metadata (SIGNATURES,
+    /// else the deprecated LAST_CONFIG entry, as Fabric's `GetLastConfigIndexFromBlock` reads it); `None` when
+    /// the metadata names none (a crafted or damaged block). A config block names itself.
+    pub last_config: Option<u64>,
+    /// The raw envelopes (`data.data`), kept for [`Block::verify_data_hash`]; they share the block's buffer.
+    pub envelopes: Vec<Bytes>,
     /// Every transaction in block order, decodable or not.
     pub transactions: Vec<Transaction>,
 }
@@ -125,6 +146,11 @@ impl Block {
             .iter()
             .filter_map(|tx| tx.outcome.as_ref().err())
     }
+
+    /// The configuration this block establishes, when it is a config block (its CONFIG transaction decoded).
+    pub fn config(&self) -> Option<&ConfigTransaction> {
+        self.decoded().find_map(|tx| tx.config.as_ref())
+    }
 }
 
 /// One entry of the block's data.
@@ -140,6 +166,7 @@ pub struct Transaction {
 #[derive(Debug, Clone)]
 pub struct DecodedTransaction {
     /// The committing peer's verdict from TRANSACTIONS_FILTER: only VALID transactions changed the ledger.
+    /// `NOT_VALIDATED` when the block carries no validation codes (see the module documentation).
     pub validation_code: TxValidationCode,
     /// `ChannelHeader.type`: what kind of transaction this is (kept as a number when Fabric adds kinds).
     pub header_type: i32,
@@ -239,6 +266,19 @@ pub struct ConfigTransaction {
     pub sequence: u64,
     /// The update that produced this configuration (absent in a genesis block).
     pub update: Option<common::ConfigUpdate>,
+    /// The channel-level capabilities the configuration requires (`/Channel/Capabilities`, e.g. `V2_0`,
+    /// `V3_0`), sorted: they tell which Fabric generation runs the channel.
+    pub channel_capabilities: Vec<String>,
+    /// The ordering service's consensus type (`/Channel/Orderer/ConsensusType`: `etcdraft`, `BFT`, ...), when
+    /// the configuration has an orderer group.
+    pub consensus_type: Option<String>,
+}
+
+impl ConfigTransaction {
+    /// Whether the channel configuration requires `capability` (e.g. `V3_0`).
+    pub fn has_channel_capability(&self, capability: &str) -> bool {
+        self.channel_capabilities.iter().any(|c| c == capability)
+    }
 }
 
 /// Decodes `common.Block` bytes. See the module documentation for what fails the block and what fails one
@@ -298,18 +338,20 @@ fn decode_parsed(block: common::Block, creators: &mut CreatorCache) -> Result<Bl
     })?;
     let at = BlockRef(Some(header.number));
     let hash = header_hash(header.number, &header.previous_hash, &header.data_hash);
-    let data = block.data.map(|d| d.data).unwrap_or_default();
-    let filter = block
-        .metadata
-        .and_then(|m| m.metadata.into_iter().nth(TRANSACTIONS_FILTER))
+    let envelopes = block.data.map(|d| d.data).unwrap_or_default();
+    let metadata = block.metadata.map(|m| m.metadata).unwrap_or_default();
+    let last_config = last_config_index(&metadata);
+    let filter = metadata
+        .get(TRANSACTIONS_FILTER)
+        .cloned()
         .unwrap_or_default();
-    let tx_count = data.len();
-    let transactions = data
-        .into_iter()
+    let tx_count = envelopes.len();
+    let transactions = envelopes
+        .iter()
         .enumerate()
         .map(|(index, envelope)| {
             let outcome = validation_code(at, &filter, index, tx_count)
-                .and_then(|code| decode_transaction(at, index, envelope, code, creators));
+                .and_then(|code| decode_transaction(at, index, envelope.clone(), code, creators));
             Transaction { index, outcome }
         })
         .collect();
@@ -318,48 +360,25 @@ fn decode_parsed(block: common::Block, creators: &mut CreatorCache) -> Result<Bl
         hash,
         previous_hash: header.previous_hash,
         data_hash: header.data_hash,
+        last_config,
+        envelopes,
         transactions,
     })
 }
 
-/// SHA-256 of the DER encoding of `SEQUENCE { INTEGER number, OCTET STRING previous_hash, OCTET STRING data_hash }`.
-pub fn header_hash(number: u64, previous_hash: &[u8], data_hash: &[u8]) -> [u8; 32] {
-    let mut body = Vec::with_capacity(16 + previous_hash.len() + data_hash.len());
-    der_integer(&mut body, number);
-    der_tlv(&mut body, 0x04, previous_hash);
-    der_tlv(&mut body, 0x04, data_hash);
-    let mut der = Vec::with_capacity(body.len() + 6);
-    der_tlv(&mut der, 0x30, &body);
-    Sha256::digest(&der).into()
-}
-
-fn der_integer(out: &mut Vec<u8>, value: u64) {
-    let bytes = value.to_be_bytes();
-    let first = bytes
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(bytes.len() - 1);
-    let mut content = Vec::with_capacity(9);
-    // A set top bit would read as negative: DER prefixes a zero byte.
-    if bytes[first] & 0x80 != 0 {
-        content.push(0);
+/// The last config block a block's metadata (`metadata.metadata`) names: the `OrdererBlockMetadata` in
+/// SIGNATURES, else (an empty value, written by orderers before Fabric 1.4.1) the `LastConfig` in the
+/// LAST_CONFIG entry.
+pub fn last_config_index(metadata: &[Bytes]) -> Option<u64> {
+    let signatures = common::Metadata::decode(metadata.get(SIGNATURES)?.clone()).ok()?;
+    if !signatures.value.is_empty() {
+        let orderer = common::OrdererBlockMetadata::decode(signatures.value).ok()?;
+        return orderer.last_config.map(|c| c.index);
     }
-    content.extend_from_slice(&bytes[first..]);
-    der_tlv(out, 0x02, &content);
-}
-
-fn der_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
-    out.push(tag);
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let len_bytes = (len as u64).to_be_bytes();
-        let first = len_bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        out.push(0x80 | (8 - first) as u8);
-        out.extend_from_slice(&len_bytes[first..]);
-    }
-    out.extend_from_slice(content);
+    let last_config = common::Metadata::decode(metadata.get(LAST_CONFIG)?.clone()).ok()?;
+    common::LastConfig::decode(last_config.value)
+        .ok()
+        .map(|c| c.index)
 }
 
 fn validation_code(
@@ -368,6 +387,9 @@ fn validation_code(
     index: usize,
     tx_count: usize,
 ) -> Result<TxValidationCode, DecodeError> {
+    if filter.is_empty() {
+        return Ok(TxValidationCode::NotValidated);
+    }
     let code = *filter.get(index).ok_or(DecodeError::FilterTooShort {
         block,
         index,
@@ -666,7 +688,18 @@ fn decode_config_transaction(
     data: Bytes,
 ) -> Result<ConfigTransaction, DecodeError> {
     let envelope: common::ConfigEnvelope = message(block, at, "common.ConfigEnvelope", data)?;
-    let sequence = envelope.config.map(|c| c.sequence).unwrap_or_default();
+    let sequence = envelope.config.as_ref().map_or(0, |c| c.sequence);
+    let channel_group = envelope.config.and_then(|c| c.channel_group);
+    let channel_capabilities = channel_group
+        .as_ref()
+        .map(capability_names)
+        .unwrap_or_default();
+    let consensus_type = channel_group
+        .as_ref()
+        .and_then(|g| g.groups.get("Orderer"))
+        .and_then(|g| g.values.get("ConsensusType"))
+        .and_then(|v| orderer::ConsensusType::decode(v.value.clone()).ok())
+        .map(|c| c.r#type);
     let update = match envelope.last_update {
         None => None,
         Some(last_update) => {
@@ -688,42 +721,30 @@ fn decode_config_transaction(
             )?)
         }
     };
-    Ok(ConfigTransaction { sequence, update })
+    Ok(ConfigTransaction {
+        sequence,
+        update,
+        channel_capabilities,
+        consensus_type,
+    })
+}
+
+/// The sorted names in a group's `Capabilities` value (none when the value is absent or unreadable: a config
+/// that requires nothing).
+fn capability_names(group: &common::ConfigGroup) -> Vec<String> {
+    let mut names: Vec<String> = group
+        .values
+        .get("Capabilities")
+        .and_then(|v| common::Capabilities::decode(v.value.clone()).ok())
+        .map(|c| c.capabilities.into_keys().collect())
+        .unwrap_or_default();
+    names.sort_unstable();
+    names
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn der_integer_encoding_matches_asn1_rules() {
-        let mut out = Vec::new();
-        der_integer(&mut out, 0);
-        assert_eq!(out, [0x02, 0x01, 0x00]);
-        out.clear();
-        der_integer(&mut out, 128);
-        assert_eq!(out, [0x02, 0x02, 0x00, 0x80]);
-        out.clear();
-        der_integer(&mut out, 0x0102);
-        assert_eq!(out, [0x02, 0x02, 0x01, 0x02]);
-        out.clear();
-        der_integer(&mut out, 5);
-        assert_eq!(out, [0x02, 0x01, 0x05]);
-        out.clear();
-        der_integer(&mut out, 256);
-        assert_eq!(out, [0x02, 0x02, 0x01, 0x00]);
-        out.clear();
-        der_integer(&mut out, u64::MAX);
-        assert_eq!(out, [&[0x02, 0x09, 0x00][..], &[0xff; 8][..]].concat());
-    }
-
-    #[test]
-    fn long_der_lengths_use_the_long_form() {
-        let mut out = Vec::new();
-        der_tlv(&mut out, 0x04, &[7u8; 300]);
-        assert_eq!(&out[..4], &[0x04, 0x82, 0x01, 0x2c]);
-        assert_eq!(out.len(), 304);
-    }
 
     #[test]
     fn garbage_is_a_malformed_block_without_a_number() {
