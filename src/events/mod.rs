@@ -75,10 +75,14 @@ pub struct ExtractOptions {
 pub struct Event {
     /// Which triggers it is for.
     event_type: EventType,
-    /// Unique within the channel: lets functions de-duplicate after an at-least-once redelivery.
+    /// The BaaS id (`block-<n>`, `tx-<n>-<txid>`, ...): not unique in every block (a duplicated envelope, MESSAGE
+    /// envelopes without a transaction id); pushes carry a delivery id made from the event's place instead.
     id: String,
     /// The block it came from: positions and checkpoints are per block.
     block_number: u64,
+    /// Whether the transaction it belongs to is valid (the peer's validation code is VALID); `true` for Block
+    /// events. Contract events of other transactions never happened on the ledger: only triggers that ask get them.
+    valid_transaction: bool,
     /// The full envelope, as pushed.
     envelope: Value,
 }
@@ -97,6 +101,11 @@ impl Event {
     /// The number of the block the event came from.
     pub fn block_number(&self) -> u64 {
         self.block_number
+    }
+
+    /// Whether the event's transaction is valid (`true` for a Block event).
+    pub fn valid_transaction(&self) -> bool {
+        self.valid_transaction
     }
 
     /// The envelope as JSON.
@@ -183,6 +192,7 @@ fn block_event(block: &Block, network: &str, options: &ExtractOptions) -> Event 
         ),
         id,
         block_number: block.number,
+        valid_transaction: true,
     }
 }
 
@@ -225,6 +235,7 @@ fn tx_event(
         ),
         id,
         block_number: block,
+        valid_transaction: tx.is_valid(),
     }
 }
 
@@ -254,6 +265,7 @@ fn config_event(
         ),
         id,
         block_number: block,
+        valid_transaction: tx.is_valid(),
     }
 }
 
@@ -315,6 +327,7 @@ fn contract_envelopes(
                 ),
                 id,
                 block_number: block,
+                valid_transaction: tx.is_valid(),
             }
         })
         .collect()

@@ -44,27 +44,13 @@ pub struct BlockEvents {
 impl BlockEvents {
     /// Prepares a decoded block's events (extracted with `include_invalid = true`, see the type's docs).
     pub fn new(block: &Block, events: Vec<Event>, received_at: Instant) -> Self {
-        // `extract` emits, per decoded transaction, its Tx or Config event and then its Contract events: walk
-        // the transactions alongside to know each Contract event's validity.
-        let mut transactions = block.decoded();
-        let mut valid = true;
         let events = events
             .into_iter()
-            .map(|event| {
-                let event_type = event.event_type();
-                match event_type {
-                    EventType::Tx | EventType::Config => {
-                        valid = transactions.next().is_none_or(|tx| tx.is_valid());
-                    }
-                    EventType::Block => valid = true,
-                    EventType::Contract => {}
-                }
-                ChainEvent {
-                    event_type,
-                    id: event.id().to_owned(),
-                    valid_transaction: valid,
-                    envelope: Envelope::new(event.into_envelope()),
-                }
+            .map(|event| ChainEvent {
+                event_type: event.event_type(),
+                id: event.id().to_owned(),
+                valid_transaction: event.valid_transaction(),
+                envelope: Envelope::new(event.into_envelope()),
             })
             .collect();
         BlockEvents {
