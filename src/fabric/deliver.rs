@@ -7,34 +7,50 @@
 //! - A dropped stream, a transport error or a transient status (SERVICE_UNAVAILABLE, INTERNAL_SERVER_ERROR, ...)
 //!   is handled inside: the subscription moves to the channel's next peer, waits per its [`BackoffPolicy`]
 //!   and resumes at the next block not yet handed out (never at "newest" once a block has been handed out).
-//! - A refusal (FORBIDDEN, NOT_FOUND, BAD_REQUEST, or a rejected TLS certificate) from every peer in turn is
-//!   returned as [`DeliverError::Refused`] (or [`DeliverError::Tls`]): nothing will change until someone fixes
-//!   the network or the configuration. The subscription stays usable: the next call tries again, after the
-//!   backoff delay.
+//! - A refusal (FORBIDDEN, NOT_FOUND, BAD_REQUEST, or a TLS session refused either way) from every peer in turn
+//!   is returned as [`DeliverError::Refused`] (or [`DeliverError::Tls`]): nothing will change until someone
+//!   fixes the network or the configuration. The subscription stays usable: the next call tries again, after
+//!   the backoff delay.
 //! - A block whose number is not the expected one is never handed out: a duplicate is skipped, a gap makes the
 //!   subscription reconnect from the expected block.
+//! - The stream counts as connected once it is established (connection up, request sent): a real peer sends
+//!   nothing, not even its response headers, until it has a block, so waiting for an answer would show a quiet
+//!   channel as disconnected.
+//! - A peer that sends nothing for half of [`DeliverOptions::peer_timeout`] is checked on the same connection
+//!   (a one-block `FAIL_IF_NOT_READY` request for the block the stream waits for): NOT_FOUND means the peer is
+//!   alive and the channel quiet; no answer within the other half means it is frozen ([`DeliverError::Frozen`]);
+//!   the block itself, twice, means the stream stalled ([`DeliverError::Stalled`]). Both move to the next peer.
+//! - With two or more peers, every peer's height is asked at an interval (see [`peers`]); a subscription on a
+//!   peer more than [`DeliverOptions::stale_peer_blocks`] behind the highest one moves to it.
+//! - Every stream is closed on the peer when it is no longer needed (see [`DeliverStream`]).
 //!
 //! Progress and trouble are observable without `&mut` access through [`Subscription::status_handle`].
 
 mod backoff;
+pub mod peers;
+mod stream;
 mod tls;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use prost::Message;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use backoff::BackoffPolicy;
+pub use peers::PeerStatus;
+pub use stream::{DELIVER_PATH, DeliverStream, endpoint, open_deliver_stream, tls_rejection};
 pub use tls::{ClientCertificate, ClientTls, TlsCa, TlsError};
 
-use crate::fabric::identity::{Identity, SeekPosition, SeekRequest};
+use crate::fabric::identity::{Identity, SeekBehavior, SeekPosition, SeekRequest};
 use crate::fabric::proto::common;
-
-/// The gRPC method of the peer's full-block Deliver service.
-pub const DELIVER_PATH: &str = "/protos.Deliver/Deliver";
+use peers::{PeerWatch, better_peer, mark_stale};
+use stream::{CheckAnswer, check, connect, stream_error};
 
 /// A peer to read the channel from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +79,8 @@ pub struct DeliverOptions {
     /// `AbsoluteMaxBytes` defaults to ~100 MB); default 128 MiB.
     pub max_message_size: usize,
     /// HTTP/2 keepalive ping interval. The peer closes connections that ping more often than its
-    /// `keepalive.minInterval` (60 s by default) with ENHANCE_YOUR_CALM; 70 s stays clear of that while still
-    /// finding a dead connection in about a minute and a half.
+    /// `keepalive.minInterval` (60 s by default) with ENHANCE_YOUR_CALM, so keepalive alone cannot find a dead
+    /// connection quickly: [`DeliverOptions::peer_timeout`] does.
     pub keepalive_interval: Duration,
     /// How long to wait for a ping's answer before declaring the connection dead.
     pub keepalive_timeout: Duration,
@@ -72,6 +88,19 @@ pub struct DeliverOptions {
     pub connect_timeout: Duration,
     /// Delays between reconnect attempts.
     pub backoff: BackoffPolicy,
+    /// A peer that sends nothing for half this time is checked (a one-block request on the same connection for
+    /// the block the stream waits for); one that does not answer within the other half is frozen (TCP up,
+    /// nothing flowing) and the subscription moves to the next peer. Default 15 s; a peer answering the check is
+    /// merely quiet, so this costs nothing on a quiet channel but one small request per half period.
+    pub peer_timeout: Duration,
+    /// How often every peer's height is asked, with two or more peers (`None`: never). Default 10 s.
+    pub peer_check_interval: Option<Duration>,
+    /// A peer more than this many blocks behind the highest height any peer reports is stale: the subscription
+    /// moves to the highest peer. Default 5.
+    pub stale_peer_blocks: u64,
+    /// Streams of the channel a caller may open beside the subscription at once (the daemon's catch-up streams
+    /// for triggers behind its window); the subscription itself does not use it. Default 4.
+    pub max_catch_up_streams: usize,
 }
 
 impl Default for DeliverOptions {
@@ -82,9 +111,22 @@ impl Default for DeliverOptions {
             keepalive_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            peer_check_interval: Some(DEFAULT_PEER_CHECK_INTERVAL),
+            stale_peer_blocks: DEFAULT_STALE_PEER_BLOCKS,
+            max_catch_up_streams: DEFAULT_MAX_CATCH_UP_STREAMS,
         }
     }
 }
+
+/// Default of [`DeliverOptions::peer_timeout`].
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default of [`DeliverOptions::peer_check_interval`].
+pub const DEFAULT_PEER_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default of [`DeliverOptions::stale_peer_blocks`].
+pub const DEFAULT_STALE_PEER_BLOCKS: u64 = 5;
+/// Default of [`DeliverOptions::max_catch_up_streams`].
+pub const DEFAULT_MAX_CATCH_UP_STREAMS: usize = 4;
 
 /// Everything needed to follow one channel.
 #[derive(Debug, Clone)]
@@ -99,6 +141,16 @@ pub struct ChannelConfig {
     pub identity: Arc<Identity>,
     /// Connection tuning.
     pub options: DeliverOptions,
+}
+
+impl ChannelConfig {
+    /// The `tls_cert_hash` requests carry under mutual TLS.
+    pub fn tls_cert_hash(&self) -> Option<[u8; 32]> {
+        self.tls
+            .as_ref()
+            .and_then(|tls| tls.client_certificate.as_ref())
+            .map(ClientCertificate::cert_hash)
+    }
 }
 
 /// Where a subscription starts.
@@ -176,8 +228,10 @@ pub enum DeliverError {
     },
     #[error("cannot connect to peer {peer}: {message}")]
     Connect { peer: String, message: String },
-    /// The peer's TLS certificate was rejected (wrong CA, or a name that is neither the address's host nor the
-    /// configured `tls_server_name`): a configuration problem, treated like a refusal.
+    /// The TLS session was refused: the peer's certificate was rejected (wrong CA, or a name that is neither the
+    /// address's host nor the configured `tls_server_name`), or the peer rejected the client (no client
+    /// certificate where it requires one, an unknown or expired one). A configuration problem, treated like a
+    /// refusal.
     #[error("TLS handshake with peer {peer} failed: {message}")]
     Tls { peer: String, message: String },
     #[error("stream from peer {peer} failed: {message}")]
@@ -192,6 +246,18 @@ pub enum DeliverError {
         limit: usize,
         message: String,
     },
+    /// The peer sent nothing and did not answer a check on the same connection: frozen, or the path to it is.
+    #[error(
+        "peer {peer} sent nothing for {silent:?} and did not answer a check within {waited:?}: it is frozen or unreachable"
+    )]
+    Frozen {
+        peer: String,
+        silent: Duration,
+        waited: Duration,
+    },
+    /// The peer has the block the stream waits for but the stream did not deliver it.
+    #[error("peer {peer} has block {block} but its stream did not deliver it")]
+    Stalled { peer: String, block: u64 },
     #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
     StreamEnded { peer: String, channel: String },
     #[error("peer {peer} sent block {got} where block {expected} was expected")]
@@ -237,7 +303,7 @@ pub struct SubscriptionStatus {
     pub reconnects: u64,
     /// The peer the current (or last) stream is with.
     pub current_peer: Option<String>,
-    /// True while a stream is open.
+    /// True while a stream is established (connection up, request sent), whether or not a block came yet.
     pub connected: bool,
     /// The last block handed out.
     pub last_block: Option<u64>,
@@ -245,9 +311,18 @@ pub struct SubscriptionStatus {
     /// operator learns why blocks stopped coming.
     pub last_error: Option<String>,
     /// When `last_error` happened, to tell a current problem from one long recovered.
-    pub last_error_at: Option<std::time::SystemTime>,
+    pub last_error_at: Option<SystemTime>,
     /// Duplicate blocks skipped.
     pub duplicates_skipped: u64,
+    /// Every configured peer, in configuration order: height, staleness, last error.
+    pub peers: Vec<PeerStatus>,
+}
+
+impl SubscriptionStatus {
+    /// The highest height any peer reports (or the blocks it sent prove).
+    pub fn best_height(&self) -> Option<u64> {
+        peers::best_height(&self.peers)
+    }
 }
 
 /// Shared read access to a [`Subscription`]'s status.
@@ -259,6 +334,11 @@ impl StatusHandle {
         self.lock().clone()
     }
 
+    /// [`SubscriptionStatus::best_height`] without copying the status.
+    pub fn best_height(&self) -> Option<u64> {
+        self.lock().best_height()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SubscriptionStatus> {
         // A panic while holding this lock leaves plain counters behind: still fine to read.
         self.0
@@ -266,8 +346,8 @@ impl StatusHandle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn update(&self, change: impl FnOnce(&mut SubscriptionStatus)) {
-        change(&mut self.lock());
+    fn update<T>(&self, change: impl FnOnce(&mut SubscriptionStatus) -> T) -> T {
+        change(&mut self.lock())
     }
 }
 
@@ -305,15 +385,68 @@ enum Cursor {
     Next(u64),
 }
 
+impl Cursor {
+    fn position(self) -> SeekPosition {
+        match self {
+            Cursor::Newest => SeekPosition::Newest,
+            Cursor::Next(number) => SeekPosition::Specified(number),
+        }
+    }
+}
+
+type Opening = Pin<Box<dyn Future<Output = Result<DeliverStream, tonic::Status>> + Send>>;
+type Checking = Pin<Box<dyn Future<Output = Result<Option<CheckAnswer>, tonic::Status>> + Send>>;
+
+/// A stream before and after the peer's response headers (a real peer sends them with its first block).
+enum StreamState {
+    Opening(Opening),
+    Open(DeliverStream),
+}
+
+impl StreamState {
+    /// The next response; cancel-safe (the opening future stays stored until it completes).
+    async fn next_message(&mut self) -> Result<Option<RawDeliverResponse>, tonic::Status> {
+        loop {
+            match self {
+                StreamState::Opening(opening) => {
+                    let stream = opening.await?;
+                    *self = StreamState::Open(stream);
+                }
+                StreamState::Open(stream) => return stream.message().await,
+            }
+        }
+    }
+}
+
 struct OpenStream {
+    /// The peer's address.
     peer: String,
-    responses: tonic::Streaming<RawDeliverResponse>,
+    /// The connection, for checks beside the stream.
+    connection: Channel,
+    /// The Deliver call.
+    state: StreamState,
+    /// When to check the peer if nothing arrives before.
+    next_check: Instant,
+    /// The check in flight, if any.
+    check: Option<Checking>,
+    /// Checks in a row that found the block the stream waits for at the peer.
+    stalled_checks: u32,
+    /// When the peer last sent something (or the stream was opened).
+    heard_at: Instant,
+}
+
+/// What woke a subscription waiting on its stream.
+enum Wake {
+    Shutdown,
+    Message(Result<Option<RawDeliverResponse>, tonic::Status>),
+    Check(Result<Option<CheckAnswer>, tonic::Status>),
+    PeersChecked,
 }
 
 /// Follows one channel; see the module documentation.
 pub struct Subscription {
-    /// What to follow and how.
-    config: ChannelConfig,
+    /// What to follow and how (shared with the peer watch).
+    config: Arc<ChannelConfig>,
     /// Ends waits and streams at shutdown.
     shutdown: CancellationToken,
     /// The next block to hand out; moves only when a block is handed out.
@@ -330,13 +463,26 @@ pub struct Subscription {
     opened_once: bool,
     /// Shared status for observers.
     status: StatusHandle,
+    /// Asks every peer's height, with two or more peers; started at the first [`Subscription::next_block`].
+    watch: Option<PeerWatch>,
 }
 
 impl Subscription {
     /// Prepares a subscription; nothing is connected until [`Subscription::next_block`] is called.
     pub fn new(config: ChannelConfig, start: StartPosition, shutdown: CancellationToken) -> Self {
+        let status = StatusHandle::default();
+        status.update(|s| {
+            s.peers = config
+                .peers
+                .iter()
+                .map(|peer| PeerStatus {
+                    address: peer.address.clone(),
+                    ..PeerStatus::default()
+                })
+                .collect();
+        });
         Subscription {
-            config,
+            config: Arc::new(config),
             shutdown,
             cursor: match start {
                 StartPosition::Newest => Cursor::Newest,
@@ -347,7 +493,8 @@ impl Subscription {
             failures: 0,
             refusals: 0,
             opened_once: false,
-            status: StatusHandle::default(),
+            status,
+            watch: None,
         }
     }
 
@@ -366,23 +513,26 @@ impl Subscription {
 
     /// Waits for the next block in chain order. Returns [`DeliverError::Refused`] when every peer refused,
     /// [`DeliverError::Shutdown`] once the shutdown token is cancelled; handles everything else itself.
+    /// Cancel-safe: dropping the future loses no block.
     pub async fn next_block(&mut self) -> Result<DeliveredBlock, DeliverError> {
         if self.config.peers.is_empty() {
             return Err(DeliverError::NoPeers {
                 channel: self.config.channel_id.clone(),
             });
         }
+        self.start_watch();
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(self.shutdown_error());
             }
-            let Some(stream) = self.stream.as_mut() else {
+            if self.stream.is_none() {
                 self.wait_before_connecting().await?;
                 match self.open_stream().await {
                     Ok(stream) => {
                         let peer = stream.peer.clone();
                         self.stream = Some(stream);
                         let reconnect = std::mem::replace(&mut self.opened_once, true);
+                        tracing::debug!(channel = %self.config.channel_id, %peer, "deliver stream established");
                         self.status.update(|s| {
                             s.current_peer = Some(peer);
                             s.connected = true;
@@ -394,23 +544,15 @@ impl Subscription {
                     Err(error) => self.fail(error)?,
                 }
                 continue;
-            };
-            let peer = stream.peer.clone();
-            let message = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-                message = stream.responses.message() => message,
-            };
-            let outcome = match message {
-                Ok(Some(response)) => self.accept(response, &peer),
-                Ok(None) => Err(DeliverError::StreamEnded {
-                    peer,
-                    channel: self.config.channel_id.clone(),
-                }),
-                Err(status) => Err(stream_error(
-                    peer,
-                    &status,
-                    self.config.options.max_message_size,
-                )),
+            }
+            let outcome = match self.wait_on_stream().await {
+                Wake::Shutdown => return Err(self.shutdown_error()),
+                Wake::PeersChecked => {
+                    self.move_off_a_stale_peer();
+                    continue;
+                }
+                Wake::Check(answer) => self.checked(answer).map(|()| None),
+                Wake::Message(message) => self.received(message),
             };
             match outcome {
                 Ok(Some(block)) => return Ok(block),
@@ -419,6 +561,157 @@ impl Subscription {
                 Err(_) if self.shutdown.is_cancelled() => return Err(self.shutdown_error()),
                 Err(error) => self.fail(error)?,
             }
+        }
+    }
+
+    /// Starts the peer watch once, when there is more than one peer to compare.
+    fn start_watch(&mut self) {
+        if self.watch.is_none()
+            && self.config.peers.len() > 1
+            && self.config.options.peer_check_interval.is_some()
+        {
+            self.watch = Some(PeerWatch::start(
+                self.config.clone(),
+                self.status.clone(),
+                self.shutdown.clone(),
+            ));
+        }
+    }
+
+    /// Waits for whatever comes first: a response, the answer of a check on a silent peer, a round of height
+    /// checks, shutdown. Cancel-safe.
+    async fn wait_on_stream(&mut self) -> Wake {
+        let Subscription {
+            config,
+            shutdown,
+            cursor,
+            stream,
+            watch,
+            ..
+        } = self;
+        let Some(OpenStream {
+            connection,
+            state,
+            next_check,
+            check: checking,
+            ..
+        }) = stream.as_mut()
+        else {
+            return Wake::Message(Err(tonic::Status::internal("no stream")));
+        };
+        let half = config.options.peer_timeout / 2;
+        let liveness = async {
+            if checking.is_none() {
+                tokio::time::sleep_until(*next_check).await;
+                let request = SeekRequest {
+                    channel_id: config.channel_id.clone(),
+                    start: cursor.position(),
+                    stop: cursor.position(),
+                    tls_cert_hash: config.tls_cert_hash(),
+                };
+                let envelope = config
+                    .identity
+                    .seek_envelope_now_with(&request, SeekBehavior::FailIfNotReady);
+                *checking = Some(Box::pin(check(
+                    connection.clone(),
+                    envelope,
+                    config.options.max_message_size,
+                    half,
+                )));
+            }
+            match checking.as_mut() {
+                Some(answer) => answer.await,
+                None => std::future::pending().await,
+            }
+        };
+        let rounds = async {
+            let changed = match watch.as_mut() {
+                Some(watch) => watch.rounds.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Wake::Shutdown,
+            message = state.next_message() => Wake::Message(message),
+            answer = liveness => Wake::Check(answer),
+            () = rounds => Wake::PeersChecked,
+        }
+    }
+
+    /// Handles a response: `Ok(Some)` is the next block, `Ok(None)` a skipped duplicate.
+    fn received(
+        &mut self,
+        message: Result<Option<RawDeliverResponse>, tonic::Status>,
+    ) -> Result<Option<DeliveredBlock>, DeliverError> {
+        let half = self.config.options.peer_timeout / 2;
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        let peer = stream.peer.clone();
+        match message {
+            Ok(Some(response)) => {
+                // The peer is alive: a pending check is moot.
+                stream.heard_at = Instant::now();
+                stream.next_check = stream.heard_at + half;
+                stream.check = None;
+                stream.stalled_checks = 0;
+                self.accept(response, &peer)
+            }
+            Ok(None) => Err(DeliverError::StreamEnded {
+                peer,
+                channel: self.config.channel_id.clone(),
+            }),
+            Err(status) => Err(stream_error(
+                peer,
+                &status,
+                self.config.options.max_message_size,
+            )),
+        }
+    }
+
+    /// Handles the answer of a check made on a silent peer (see the module documentation).
+    fn checked(
+        &mut self,
+        answer: Result<Option<CheckAnswer>, tonic::Status>,
+    ) -> Result<(), DeliverError> {
+        let half = self.config.options.peer_timeout / 2;
+        let cursor = self.cursor;
+        let max_message_size = self.config.options.max_message_size;
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        stream.check = None;
+        let peer = stream.peer.clone();
+        match answer {
+            Ok(Some(CheckAnswer::Block(block)))
+                if cursor == Cursor::Newest || cursor == Cursor::Next(block) =>
+            {
+                stream.stalled_checks += 1;
+                if stream.stalled_checks >= 2 {
+                    return Err(DeliverError::Stalled { peer, block });
+                }
+                // The block may be on its way on the stream: look again shortly.
+                stream.next_check = Instant::now() + half.min(Duration::from_secs(1));
+                Ok(())
+            }
+            Ok(Some(_)) => {
+                // The peer answered (NOT_FOUND: it has no newer block): alive, the channel is quiet.
+                stream.stalled_checks = 0;
+                stream.next_check = Instant::now() + half;
+                Ok(())
+            }
+            Ok(None) => Err(DeliverError::Frozen {
+                peer,
+                silent: Duration::from_millis(
+                    u64::try_from(stream.heard_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ),
+                waited: half,
+            }),
+            Err(status) => Err(stream_error(peer, &status, max_message_size)),
         }
     }
 
@@ -458,7 +751,19 @@ impl Subscription {
         self.cursor = Cursor::Next(number.saturating_add(1));
         self.failures = 0;
         self.refusals = 0;
-        self.status.update(|s| s.last_block = Some(number));
+        let index = self.peer_index;
+        let limit = self.config.options.stale_peer_blocks;
+        self.status.update(|s| {
+            s.last_block = Some(number);
+            // The blocks a peer sends prove its height.
+            if let Some(status) = s.peers.get_mut(index) {
+                let proven = number.saturating_add(1);
+                if status.height.is_none_or(|height| height < proven) {
+                    status.height = Some(proven);
+                    mark_stale(&mut s.peers, limit);
+                }
+            }
+        });
         Ok(Some(DeliveredBlock { number, bytes }))
     }
 
@@ -482,16 +787,58 @@ impl Subscription {
         }
     }
 
+    /// Moves to the highest peer when the current one is stale (after a round of height checks).
+    fn move_off_a_stale_peer(&mut self) {
+        let limit = self.config.options.stale_peer_blocks;
+        let current = self.peer_index;
+        let Some((target, message)) = self.status.update(|s| {
+            let target = better_peer(current, &s.peers, limit)?;
+            let (from, to) = (&s.peers[current], &s.peers[target]);
+            Some((
+                target,
+                format!(
+                    "peer {} is stale: it reports height {}, peer {} reports {}; moving to {}",
+                    from.address,
+                    from.height.unwrap_or_default(),
+                    to.address,
+                    to.height.unwrap_or_default(),
+                    to.address
+                ),
+            ))
+        }) else {
+            return;
+        };
+        tracing::warn!(channel = %self.config.channel_id, "{message}");
+        let now = SystemTime::now();
+        self.status.update(|s| {
+            s.connected = false;
+            s.last_error = Some(message.clone());
+            s.last_error_at = Some(now);
+            s.peers[current].last_error = Some(message);
+            s.peers[current].last_error_at = Some(now);
+        });
+        self.stream = None;
+        self.peer_index = target;
+        self.failures = 0;
+        self.refusals = 0;
+    }
+
     /// Records a failure, moves to the next peer, and returns the error when every peer refused in turn.
     fn fail(&mut self, error: DeliverError) -> Result<(), DeliverError> {
         self.stream = None;
         self.failures = self.failures.saturating_add(1);
+        let failed = self.peer_index;
         self.peer_index = (self.peer_index + 1) % self.config.peers.len();
         let message = error.to_string();
+        let now = SystemTime::now();
         self.status.update(|s| {
             s.connected = false;
-            s.last_error = Some(message);
-            s.last_error_at = Some(std::time::SystemTime::now());
+            s.last_error = Some(message.clone());
+            s.last_error_at = Some(now);
+            if let Some(peer) = s.peers.get_mut(failed) {
+                peer.last_error = Some(message);
+                peer.last_error_at = Some(now);
+            }
         });
         if error.is_peer_refusal() {
             self.refusals += 1;
@@ -524,38 +871,38 @@ impl Subscription {
         }
     }
 
-    async fn open_stream(&self) -> Result<OpenStream, DeliverError> {
+    /// Connects to the peer to use next (skipping to the highest one when it is known to be stale) and sends the
+    /// request; the peer's answer is awaited by [`Subscription::wait_on_stream`].
+    async fn open_stream(&mut self) -> Result<OpenStream, DeliverError> {
+        let limit = self.config.options.stale_peer_blocks;
+        if let Some(better) = better_peer(self.peer_index, &self.status.snapshot().peers, limit) {
+            self.peer_index = better;
+        }
         let peer = &self.config.peers[self.peer_index];
-        let tls = self.config.tls.as_ref();
-        let endpoint = endpoint(peer, tls, &self.config.options)?;
-        let channel = tokio::select! {
+        let connection = tokio::select! {
             _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-            channel = endpoint.connect() => channel.map_err(|e| connect_error(&peer.address, &e))?,
+            connection = connect(peer, self.config.tls.as_ref(), &self.config.options) => connection?,
         };
         let request = SeekRequest {
             channel_id: self.config.channel_id.clone(),
-            start: match self.cursor {
-                Cursor::Newest => SeekPosition::Newest,
-                Cursor::Next(number) => SeekPosition::Specified(number),
-            },
+            start: self.cursor.position(),
             stop: SeekPosition::Specified(u64::MAX),
-            tls_cert_hash: tls
-                .and_then(|t| t.client_certificate.as_ref())
-                .map(ClientCertificate::cert_hash),
+            tls_cert_hash: self.config.tls_cert_hash(),
         };
         let envelope = self.config.identity.seek_envelope_now(&request);
-        let responses = tokio::select! {
-            _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-            responses = open_deliver_stream(channel, envelope, self.config.options.max_message_size) => {
-                responses.map_err(|status| DeliverError::Stream {
-                    peer: peer.address.clone(),
-                    message: describe_grpc_status(&status),
-                })?
-            }
-        };
+        let opening: Opening = Box::pin(open_deliver_stream(
+            connection.clone(),
+            envelope,
+            self.config.options.max_message_size,
+        ));
         Ok(OpenStream {
             peer: peer.address.clone(),
-            responses,
+            connection,
+            state: StreamState::Opening(opening),
+            next_check: Instant::now() + self.config.options.peer_timeout / 2,
+            check: None,
+            stalled_checks: 0,
+            heard_at: Instant::now(),
         })
     }
 
@@ -564,118 +911,6 @@ impl Subscription {
             channel: self.config.channel_id.clone(),
         }
     }
-}
-
-/// Opens `/protos.Deliver/Deliver` with one request envelope. The request stream stays open (as Fabric's own
-/// clients keep it) until the response stream is dropped.
-pub async fn open_deliver_stream(
-    channel: Channel,
-    envelope: common::Envelope,
-    max_message_size: usize,
-) -> Result<tonic::Streaming<RawDeliverResponse>, tonic::Status> {
-    use futures::StreamExt;
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_message_size);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(describe_error_chain(&e)))?;
-    let requests = futures::stream::once(async move { envelope }).chain(futures::stream::pending());
-    let codec = tonic_prost::ProstCodec::<common::Envelope, RawDeliverResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(DELIVER_PATH);
-    let response = grpc
-        .streaming(tonic::Request::new(requests), path, codec)
-        .await?;
-    Ok(response.into_inner())
-}
-
-/// The tonic endpoint for one peer, with TLS, keepalive and timeouts applied.
-pub fn endpoint(
-    peer: &PeerEndpoint,
-    tls: Option<&ClientTls>,
-    options: &DeliverOptions,
-) -> Result<Endpoint, DeliverError> {
-    let bad = |message: String| DeliverError::BadAddress {
-        address: peer.address.clone(),
-        message,
-    };
-    let uri = if peer.address.contains("://") {
-        peer.address.clone()
-    } else if tls.is_some() {
-        format!("https://{}", peer.address)
-    } else {
-        format!("http://{}", peer.address)
-    };
-    let mut endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| bad(describe_error_chain(&e)))?
-        .connect_timeout(options.connect_timeout)
-        .http2_keep_alive_interval(options.keepalive_interval)
-        .keep_alive_timeout(options.keepalive_timeout)
-        // The Deliver stream is always open, so pings while idle would add nothing; the peer only tolerates
-        // pings without an active stream when its PermitWithoutStream is on.
-        .keep_alive_while_idle(false)
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        endpoint = endpoint
-            .tls_config(tls.tonic_config(peer.tls_server_name.as_deref()))
-            .map_err(|e| bad(describe_error_chain(&e)))?;
-    }
-    Ok(endpoint)
-}
-
-/// Classifies a failed stream: an oversized message is a configuration problem, anything else is transient.
-fn stream_error(peer: String, status: &tonic::Status, limit: usize) -> DeliverError {
-    let message = describe_grpc_status(status);
-    if status.code() == tonic::Code::OutOfRange
-        && status.message().contains("message length too large")
-    {
-        DeliverError::TooLarge {
-            peer,
-            limit,
-            message,
-        }
-    } else {
-        DeliverError::Stream { peer, message }
-    }
-}
-
-/// Classifies a connect failure: a rejected certificate is a TLS configuration problem, anything else is
-/// transient.
-fn connect_error(peer: &str, error: &tonic::transport::Error) -> DeliverError {
-    let message = describe_error_chain(error);
-    if message.contains("invalid peer certificate") {
-        DeliverError::Tls {
-            peer: peer.to_owned(),
-            message,
-        }
-    } else {
-        DeliverError::Connect {
-            peer: peer.to_owned(),
-            message,
-        }
-    }
-}
-
-/// A tonic transport error's message with its causes ("transport error" alone says nothing).
-fn describe_error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
-fn describe_grpc_status(status: &tonic::Status) -> String {
-    let mut message = format!("{:?}: {}", status.code(), status.message());
-    if let Some(source) = std::error::Error::source(status) {
-        message.push_str(": ");
-        message.push_str(&describe_error_chain(source));
-    }
-    message
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod engine;
 mod engine_admin;
 mod engine_smoke;
 mod identity;
+mod peers;
 mod peersim;
 mod runtime_api;
 mod runtime_pool;

@@ -74,6 +74,19 @@ impl Network {
     /// Starts the simulator; `interval` generates a block that often (else only on [`Network::generate`]).
     pub async fn start(interval: Option<Duration>) -> Network {
         let pki = TlsPki::new();
+        let peer = RunningPeer::start(Self::sim_config(&pki, interval)).await;
+        Self::with_peer(pki, peer)
+    }
+
+    /// [`Network::start`] plus a second peer of the same channel (the same ledger, its own faults), for failover
+    /// between peers; reach both with [`Network::channel_toml_for`].
+    pub async fn start_with_replica(interval: Option<Duration>) -> (Network, RunningPeer) {
+        let pki = TlsPki::new();
+        let (peer, replica) = RunningPeer::start_pair(Self::sim_config(&pki, interval)).await;
+        (Self::with_peer(pki, peer), replica)
+    }
+
+    fn sim_config(pki: &TlsPki, interval: Option<Duration>) -> PeerSimConfig {
         let base = PeerSimConfig::from_fixtures();
         let signer = base
             .generator
@@ -81,12 +94,14 @@ impl Network {
             .expect("the fixture configuration has a generator")
             .signer
             .clone();
-        let peer = RunningPeer::start(PeerSimConfig {
+        PeerSimConfig {
             tls: Some(pki.server_tls(false)),
             generator: Some(GeneratorConfig { signer, interval }),
             ..base
-        })
-        .await;
+        }
+    }
+
+    fn with_peer(pki: TlsPki, peer: RunningPeer) -> Network {
         let dir = test_dir("engine-net-");
         let tls_ca = dir.path().join("tls-ca.pem");
         std::fs::write(&tls_ca, pki.ca.cert_pem()).expect("write the TLS CA");
@@ -128,14 +143,30 @@ impl Network {
     /// [`Network::channel_toml`] with other peers listed before the simulator (e.g. addresses nobody listens
     /// on), to see the daemon fail over.
     pub fn channel_toml_after(&self, first_peers: &[&str]) -> String {
+        let simulator = self.peer.address.to_string();
+        let addresses: Vec<&str> = first_peers
+            .iter()
+            .copied()
+            .chain([simulator.as_str()])
+            .collect();
+        self.channel_toml_at(&addresses)
+    }
+
+    /// The `[[channels]]` table with the given simulators as its peers, in this order.
+    pub fn channel_toml_for(&self, peers: &[&RunningPeer]) -> String {
+        let addresses: Vec<String> = peers.iter().map(|peer| peer.address.to_string()).collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        self.channel_toml_at(&addresses)
+    }
+
+    fn channel_toml_at(&self, addresses: &[&str]) -> String {
         let mut text = format!(
             "[[channels]]\nname = {channel}\nmsp_id = \"Org1MSP\"\ncertificate = {cert}\nkey = {key}\n",
             channel = toml_str(CHANNEL),
             cert = toml_str(path_text(&fixture_path("msp/user1_signcert.pem"))),
             key = toml_str(path_text(&fixture_path("msp/user1_key.pem"))),
         );
-        let simulator = self.peer.address.to_string();
-        for address in first_peers.iter().copied().chain([simulator.as_str()]) {
+        for address in addresses {
             text.push_str(&format!(
                 "\n[[channels.peers]]\naddress = {address}\ntls_ca = {ca}\nserver_name = {name}\n",
                 address = toml_str(address),
