@@ -2,6 +2,7 @@
 //! process that stopped, or a black-holed path: TCP up, nothing flowing, HTTP/2 pings unanswered); closed, every
 //! read and write fails, so connections end even when a client never closes its side.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -10,6 +11,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Freezes or closes every connection of one simulated peer at once.
@@ -17,8 +19,9 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub(crate) struct Gate {
     /// No byte moves while set.
     frozen: AtomicBool,
-    /// Every read and write fails once set.
-    closed: AtomicBool,
+    /// Every read and write fails once cancelled; each connection watches it, so that one waiting on its socket
+    /// wakes up to fail.
+    closed: CancellationToken,
     /// Tasks waiting for the gate to open.
     waiting: Mutex<Vec<Waker>>,
 }
@@ -34,7 +37,7 @@ impl Gate {
 
     /// Makes every read and write fail from now on.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.closed.cancel();
         self.wake_all();
     }
 
@@ -53,7 +56,7 @@ impl Gate {
     /// Ready when bytes may move; an error once closed.
     fn poll_pass(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.closed.load(Ordering::SeqCst) {
+            if self.closed.is_cancelled() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the peer simulator stopped",
@@ -71,7 +74,7 @@ impl Gate {
             }
             drop(waiting);
             // Thawed or closed between the check and the registration: look again rather than sleep forever.
-            if self.frozen.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
+            if self.frozen.load(Ordering::SeqCst) && !self.closed.is_cancelled() {
                 return Poll::Pending;
             }
         }
@@ -82,11 +85,21 @@ impl Gate {
 pub(crate) struct SimConnection {
     io: TcpStream,
     gate: std::sync::Arc<Gate>,
+    /// Wakes this connection's task when the gate closes, whatever it waits for.
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl SimConnection {
     pub(crate) fn new(io: TcpStream, gate: std::sync::Arc<Gate>) -> Self {
-        SimConnection { io, gate }
+        let closing = Box::pin(gate.closed.clone().cancelled_owned());
+        SimConnection { io, gate, closing }
+    }
+
+    /// Ready when bytes may move; an error once the gate closed.
+    fn poll_pass(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Registers the task with the gate's closing, so a task parked on the socket still learns of it.
+        let _ = self.closing.as_mut().poll(cx);
+        self.gate.poll_pass(cx)
     }
 }
 
@@ -105,7 +118,7 @@ impl AsyncRead for SimConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        ready!(self.gate.poll_pass(cx))?;
+        ready!(self.poll_pass(cx))?;
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -116,20 +129,20 @@ impl AsyncWrite for SimConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.gate.poll_pass(cx))?;
+        ready!(self.poll_pass(cx))?;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.gate.poll_pass(cx))?;
+        ready!(self.poll_pass(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.gate.closed.load(Ordering::SeqCst) {
+        if self.gate.closed.is_cancelled() {
             return Poll::Ready(Ok(()));
         }
-        ready!(self.gate.poll_pass(cx))?;
+        ready!(self.poll_pass(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

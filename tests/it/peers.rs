@@ -363,3 +363,24 @@ async fn a_quiet_channel_shows_connected_after_a_peer_restart() {
     assert!(!table.contains("(disconnected)"), "{table}");
     daemon.terminate().await;
 }
+
+#[test]
+fn channel_stream_settings_out_of_range_are_refused_with_their_field() {
+    let files = DaemonFiles::new();
+    let channel = "[[channels]]\nname = \"mychannel\"\nmsp_id = \"Org1MSP\"\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n\
+                   max_catch_up_streams = 0\npeer_timeout = \"500ms\"\npeer_check_interval = \"2h\"\nstale_peer_blocks = 0\n\n\
+                   [[channels.peers]]\naddress = \"127.0.0.1:7051\"\nplaintext = true\n";
+    files.write_config_with_channel(channel, &[]);
+    let error = chaintrigger::config::Config::load(&files.config_path())
+        .expect_err("out of range")
+        .to_string();
+    for expected in [
+        "channels[0].max_catch_up_streams: 0 is out of range: expected 1 to 64 streams",
+        "channels[0].peer_timeout: 500ms is out of range: expected 2s to 10m",
+        "channels[0].peer_check_interval: 7200s is out of range: expected 1s to 1h",
+        "channels[0].stale_peer_blocks: 0 would move between peers at every block",
+    ] {
+        assert!(error.contains(expected), "{expected}\n{error}");
+    }
+    assert!(error.contains("chaintrigger.toml:"), "located: {error}");
+}

@@ -712,6 +712,27 @@ impl Daemon {
         assert_eq!(sent, 0, "SIGHUP to the daemon");
     }
 
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id().expect("the daemon is running");
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} to the daemon");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (at most `within`) for the process to exit; its status, or `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .map(|status| status.expect("reap the daemon"))
+    }
+
     /// SIGTERM, and waits (bounded) for a clean exit.
     pub async fn terminate(mut self) {
         let pid = self.child.id().expect("the daemon is running");
