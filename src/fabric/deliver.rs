@@ -433,6 +433,8 @@ struct OpenStream {
     stalled_checks: u32,
     /// When the peer last sent something (or the stream was opened).
     heard_at: Instant,
+    /// Whether the peer sent anything on this stream: a stream that fails before is worth a TLS diagnosis.
+    heard: bool,
 }
 
 /// What woke a subscription waiting on its stream.
@@ -541,7 +543,10 @@ impl Subscription {
                             }
                         });
                     }
-                    Err(error) => self.fail(error)?,
+                    Err(error) => {
+                        let error = self.explain(error).await;
+                        self.fail(error)?;
+                    }
                 }
                 continue;
             }
@@ -559,8 +564,64 @@ impl Subscription {
                 Ok(None) => {}
                 // A server going down with us at shutdown is not a failure worth reporting.
                 Err(_) if self.shutdown.is_cancelled() => return Err(self.shutdown_error()),
-                Err(error) => self.fail(error)?,
+                Err(error) => {
+                    let fresh = self.stream.as_ref().is_some_and(|stream| !stream.heard);
+                    let error = if fresh {
+                        self.explain(error).await
+                    } else {
+                        error
+                    };
+                    self.fail(error)?;
+                }
             }
+        }
+    }
+
+    /// A stream that failed before the peer said anything may be a TLS refusal in disguise (see
+    /// [`tls::diagnose`]): asks the peer once more with a plain handshake and returns [`DeliverError::Tls`] when it
+    /// refuses the session, the error as it was otherwise.
+    async fn explain(&mut self, error: DeliverError) -> DeliverError {
+        // Not when the peer could not be reached at all: a diagnosis would only double the wait before the next
+        // peer is tried.
+        let transport = match &error {
+            DeliverError::Stream { .. } | DeliverError::StreamEnded { .. } => true,
+            DeliverError::Connect { message, .. } => {
+                let message = message.to_ascii_lowercase();
+                !message.contains("tcp connect error") && !message.contains("timed out")
+            }
+            _ => false,
+        };
+        let Some(tls) = self.config.tls.clone().filter(|_| transport) else {
+            return error;
+        };
+        let peer = self.config.peers[self.peer_index].clone();
+        // A refusal comes within a round trip of the handshake.
+        let timeout = self
+            .config
+            .options
+            .connect_timeout
+            .min(Duration::from_secs(5));
+        let diagnosis = tokio::task::spawn_blocking(move || {
+            tls::diagnose(
+                &peer.address,
+                peer.tls_server_name.as_deref(),
+                &tls,
+                timeout,
+            )
+        });
+        let found = tokio::select! {
+            _ = self.shutdown.cancelled() => return error,
+            found = diagnosis => found.ok().flatten(),
+        };
+        match found
+            .as_deref()
+            .and_then(|found| tls_rejection(found).map(|reason| (reason, found)))
+        {
+            Some((reason, found)) => DeliverError::Tls {
+                peer: self.config.peers[self.peer_index].address.clone(),
+                message: format!("{reason}: {found}"),
+            },
+            None => error,
         }
     }
 
@@ -656,6 +717,7 @@ impl Subscription {
             Ok(Some(response)) => {
                 // The peer is alive: a pending check is moot.
                 stream.heard_at = Instant::now();
+                stream.heard = true;
                 stream.next_check = stream.heard_at + half;
                 stream.check = None;
                 stream.stalled_checks = 0;
@@ -903,6 +965,7 @@ impl Subscription {
             check: None,
             stalled_checks: 0,
             heard_at: Instant::now(),
+            heard: false,
         })
     }
 

@@ -554,4 +554,21 @@ async fn a_peer_requiring_a_client_certificate_is_an_error_not_a_retry_loop() {
         "{message}"
     );
     assert!(message.contains(&peer.address.to_string()), "{message}");
+
+    // A client certificate from a CA the peer does not trust.
+    let stranger = TlsPki::new().mutual_client_tls();
+    let tls = chaintrigger::fabric::deliver::ClientTls {
+        ca: pki.client_tls().ca,
+        client_certificate: stranger.client_certificate,
+    };
+    let config = channel_config(vec![peer.endpoint()], Some(tls));
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    let status = subscription.status_handle();
+    let error = tokio::time::timeout(Duration::from_secs(5), subscription.next_block())
+        .await
+        .unwrap_or_else(|_| panic!("retrying: {:?}", status.snapshot()))
+        .expect_err("an untrusted client certificate");
+    assert!(matches!(error, DeliverError::Tls { .. }), "{error:?}");
+    assert!(error.to_string().contains("client certificate"), "{error}");
 }

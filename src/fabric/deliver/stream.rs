@@ -115,10 +115,13 @@ pub(super) async fn connect(
     options: &DeliverOptions,
 ) -> Result<Channel, DeliverError> {
     let endpoint = endpoint(peer, tls, options)?;
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| transport_error(&peer.address, &describe_error_chain(&e)))
+    endpoint.connect().await.map_err(|e| {
+        let message = describe_error_chain(&e);
+        match transport_error(&peer.address, &message) {
+            DeliverError::Stream { peer, message } => DeliverError::Connect { peer, message },
+            refused => refused,
+        }
+    })
 }
 
 /// What a peer said to a check made beside a stream.
@@ -214,6 +217,11 @@ pub fn tls_rejection(message: &str) -> Option<&'static str> {
             Some("the peer rejected the client certificate")
         }
         "UnknownCA" => Some("the peer does not trust the client certificate's CA"),
+        // A signature of the handshake that does not verify: in practice a client certificate issued by another CA
+        // of the same name as one the peer trusts.
+        "DecryptError" => Some(
+            "the peer rejected the client certificate: a signature did not verify against the CAs it trusts",
+        ),
         "CertificateExpired" => Some("the peer rejected the client certificate as expired"),
         "CertificateRevoked" => Some("the peer rejected the client certificate as revoked"),
         "AccessDenied" => Some("the peer denied access during the TLS handshake"),
