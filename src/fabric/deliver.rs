@@ -400,7 +400,7 @@ type Checking = Pin<Box<dyn Future<Output = Result<Option<CheckAnswer>, tonic::S
 /// A stream before and after the peer's response headers (a real peer sends them with its first block).
 enum StreamState {
     Opening(Opening),
-    Open(DeliverStream),
+    Open(Box<DeliverStream>),
 }
 
 impl StreamState {
@@ -410,7 +410,7 @@ impl StreamState {
             match self {
                 StreamState::Opening(opening) => {
                     let stream = opening.await?;
-                    *self = StreamState::Open(stream);
+                    *self = StreamState::Open(Box::new(stream));
                 }
                 StreamState::Open(stream) => return stream.message().await,
             }

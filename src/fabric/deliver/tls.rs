@@ -199,8 +199,8 @@ pub(super) fn diagnose(
     socket.set_read_timeout(Some(timeout)).ok()?;
     socket.set_write_timeout(Some(timeout)).ok()?;
     let mut first = [0u8; 1];
-    match rustls::Stream::new(&mut session, &mut socket).read(&mut first) {
-        Ok(_) => None,
+    match rustls::Stream::new(&mut session, &mut socket).read_exact(&mut first) {
+        Ok(()) => None,
         Err(error) => error
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
