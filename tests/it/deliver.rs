@@ -12,20 +12,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fabric::{
-    RunningPeer, TlsPki, channel_config, fast_options, recorded_block, user1, wait_open_streams,
-    within,
+    RunningPeer, TlsPki, channel_config, fast_options, next_numbers, recorded_block, user1,
+    wait_open_streams, within,
 };
-
-async fn next_numbers(subscription: &mut Subscription, count: usize) -> Vec<u64> {
-    let mut numbers = Vec::new();
-    for _ in 0..count {
-        let block = within("a block", subscription.next_block())
-            .await
-            .expect("a block");
-        numbers.push(block.number);
-    }
-    numbers
-}
 
 #[tokio::test]
 async fn streams_recorded_blocks_then_live_ones_and_resumes_after_a_cut_without_gap_or_duplicate() {

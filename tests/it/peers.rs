@@ -7,24 +7,12 @@ use std::time::{Duration, Instant};
 
 use chaintrigger::fabric::deliver::{StartPosition, Subscription};
 use chaintrigger::peersim::Faults;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::daemon::{
-    Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, block_ids, eventually,
+    Daemon, DaemonFiles, Network, PATIENCE, Receiver, block_ids, blocks_daemon, eventually,
 };
-use crate::support::fabric::{RunningPeer, TlsPki, channel_config, within};
-
-async fn next_numbers(subscription: &mut Subscription, count: usize) -> Vec<u64> {
-    let mut numbers = Vec::new();
-    for _ in 0..count {
-        let block = within("a block", subscription.next_block())
-            .await
-            .expect("a block");
-        numbers.push(block.number);
-    }
-    numbers
-}
+use crate::support::fabric::{RunningPeer, TlsPki, channel_config, next_numbers, within};
 
 #[tokio::test]
 async fn a_frozen_peer_is_left_within_the_peer_timeout() {
@@ -155,24 +143,38 @@ async fn a_quiet_peer_that_answers_its_checks_is_kept() {
 // ---------------------------------------------------------------------------------------------------------------
 // The daemon
 
-/// The daemon's `[[channels]]` for two peers with short peer timings.
-fn two_peer_channel(network: &Network, second: &RunningPeer, settings: &str) -> String {
-    let mut text = network.channel_toml_for(&[&network.peer, second]);
-    text = text.replacen(
-        "\n[[channels.peers]]",
-        &format!("{settings}\n[[channels.peers]]"),
-        1,
-    );
-    text
+/// The daemon (the real binary) on two peers of one channel, the first one first, with a `blocks` trigger pushing
+/// every block from 0 to a receiver; returned once the recorded blocks were pushed.
+struct TwoPeers {
+    network: Network,
+    second: RunningPeer,
+    receiver: Receiver,
+    daemon: Daemon,
+    _files: DaemonFiles,
 }
 
-async fn channel(daemon: &Daemon) -> Value {
-    let (status, body) = daemon
-        .admin
-        .call(reqwest::Method::GET, "/v1/channels")
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["channels"][0].clone()
+impl TwoPeers {
+    /// `settings`: lines added to the `[[channels]]` table.
+    async fn start(settings: &str) -> TwoPeers {
+        let (network, second) = Network::start_with_replica(None).await;
+        let receiver = Receiver::start().await;
+        let channel = network
+            .channel_toml_for(&[&network.peer, &second])
+            .replacen(
+                "\n[[channels.peers]]",
+                &format!("{settings}\n[[channels.peers]]"),
+                1,
+            );
+        let (files, daemon) = blocks_daemon(&channel, &receiver).await;
+        receiver.wait_accepted("blocks", 24, PATIENCE).await;
+        TwoPeers {
+            network,
+            second,
+            receiver,
+            daemon,
+            _files: files,
+        }
+    }
 }
 
 async fn metrics(daemon: &Daemon) -> String {
@@ -183,23 +185,13 @@ async fn metrics(daemon: &Daemon) -> String {
 
 #[tokio::test]
 async fn the_daemon_leaves_a_stale_peer_and_measures_lag_against_the_highest() {
-    let (network, second) = Network::start_with_replica(None).await;
-    let receiver = Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config_with_channel(
-        &two_peer_channel(
-            &network,
-            &second,
-            "peer_check_interval = \"1s\"\nstale_peer_blocks = 3\n",
-        ),
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
-    let daemon = Daemon::start(&files).await;
-    receiver.wait_accepted("blocks", 24, PATIENCE).await;
+    let TwoPeers {
+        network,
+        second,
+        receiver,
+        daemon,
+        ..
+    } = TwoPeers::start("peer_check_interval = \"1s\"\nstale_peer_blocks = 3\n").await;
 
     // The first peer is cut off from the orderer: it keeps its stream up and serves nothing new.
     network.peer.handle.go_stale();
@@ -208,7 +200,7 @@ async fn the_daemon_leaves_a_stale_peer_and_measures_lag_against_the_highest() {
     let accepted = receiver.wait_accepted("blocks", 34, PATIENCE).await;
     assert_eq!(accepted, block_ids(0, 34));
     let channel = eventually("the stale peer shown as such", PATIENCE, || async {
-        let channel = channel(&daemon).await;
+        let channel = daemon.admin.channel().await;
         (channel["peers"][0]["stale"] == true && channel["peers"][1]["current"] == true)
             .then_some(channel)
     })
@@ -242,24 +234,10 @@ async fn the_daemon_leaves_a_stale_peer_and_measures_lag_against_the_highest() {
 
 #[tokio::test]
 async fn lag_is_measured_against_the_highest_height_any_peer_reports() {
-    let (network, second) = Network::start_with_replica(None).await;
-    let receiver = Receiver::start().await;
-    let files = DaemonFiles::new();
     // A generous staleness limit: the daemon stays on the first peer, which falls 5 blocks behind.
-    files.write_config_with_channel(
-        &two_peer_channel(
-            &network,
-            &second,
-            "peer_check_interval = \"1s\"\nstale_peer_blocks = 50\n",
-        ),
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
-    let daemon = Daemon::start(&files).await;
-    receiver.wait_accepted("blocks", 24, PATIENCE).await;
+    let TwoPeers {
+        network, daemon, ..
+    } = TwoPeers::start("peer_check_interval = \"1s\"\nstale_peer_blocks = 50\n").await;
     network.peer.handle.go_stale();
     network.generate(5);
     let trigger = daemon
@@ -269,7 +247,7 @@ async fn lag_is_measured_against_the_highest_height_any_peer_reports() {
         })
         .await;
     assert_eq!(trigger["block_height"], 23, "{trigger}");
-    let channel = channel(&daemon).await;
+    let channel = daemon.admin.channel().await;
     assert_eq!(
         channel["peer"],
         network.peer.address.to_string(),
@@ -281,19 +259,13 @@ async fn lag_is_measured_against_the_highest_height_any_peer_reports() {
 
 #[tokio::test]
 async fn the_daemon_leaves_a_frozen_peer_within_its_peer_timeout() {
-    let (network, second) = Network::start_with_replica(None).await;
-    let receiver = Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config_with_channel(
-        &two_peer_channel(&network, &second, "peer_timeout = \"4s\"\n"),
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
-    let daemon = Daemon::start(&files).await;
-    receiver.wait_accepted("blocks", 24, PATIENCE).await;
+    let TwoPeers {
+        network,
+        second,
+        receiver,
+        daemon,
+        ..
+    } = TwoPeers::start("peer_timeout = \"4s\"\n").await;
 
     network.peer.handle.freeze(true);
     let frozen_at = Instant::now();
@@ -304,7 +276,7 @@ async fn the_daemon_leaves_a_frozen_peer_within_its_peer_timeout() {
         took < Duration::from_secs(8),
         "block 24 was pushed {took:?} after the peer froze; peer_timeout is 4 s"
     );
-    let channel = channel(&daemon).await;
+    let channel = daemon.admin.channel().await;
     assert_eq!(channel["peer"], second.address.to_string(), "{channel}");
     assert_eq!(channel["peers"][1]["current"], true, "{channel}");
     let frozen = &channel["peers"][0]["last_error"];
@@ -323,16 +295,7 @@ async fn the_daemon_leaves_a_frozen_peer_within_its_peer_timeout() {
 async fn a_quiet_channel_shows_connected_after_a_peer_restart() {
     let network = Network::start(None).await;
     let receiver = Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config(
-        &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
-    let daemon = Daemon::start(&files).await;
+    let (files, daemon) = blocks_daemon(&network.channel_toml(), &receiver).await;
     receiver.wait_accepted("blocks", 24, PATIENCE).await;
     eventually("the daemon's stream on the peer", PATIENCE, || async {
         (network.handle().open_streams() == 1).then_some(())
@@ -342,7 +305,7 @@ async fn a_quiet_channel_shows_connected_after_a_peer_restart() {
     // Every stream cut, as when the peer restarts; no block comes afterwards.
     network.handle().cut_streams();
     let channel = eventually("the reconnected stream", PATIENCE, || async {
-        let channel = channel(&daemon).await;
+        let channel = daemon.admin.channel().await;
         (channel["reconnects"].as_u64() >= Some(1) && channel["connected"] == true)
             .then_some(channel)
     })

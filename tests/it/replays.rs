@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chaintrigger::peersim::PeerSimHandle;
 
 use crate::support::daemon::{
-    Behaviour, Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, eventually,
+    Behaviour, Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, blocks_daemon,
+    eventually,
 };
 use crate::support::fabric::wait_open_streams;
 
@@ -60,16 +61,7 @@ async fn long_chain() -> Network {
 async fn twenty_replays_leave_one_stream_per_channel() {
     let network = long_chain().await;
     let receiver = Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config(
-        &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
-    let daemon = Daemon::start(&files).await;
+    let (_files, daemon) = blocks_daemon(&network.channel_toml(), &receiver).await;
     daemon.admin.wait_position("blocks", HEIGHT).await;
     wait_open_streams(network.handle(), 1).await;
     let peak = Peak::watch(network.handle());
@@ -102,13 +94,10 @@ async fn twenty_replays_leave_one_stream_per_channel() {
     // Steady: nothing closes late or opens again.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(network.handle().open_streams(), 1, "after {took:?}");
-    let (_, channels) = daemon
-        .admin
-        .call(reqwest::Method::GET, "/v1/channels")
-        .await;
-    let catch_up = &channels["channels"][0]["catch_up"];
-    assert_eq!(catch_up["open"], 0, "{channels}");
-    assert_eq!(catch_up["waiting"], 0, "{channels}");
+    let channel = daemon.admin.channel().await;
+    let catch_up = &channel["catch_up"];
+    assert_eq!(catch_up["open"], 0, "{channel}");
+    assert_eq!(catch_up["waiting"], 0, "{channel}");
     // Every completed replay pushed the whole chain again, in order.
     let accepted = receiver.accepted("blocks");
     assert!(accepted.len() >= 11 * HEIGHT as usize, "{}", accepted.len());

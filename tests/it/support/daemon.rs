@@ -643,6 +643,22 @@ impl DaemonFiles {
 // ---------------------------------------------------------------------------------------------------------------
 // The daemon
 
+/// The daemon with the given `[[channels]]` table and one trigger, `blocks`, pushing every Block event from block 0
+/// to the receiver's `blocks` hook; returned once its admin API answers.
+pub async fn blocks_daemon(channel: &str, receiver: &Receiver) -> (DaemonFiles, Daemon) {
+    let files = DaemonFiles::new();
+    files.write_config_with_channel(
+        channel,
+        &[TriggerSpec::new(
+            "blocks",
+            "Block",
+            receiver.target_toml("blocks"),
+        )],
+    );
+    let daemon = Daemon::start(&files).await;
+    (files, daemon)
+}
+
 /// The real `chaintrigger serve` process; killed (SIGKILL) on drop.
 pub struct Daemon {
     /// The process, to kill or signal it.
@@ -852,6 +868,13 @@ impl Admin {
             t["position"]["block"].as_u64() >= Some(block)
         })
         .await
+    }
+
+    /// `GET /v1/channels`: the first (in these tests, the only) channel's status; panics unless 200.
+    pub async fn channel(&self) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, "/v1/channels").await;
+        assert_eq!(status, 200, "GET channels: {body}");
+        body["channels"][0].clone()
     }
 
     /// Every dead letter of a trigger (one page, enough for tests).

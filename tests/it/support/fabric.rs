@@ -221,6 +221,21 @@ pub async fn wait_open_streams(handle: &PeerSimHandle, expected: u64) -> Duratio
     started.elapsed()
 }
 
+/// The numbers of the next `count` blocks of a subscription (each within 20 s).
+pub async fn next_numbers(
+    subscription: &mut chaintrigger::fabric::deliver::Subscription,
+    count: usize,
+) -> Vec<u64> {
+    let mut numbers = Vec::new();
+    for _ in 0..count {
+        let block = within("a block", subscription.next_block())
+            .await
+            .expect("a block");
+        numbers.push(block.number);
+    }
+    numbers
+}
+
 /// Waits at most 20 s for a future that should complete much sooner (turns a hang into a failure).
 pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), future)
