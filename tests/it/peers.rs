@@ -185,12 +185,13 @@ async fn metrics(daemon: &Daemon) -> String {
 
 #[tokio::test]
 async fn the_daemon_leaves_a_stale_peer_and_measures_lag_against_the_highest() {
+    // Every part stays alive to the end of the test (`..` would drop the others at once).
     let TwoPeers {
         network,
         second,
         receiver,
         daemon,
-        ..
+        _files,
     } = TwoPeers::start("peer_check_interval = \"1s\"\nstale_peer_blocks = 3\n").await;
 
     // The first peer is cut off from the orderer: it keeps its stream up and serves nothing new.
@@ -236,16 +237,19 @@ async fn the_daemon_leaves_a_stale_peer_and_measures_lag_against_the_highest() {
 async fn lag_is_measured_against_the_highest_height_any_peer_reports() {
     // A generous staleness limit: the daemon stays on the first peer, which falls 5 blocks behind.
     let TwoPeers {
-        network, daemon, ..
+        network,
+        second: _second,
+        receiver: _receiver,
+        daemon,
+        _files,
     } = TwoPeers::start("peer_check_interval = \"1s\"\nstale_peer_blocks = 50\n").await;
     network.peer.handle.go_stale();
     network.generate(5);
-    let trigger = daemon
-        .admin
-        .wait_for("blocks", "lag against the other peer's height", |t| {
-            t["chain_height"] == 29 && t["lag"] == 5
-        })
-        .await;
+    let trigger = eventually("lag against the other peer's height", PATIENCE, || async {
+        let trigger = daemon.admin.trigger("blocks").await;
+        (trigger["chain_height"] == 29 && trigger["lag"] == 5).then_some(trigger)
+    })
+    .await;
     assert_eq!(trigger["block_height"], 23, "{trigger}");
     let channel = daemon.admin.channel().await;
     assert_eq!(
@@ -259,12 +263,13 @@ async fn lag_is_measured_against_the_highest_height_any_peer_reports() {
 
 #[tokio::test]
 async fn the_daemon_leaves_a_frozen_peer_within_its_peer_timeout() {
+    // Every part stays alive to the end of the test (`..` would drop the others at once).
     let TwoPeers {
         network,
         second,
         receiver,
         daemon,
-        ..
+        _files,
     } = TwoPeers::start("peer_timeout = \"4s\"\n").await;
 
     network.peer.handle.freeze(true);
