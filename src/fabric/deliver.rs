@@ -49,7 +49,7 @@ pub use tls::{ClientCertificate, ClientTls, TlsCa, TlsError};
 
 use crate::fabric::identity::{Identity, SeekBehavior, SeekPosition, SeekRequest};
 use crate::fabric::proto::common;
-use peers::{PeerWatch, better_peer, mark_stale};
+use peers::{PeerWatch, better_peer, demote, mark_stale};
 use stream::{CheckAnswer, check, connect, stream_error};
 
 /// A peer to read the channel from.
@@ -258,6 +258,15 @@ pub enum DeliverError {
     /// The peer has the block the stream waits for but the stream did not deliver it.
     #[error("peer {peer} has block {block} but its stream did not deliver it")]
     Stalled { peer: String, block: u64 },
+    /// The peer reported a height, then answered that it does not have a block below it: broken, or lying.
+    #[error(
+        "peer {peer} reported height {reported} but says it does not have block {block}: it is demoted for a while"
+    )]
+    Inconsistent {
+        peer: String,
+        reported: u64,
+        block: u64,
+    },
     #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
     StreamEnded { peer: String, channel: String },
     #[error("peer {peer} sent block {got} where block {expected} was expected")]
@@ -319,9 +328,9 @@ pub struct SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
-    /// The highest height any peer reports (or the blocks it sent prove).
+    /// The highest height any peer that is not demoted reports (or the blocks it sent prove).
     pub fn best_height(&self) -> Option<u64> {
-        peers::best_height(&self.peers)
+        peers::best_height(&self.peers, std::time::Instant::now())
     }
 }
 
@@ -760,8 +769,27 @@ impl Subscription {
                 stream.next_check = Instant::now() + half.min(Duration::from_secs(1));
                 Ok(())
             }
-            Ok(Some(_)) => {
+            Ok(Some(CheckAnswer::Status(code))) => {
+                // NOT_FOUND for a block below a height the peer reported contradicts that report.
+                let reported = self
+                    .status
+                    .update(|s| s.peers.get(self.peer_index).and_then(|p| p.height));
+                if let (Cursor::Next(block), Some(reported)) = (cursor, reported)
+                    && code == StatusCode::NOT_FOUND.0
+                    && reported > block
+                {
+                    return Err(DeliverError::Inconsistent {
+                        peer,
+                        reported,
+                        block,
+                    });
+                }
                 // The peer answered (NOT_FOUND: it has no newer block): alive, the channel is quiet.
+                stream.stalled_checks = 0;
+                stream.next_check = Instant::now() + half;
+                Ok(())
+            }
+            Ok(Some(CheckAnswer::Block(_))) => {
                 stream.stalled_checks = 0;
                 stream.next_check = Instant::now() + half;
                 Ok(())
@@ -822,7 +850,7 @@ impl Subscription {
                 let proven = number.saturating_add(1);
                 if status.height.is_none_or(|height| height < proven) {
                     status.height = Some(proven);
-                    mark_stale(&mut s.peers, limit);
+                    mark_stale(&mut s.peers, limit, std::time::Instant::now());
                 }
             }
         });
@@ -854,7 +882,7 @@ impl Subscription {
         let limit = self.config.options.stale_peer_blocks;
         let current = self.peer_index;
         let Some((target, message)) = self.status.update(|s| {
-            let target = better_peer(current, &s.peers, limit)?;
+            let target = better_peer(current, &s.peers, limit, std::time::Instant::now())?;
             let (from, to) = (&s.peers[current], &s.peers[target]);
             Some((
                 target,
@@ -893,6 +921,13 @@ impl Subscription {
         self.peer_index = (self.peer_index + 1) % self.config.peers.len();
         let message = error.to_string();
         let now = SystemTime::now();
+        let unreliable = matches!(
+            error,
+            DeliverError::Frozen { .. }
+                | DeliverError::Stalled { .. }
+                | DeliverError::Inconsistent { .. }
+        );
+        let limit = self.config.options.stale_peer_blocks;
         self.status.update(|s| {
             s.connected = false;
             s.last_error = Some(message.clone());
@@ -900,6 +935,10 @@ impl Subscription {
             if let Some(peer) = s.peers.get_mut(failed) {
                 peer.last_error = Some(message);
                 peer.last_error_at = Some(now);
+                if unreliable {
+                    demote(peer, std::time::Instant::now());
+                    mark_stale(&mut s.peers, limit, std::time::Instant::now());
+                }
             }
         });
         if error.is_peer_refusal() {
@@ -937,7 +976,9 @@ impl Subscription {
     /// request; the peer's answer is awaited by [`Subscription::wait_on_stream`].
     async fn open_stream(&mut self) -> Result<OpenStream, DeliverError> {
         let limit = self.config.options.stale_peer_blocks;
-        if let Some(better) = better_peer(self.peer_index, &self.status.snapshot().peers, limit) {
+        let peers = self.status.snapshot().peers;
+        if let Some(better) = better_peer(self.peer_index, &peers, limit, std::time::Instant::now())
+        {
             self.peer_index = better;
         }
         let peer = &self.config.peers[self.peer_index];

@@ -109,6 +109,9 @@ pub struct Faults {
     /// One-shot: the next stream stops sending after this many blocks but stays open (a stalled stream on a
     /// connection that still works: other requests are answered).
     pub hang_after_blocks: Option<u64>,
+    /// Lasting: a request for just the newest block is answered with an empty block numbered this height - 1 (a
+    /// peer lying about its height, or a broken one); the blocks themselves are served as they are.
+    pub claim_height: Option<u64>,
 }
 
 /// Everything the simulator needs.

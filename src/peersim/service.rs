@@ -188,6 +188,35 @@ async fn serve_stream(
                 continue;
             }
         };
+        if let Some(claimed) = faults.claim_height
+            && seek.start == seek.stop
+            && seek.start.checked_add(1) == Some(shared.height())
+        {
+            tracing::info!(
+                claimed,
+                "injected fault: claiming a height this peer does not have"
+            );
+            let fake = common::Block {
+                header: Some(common::BlockHeader {
+                    number: claimed.saturating_sub(1),
+                    previous_hash: Bytes::new(),
+                    data_hash: Bytes::new(),
+                }),
+                data: Some(common::BlockData { data: Vec::new() }),
+                metadata: None,
+            };
+            if !send(
+                &sender,
+                block_response(fake.encode_to_vec().into()),
+                &shutdown,
+            )
+            .await
+                || !send(&sender, status_response(StatusCode::SUCCESS), &shutdown).await
+            {
+                return;
+            }
+            continue;
+        }
         if let Some(status) = faults.refuse_with {
             if !send(&sender, status_response(status), &shutdown).await {
                 return;

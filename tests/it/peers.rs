@@ -352,3 +352,54 @@ fn channel_stream_settings_out_of_range_are_refused_with_their_field() {
     }
     assert!(error.contains("chaintrigger.toml:"), "located: {error}");
 }
+
+#[tokio::test]
+async fn a_peer_claiming_blocks_it_does_not_serve_is_demoted_not_followed() {
+    let pki = TlsPki::new();
+    let (honest, liar) = RunningPeer::fixture_pair(Some(pki.server_tls(false))).await;
+    liar.handle.set_faults(Faults {
+        claim_height: Some(1_000_000),
+        ..Faults::default()
+    });
+    let mut config = channel_config(
+        vec![honest.endpoint(), liar.endpoint()],
+        Some(pki.client_tls()),
+    );
+    config.options.peer_check_interval = Some(Duration::from_millis(200));
+    config.options.peer_timeout = Duration::from_secs(2);
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(20), CancellationToken::new());
+    let status = subscription.status_handle();
+    let reading = tokio::spawn(async move {
+        let numbers = next_numbers(&mut subscription, 12).await;
+        (subscription, numbers)
+    });
+    // The claim draws the subscription once; the liar then says it has no block 24 and is demoted.
+    let demoted = eventually("the liar demoted", PATIENCE, || async {
+        let now = status.snapshot();
+        now.peers[1].demoted_until.is_some().then_some(now)
+    })
+    .await;
+    assert!(
+        demoted.peers[1]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("reported height 1000000 but says it does not have block")),
+        "{demoted:?}"
+    );
+    for _ in 0..8 {
+        honest.handle.generate_block().expect("generate");
+    }
+    let (subscription, numbers) = within("the blocks from the honest peer", reading)
+        .await
+        .expect("task");
+    assert_eq!(numbers, (20..32).collect::<Vec<u64>>());
+    let now = subscription.status_handle().snapshot();
+    assert_eq!(now.current_peer, Some(honest.address.to_string()));
+    assert_eq!(
+        now.best_height(),
+        Some(32),
+        "the claim counts for nothing: {now:?}"
+    );
+    assert!(!now.peers[0].stale, "{now:?}");
+}

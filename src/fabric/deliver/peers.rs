@@ -6,9 +6,14 @@
 //! seek, one block, on a connection of its own) every `peer_check_interval`. A peer more than `stale_peer_blocks`
 //! behind the highest height any peer reports is stale ([`mark_stale`]); a subscription on a stale peer moves to
 //! the highest one ([`better_peer`]). The rules are pure functions; the watch is the only I/O here.
+//!
+//! A reported height is a claim. A peer that fails a stream (frozen, stalled) or contradicts itself (it reported a
+//! height, then answers that it does not have a block below it) is demoted ([`demote`]): for a while (one minute,
+//! doubling with each demotion up to an hour) its height counts for nothing, so a broken or lying peer cannot keep
+//! drawing the subscription to itself nor make every other peer look stale.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -33,30 +38,64 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// When `last_error` happened.
     pub last_error_at: Option<SystemTime>,
+    /// Until when its height counts for nothing (see the module documentation).
+    pub demoted_until: Option<Instant>,
+    /// How many times it was demoted: each demotion lasts twice as long as the one before.
+    pub demotions: u32,
 }
 
-/// Marks the peers more than `limit` blocks behind the highest known height as stale (pure). A peer whose height
-/// is unknown is not marked: it may simply not have been asked yet.
-pub fn mark_stale(peers: &mut [PeerStatus], limit: u64) {
-    let best = best_height(peers);
-    for peer in peers.iter_mut() {
-        peer.stale = matches!((peer.height, best), (Some(height), Some(best)) if best.saturating_sub(height) > limit);
+impl PeerStatus {
+    /// Its height, unless it is demoted at `now`.
+    pub fn trusted_height(&self, now: Instant) -> Option<u64> {
+        self.height
+            .filter(|_| self.demoted_until.is_none_or(|until| now >= until))
     }
 }
 
-/// The highest height any peer reports.
-pub fn best_height(peers: &[PeerStatus]) -> Option<u64> {
-    peers.iter().filter_map(|peer| peer.height).max()
+/// The first demotion's length.
+const FIRST_DEMOTION: Duration = Duration::from_secs(60);
+/// The longest demotion.
+const LONGEST_DEMOTION: Duration = Duration::from_secs(3600);
+
+/// Demotes a peer from `now` (pure): one minute the first time, twice as long each time after, at most an hour.
+pub fn demote(peer: &mut PeerStatus, now: Instant) {
+    let length = FIRST_DEMOTION
+        .saturating_mul(1u32 << peer.demotions.min(6))
+        .min(LONGEST_DEMOTION);
+    peer.demoted_until = Some(now + length);
+    peer.demotions = peer.demotions.saturating_add(1);
+}
+
+/// Marks the peers more than `limit` blocks behind the highest trusted height as stale (pure). A peer whose height
+/// is unknown is not marked: it may simply not have been asked yet; a demoted one is not compared.
+pub fn mark_stale(peers: &mut [PeerStatus], limit: u64, now: Instant) {
+    let best = best_height(peers, now);
+    for peer in peers.iter_mut() {
+        peer.stale = matches!((peer.trusted_height(now), best), (Some(height), Some(best)) if best.saturating_sub(height) > limit);
+    }
+}
+
+/// The highest height any peer that is not demoted reports.
+pub fn best_height(peers: &[PeerStatus], now: Instant) -> Option<u64> {
+    peers
+        .iter()
+        .filter_map(|peer| peer.trusted_height(now))
+        .max()
 }
 
 /// The peer to move to when the `current` one is more than `limit` blocks behind the highest one (pure): the
-/// highest (the first of them in configuration order), or `None` to stay.
-pub fn better_peer(current: usize, peers: &[PeerStatus], limit: u64) -> Option<usize> {
+/// highest that is not demoted (the first of them in configuration order), or `None` to stay.
+pub fn better_peer(
+    current: usize,
+    peers: &[PeerStatus],
+    limit: u64,
+    now: Instant,
+) -> Option<usize> {
     let current_height = peers.get(current)?.height?;
     let (best, best_height) = peers
         .iter()
         .enumerate()
-        .filter_map(|(index, peer)| peer.height.map(|height| (index, height)))
+        .filter_map(|(index, peer)| peer.trusted_height(now).map(|height| (index, height)))
         .fold(None::<(usize, u64)>, |best, (index, height)| match best {
             Some((_, top)) if top >= height => best,
             _ => Some((index, height)),
@@ -129,7 +168,7 @@ async fn run(
                     }
                 }
             }
-            mark_stale(&mut s.peers, limit);
+            mark_stale(&mut s.peers, limit, Instant::now());
         });
         rounds.send_modify(|round| *round += 1);
     }
@@ -216,35 +255,57 @@ mod tests {
 
     #[test]
     fn a_peer_further_behind_than_the_limit_is_stale() {
+        let now = Instant::now();
         let mut list = peers(&[Some(239), Some(254), None, Some(250)]);
-        mark_stale(&mut list, 5);
+        mark_stale(&mut list, 5, now);
         let stale: Vec<bool> = list.iter().map(|p| p.stale).collect();
         assert_eq!(stale, [true, false, false, false]);
-        assert_eq!(best_height(&list), Some(254));
+        assert_eq!(best_height(&list, now), Some(254));
         // Exactly at the limit is not stale; a limit above the height itself does not underflow.
         let mut list = peers(&[Some(249), Some(254)]);
-        mark_stale(&mut list, 5);
+        mark_stale(&mut list, 5, now);
         assert!(!list[0].stale);
         let mut list = peers(&[Some(0), Some(3)]);
-        mark_stale(&mut list, 100);
+        mark_stale(&mut list, 100, now);
         assert!(!list[0].stale);
     }
 
     #[test]
     fn the_subscription_moves_only_off_a_stale_peer_and_to_the_highest_one() {
-        assert_eq!(
-            better_peer(0, &peers(&[Some(239), Some(250), Some(254)]), 5),
-            Some(2)
-        );
-        assert_eq!(better_peer(0, &peers(&[Some(250), Some(254)]), 5), None);
-        assert_eq!(better_peer(1, &peers(&[Some(239), Some(254)]), 5), None);
+        let now = Instant::now();
+        let better =
+            |current, heights: &[Option<u64>]| better_peer(current, &peers(heights), 5, now);
+        assert_eq!(better(0, &[Some(239), Some(250), Some(254)]), Some(2));
+        assert_eq!(better(0, &[Some(250), Some(254)]), None);
+        assert_eq!(better(1, &[Some(239), Some(254)]), None);
         // Unknown heights never cause a move, nor ties a flap.
-        assert_eq!(better_peer(0, &peers(&[None, Some(254)]), 5), None);
-        assert_eq!(better_peer(0, &peers(&[Some(10), None]), 5), None);
+        assert_eq!(better(0, &[None, Some(254)]), None);
+        assert_eq!(better(0, &[Some(10), None]), None);
+        assert_eq!(better(2, &[Some(254), Some(254), Some(200)]), Some(0));
+        assert_eq!(better(7, &[Some(1)]), None);
+    }
+
+    #[test]
+    fn a_demoted_peer_draws_no_one_and_makes_no_one_stale_until_its_demotion_ends() {
+        let now = Instant::now();
+        let mut list = peers(&[Some(24), Some(u64::MAX)]);
+        demote(&mut list[1], now);
+        assert_eq!(better_peer(0, &list, 5, now), None);
+        assert_eq!(best_height(&list, now), Some(24));
+        mark_stale(&mut list, 5, now);
+        assert!(!list[0].stale && !list[1].stale);
+        let later = now + FIRST_DEMOTION;
         assert_eq!(
-            better_peer(2, &peers(&[Some(254), Some(254), Some(200)]), 5),
-            Some(0)
+            better_peer(0, &list, 5, later),
+            Some(1),
+            "the demotion ended"
         );
-        assert_eq!(better_peer(7, &peers(&[Some(1)]), 5), None);
+        // Each demotion lasts twice as long, at most an hour.
+        demote(&mut list[1], now);
+        assert_eq!(list[1].demoted_until, Some(now + 2 * FIRST_DEMOTION));
+        for _ in 0..10 {
+            demote(&mut list[1], now);
+        }
+        assert_eq!(list[1].demoted_until, Some(now + LONGEST_DEMOTION));
     }
 }
