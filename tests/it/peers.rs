@@ -40,7 +40,7 @@ async fn a_frozen_peer_is_left_within_the_peer_timeout() {
     assert_eq!(next_numbers(&mut subscription, 1).await, [24]);
     let took = frozen_at.elapsed();
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_secs(5),
         "block 24 came {took:?} after the freeze; the peer timeout is 2 s"
     );
     let now = status.snapshot();
@@ -278,7 +278,7 @@ async fn the_daemon_leaves_a_frozen_peer_within_its_peer_timeout() {
     receiver.wait_accepted("blocks", 25, PATIENCE).await;
     let took = frozen_at.elapsed();
     assert!(
-        took < Duration::from_secs(8),
+        took < Duration::from_secs(10),
         "block 24 was pushed {took:?} after the peer froze; peer_timeout is 4 s"
     );
     let channel = daemon.admin.channel().await;
