@@ -332,6 +332,11 @@ impl SubscriptionStatus {
     pub fn best_height(&self) -> Option<u64> {
         peers::best_height(&self.peers, std::time::Instant::now())
     }
+
+    /// The highest height any peer that is not demoted reported when asked (with two or more peers).
+    pub fn best_reported_height(&self) -> Option<u64> {
+        peers::best_reported_height(&self.peers, std::time::Instant::now())
+    }
 }
 
 /// Shared read access to a [`Subscription`]'s status.
@@ -346,6 +351,11 @@ impl StatusHandle {
     /// [`SubscriptionStatus::best_height`] without copying the status.
     pub fn best_height(&self) -> Option<u64> {
         self.lock().best_height()
+    }
+
+    /// [`SubscriptionStatus::best_reported_height`] without copying the status.
+    pub fn best_reported_height(&self) -> Option<u64> {
+        self.lock().best_reported_height()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SubscriptionStatus> {

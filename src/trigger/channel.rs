@@ -200,7 +200,10 @@ impl ChannelFeed {
     /// The chain height (number of blocks): the highest the channel's stream has seen or any peer reports; what
     /// lag is measured against.
     pub fn height(&self) -> Option<u64> {
-        let reported = self.stream_handle().and_then(|stream| stream.best_height());
+        // The stream's own blocks count once the channel has taken them in (the stream height), not before.
+        let reported = self
+            .stream_handle()
+            .and_then(|stream| stream.best_reported_height());
         self.stream_height().max(reported)
     }
 
@@ -308,7 +311,7 @@ impl ChannelFeed {
         };
         ChannelSnapshot {
             name: self.name.clone(),
-            chain_height: self.stream_height().max(stream.best_height()),
+            chain_height: self.stream_height().max(stream.best_reported_height()),
             peers: peer_snapshots(&stream),
             peer: stream.current_peer.filter(|_| stream.connected),
             connected: stream.connected,

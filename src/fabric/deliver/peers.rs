@@ -30,6 +30,8 @@ pub struct PeerStatus {
     pub address: String,
     /// The height (number of blocks) the peer last reported, or that the blocks it sent prove; `None` until known.
     pub height: Option<u64>,
+    /// The height the peer itself reported when last asked (with two or more peers); `None` until asked.
+    pub reported_height: Option<u64>,
     /// When the peer was last asked for its height.
     pub checked_at: Option<SystemTime>,
     /// More than `stale_peer_blocks` behind the highest height any peer reports.
@@ -75,11 +77,21 @@ pub fn mark_stale(peers: &mut [PeerStatus], limit: u64, now: Instant) {
     }
 }
 
-/// The highest height any peer that is not demoted reports.
+/// The highest height known of any peer that is not demoted (reported, or proven by its blocks).
 pub fn best_height(peers: &[PeerStatus], now: Instant) -> Option<u64> {
     peers
         .iter()
         .filter_map(|peer| peer.trusted_height(now))
+        .max()
+}
+
+/// The highest height any peer that is not demoted reported when asked: what a subscription's own blocks do not
+/// show yet.
+pub fn best_reported_height(peers: &[PeerStatus], now: Instant) -> Option<u64> {
+    peers
+        .iter()
+        .filter(|peer| peer.trusted_height(now).is_some())
+        .filter_map(|peer| peer.reported_height)
         .max()
 }
 
@@ -160,7 +172,10 @@ async fn run(
             for (peer, answer) in s.peers.iter_mut().zip(answers) {
                 peer.checked_at = Some(now);
                 match answer {
-                    Ok(height) => peer.height = Some(peer.height.map_or(height, |h| h.max(height))),
+                    Ok(height) => {
+                        peer.reported_height = Some(height);
+                        peer.height = Some(peer.height.map_or(height, |h| h.max(height)));
+                    }
                     Err(message) => {
                         tracing::debug!(peer = %peer.address, %message, "peer height check failed");
                         peer.last_error = Some(message);
