@@ -73,9 +73,12 @@ fn the_demo_runs_end_to_end_and_summarises_every_trigger() {
     );
     assert!(stdout.contains("[demo/on_tx] tx "), "{stdout}");
     assert!(stdout.contains("[demo/on_block] block 0 "), "{stdout}");
+    // The first discards may fall between two refreshes: one line may report several.
     assert!(
         stdout.contains(
             "task-audit: 1 event discarded after all retries, kept as dead letter (failures 1/40)"
+        ) || stdout.contains(
+            "task-audit: 2 events discarded after all retries, kept as dead letters (failures 2/40)"
         ),
         "{stdout}"
     );
