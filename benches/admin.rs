@@ -63,6 +63,7 @@ fn statuses() -> (Vec<TriggerStatus>, Vec<ChannelStatus>, Vec<InvokeLatency>) {
         peer: Some("peer0.org1.example.com:7051".to_owned()),
         reconnects: 4,
         last_error: None,
+        ..ChannelStatus::default()
     }];
     (triggers, channels, latencies)
 }

@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     };
     chaintrigger::logging::init(cli.log_format, default_filter);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Decode(args) => cmd::decode::run(args).await,
             Command::Tail(args) => cmd::tail::run(args).await,
@@ -61,5 +61,12 @@ fn main() -> anyhow::Result<()> {
             Command::CheckConfig(args) => cmd::check_config::run(args).await,
             Command::Triggers(args) => cmd::triggers::run(args).await,
         }
-    })
+    });
+    // Dropping the runtime would wait for every blocking task (a store write, a filter still running, a handler's
+    // pipe): once the command is done, give them a moment, then exit regardless.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }
+
+/// How long blocking tasks may still run after a command returned.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -311,7 +311,7 @@ pub struct TriggerStatus {
 }
 
 /// One channel's stream as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelStatus {
     /// The channel's name.
     pub name: String,
@@ -323,6 +323,47 @@ pub struct ChannelStatus {
     pub reconnects: u64,
     /// The latest stream error, so a disconnected channel explains itself.
     pub last_error: Option<LastError>,
+    /// True while the stream is established (connection up, request sent), whether or not a block came yet: a
+    /// real peer sends nothing until it has a block. `peer` is set exactly when this is true.
+    #[serde(default)]
+    pub connected: bool,
+    /// Every configured peer, in configuration order: its height, whether the stream is on it, whether it is
+    /// stale (an operator sees a peer cut off from the orderer here).
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+    /// The streams of triggers reading blocks older than the channel's window: open, waiting, allowed.
+    #[serde(default)]
+    pub catch_up: CatchUpStatus,
+}
+
+/// One peer of a channel as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its address, as configured.
+    pub address: String,
+    /// The height (number of blocks) it last reported, or that the blocks it sent prove; `null` until known.
+    pub height: Option<u64>,
+    /// The channel's stream is on this peer now.
+    pub current: bool,
+    /// More than the channel's `stale_peer_blocks` behind the highest height any peer reports: the channel moves
+    /// off it.
+    pub stale: bool,
+    /// When it was last asked for its height (only with two or more peers).
+    #[serde(with = "rfc3339_option", default)]
+    pub checked_at: Option<DateTime<Utc>>,
+    /// The last thing that went wrong with it (a failed height check, a failed or frozen stream).
+    pub last_error: Option<LastError>,
+}
+
+/// A channel's catch-up streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpStatus {
+    /// Open now.
+    pub open: u64,
+    /// Triggers waiting for one: a replay beyond `limit` waits its turn.
+    pub waiting: u64,
+    /// How many may be open at once (`max_catch_up_streams`).
+    pub limit: u64,
 }
 
 /// A discarded event kept so an operator can inspect it and push it again.

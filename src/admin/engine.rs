@@ -2,8 +2,9 @@
 //! and HTTP errors. The engine knows nothing of the API; this is the only place the two meet.
 
 use super::control::{
-    ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl, EventSelector,
-    InvokeLatency, LastError, Position, ReloadReport, RepushResult, TriggerState, TriggerStatus,
+    CatchUpStatus, ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl,
+    EventSelector, InvokeLatency, LastError, PeerStatus, Position, ReloadReport, RepushResult,
+    TriggerState, TriggerStatus,
 };
 use crate::config;
 use crate::events::EventType;
@@ -92,6 +93,24 @@ fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
         peer: snapshot.peer,
         reconnects: snapshot.reconnects,
         last_error: snapshot.last_error.map(LastError::from),
+        connected: snapshot.connected,
+        peers: snapshot
+            .peers
+            .into_iter()
+            .map(|peer| PeerStatus {
+                address: peer.address,
+                height: peer.height,
+                current: peer.current,
+                stale: peer.stale,
+                checked_at: peer.checked_at,
+                last_error: peer.last_error.map(LastError::from),
+            })
+            .collect(),
+        catch_up: CatchUpStatus {
+            open: snapshot.catch_up.open,
+            waiting: snapshot.catch_up.waiting,
+            limit: snapshot.catch_up.limit,
+        },
     }
 }
 

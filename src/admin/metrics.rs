@@ -216,7 +216,74 @@ pub fn render(
             channel.reconnects
         );
     }
+    render_peers(&mut out, channels, &channel_labels);
     out
+}
+
+/// The per-peer and catch-up families of each channel.
+fn render_peers(out: &mut String, channels: &[ChannelStatus], channel_labels: &[String]) {
+    let peer_labels = |labels: &str, address: &str| {
+        let mut text = format!("{labels},peer=\"");
+        escape_label_value(address, &mut text);
+        text.push('"');
+        text
+    };
+    family(
+        out,
+        "chaintrigger_channel_peer_height",
+        "gauge",
+        "Height each peer of the channel last reported (absent until known).",
+    );
+    for (channel, labels) in channels.iter().zip(channel_labels) {
+        for peer in &channel.peers {
+            if let Some(height) = peer.height {
+                let labels = peer_labels(labels, &peer.address);
+                let _ = writeln!(out, "chaintrigger_channel_peer_height{labels}}} {height}");
+            }
+        }
+    }
+    family(
+        out,
+        "chaintrigger_channel_peer_stale",
+        "gauge",
+        "1 while the peer is more than stale_peer_blocks behind the highest height any peer reports.",
+    );
+    for (channel, labels) in channels.iter().zip(channel_labels) {
+        for peer in &channel.peers {
+            let labels = peer_labels(labels, &peer.address);
+            let _ = writeln!(
+                out,
+                "chaintrigger_channel_peer_stale{labels}}} {}",
+                u8::from(peer.stale)
+            );
+        }
+    }
+    family(
+        out,
+        "chaintrigger_channel_catch_up_streams",
+        "gauge",
+        "Catch-up streams open for triggers behind the channel's recent blocks.",
+    );
+    for (channel, labels) in channels.iter().zip(channel_labels) {
+        let _ = writeln!(
+            out,
+            "chaintrigger_channel_catch_up_streams{labels}}} {}",
+            channel.catch_up.open
+        );
+    }
+    family(
+        out,
+        "chaintrigger_channel_catch_up_waiting",
+        "gauge",
+        "Triggers waiting for a catch-up stream (max_catch_up_streams are in use).",
+    );
+    for (channel, labels) in channels.iter().zip(channel_labels) {
+        let _ = writeln!(
+            out,
+            "chaintrigger_channel_catch_up_waiting{labels}}} {}",
+            channel.catch_up.waiting
+        );
+    }
 }
 
 /// Writes a family's `HELP` and `TYPE` lines (help texts are constants without backslashes or newlines).
@@ -311,6 +378,30 @@ mod tests {
             peer: Some("peer0:7051".into()),
             reconnects: 2,
             last_error: None,
+            connected: true,
+            peers: vec![
+                crate::admin::control::PeerStatus {
+                    address: "peer0:7051".into(),
+                    height: Some(12),
+                    current: true,
+                    stale: false,
+                    checked_at: None,
+                    last_error: None,
+                },
+                crate::admin::control::PeerStatus {
+                    address: "peer1:7051".into(),
+                    height: Some(3),
+                    current: false,
+                    stale: true,
+                    checked_at: None,
+                    last_error: None,
+                },
+            ],
+            catch_up: crate::admin::control::CatchUpStatus {
+                open: 1,
+                waiting: 2,
+                limit: 4,
+            },
         }];
         let histogram = LatencyHistogram::default();
         histogram.record(Duration::from_millis(2));
@@ -362,6 +453,17 @@ mod tests {
         )));
         assert!(text.contains("chaintrigger_channel_chain_height{channel=\"mychannel\"} 12\n"));
         assert!(text.contains("chaintrigger_channel_connected{channel=\"mychannel\"} 1\n"));
+        assert!(text.contains(
+            "chaintrigger_channel_peer_height{channel=\"mychannel\",peer=\"peer1:7051\"} 3\n"
+        ));
+        assert!(text.contains(
+            "chaintrigger_channel_peer_stale{channel=\"mychannel\",peer=\"peer1:7051\"} 1\n"
+        ));
+        assert!(text.contains(
+            "chaintrigger_channel_peer_stale{channel=\"mychannel\",peer=\"peer0:7051\"} 0\n"
+        ));
+        assert!(text.contains("chaintrigger_channel_catch_up_streams{channel=\"mychannel\"} 1\n"));
+        assert!(text.contains("chaintrigger_channel_catch_up_waiting{channel=\"mychannel\"} 2\n"));
         assert!(
             text.contains(
                 "chaintrigger_channel_stream_reconnects_total{channel=\"mychannel\"} 2\n"

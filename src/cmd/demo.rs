@@ -10,6 +10,11 @@
 //! `chaintrigger triggers reload` works on it. Every second the terminal shows the chain height and each
 //! trigger's progress; between refreshes, the notable changes (discarded events, state changes) and the
 //! handlers' own log lines.
+//!
+//! Stopping: `--duration`, the first Ctrl-C or SIGTERM stop the daemon gracefully (the events in flight finish for
+//! at most 5 s) and the simulator (its connections are cut after [`peersim::SHUTDOWN_GRACE`]); a second Ctrl-C
+//! exits at once, and so does a stop still not over after [`STOP_DEADLINE`]. The temporary data folder is removed
+//! on every one of those paths (not a `--data-dir`).
 
 mod display;
 
@@ -30,11 +35,19 @@ use crate::config::Config;
 use crate::peersim::pki::TestCa;
 use crate::peersim::{self, GeneratorConfig, PeerSim, PeerSimConfig, ServerTls};
 
+use super::signals;
+
 /// The name in the simulator's generated TLS certificate; the daemon reaches it by IP and checks this name.
 const PEER_TLS_NAME: &str = "peer0.org1.example.com";
 
 /// The highest `--rate`: the simulator's generator ticks at most once per millisecond.
 const MAX_RATE: f64 = 1000.0;
+
+/// How long the events in flight may take to finish when the demo stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stop may take in all before the demo exits anyway.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Arguments of `chaintrigger demo`.
 #[derive(Debug, clap::Args)]
@@ -72,6 +85,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     let data = DataDir::new(args.data_dir.clone())?;
+    // From here on every exit removes a temporary data folder, forced ones included.
+    let shutdown = CancellationToken::new();
+    let cleanup: signals::Cleanup = {
+        let temporary = data.kept().is_none().then(|| data.path().to_owned());
+        Arc::new(move || {
+            if let Some(path) = &temporary {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        })
+    };
+    signals::listen(shutdown.clone(), cleanup.clone());
+    signals::exit_if_stuck(shutdown.clone(), STOP_DEADLINE, cleanup);
 
     let ca = TestCa::new("tlsca.org1.example.com", "org1.example.com")?;
     let server = ca.issue(PEER_TLS_NAME, &[PEER_TLS_NAME])?;
@@ -111,10 +136,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })?;
     let config = app::load_config(&run_config)?;
 
-    let shutdown = CancellationToken::new();
     let simulator = tokio::spawn(peersim::run(listener, sim, shutdown.clone()));
     let options = AppOptions {
-        shutdown_grace: Duration::from_secs(5),
+        shutdown_grace: SHUTDOWN_GRACE,
         ..AppOptions::default()
     };
     let app = match App::start(config, options, shutdown.clone()).await {
@@ -160,8 +184,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ticks.tick().await;
     loop {
         let stop = tokio::select! {
-            _ = ticks.tick() => false,
-            _ = tokio::signal::ctrl_c() => true,
+            _ = ticks.tick() => shutdown.is_cancelled(),
+            _ = shutdown.cancelled() => true,
         };
         let now = EngineControl::triggers(engine.as_ref()).await;
         let header = display::Header {

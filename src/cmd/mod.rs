@@ -7,5 +7,6 @@ pub mod demo;
 pub mod peersim;
 pub mod runtime;
 pub mod serve;
+pub mod signals;
 pub mod tail;
 pub mod triggers;

@@ -1,8 +1,19 @@
 //! `chaintrigger serve`: the trigger daemon, until Ctrl-C or SIGTERM (SIGHUP reloads the configuration).
+//!
+//! The first Ctrl-C / SIGTERM stops it gracefully: the events in flight may finish for
+//! [`crate::app::DEFAULT_SHUTDOWN_GRACE`]; a second one exits at once, and a stop still not over
+//! [`STOP_MARGIN`] after the grace period exits anyway (see [`super::signals`]).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+use super::signals;
+
+/// How long after the grace period a stop may still take (the admin API, the bundled runtime, the store) before
+/// the process exits anyway.
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// Arguments of `chaintrigger serve`.
 #[derive(Debug, clap::Args)]
@@ -14,29 +25,11 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    signals::listen(shutdown.clone(), signals::no_cleanup());
+    signals::exit_if_stuck(
+        shutdown.clone(),
+        crate::app::DEFAULT_SHUTDOWN_GRACE + STOP_MARGIN,
+        signals::no_cleanup(),
+    );
     crate::app::run(&args.config, shutdown).await
-}
-
-/// Cancels `shutdown` at the first Ctrl-C (SIGINT) or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C still stops the daemon");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
 }

@@ -305,8 +305,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let block = match subscription.next_block().await {
             Ok(block) => block,
             Err(DeliverError::Shutdown { .. }) => break,
+            // Only what retrying cannot fix comes out of the subscription: say what to change.
             Err(error) => {
-                return Err(error).with_context(|| format!("following channel `{channel}`"));
+                let hint = fix_hint(&error, &channel);
+                return Err(anyhow::Error::new(error).context(format!(
+                    "cannot follow channel `{channel}`{}",
+                    hint.map(|hint| format!(": {hint}")).unwrap_or_default()
+                )));
             }
         };
         print_block(
@@ -319,6 +324,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         remaining = remaining.map(|n| n - 1);
     }
     Ok(())
+}
+
+/// What the operator can change for an error retrying cannot fix, in `tail`'s own terms (flags and file keys).
+fn fix_hint(error: &DeliverError, channel: &str) -> Option<String> {
+    use crate::fabric::deliver::StatusCode;
+    match error {
+        DeliverError::Tls { message, .. } if message.contains("requires a client certificate") => Some(
+            "the peer requires mutual TLS: pass --client-cert and --client-key (or client_cert / client_key in the file)"
+                .to_owned(),
+        ),
+        DeliverError::Tls { .. } => Some(
+            "check --tls-ca, --server-name and the client certificate against the peer's TLS setup".to_owned(),
+        ),
+        DeliverError::Refused { status, .. } if *status == StatusCode::FORBIDDEN => Some(format!(
+            "the identity (--msp-id, --cert) is not a reader of `{channel}` on the peer, or the request's signature or TLS binding was refused"
+        )),
+        DeliverError::Refused { status, start, .. } if *status == StatusCode::NOT_FOUND => Some(format!(
+            "the peer does not serve channel `{channel}`, or {start} is beyond its chain"
+        )),
+        _ => None,
+    }
 }
 
 /// Decodes a block and prints its events; decode problems go to stderr and do not stop the tail.

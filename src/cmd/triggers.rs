@@ -500,9 +500,7 @@ fn trigger_table(triggers: &[TriggerStatus]) -> String {
                 trigger
                     .last_error
                     .as_ref()
-                    .map_or_else(String::new, |error| {
-                        truncate(&error.message, TABLE_ERROR_WIDTH)
-                    }),
+                    .map_or_else(String::new, timed_error),
             ]
         })
         .collect();
@@ -610,18 +608,76 @@ fn channel_table(channels: &[ChannelStatus]) -> String {
                     .clone()
                     .unwrap_or_else(|| "(disconnected)".to_owned()),
                 channel.reconnects.to_string(),
+                catch_up_text(channel),
                 channel
                     .last_error
                     .as_ref()
-                    .map_or_else(String::new, |error| {
-                        truncate(&error.message, TABLE_ERROR_WIDTH)
-                    }),
+                    .map_or_else(String::new, timed_error),
             ]
         })
         .collect();
-    table(
-        &["CHANNEL", "HEIGHT", "PEER", "RECONNECTS", "LAST ERROR"],
+    let mut text = table(
+        &[
+            "CHANNEL",
+            "HEIGHT",
+            "PEER",
+            "RECONNECTS",
+            "CATCH-UP",
+            "LAST ERROR",
+        ],
         &rows,
+    );
+    let peers: Vec<Vec<String>> = channels
+        .iter()
+        .flat_map(|channel| {
+            channel.peers.iter().map(|peer| {
+                let state = match (peer.current, peer.stale) {
+                    (true, true) => "current, stale",
+                    (true, false) => "current",
+                    (false, true) => "stale",
+                    (false, false) => "",
+                };
+                vec![
+                    channel.name.clone(),
+                    peer.address.clone(),
+                    optional(peer.height),
+                    state.to_owned(),
+                    peer.last_error
+                        .as_ref()
+                        .map_or_else(String::new, timed_error),
+                ]
+            })
+        })
+        .collect();
+    if !peers.is_empty() {
+        text.push('\n');
+        text.push_str(&table(
+            &["CHANNEL", "PEER", "HEIGHT", "STATE", "LAST ERROR"],
+            &peers,
+        ));
+    }
+    text
+}
+
+/// `open/limit`, with the triggers waiting for one when any are.
+fn catch_up_text(channel: &ChannelStatus) -> String {
+    let catch_up = &channel.catch_up;
+    if catch_up.waiting > 0 {
+        format!(
+            "{}/{} ({} waiting)",
+            catch_up.open, catch_up.limit, catch_up.waiting
+        )
+    } else {
+        format!("{}/{}", catch_up.open, catch_up.limit)
+    }
+}
+
+/// An error in a table: when it happened (UTC, to the second), then its message cut to the table's width.
+fn timed_error(error: &crate::admin::LastError) -> String {
+    format!(
+        "{} {}",
+        error.at.format("%Y-%m-%d %H:%M:%SZ"),
+        truncate(&error.message, TABLE_ERROR_WIDTH)
     )
 }
 

@@ -118,11 +118,51 @@ pub struct Channel {
     pub key: Spanned<PathBuf>,
     /// Peers to read blocks from, tried in order when one is unreachable.
     pub peers: Spanned<Vec<Peer>>,
+    /// Streams the daemon may open at once beside the channel's own, for triggers reading blocks older than the
+    /// channel's recent window (a new trigger from block 0, `enable --from N`); the others wait their turn.
+    #[serde(default = "default_max_catch_up_streams")]
+    pub max_catch_up_streams: Spanned<u32>,
+    /// A peer that sends nothing and answers no check for this long is frozen: the channel moves to the next
+    /// peer. Half of it passes in silence before the peer is checked.
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout: Spanned<HumanDuration>,
+    /// How often every peer's height is asked (with two or more peers).
+    #[serde(default = "default_peer_check_interval")]
+    pub peer_check_interval: Spanned<HumanDuration>,
+    /// A peer more than this many blocks behind the highest height any peer reports is stale: the channel moves
+    /// to the highest peer.
+    #[serde(default = "default_stale_peer_blocks")]
+    pub stale_peer_blocks: Spanned<u64>,
     /// Pins how the channel's `content.data` is rendered: `"v2.5"` (empty bytes are `null`, as Fabric v2.5's
     /// configtxlator prints them) or `"v3"` (`""`, as Fabric v3's). Absent: learned from the channel's
     /// configuration (v3 when it has the `V3_0` capability) and followed on every config block.
     #[serde(default)]
     pub rendering: Option<Rendering>,
+}
+
+fn default_max_catch_up_streams() -> Spanned<u32> {
+    Spanned::new(
+        0..0,
+        u32::try_from(crate::fabric::deliver::DEFAULT_MAX_CATCH_UP_STREAMS).unwrap_or(4),
+    )
+}
+
+fn default_peer_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(
+        0..0,
+        HumanDuration(crate::fabric::deliver::DEFAULT_PEER_TIMEOUT),
+    )
+}
+
+fn default_peer_check_interval() -> Spanned<HumanDuration> {
+    Spanned::new(
+        0..0,
+        HumanDuration(crate::fabric::deliver::DEFAULT_PEER_CHECK_INTERVAL),
+    )
+}
+
+fn default_stale_peer_blocks() -> Spanned<u64> {
+    Spanned::new(0..0, crate::fabric::deliver::DEFAULT_STALE_PEER_BLOCKS)
 }
 
 /// One peer's Deliver endpoint.

@@ -35,6 +35,11 @@ impl Config {
                     "a channel needs at least one peer",
                 ));
             }
+            problems.extend(
+                channel_tuning_problems(channel, i)
+                    .into_iter()
+                    .map(|(span, field, message)| source.problem(Some(span), field, message)),
+            );
             for (j, peer) in channel.peers.get_ref().iter().enumerate() {
                 let field = |name: &str| format!("channels[{i}].peers[{j}].{name}");
                 if let Err(message) = check_peer_address(peer.address.get_ref()) {
@@ -227,4 +232,55 @@ fn check_peer_address(address: &str) -> Result<(), String> {
     port.parse::<u16>()
         .map_err(|_| format!("invalid peer address `{address}`: `{port}` is not a port number"))?;
     Ok(())
+}
+
+/// The ranges of a channel's stream settings: `(span, field, message)` for each value out of range.
+fn channel_tuning_problems(
+    channel: &super::schema::Channel,
+    i: usize,
+) -> Vec<(std::ops::Range<usize>, String, String)> {
+    let mut problems = Vec::new();
+    let field = |name: &str| format!("channels[{i}].{name}");
+    let streams = *channel.max_catch_up_streams.get_ref();
+    if !(1..=64).contains(&streams) {
+        problems.push((
+            channel.max_catch_up_streams.span(),
+            field("max_catch_up_streams"),
+            format!("{streams} is out of range: expected 1 to 64 streams"),
+        ));
+    }
+    let durations = [
+        (
+            &channel.peer_timeout,
+            "peer_timeout",
+            Duration::from_secs(2),
+            Duration::from_secs(600),
+            "2s to 10m",
+        ),
+        (
+            &channel.peer_check_interval,
+            "peer_check_interval",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            "1s to 1h",
+        ),
+    ];
+    for (value, name, min, max, range) in durations {
+        let duration = value.get_ref();
+        if duration.0 < min || duration.0 > max {
+            problems.push((
+                value.span(),
+                field(name),
+                format!("{duration} is out of range: expected {range}"),
+            ));
+        }
+    }
+    if *channel.stale_peer_blocks.get_ref() == 0 {
+        problems.push((
+            channel.stale_peer_blocks.span(),
+            field("stale_peer_blocks"),
+            "0 would move between peers at every block: expected 1 or more blocks".to_owned(),
+        ));
+    }
+    problems
 }

@@ -7,34 +7,52 @@
 //! - A dropped stream, a transport error or a transient status (SERVICE_UNAVAILABLE, INTERNAL_SERVER_ERROR, ...)
 //!   is handled inside: the subscription moves to the channel's next peer, waits per its [`BackoffPolicy`]
 //!   and resumes at the next block not yet handed out (never at "newest" once a block has been handed out).
-//! - A refusal (FORBIDDEN, NOT_FOUND, BAD_REQUEST, or a rejected TLS certificate) from every peer in turn is
-//!   returned as [`DeliverError::Refused`] (or [`DeliverError::Tls`]): nothing will change until someone fixes
-//!   the network or the configuration. The subscription stays usable: the next call tries again, after the
-//!   backoff delay.
+//! - A refusal (FORBIDDEN, NOT_FOUND, BAD_REQUEST, or a TLS session refused either way) from every peer in turn
+//!   is returned as [`DeliverError::Refused`] (or [`DeliverError::Tls`]): nothing will change until someone
+//!   fixes the network or the configuration. The subscription stays usable: the next call tries again, after
+//!   the backoff delay.
 //! - A block whose number is not the expected one is never handed out: a duplicate is skipped, a gap makes the
 //!   subscription reconnect from the expected block.
+//! - The stream counts as connected once it is established (connection up, request sent): a real peer sends
+//!   nothing, not even its response headers, until it has a block, so waiting for an answer would show a quiet
+//!   channel as disconnected.
+//! - A peer that sends nothing for half of [`DeliverOptions::peer_timeout`] is checked on the same connection
+//!   (a one-block `FAIL_IF_NOT_READY` request for the block the stream waits for): NOT_FOUND means the peer is
+//!   alive and the channel quiet; no answer within the other half means it is frozen ([`DeliverError::Frozen`]);
+//!   the block itself, twice, means the stream stalled ([`DeliverError::Stalled`]). Both move to the next peer.
+//! - With two or more peers, every peer's height is asked at an interval (see [`peers`]); a subscription on a
+//!   peer more than [`DeliverOptions::stale_peer_blocks`] behind the highest one moves to it.
+//! - Every stream is closed on the peer when it is no longer needed (see [`DeliverStream`]).
 //!
 //! Progress and trouble are observable without `&mut` access through [`Subscription::status_handle`].
 
 mod backoff;
+mod error;
+pub mod peers;
+mod stream;
 mod tls;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use prost::Message;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use backoff::BackoffPolicy;
+pub use error::{DeliverError, StatusCode};
+pub use peers::PeerStatus;
+pub use stream::{DELIVER_PATH, DeliverStream, endpoint, open_deliver_stream, tls_rejection};
 pub use tls::{ClientCertificate, ClientTls, TlsCa, TlsError};
 
-use crate::fabric::identity::{Identity, SeekPosition, SeekRequest};
+use crate::fabric::identity::{Identity, SeekBehavior, SeekPosition, SeekRequest};
 use crate::fabric::proto::common;
-
-/// The gRPC method of the peer's full-block Deliver service.
-pub const DELIVER_PATH: &str = "/protos.Deliver/Deliver";
+use peers::{PeerWatch, better_peer, demote, mark_stale};
+use stream::{CheckAnswer, check, connect, stream_error};
 
 /// A peer to read the channel from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +81,8 @@ pub struct DeliverOptions {
     /// `AbsoluteMaxBytes` defaults to ~100 MB); default 128 MiB.
     pub max_message_size: usize,
     /// HTTP/2 keepalive ping interval. The peer closes connections that ping more often than its
-    /// `keepalive.minInterval` (60 s by default) with ENHANCE_YOUR_CALM; 70 s stays clear of that while still
-    /// finding a dead connection in about a minute and a half.
+    /// `keepalive.minInterval` (60 s by default) with ENHANCE_YOUR_CALM, so keepalive alone cannot find a dead
+    /// connection quickly: [`DeliverOptions::peer_timeout`] does.
     pub keepalive_interval: Duration,
     /// How long to wait for a ping's answer before declaring the connection dead.
     pub keepalive_timeout: Duration,
@@ -72,6 +90,19 @@ pub struct DeliverOptions {
     pub connect_timeout: Duration,
     /// Delays between reconnect attempts.
     pub backoff: BackoffPolicy,
+    /// A peer that sends nothing for half this time is checked (a one-block request on the same connection for
+    /// the block the stream waits for); one that does not answer within the other half is frozen (TCP up,
+    /// nothing flowing) and the subscription moves to the next peer. Default 15 s; a peer answering the check is
+    /// merely quiet, so this costs nothing on a quiet channel but one small request per half period.
+    pub peer_timeout: Duration,
+    /// How often every peer's height is asked, with two or more peers (`None`: never). Default 10 s.
+    pub peer_check_interval: Option<Duration>,
+    /// A peer more than this many blocks behind the highest height any peer reports is stale: the subscription
+    /// moves to the highest peer. Default 5.
+    pub stale_peer_blocks: u64,
+    /// Streams of the channel a caller may open beside the subscription at once (the daemon's catch-up streams
+    /// for triggers behind its window); the subscription itself does not use it. Default 4.
+    pub max_catch_up_streams: usize,
 }
 
 impl Default for DeliverOptions {
@@ -82,9 +113,22 @@ impl Default for DeliverOptions {
             keepalive_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            peer_check_interval: Some(DEFAULT_PEER_CHECK_INTERVAL),
+            stale_peer_blocks: DEFAULT_STALE_PEER_BLOCKS,
+            max_catch_up_streams: DEFAULT_MAX_CATCH_UP_STREAMS,
         }
     }
 }
+
+/// Default of [`DeliverOptions::peer_timeout`].
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default of [`DeliverOptions::peer_check_interval`].
+pub const DEFAULT_PEER_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default of [`DeliverOptions::stale_peer_blocks`].
+pub const DEFAULT_STALE_PEER_BLOCKS: u64 = 5;
+/// Default of [`DeliverOptions::max_catch_up_streams`].
+pub const DEFAULT_MAX_CATCH_UP_STREAMS: usize = 4;
 
 /// Everything needed to follow one channel.
 #[derive(Debug, Clone)]
@@ -99,6 +143,16 @@ pub struct ChannelConfig {
     pub identity: Arc<Identity>,
     /// Connection tuning.
     pub options: DeliverOptions,
+}
+
+impl ChannelConfig {
+    /// The `tls_cert_hash` requests carry under mutual TLS.
+    pub fn tls_cert_hash(&self) -> Option<[u8; 32]> {
+        self.tls
+            .as_ref()
+            .and_then(|tls| tls.client_certificate.as_ref())
+            .map(ClientCertificate::cert_hash)
+    }
 }
 
 /// Where a subscription starts.
@@ -119,117 +173,6 @@ pub struct DeliveredBlock {
     pub bytes: Bytes,
 }
 
-/// A `common.Status` code a peer answered with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusCode(
-    /// The raw `common.Status` number: kept as a number so that codes newer than our proto still show.
-    pub i32,
-);
-
-impl StatusCode {
-    pub const SUCCESS: StatusCode = StatusCode(200);
-    pub const BAD_REQUEST: StatusCode = StatusCode(400);
-    pub const FORBIDDEN: StatusCode = StatusCode(403);
-    pub const NOT_FOUND: StatusCode = StatusCode(404);
-    pub const SERVICE_UNAVAILABLE: StatusCode = StatusCode(503);
-
-    /// The name Fabric gives the code, e.g. `FORBIDDEN`.
-    pub fn name(self) -> String {
-        common::Status::try_from(self.0)
-            .map(|s| s.as_str_name().to_owned())
-            .unwrap_or_else(|_| format!("UNKNOWN_STATUS_{}", self.0))
-    }
-
-    /// A refusal will not change by retrying soon: the identity is not a reader, the channel (or the requested
-    /// block) does not exist on the peer, or the request is malformed.
-    pub fn is_refusal(self) -> bool {
-        matches!(
-            self,
-            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
-        )
-    }
-}
-
-impl std::fmt::Display for StatusCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
-    }
-}
-
-/// Everything that can go wrong while following a channel.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliverError {
-    /// Every peer refused the request (see [`StatusCode::is_refusal`]); retrying soon will not help.
-    #[error("peer {peer} refused to deliver channel `{channel}` from {start}: {status}")]
-    Refused {
-        peer: String,
-        channel: String,
-        start: String,
-        status: StatusCode,
-    },
-    /// A transient status (e.g. SERVICE_UNAVAILABLE) or an unexpected SUCCESS on an endless seek.
-    #[error("peer {peer} ended the stream of channel `{channel}` with status {status}")]
-    Status {
-        peer: String,
-        channel: String,
-        status: StatusCode,
-    },
-    #[error("cannot connect to peer {peer}: {message}")]
-    Connect { peer: String, message: String },
-    /// The peer's TLS certificate was rejected (wrong CA, or a name that is neither the address's host nor the
-    /// configured `tls_server_name`): a configuration problem, treated like a refusal.
-    #[error("TLS handshake with peer {peer} failed: {message}")]
-    Tls { peer: String, message: String },
-    #[error("stream from peer {peer} failed: {message}")]
-    Stream { peer: String, message: String },
-    /// A block larger than [`DeliverOptions::max_message_size`]: it will not get smaller, so this is treated
-    /// like a refusal until the limit is raised.
-    #[error(
-        "peer {peer} sent a message larger than the {limit}-byte limit (max_message_size): {message}"
-    )]
-    TooLarge {
-        peer: String,
-        limit: usize,
-        message: String,
-    },
-    #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
-    StreamEnded { peer: String, channel: String },
-    #[error("peer {peer} sent block {got} where block {expected} was expected")]
-    Gap {
-        peer: String,
-        expected: u64,
-        got: u64,
-    },
-    #[error("peer {peer} sent a malformed message: {reason}")]
-    Malformed { peer: String, reason: String },
-    #[error("invalid peer address `{address}`: {message}")]
-    BadAddress { address: String, message: String },
-    #[error("channel `{channel}` has no peers configured")]
-    NoPeers { channel: String },
-    /// The shutdown token was cancelled.
-    #[error("subscription to channel `{channel}` shut down")]
-    Shutdown { channel: String },
-}
-
-impl DeliverError {
-    /// True for errors that stay until someone acts: refusals, TLS certificate rejections, bad configuration.
-    pub fn is_fatal_for_now(&self) -> bool {
-        self.is_peer_refusal()
-            || matches!(
-                self,
-                DeliverError::BadAddress { .. } | DeliverError::NoPeers { .. }
-            )
-    }
-
-    /// A peer-specific "no" that another peer might not say: returned once every peer said it in turn.
-    fn is_peer_refusal(&self) -> bool {
-        matches!(
-            self,
-            DeliverError::Refused { .. } | DeliverError::Tls { .. } | DeliverError::TooLarge { .. }
-        )
-    }
-}
-
 /// A snapshot of a subscription's health, for metrics and status pages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscriptionStatus {
@@ -237,7 +180,7 @@ pub struct SubscriptionStatus {
     pub reconnects: u64,
     /// The peer the current (or last) stream is with.
     pub current_peer: Option<String>,
-    /// True while a stream is open.
+    /// True while a stream is established (connection up, request sent), whether or not a block came yet.
     pub connected: bool,
     /// The last block handed out.
     pub last_block: Option<u64>,
@@ -245,9 +188,23 @@ pub struct SubscriptionStatus {
     /// operator learns why blocks stopped coming.
     pub last_error: Option<String>,
     /// When `last_error` happened, to tell a current problem from one long recovered.
-    pub last_error_at: Option<std::time::SystemTime>,
+    pub last_error_at: Option<SystemTime>,
     /// Duplicate blocks skipped.
     pub duplicates_skipped: u64,
+    /// Every configured peer, in configuration order: height, staleness, last error.
+    pub peers: Vec<PeerStatus>,
+}
+
+impl SubscriptionStatus {
+    /// The highest height any peer that is not demoted reports (or the blocks it sent prove).
+    pub fn best_height(&self) -> Option<u64> {
+        peers::best_height(&self.peers, std::time::Instant::now())
+    }
+
+    /// The highest height any peer that is not demoted reported when asked (with two or more peers).
+    pub fn best_reported_height(&self) -> Option<u64> {
+        peers::best_reported_height(&self.peers, std::time::Instant::now())
+    }
 }
 
 /// Shared read access to a [`Subscription`]'s status.
@@ -259,6 +216,16 @@ impl StatusHandle {
         self.lock().clone()
     }
 
+    /// [`SubscriptionStatus::best_height`] without copying the status.
+    pub fn best_height(&self) -> Option<u64> {
+        self.lock().best_height()
+    }
+
+    /// [`SubscriptionStatus::best_reported_height`] without copying the status.
+    pub fn best_reported_height(&self) -> Option<u64> {
+        self.lock().best_reported_height()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SubscriptionStatus> {
         // A panic while holding this lock leaves plain counters behind: still fine to read.
         self.0
@@ -266,8 +233,8 @@ impl StatusHandle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn update(&self, change: impl FnOnce(&mut SubscriptionStatus)) {
-        change(&mut self.lock());
+    fn update<T>(&self, change: impl FnOnce(&mut SubscriptionStatus) -> T) -> T {
+        change(&mut self.lock())
     }
 }
 
@@ -305,15 +272,70 @@ enum Cursor {
     Next(u64),
 }
 
+impl Cursor {
+    fn position(self) -> SeekPosition {
+        match self {
+            Cursor::Newest => SeekPosition::Newest,
+            Cursor::Next(number) => SeekPosition::Specified(number),
+        }
+    }
+}
+
+type Opening = Pin<Box<dyn Future<Output = Result<DeliverStream, tonic::Status>> + Send>>;
+type Checking = Pin<Box<dyn Future<Output = Result<Option<CheckAnswer>, tonic::Status>> + Send>>;
+
+/// A stream before and after the peer's response headers (a real peer sends them with its first block).
+enum StreamState {
+    Opening(Opening),
+    Open(Box<DeliverStream>),
+}
+
+impl StreamState {
+    /// The next response; cancel-safe (the opening future stays stored until it completes).
+    async fn next_message(&mut self) -> Result<Option<RawDeliverResponse>, tonic::Status> {
+        loop {
+            match self {
+                StreamState::Opening(opening) => {
+                    let stream = opening.await?;
+                    *self = StreamState::Open(Box::new(stream));
+                }
+                StreamState::Open(stream) => return stream.message().await,
+            }
+        }
+    }
+}
+
 struct OpenStream {
+    /// The peer's address.
     peer: String,
-    responses: tonic::Streaming<RawDeliverResponse>,
+    /// The connection, for checks beside the stream.
+    connection: Channel,
+    /// The Deliver call.
+    state: StreamState,
+    /// When to check the peer if nothing arrives before.
+    next_check: Instant,
+    /// The check in flight, if any.
+    check: Option<Checking>,
+    /// Checks in a row that found the block the stream waits for at the peer.
+    stalled_checks: u32,
+    /// When the peer last sent something (or the stream was opened).
+    heard_at: Instant,
+    /// Whether the peer sent anything on this stream: a stream that fails before is worth a TLS diagnosis.
+    heard: bool,
+}
+
+/// What woke a subscription waiting on its stream.
+enum Wake {
+    Shutdown,
+    Message(Result<Option<RawDeliverResponse>, tonic::Status>),
+    Check(Result<Option<CheckAnswer>, tonic::Status>),
+    PeersChecked,
 }
 
 /// Follows one channel; see the module documentation.
 pub struct Subscription {
-    /// What to follow and how.
-    config: ChannelConfig,
+    /// What to follow and how (shared with the peer watch).
+    config: Arc<ChannelConfig>,
     /// Ends waits and streams at shutdown.
     shutdown: CancellationToken,
     /// The next block to hand out; moves only when a block is handed out.
@@ -330,13 +352,26 @@ pub struct Subscription {
     opened_once: bool,
     /// Shared status for observers.
     status: StatusHandle,
+    /// Asks every peer's height, with two or more peers; started at the first [`Subscription::next_block`].
+    watch: Option<PeerWatch>,
 }
 
 impl Subscription {
     /// Prepares a subscription; nothing is connected until [`Subscription::next_block`] is called.
     pub fn new(config: ChannelConfig, start: StartPosition, shutdown: CancellationToken) -> Self {
+        let status = StatusHandle::default();
+        status.update(|s| {
+            s.peers = config
+                .peers
+                .iter()
+                .map(|peer| PeerStatus {
+                    address: peer.address.clone(),
+                    ..PeerStatus::default()
+                })
+                .collect();
+        });
         Subscription {
-            config,
+            config: Arc::new(config),
             shutdown,
             cursor: match start {
                 StartPosition::Newest => Cursor::Newest,
@@ -347,7 +382,8 @@ impl Subscription {
             failures: 0,
             refusals: 0,
             opened_once: false,
-            status: StatusHandle::default(),
+            status,
+            watch: None,
         }
     }
 
@@ -366,23 +402,26 @@ impl Subscription {
 
     /// Waits for the next block in chain order. Returns [`DeliverError::Refused`] when every peer refused,
     /// [`DeliverError::Shutdown`] once the shutdown token is cancelled; handles everything else itself.
+    /// Cancel-safe: dropping the future loses no block.
     pub async fn next_block(&mut self) -> Result<DeliveredBlock, DeliverError> {
         if self.config.peers.is_empty() {
             return Err(DeliverError::NoPeers {
                 channel: self.config.channel_id.clone(),
             });
         }
+        self.start_watch();
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(self.shutdown_error());
             }
-            let Some(stream) = self.stream.as_mut() else {
+            if self.stream.is_none() {
                 self.wait_before_connecting().await?;
                 match self.open_stream().await {
                     Ok(stream) => {
                         let peer = stream.peer.clone();
                         self.stream = Some(stream);
                         let reconnect = std::mem::replace(&mut self.opened_once, true);
+                        tracing::debug!(channel = %self.config.channel_id, %peer, "deliver stream established");
                         self.status.update(|s| {
                             s.current_peer = Some(peer);
                             s.connected = true;
@@ -391,34 +430,256 @@ impl Subscription {
                             }
                         });
                     }
-                    Err(error) => self.fail(error)?,
+                    Err(error) => {
+                        let error = self.explain(error).await;
+                        self.fail(error)?;
+                    }
                 }
                 continue;
-            };
-            let peer = stream.peer.clone();
-            let message = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-                message = stream.responses.message() => message,
-            };
-            let outcome = match message {
-                Ok(Some(response)) => self.accept(response, &peer),
-                Ok(None) => Err(DeliverError::StreamEnded {
-                    peer,
-                    channel: self.config.channel_id.clone(),
-                }),
-                Err(status) => Err(stream_error(
-                    peer,
-                    &status,
-                    self.config.options.max_message_size,
-                )),
+            }
+            let outcome = match self.wait_on_stream().await {
+                Wake::Shutdown => return Err(self.shutdown_error()),
+                Wake::PeersChecked => {
+                    self.move_off_a_stale_peer();
+                    continue;
+                }
+                Wake::Check(answer) => self.checked(answer).map(|()| None),
+                Wake::Message(message) => self.received(message),
             };
             match outcome {
                 Ok(Some(block)) => return Ok(block),
                 Ok(None) => {}
                 // A server going down with us at shutdown is not a failure worth reporting.
                 Err(_) if self.shutdown.is_cancelled() => return Err(self.shutdown_error()),
-                Err(error) => self.fail(error)?,
+                Err(error) => {
+                    let fresh = self.stream.as_ref().is_some_and(|stream| !stream.heard);
+                    let error = if fresh {
+                        self.explain(error).await
+                    } else {
+                        error
+                    };
+                    self.fail(error)?;
+                }
             }
+        }
+    }
+
+    /// A stream that failed before the peer said anything may be a TLS refusal in disguise (see
+    /// [`tls::diagnose`]): asks the peer once more with a plain handshake and returns [`DeliverError::Tls`] when it
+    /// refuses the session, the error as it was otherwise.
+    async fn explain(&mut self, error: DeliverError) -> DeliverError {
+        // Not when the peer could not be reached at all: a diagnosis would only double the wait before the next
+        // peer is tried.
+        let transport = match &error {
+            DeliverError::Stream { .. } | DeliverError::StreamEnded { .. } => true,
+            DeliverError::Connect { message, .. } => {
+                let message = message.to_ascii_lowercase();
+                !message.contains("tcp connect error") && !message.contains("timed out")
+            }
+            _ => false,
+        };
+        let Some(tls) = self.config.tls.clone().filter(|_| transport) else {
+            return error;
+        };
+        let peer = self.config.peers[self.peer_index].clone();
+        // A refusal comes within a round trip of the handshake.
+        let timeout = self
+            .config
+            .options
+            .connect_timeout
+            .min(Duration::from_secs(5));
+        let diagnosis = tokio::task::spawn_blocking(move || {
+            tls::diagnose(
+                &peer.address,
+                peer.tls_server_name.as_deref(),
+                &tls,
+                timeout,
+            )
+        });
+        let found = tokio::select! {
+            _ = self.shutdown.cancelled() => return error,
+            found = diagnosis => found.ok().flatten(),
+        };
+        match found
+            .as_deref()
+            .and_then(|found| tls_rejection(found).map(|reason| (reason, found)))
+        {
+            Some((reason, found)) => DeliverError::Tls {
+                peer: self.config.peers[self.peer_index].address.clone(),
+                message: format!("{reason}: {found}"),
+            },
+            None => error,
+        }
+    }
+
+    /// Starts the peer watch once, when there is more than one peer to compare.
+    fn start_watch(&mut self) {
+        if self.watch.is_none()
+            && self.config.peers.len() > 1
+            && self.config.options.peer_check_interval.is_some()
+        {
+            self.watch = Some(PeerWatch::start(
+                self.config.clone(),
+                self.status.clone(),
+                self.shutdown.clone(),
+            ));
+        }
+    }
+
+    /// Waits for whatever comes first: a response, the answer of a check on a silent peer, a round of height
+    /// checks, shutdown. Cancel-safe.
+    async fn wait_on_stream(&mut self) -> Wake {
+        let Subscription {
+            config,
+            shutdown,
+            cursor,
+            stream,
+            watch,
+            ..
+        } = self;
+        let Some(OpenStream {
+            connection,
+            state,
+            next_check,
+            check: checking,
+            ..
+        }) = stream.as_mut()
+        else {
+            return Wake::Message(Err(tonic::Status::internal("no stream")));
+        };
+        let half = config.options.peer_timeout / 2;
+        let liveness = async {
+            if checking.is_none() {
+                tokio::time::sleep_until(*next_check).await;
+                let request = SeekRequest {
+                    channel_id: config.channel_id.clone(),
+                    start: cursor.position(),
+                    stop: cursor.position(),
+                    tls_cert_hash: config.tls_cert_hash(),
+                };
+                let envelope = config
+                    .identity
+                    .seek_envelope_now_with(&request, SeekBehavior::FailIfNotReady);
+                *checking = Some(Box::pin(check(
+                    connection.clone(),
+                    envelope,
+                    config.options.max_message_size,
+                    half,
+                )));
+            }
+            match checking.as_mut() {
+                Some(answer) => answer.await,
+                None => std::future::pending().await,
+            }
+        };
+        let rounds = async {
+            let changed = match watch.as_mut() {
+                Some(watch) => watch.rounds.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Wake::Shutdown,
+            message = state.next_message() => Wake::Message(message),
+            answer = liveness => Wake::Check(answer),
+            () = rounds => Wake::PeersChecked,
+        }
+    }
+
+    /// Handles a response: `Ok(Some)` is the next block, `Ok(None)` a skipped duplicate.
+    fn received(
+        &mut self,
+        message: Result<Option<RawDeliverResponse>, tonic::Status>,
+    ) -> Result<Option<DeliveredBlock>, DeliverError> {
+        let half = self.config.options.peer_timeout / 2;
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        let peer = stream.peer.clone();
+        match message {
+            Ok(Some(response)) => {
+                // The peer is alive: a pending check is moot.
+                stream.heard_at = Instant::now();
+                stream.heard = true;
+                stream.next_check = stream.heard_at + half;
+                stream.check = None;
+                stream.stalled_checks = 0;
+                self.accept(response, &peer)
+            }
+            Ok(None) => Err(DeliverError::StreamEnded {
+                peer,
+                channel: self.config.channel_id.clone(),
+            }),
+            Err(status) => Err(stream_error(
+                peer,
+                &status,
+                self.config.options.max_message_size,
+            )),
+        }
+    }
+
+    /// Handles the answer of a check made on a silent peer (see the module documentation).
+    fn checked(
+        &mut self,
+        answer: Result<Option<CheckAnswer>, tonic::Status>,
+    ) -> Result<(), DeliverError> {
+        let half = self.config.options.peer_timeout / 2;
+        let cursor = self.cursor;
+        let max_message_size = self.config.options.max_message_size;
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        stream.check = None;
+        let peer = stream.peer.clone();
+        match answer {
+            Ok(Some(CheckAnswer::Block(block)))
+                if cursor == Cursor::Newest || cursor == Cursor::Next(block) =>
+            {
+                stream.stalled_checks += 1;
+                if stream.stalled_checks >= 2 {
+                    return Err(DeliverError::Stalled { peer, block });
+                }
+                // The block may be on its way on the stream: look again shortly.
+                stream.next_check = Instant::now() + half.min(Duration::from_secs(1));
+                Ok(())
+            }
+            Ok(Some(CheckAnswer::Status(code))) => {
+                // NOT_FOUND for a block below a height the peer reported contradicts that report.
+                let reported = self
+                    .status
+                    .update(|s| s.peers.get(self.peer_index).and_then(|p| p.height));
+                if let (Cursor::Next(block), Some(reported)) = (cursor, reported)
+                    && code == StatusCode::NOT_FOUND.0
+                    && reported > block
+                {
+                    return Err(DeliverError::Inconsistent {
+                        peer,
+                        reported,
+                        block,
+                    });
+                }
+                // The peer answered (NOT_FOUND: it has no newer block): alive, the channel is quiet.
+                stream.stalled_checks = 0;
+                stream.next_check = Instant::now() + half;
+                Ok(())
+            }
+            Ok(Some(CheckAnswer::Block(_))) => {
+                stream.stalled_checks = 0;
+                stream.next_check = Instant::now() + half;
+                Ok(())
+            }
+            Ok(None) => Err(DeliverError::Frozen {
+                peer,
+                silent: Duration::from_millis(
+                    u64::try_from(stream.heard_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ),
+                waited: half,
+            }),
+            Err(status) => Err(stream_error(peer, &status, max_message_size)),
         }
     }
 
@@ -458,7 +719,19 @@ impl Subscription {
         self.cursor = Cursor::Next(number.saturating_add(1));
         self.failures = 0;
         self.refusals = 0;
-        self.status.update(|s| s.last_block = Some(number));
+        let index = self.peer_index;
+        let limit = self.config.options.stale_peer_blocks;
+        self.status.update(|s| {
+            s.last_block = Some(number);
+            // The blocks a peer sends prove its height.
+            if let Some(status) = s.peers.get_mut(index) {
+                let proven = number.saturating_add(1);
+                if status.height.is_none_or(|height| height < proven) {
+                    status.height = Some(proven);
+                    mark_stale(&mut s.peers, limit, std::time::Instant::now());
+                }
+            }
+        });
         Ok(Some(DeliveredBlock { number, bytes }))
     }
 
@@ -482,16 +755,69 @@ impl Subscription {
         }
     }
 
+    /// Moves to the highest peer when the current one is stale (after a round of height checks).
+    fn move_off_a_stale_peer(&mut self) {
+        let limit = self.config.options.stale_peer_blocks;
+        let current = self.peer_index;
+        let Some((target, message)) = self.status.update(|s| {
+            let target = better_peer(current, &s.peers, limit, std::time::Instant::now())?;
+            let (from, to) = (&s.peers[current], &s.peers[target]);
+            Some((
+                target,
+                format!(
+                    "peer {} is stale: it reports height {}, peer {} reports {}; moving to {}",
+                    from.address,
+                    from.height.unwrap_or_default(),
+                    to.address,
+                    to.height.unwrap_or_default(),
+                    to.address
+                ),
+            ))
+        }) else {
+            return;
+        };
+        tracing::warn!(channel = %self.config.channel_id, "{message}");
+        let now = SystemTime::now();
+        self.status.update(|s| {
+            s.connected = false;
+            s.last_error = Some(message.clone());
+            s.last_error_at = Some(now);
+            s.peers[current].last_error = Some(message);
+            s.peers[current].last_error_at = Some(now);
+        });
+        self.stream = None;
+        self.peer_index = target;
+        self.failures = 0;
+        self.refusals = 0;
+    }
+
     /// Records a failure, moves to the next peer, and returns the error when every peer refused in turn.
     fn fail(&mut self, error: DeliverError) -> Result<(), DeliverError> {
         self.stream = None;
         self.failures = self.failures.saturating_add(1);
+        let failed = self.peer_index;
         self.peer_index = (self.peer_index + 1) % self.config.peers.len();
         let message = error.to_string();
+        let now = SystemTime::now();
+        let unreliable = matches!(
+            error,
+            DeliverError::Frozen { .. }
+                | DeliverError::Stalled { .. }
+                | DeliverError::Inconsistent { .. }
+        );
+        let limit = self.config.options.stale_peer_blocks;
         self.status.update(|s| {
             s.connected = false;
-            s.last_error = Some(message);
-            s.last_error_at = Some(std::time::SystemTime::now());
+            s.last_error = Some(message.clone());
+            s.last_error_at = Some(now);
+            if let Some(peer) = s.peers.get_mut(failed) {
+                peer.last_error = Some(message);
+                peer.last_error_at = Some(now);
+                if unreliable {
+                    demote(peer, std::time::Instant::now());
+                    mark_stale(&mut s.peers, limit, std::time::Instant::now());
+                }
+            }
         });
         if error.is_peer_refusal() {
             self.refusals += 1;
@@ -524,38 +850,41 @@ impl Subscription {
         }
     }
 
-    async fn open_stream(&self) -> Result<OpenStream, DeliverError> {
+    /// Connects to the peer to use next (skipping to the highest one when it is known to be stale) and sends the
+    /// request; the peer's answer is awaited by [`Subscription::wait_on_stream`].
+    async fn open_stream(&mut self) -> Result<OpenStream, DeliverError> {
+        let limit = self.config.options.stale_peer_blocks;
+        let peers = self.status.snapshot().peers;
+        if let Some(better) = better_peer(self.peer_index, &peers, limit, std::time::Instant::now())
+        {
+            self.peer_index = better;
+        }
         let peer = &self.config.peers[self.peer_index];
-        let tls = self.config.tls.as_ref();
-        let endpoint = endpoint(peer, tls, &self.config.options)?;
-        let channel = tokio::select! {
+        let connection = tokio::select! {
             _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-            channel = endpoint.connect() => channel.map_err(|e| connect_error(&peer.address, &e))?,
+            connection = connect(peer, self.config.tls.as_ref(), &self.config.options) => connection?,
         };
         let request = SeekRequest {
             channel_id: self.config.channel_id.clone(),
-            start: match self.cursor {
-                Cursor::Newest => SeekPosition::Newest,
-                Cursor::Next(number) => SeekPosition::Specified(number),
-            },
+            start: self.cursor.position(),
             stop: SeekPosition::Specified(u64::MAX),
-            tls_cert_hash: tls
-                .and_then(|t| t.client_certificate.as_ref())
-                .map(ClientCertificate::cert_hash),
+            tls_cert_hash: self.config.tls_cert_hash(),
         };
         let envelope = self.config.identity.seek_envelope_now(&request);
-        let responses = tokio::select! {
-            _ = self.shutdown.cancelled() => return Err(self.shutdown_error()),
-            responses = open_deliver_stream(channel, envelope, self.config.options.max_message_size) => {
-                responses.map_err(|status| DeliverError::Stream {
-                    peer: peer.address.clone(),
-                    message: describe_grpc_status(&status),
-                })?
-            }
-        };
+        let opening: Opening = Box::pin(open_deliver_stream(
+            connection.clone(),
+            envelope,
+            self.config.options.max_message_size,
+        ));
         Ok(OpenStream {
             peer: peer.address.clone(),
-            responses,
+            connection,
+            state: StreamState::Opening(opening),
+            next_check: Instant::now() + self.config.options.peer_timeout / 2,
+            check: None,
+            stalled_checks: 0,
+            heard_at: Instant::now(),
+            heard: false,
         })
     }
 
@@ -564,118 +893,6 @@ impl Subscription {
             channel: self.config.channel_id.clone(),
         }
     }
-}
-
-/// Opens `/protos.Deliver/Deliver` with one request envelope. The request stream stays open (as Fabric's own
-/// clients keep it) until the response stream is dropped.
-pub async fn open_deliver_stream(
-    channel: Channel,
-    envelope: common::Envelope,
-    max_message_size: usize,
-) -> Result<tonic::Streaming<RawDeliverResponse>, tonic::Status> {
-    use futures::StreamExt;
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_message_size);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(describe_error_chain(&e)))?;
-    let requests = futures::stream::once(async move { envelope }).chain(futures::stream::pending());
-    let codec = tonic_prost::ProstCodec::<common::Envelope, RawDeliverResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(DELIVER_PATH);
-    let response = grpc
-        .streaming(tonic::Request::new(requests), path, codec)
-        .await?;
-    Ok(response.into_inner())
-}
-
-/// The tonic endpoint for one peer, with TLS, keepalive and timeouts applied.
-pub fn endpoint(
-    peer: &PeerEndpoint,
-    tls: Option<&ClientTls>,
-    options: &DeliverOptions,
-) -> Result<Endpoint, DeliverError> {
-    let bad = |message: String| DeliverError::BadAddress {
-        address: peer.address.clone(),
-        message,
-    };
-    let uri = if peer.address.contains("://") {
-        peer.address.clone()
-    } else if tls.is_some() {
-        format!("https://{}", peer.address)
-    } else {
-        format!("http://{}", peer.address)
-    };
-    let mut endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| bad(describe_error_chain(&e)))?
-        .connect_timeout(options.connect_timeout)
-        .http2_keep_alive_interval(options.keepalive_interval)
-        .keep_alive_timeout(options.keepalive_timeout)
-        // The Deliver stream is always open, so pings while idle would add nothing; the peer only tolerates
-        // pings without an active stream when its PermitWithoutStream is on.
-        .keep_alive_while_idle(false)
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        endpoint = endpoint
-            .tls_config(tls.tonic_config(peer.tls_server_name.as_deref()))
-            .map_err(|e| bad(describe_error_chain(&e)))?;
-    }
-    Ok(endpoint)
-}
-
-/// Classifies a failed stream: an oversized message is a configuration problem, anything else is transient.
-fn stream_error(peer: String, status: &tonic::Status, limit: usize) -> DeliverError {
-    let message = describe_grpc_status(status);
-    if status.code() == tonic::Code::OutOfRange
-        && status.message().contains("message length too large")
-    {
-        DeliverError::TooLarge {
-            peer,
-            limit,
-            message,
-        }
-    } else {
-        DeliverError::Stream { peer, message }
-    }
-}
-
-/// Classifies a connect failure: a rejected certificate is a TLS configuration problem, anything else is
-/// transient.
-fn connect_error(peer: &str, error: &tonic::transport::Error) -> DeliverError {
-    let message = describe_error_chain(error);
-    if message.contains("invalid peer certificate") {
-        DeliverError::Tls {
-            peer: peer.to_owned(),
-            message,
-        }
-    } else {
-        DeliverError::Connect {
-            peer: peer.to_owned(),
-            message,
-        }
-    }
-}
-
-/// A tonic transport error's message with its causes ("transport error" alone says nothing).
-fn describe_error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
-fn describe_grpc_status(status: &tonic::Status) -> String {
-    let mut message = format!("{:?}: {}", status.code(), status.message());
-    if let Some(source) = std::error::Error::source(status) {
-        message.push_str(": ");
-        message.push_str(&describe_error_chain(source));
-    }
-    message
 }
 
 #[cfg(test)]

@@ -340,13 +340,22 @@ impl Identity {
 
     /// Builds the signed Deliver request with the current time and a fresh random nonce.
     pub fn seek_envelope_now(&self, request: &SeekRequest) -> common::Envelope {
+        self.seek_envelope_now_with(request, SeekBehavior::BlockUntilReady)
+    }
+
+    /// [`Identity::seek_envelope_now`] with the given behaviour for blocks that do not exist yet.
+    pub fn seek_envelope_now_with(
+        &self,
+        request: &SeekRequest,
+        behavior: SeekBehavior,
+    ) -> common::Envelope {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let mut nonce = [0u8; NONCE_LEN];
         rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
-        seek_envelope(self, request, timestamp, nonce)
+        seek_envelope_with(self, request, behavior, timestamp, nonce)
     }
 }
 
@@ -404,11 +413,37 @@ pub struct SeekRequest {
     pub tls_cert_hash: Option<[u8; 32]>,
 }
 
+/// What the peer does when a requested block does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekBehavior {
+    /// Wait for it: how a subscription follows the chain.
+    BlockUntilReady,
+    /// Answer NOT_FOUND at once: how a client asks whether a peer has a block, without waiting for it.
+    FailIfNotReady,
+}
+
 /// Builds the signed `common.Envelope` carrying `orderer.SeekInfo` (pure: the caller provides the time in Unix
 /// seconds and the nonce). The shape matches what Fabric's own clients send (see the deliver capture fixture).
 pub fn seek_envelope(
     identity: &Identity,
     request: &SeekRequest,
+    timestamp_secs: u64,
+    nonce: [u8; NONCE_LEN],
+) -> common::Envelope {
+    seek_envelope_with(
+        identity,
+        request,
+        SeekBehavior::BlockUntilReady,
+        timestamp_secs,
+        nonce,
+    )
+}
+
+/// [`seek_envelope`] with the given behaviour for blocks that do not exist yet.
+pub fn seek_envelope_with(
+    identity: &Identity,
+    request: &SeekRequest,
+    behavior: SeekBehavior,
     timestamp_secs: u64,
     nonce: [u8; NONCE_LEN],
 ) -> common::Envelope {
@@ -435,7 +470,10 @@ pub fn seek_envelope(
     let seek_info = orderer::SeekInfo {
         start: Some(request.start.to_proto()),
         stop: Some(request.stop.to_proto()),
-        behavior: orderer::seek_info::SeekBehavior::BlockUntilReady as i32,
+        behavior: match behavior {
+            SeekBehavior::BlockUntilReady => orderer::seek_info::SeekBehavior::BlockUntilReady,
+            SeekBehavior::FailIfNotReady => orderer::seek_info::SeekBehavior::FailIfNotReady,
+        } as i32,
         error_response: orderer::seek_info::SeekErrorResponse::Strict as i32,
     };
     let payload = common::Payload {

@@ -14,9 +14,18 @@
 //!   for the next block; a bounded seek ends with SUCCESS after its last block.
 //!
 //! Faults can be injected through [`PeerSimHandle::set_faults`] (dropped streams, slow blocks, error statuses,
-//! duplicate or missing blocks). Start it with [`run`] on a listener bound by the caller (port 0 in tests).
+//! duplicate or missing blocks, a stale peer that stops receiving blocks, a frozen peer). Start it with [`run`] on
+//! a listener bound by the caller (port 0 in tests); [`PeerSim::replica`] makes another peer of the same channel
+//! (the same ledger, its own faults), to test failover between peers.
+//!
+//! Like a real peer (grpc-go), a Deliver call gets its response headers with its first response, not before: on
+//! a quiet channel a client hears nothing at all until the next block. The simulator counts the Deliver calls
+//! open on it ([`PeerSimHandle::open_streams`], and a log line at each open and close), so tests can check that
+//! clients close what they no longer need; at shutdown it ends every call, and after [`SHUTDOWN_GRACE`] every
+//! connection, whether or not the client closes its side.
 
 pub mod block;
+mod connection;
 pub mod fixture;
 pub mod pki;
 mod service;
@@ -85,6 +94,12 @@ pub struct GeneratorConfig {
 /// Faults to inject, for testing clients.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
+    /// Lasting: serve the chain only below this height, as a peer cut off from the orderer does (it stops
+    /// receiving blocks): streams wait at it, and requests see it as the chain's height. `None`: the whole chain.
+    pub height_limit: Option<u64>,
+    /// Lasting: every connection of this peer stops moving bytes both ways, new ones included (TCP up, nothing
+    /// flowing, HTTP/2 pings unanswered), as with a frozen peer process or a black-holed path.
+    pub frozen: bool,
     /// One-shot: the next stream is cut (no status) after sending this many blocks.
     pub drop_after_blocks: Option<u64>,
     /// Wait before sending each block.
@@ -95,6 +110,12 @@ pub struct Faults {
     pub duplicate_first_block: bool,
     /// One-shot: the next stream leaves out its second block.
     pub skip_second_block: bool,
+    /// One-shot: the next stream stops sending after this many blocks but stays open (a stalled stream on a
+    /// connection that still works: other requests are answered).
+    pub hang_after_blocks: Option<u64>,
+    /// Lasting: a request for just the newest block is answered with an empty block numbered this height - 1 (a
+    /// peer lying about its height, or a broken one); the blocks themselves are served as they are.
+    pub claim_height: Option<u64>,
 }
 
 /// Everything the simulator needs.
@@ -169,8 +190,9 @@ struct Chain {
     schedule: TaskSchedule,
 }
 
-/// State shared by the server, its streams, the generator and handles.
-pub(crate) struct Shared {
+/// The channel's ledger and Readers policy: shared by a simulator and its replicas, as peers of one channel share
+/// the chain.
+pub(crate) struct Ledger {
     channel_id: String,
     msp_id: MspId,
     org_ca: CertificateKey,
@@ -178,23 +200,61 @@ pub(crate) struct Shared {
     chain: Mutex<Chain>,
     /// Publishes the height so waiting streams wake up when a block is appended.
     height: watch::Sender<u64>,
-    faults: Mutex<Faults>,
-    /// Deliver requests received: lets tests act once a client's request has arrived.
-    requests: watch::Sender<u64>,
 }
 
-impl Shared {
+impl Ledger {
     fn lock_chain(&self) -> std::sync::MutexGuard<'_, Chain> {
         self.chain.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    fn lock_faults(&self) -> std::sync::MutexGuard<'_, Faults> {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+/// One simulated peer: the ledger it serves and what is its own (faults, counters, connections).
+pub(crate) struct Shared {
+    ledger: Arc<Ledger>,
+    /// The injected faults; streams watch them (a height limit lifted, a freeze).
+    faults: watch::Sender<Faults>,
+    /// Deliver requests received: lets tests act once a client's request has arrived.
+    requests: watch::Sender<u64>,
+    /// Deliver calls open on this peer right now.
+    open_streams: watch::Sender<u64>,
+    /// Bumped to cut every open stream (a peer restart, as its clients see it).
+    cuts: watch::Sender<u64>,
+    /// Freezes or closes this peer's connections.
+    gate: Arc<connection::Gate>,
+}
+
+impl Shared {
+    fn new(ledger: Arc<Ledger>) -> Self {
+        Shared {
+            ledger,
+            faults: watch::Sender::new(Faults::default()),
+            requests: watch::Sender::new(0),
+            open_streams: watch::Sender::new(0),
+            cuts: watch::Sender::new(0),
+            gate: Arc::new(connection::Gate::default()),
+        }
     }
 
+    fn faults(&self) -> Faults {
+        self.faults.borrow().clone()
+    }
+
+    /// The height this peer shows: the chain's, or less under a height limit.
+    pub(crate) fn height(&self) -> u64 {
+        let height = *self.ledger.height.borrow();
+        match self.faults.borrow().height_limit {
+            Some(limit) => height.min(limit),
+            None => height,
+        }
+    }
+
+    /// Block `number`, if this peer has it.
     pub(crate) fn block(&self, number: u64) -> Option<Bytes> {
+        if number >= self.height() {
+            return None;
+        }
         let index = usize::try_from(number).ok()?;
-        self.lock_chain().blocks.get(index).cloned()
+        self.ledger.lock_chain().blocks.get(index).cloned()
     }
 }
 
@@ -222,7 +282,7 @@ impl PeerSim {
         }
         let height = config.blocks.len() as u64;
         let interval = config.generator.as_ref().and_then(|g| g.interval);
-        let shared = Shared {
+        let ledger = Ledger {
             channel_id: config.channel_id,
             msp_id: config.msp_id,
             org_ca: config.org_ca,
@@ -233,14 +293,23 @@ impl PeerSim {
                 schedule: TaskSchedule::default(),
             }),
             height: watch::Sender::new(height),
-            faults: Mutex::new(Faults::default()),
-            requests: watch::Sender::new(0),
         };
         Ok(PeerSim {
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared::new(Arc::new(ledger))),
             tls: config.tls,
             interval,
         })
+    }
+
+    /// Another peer of the same channel: it serves the same chain (blocks appended or generated through either
+    /// handle reach both) with the same TLS identity, and has its own faults, counters and connections. It does
+    /// not generate blocks itself.
+    pub fn replica(&self) -> PeerSim {
+        PeerSim {
+            shared: Arc::new(Shared::new(self.shared.ledger.clone())),
+            tls: self.tls.clone(),
+            interval: None,
+        }
     }
 
     /// A handle to inspect and drive the simulator while it runs.
@@ -258,14 +327,15 @@ pub struct PeerSimHandle {
 }
 
 impl PeerSimHandle {
-    /// The number of blocks in the chain (the next block's number).
+    /// The number of blocks in the chain (the next block's number), whatever this peer's height limit.
     pub fn height(&self) -> u64 {
-        *self.shared.height.borrow()
+        *self.shared.ledger.height.borrow()
     }
 
     /// The bytes of block `number`, if the chain has it.
     pub fn block(&self, number: u64) -> Option<Bytes> {
-        self.shared.block(number)
+        let index = usize::try_from(number).ok()?;
+        self.shared.ledger.lock_chain().blocks.get(index).cloned()
     }
 
     /// How many Deliver requests the simulator has received.
@@ -278,13 +348,47 @@ impl PeerSimHandle {
         self.shared.requests.subscribe()
     }
 
+    /// How many Deliver calls are open on this peer right now (a client that dropped a stream it no longer needs
+    /// must not leave one behind).
+    pub fn open_streams(&self) -> u64 {
+        *self.shared.open_streams.borrow()
+    }
+
+    /// Watches [`PeerSimHandle::open_streams`].
+    pub fn subscribe_open_streams(&self) -> watch::Receiver<u64> {
+        self.shared.open_streams.subscribe()
+    }
+
+    /// Cuts every Deliver stream open on this peer now, without a status (as a peer restart does); clients
+    /// reconnect.
+    pub fn cut_streams(&self) {
+        self.shared.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// Makes this peer stale from now on: it keeps serving, but only the blocks it has now (a peer cut off from
+    /// the orderer). `set_faults` with `height_limit: None` lifts it.
+    pub fn go_stale(&self) {
+        let height = self.shared.height();
+        self.shared
+            .faults
+            .send_modify(|faults| faults.height_limit = Some(height));
+    }
+
+    /// Freezes (`true`) or thaws this peer's connections: see [`Faults::frozen`].
+    pub fn freeze(&self, frozen: bool) {
+        self.shared
+            .faults
+            .send_modify(|faults| faults.frozen = frozen);
+        self.shared.gate.set_frozen(frozen);
+    }
+
     /// Appends a block made elsewhere; its number must be the current height.
     pub fn append_block(&self, bytes: Bytes) -> Result<u64, PeerSimError> {
         let tip = ChainTip::of_block(&bytes).map_err(|reason| PeerSimError::BadRecordedBlock {
             index: self.height() as usize,
             reason,
         })?;
-        let mut chain = self.shared.lock_chain();
+        let mut chain = self.shared.ledger.lock_chain();
         let expected = chain.blocks.len() as u64;
         if tip.number != expected {
             return Err(PeerSimError::WrongNumber {
@@ -296,7 +400,7 @@ impl PeerSimHandle {
         chain.tip = Some(tip);
         let height = chain.blocks.len() as u64;
         drop(chain);
-        self.shared.height.send_replace(height);
+        self.shared.ledger.height.send_replace(height);
         Ok(height - 1)
     }
 
@@ -341,13 +445,14 @@ impl PeerSimHandle {
     ) -> Result<u64, PeerSimError> {
         let signer = self
             .shared
+            .ledger
             .signer
             .clone()
             .ok_or_else(|| PeerSimError::Generate("no generator is configured".to_owned()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let mut chain = self.shared.lock_chain();
+        let mut chain = self.shared.ledger.lock_chain();
         let tip = chain.tip.clone().ok_or_else(|| {
             PeerSimError::Generate(
                 "the chain is empty: a generated block needs a block to chain onto".to_owned(),
@@ -361,7 +466,7 @@ impl PeerSimHandle {
             })
             .collect();
         let mut inputs = BlockInputs {
-            channel_id: &self.shared.channel_id,
+            channel_id: &self.shared.ledger.channel_id,
             timestamp: prost_types::Timestamp {
                 seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
                 nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
@@ -375,23 +480,28 @@ impl PeerSimHandle {
         chain.blocks.push(bytes);
         chain.tip = Some(new_tip);
         drop(chain);
-        self.shared.height.send_replace(number + 1);
+        self.shared.ledger.height.send_replace(number + 1);
         Ok(number)
     }
 
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
-        *self.shared.lock_faults() = faults;
+        self.shared.gate.set_frozen(faults.frozen);
+        self.shared.faults.send_replace(faults);
     }
 
     /// The faults currently set (one-shot faults disappear once used).
     pub fn faults(&self) -> Faults {
-        self.shared.lock_faults().clone()
+        self.shared.faults()
     }
 }
 
+/// How long connections may take to close after shutdown before the simulator cuts them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Serves the simulator on `listener` until `shutdown` is cancelled; generates blocks at the configured interval
-/// meanwhile. Open streams end at shutdown.
+/// meanwhile. Open streams end at shutdown; connections a client keeps open are cut after [`SHUTDOWN_GRACE`], so
+/// this returns within that time of `shutdown` (a frozen peer included).
 pub async fn run(
     listener: TcpListener,
     sim: PeerSim,
@@ -434,7 +544,20 @@ pub async fn run(
             .map_err(|e| PeerSimError::Tls(e.to_string()))?;
     }
     let service = service::DeliverService::new(sim.shared.clone(), shutdown.clone());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let gate = sim.shared.gate.clone();
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        move |accepted| accepted.map(|io| connection::SimConnection::new(io, gate.clone())),
+    );
+    let cutter = {
+        let gate = sim.shared.gate.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            gate.close();
+        })
+    };
     let result = server
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
@@ -443,5 +566,6 @@ pub async fn run(
     if let Some(generator) = generator {
         generator.abort();
     }
+    cutter.abort();
     result
 }

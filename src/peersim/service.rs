@@ -1,12 +1,18 @@
 //! The simulator's `/protos.Deliver/Deliver` handler: checks each request like a peer does, then streams raw
 //! block bytes (written by hand instead of generated so that blocks go out exactly as stored, without a
 //! decode and re-encode).
+//!
+//! Each call is counted open from its arrival until the server drops its response (the client reset the call,
+//! or the call ended and its last response went out); the response headers wait for the first response, as a
+//! real peer's do.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,7 +43,47 @@ impl tonic::server::NamedService for DeliverService {
     const NAME: &'static str = "protos.Deliver";
 }
 
-type ResponseStream = ReceiverStream<Result<RawDeliverResponse, Status>>;
+type Responses = Pin<Box<dyn Stream<Item = Result<RawDeliverResponse, Status>> + Send>>;
+
+/// One Deliver call's responses, counted open while the server holds them.
+pub(crate) struct ResponseStream {
+    responses: Responses,
+    _open: OpenCall,
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<RawDeliverResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.responses.as_mut().poll_next(cx)
+    }
+}
+
+/// Counts a call open from its creation to its drop, and logs both.
+struct OpenCall(Arc<Shared>);
+
+impl OpenCall {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.open_streams.send_modify(|open| *open += 1);
+        tracing::info!(
+            open_streams = *shared.open_streams.borrow(),
+            "Deliver stream opened"
+        );
+        OpenCall(shared)
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0
+            .open_streams
+            .send_modify(|open| *open = open.saturating_sub(1));
+        tracing::info!(
+            open_streams = *self.0.open_streams.borrow(),
+            "Deliver stream closed"
+        );
+    }
+}
 
 impl tonic::server::StreamingService<common::Envelope> for DeliverService {
     type Response = RawDeliverResponse;
@@ -48,6 +94,7 @@ impl tonic::server::StreamingService<common::Envelope> for DeliverService {
         let shared = self.shared.clone();
         let shutdown = self.shutdown.clone();
         Box::pin(async move {
+            let open = OpenCall::new(shared.clone());
             let client_cert_hash = request
                 .peer_certs()
                 .and_then(|certs| certs.first().map(|c| tls_cert_hash(c)));
@@ -60,7 +107,14 @@ impl tonic::server::StreamingService<common::Envelope> for DeliverService {
                 client_cert_hash,
                 shutdown,
             ));
-            Ok(Response::new(ReceiverStream::new(receiver)))
+            // Like grpc-go, the response headers go out with the first response: a client on a quiet channel hears
+            // nothing until the next block. (None: the call ended without a response, e.g. at shutdown.)
+            let mut receiver = ReceiverStream::new(receiver);
+            let first = receiver.next().await;
+            Ok(Response::new(ResponseStream {
+                responses: Box::pin(futures::stream::iter(first).chain(receiver)),
+                _open: open,
+            }))
         })
     }
 }
@@ -112,9 +166,11 @@ async fn serve_stream(
     client_cert_hash: Option<[u8; 32]>,
     shutdown: CancellationToken,
 ) {
+    let mut cuts = shared.cuts.subscribe();
     loop {
         let envelope = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = cuts.changed() => return,
             message = requests.message() => match message {
                 Ok(Some(envelope)) => envelope,
                 Ok(None) | Err(_) => return,
@@ -126,21 +182,57 @@ async fn serve_stream(
             Ok(seek) => seek,
             Err(status) => {
                 tracing::info!(status = %status, "refusing a Deliver request");
-                let _ = sender.send(Ok(status_response(status))).await;
+                if !send(&sender, status_response(status), &shutdown).await {
+                    return;
+                }
                 continue;
             }
         };
-        if let Some(status) = faults.refuse_with {
-            let _ = sender.send(Ok(status_response(status))).await;
+        if let Some(claimed) = faults.claim_height
+            && seek.start == seek.stop
+            && seek.start.checked_add(1) == Some(shared.height())
+        {
+            tracing::info!(
+                claimed,
+                "injected fault: claiming a height this peer does not have"
+            );
+            let fake = common::Block {
+                header: Some(common::BlockHeader {
+                    number: claimed.saturating_sub(1),
+                    previous_hash: Bytes::new(),
+                    data_hash: Bytes::new(),
+                }),
+                data: Some(common::BlockData { data: Vec::new() }),
+                metadata: None,
+            };
+            if !send(
+                &sender,
+                block_response(fake.encode_to_vec().into()),
+                &shutdown,
+            )
+            .await
+                || !send(&sender, status_response(StatusCode::SUCCESS), &shutdown).await
+            {
+                return;
+            }
             continue;
         }
-        match stream_blocks(&shared, seek, &faults, &sender, &shutdown).await {
+        if let Some(status) = faults.refuse_with {
+            if !send(&sender, status_response(status), &shutdown).await {
+                return;
+            }
+            continue;
+        }
+        let streamed = tokio::select! {
+            _ = cuts.changed() => {
+                tracing::info!("injected fault: cutting every stream");
+                return;
+            }
+            end = stream_blocks(&shared, seek, &faults, &sender, &shutdown) => end,
+        };
+        match streamed {
             StreamEnd::Completed => {
-                if sender
-                    .send(Ok(status_response(StatusCode::SUCCESS)))
-                    .await
-                    .is_err()
-                {
+                if !send(&sender, status_response(StatusCode::SUCCESS), &shutdown).await {
                     return;
                 }
             }
@@ -149,13 +241,30 @@ async fn serve_stream(
     }
 }
 
+/// Queues one response; `false` when the client is gone or the simulator is stopping (a client that stopped
+/// reading must not hold the shutdown up).
+async fn send(
+    sender: &mpsc::Sender<Result<RawDeliverResponse, Status>>,
+    response: RawDeliverResponse,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        sent = sender.send(Ok(response)) => sent.is_ok(),
+    }
+}
+
 /// Takes the one-shot faults for a new request, leaving the lasting ones in place.
 fn take_one_shot_faults(shared: &Shared) -> Faults {
-    let mut faults = shared.lock_faults();
-    let taken = faults.clone();
-    faults.drop_after_blocks = None;
-    faults.duplicate_first_block = false;
-    faults.skip_second_block = false;
+    let mut taken = Faults::default();
+    shared.faults.send_if_modified(|faults| {
+        taken = faults.clone();
+        faults.drop_after_blocks = None;
+        faults.duplicate_first_block = false;
+        faults.skip_second_block = false;
+        faults.hang_after_blocks = None;
+        false
+    });
     taken
 }
 
@@ -172,7 +281,8 @@ async fn stream_blocks(
     sender: &mpsc::Sender<Result<RawDeliverResponse, Status>>,
     shutdown: &CancellationToken,
 ) -> StreamEnd {
-    let mut height = shared.height.subscribe();
+    let mut height = shared.ledger.height.subscribe();
+    let mut faults_changed = shared.faults.subscribe();
     let mut sent = 0u64;
     let mut number = seek.start;
     loop {
@@ -188,11 +298,24 @@ async fn stream_blocks(
                 _ = shutdown.cancelled() => return StreamEnd::ClientGone,
                 _ = sender.closed() => return StreamEnd::ClientGone,
                 changed = height.changed() => if changed.is_err() { return StreamEnd::ClientGone },
+                // A height limit lifted.
+                changed = faults_changed.changed() => if changed.is_err() { return StreamEnd::ClientGone },
             }
         };
         if faults.drop_after_blocks == Some(sent) {
             tracing::info!(after = sent, "injected fault: cutting the stream");
             return StreamEnd::Cut;
+        }
+        if faults.hang_after_blocks == Some(sent) {
+            tracing::info!(
+                after = sent,
+                "injected fault: the stream sends nothing more"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = sender.closed() => {}
+            }
+            return StreamEnd::ClientGone;
         }
         if !faults.block_delay.is_zero() {
             tokio::select! {
@@ -208,11 +331,7 @@ async fn stream_blocks(
         };
         if !skip {
             for _ in 0..copies {
-                if sender
-                    .send(Ok(block_response(block.clone())))
-                    .await
-                    .is_err()
-                {
+                if !send(sender, block_response(block.clone()), shutdown).await {
                     return StreamEnd::ClientGone;
                 }
             }
@@ -257,7 +376,7 @@ fn check_request(
     if channel_header.r#type != common::HeaderType::DeliverSeekInfo as i32 {
         return Err(bad("header type is not DELIVER_SEEK_INFO"));
     }
-    if channel_header.channel_id != shared.channel_id {
+    if channel_header.channel_id != shared.ledger.channel_id {
         tracing::info!(channel = %channel_header.channel_id, "unknown channel");
         return Err(StatusCode::NOT_FOUND);
     }
@@ -273,7 +392,7 @@ fn check_request(
         return Err(StatusCode::FORBIDDEN);
     }
     let seek_info = orderer::SeekInfo::decode(payload.data).map_err(|_| bad("seek info"))?;
-    let height = *shared.height.borrow();
+    let height = shared.height();
     let newest = height.checked_sub(1);
     let position = |p: Option<orderer::SeekPosition>| -> Result<u64, StatusCode> {
         use orderer::seek_position::Type;
@@ -314,13 +433,16 @@ fn check_reader(
         tracing::info!(mspid = %creator.mspid, "forbidden: {why}");
         StatusCode::FORBIDDEN
     };
-    if creator.mspid != shared.msp_id.as_str() {
-        return Err(forbidden(format!("not a member of {}", shared.msp_id)));
+    if creator.mspid != shared.ledger.msp_id.as_str() {
+        return Err(forbidden(format!(
+            "not a member of {}",
+            shared.ledger.msp_id
+        )));
     }
     let certificate = CertificateKey::from_pem(&creator.id_bytes, "the request's creator")
         .map_err(|e| forbidden(e.to_string()))?;
     certificate
-        .verify_issued_by(&shared.org_ca, "the org CA")
+        .verify_issued_by(&shared.ledger.org_ca, "the org CA")
         .map_err(|e| forbidden(e.to_string()))?;
     certificate
         .verify(payload, signature)

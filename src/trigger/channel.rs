@@ -4,7 +4,14 @@
 //! The stream starts at the peer's newest block; when triggers restart a few blocks behind it (within the window's
 //! reach), the stream goes back once to the oldest of them, so they share it. Triggers further behind read older
 //! blocks on their own subscriptions ([`ChannelFeed::catch_up`]) until they reach the window, so one trigger
-//! replaying history never rewinds the others.
+//! replaying history never rewinds the others. At most `max_catch_up_streams` of those are open at once per
+//! channel; the other triggers wait their turn (logged, and counted in the channel's status). A catch-up stream
+//! starts on the peer the channel's stream is on (the one found best) and is closed on the peer as soon as it is
+//! dropped.
+//!
+//! Heights: [`ChannelFeed::stream_height`] is what the channel's stream has brought (what triggers can read from
+//! the window); [`ChannelFeed::height`] is the highest height known, the stream's or any peer's report, against
+//! which lag is measured and `latest` is taken.
 //!
 //! Events are rendered as the channel's Fabric generation renders them ([`Rendering`]): pinned in the channel's
 //! configuration, or learned before the first block is extracted from the channel's last config block (the
@@ -22,21 +29,22 @@
 //! the decoder cannot read inside an otherwise readable block produce no event (see `events::extract`); they are
 //! logged with the block number.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::status::{ChannelSnapshot, TimedError};
+use super::status::{CatchUpSnapshot, ChannelSnapshot, PeerSnapshot, TimedError};
 use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
 use crate::config::{self, ChannelName};
 use crate::events::{ExtractOptions, Rendering, extract};
 use crate::fabric::decode::{Block, BlockDecoder, DecodeError, decode_block_bytes};
 use crate::fabric::deliver::{
     ChannelConfig, ClientCertificate, ClientTls, DeliverError, DeliverOptions, DeliveredBlock,
-    PeerEndpoint, StartPosition, StatusHandle, Subscription, TlsCa,
+    PeerEndpoint, StartPosition, StatusHandle, Subscription, SubscriptionStatus, TlsCa,
 };
 use crate::fabric::identity::{Identity, MspId};
 
@@ -120,7 +128,14 @@ fn deliver_config(channel: &config::Channel) -> Result<ChannelConfig, ChannelSet
             .collect(),
         tls,
         identity: Arc::new(identity),
-        options: DeliverOptions::default(),
+        options: DeliverOptions {
+            peer_timeout: channel.peer_timeout.get_ref().0,
+            peer_check_interval: Some(channel.peer_check_interval.get_ref().0),
+            stale_peer_blocks: *channel.stale_peer_blocks.get_ref(),
+            max_catch_up_streams: usize::try_from(*channel.max_catch_up_streams.get_ref())
+                .unwrap_or(usize::MAX),
+            ..DeliverOptions::default()
+        },
     })
 }
 
@@ -144,6 +159,40 @@ pub struct ChannelFeed {
     last_error: Mutex<Option<TimedError>>,
     /// How the channel's events are rendered, and where that came from.
     rendering: Mutex<ChannelRendering>,
+    /// One permit per catch-up stream that may be open (`max_catch_up_streams`).
+    catch_up_slots: Arc<Semaphore>,
+    /// Triggers waiting for a catch-up slot.
+    catch_up_waiting: Arc<AtomicU64>,
+}
+
+/// A trigger's own stream of the channel, from a block older than the window; it holds one of the channel's
+/// catch-up slots until dropped, which also closes it on the peer.
+pub struct CatchUp {
+    /// The stream.
+    subscription: Subscription,
+    /// The slot, given back on drop.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl CatchUp {
+    /// The next block the stream hands out.
+    pub fn next_block_number(&self) -> Option<u64> {
+        self.subscription.next_block_number()
+    }
+
+    /// The next block in chain order (see [`Subscription::next_block`]).
+    pub async fn next_block(&mut self) -> Result<DeliveredBlock, DeliverError> {
+        self.subscription.next_block().await
+    }
+}
+
+/// Counts a trigger waiting for a catch-up slot while it waits (also when the wait is abandoned).
+struct Waiting(Arc<AtomicU64>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Where a channel's rendering comes from (pure; see the module documentation).
@@ -197,7 +246,10 @@ impl ChannelFeed {
         instance_id: String,
         window_blocks: usize,
     ) -> Self {
+        let slots = config.deliver.options.max_catch_up_streams.max(1);
         ChannelFeed {
+            catch_up_slots: Arc::new(Semaphore::new(slots)),
+            catch_up_waiting: Arc::new(AtomicU64::new(0)),
             name,
             deliver: config.deliver,
             extract: ExtractOptions {
@@ -222,9 +274,26 @@ impl ChannelFeed {
         &self.name
     }
 
-    /// The chain height (number of blocks), once the stream has delivered a block.
+    /// The chain height (number of blocks): the highest the channel's stream has seen or any peer reports; what
+    /// lag is measured against.
     pub fn height(&self) -> Option<u64> {
+        // The stream's own blocks count once the channel has taken them in (the stream height), not before.
+        let reported = self
+            .stream_handle()
+            .and_then(|stream| stream.best_reported_height());
+        self.stream_height().max(reported)
+    }
+
+    /// The height as the channel's stream has brought it (the window holds blocks below it), once it brought one.
+    pub fn stream_height(&self) -> Option<u64> {
         *self.height.borrow()
+    }
+
+    fn stream_handle(&self) -> Option<StatusHandle> {
+        self.stream
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Wakes on every new block.
@@ -240,9 +309,41 @@ impl ChannelFeed {
             .lookup(number)
     }
 
-    /// A stream of the channel from block `start`, for a trigger behind the window.
-    pub fn catch_up(&self, start: u64, stop: CancellationToken) -> Subscription {
-        Subscription::new(self.deliver.clone(), StartPosition::Block(start), stop)
+    /// A stream of the channel from block `start`, for a trigger (named `who` in logs) behind the window: waits
+    /// for one of the channel's catch-up slots first. The stream starts on the peer the channel's stream is on.
+    pub async fn catch_up(&self, start: u64, stop: CancellationToken, who: &str) -> CatchUp {
+        let slot = match self.catch_up_slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.catch_up_waiting.fetch_add(1, Ordering::SeqCst);
+                let _waiting = Waiting(self.catch_up_waiting.clone());
+                tracing::info!(
+                    channel = %self.name,
+                    trigger = who,
+                    limit = self.deliver.options.max_catch_up_streams,
+                    "every catch-up stream of the channel is in use (max_catch_up_streams); waiting for one"
+                );
+                self.catch_up_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the catch-up semaphore is never closed")
+            }
+        };
+        let mut config = self.deliver.clone();
+        let current = self.stream_handle().and_then(|stream| {
+            let current = stream.snapshot().current_peer?;
+            config.peers.iter().position(|peer| peer.address == current)
+        });
+        if let Some(current) = current {
+            config.peers.rotate_left(current);
+        }
+        // Short-lived and behind anyway: the channel's own stream watches the peers' heights.
+        config.options.peer_check_interval = None;
+        CatchUp {
+            subscription: Subscription::new(config, StartPosition::Block(start), stop),
+            _slot: slot,
+        }
     }
 
     /// Decodes a delivered block and extracts its events.
@@ -361,9 +462,7 @@ impl ChannelFeed {
     /// The channel's stream right now.
     pub fn snapshot(&self) -> ChannelSnapshot {
         let stream = self
-            .stream
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .stream_handle()
             .as_ref()
             .map(StatusHandle::snapshot)
             .unwrap_or_default();
@@ -374,23 +473,26 @@ impl ChannelFeed {
             .clone();
         // The subscription retries transient failures (an unavailable peer, a dropped stream) itself: its error is
         // the only trace of why blocks stopped coming, so the newer of the two is shown.
-        let stream_error = stream
-            .last_error
-            .zip(stream.last_error_at)
-            .map(|(message, at)| TimedError {
-                message,
-                at: at.into(),
-            });
+        let stream_error = timed(stream.last_error.clone(), stream.last_error_at);
         let last_error = match (own_error, stream_error) {
             (Some(own), Some(stream)) => Some(if stream.at > own.at { stream } else { own }),
             (own, stream) => own.or(stream),
         };
+        let limit = self.deliver.options.max_catch_up_streams.max(1);
+        let catch_up = CatchUpSnapshot {
+            open: (limit - self.catch_up_slots.available_permits().min(limit)) as u64,
+            waiting: self.catch_up_waiting.load(Ordering::SeqCst),
+            limit: limit as u64,
+        };
         ChannelSnapshot {
             name: self.name.clone(),
-            chain_height: self.height(),
+            chain_height: self.stream_height().max(stream.best_reported_height()),
+            peers: peer_snapshots(&stream),
             peer: stream.current_peer.filter(|_| stream.connected),
+            connected: stream.connected,
             reconnects: stream.reconnects,
             last_error,
+            catch_up,
         }
     }
 
@@ -477,6 +579,30 @@ impl ChannelFeed {
             }
         }
     }
+}
+
+/// An error message with its time, when both are there.
+fn timed(message: Option<String>, at: Option<std::time::SystemTime>) -> Option<TimedError> {
+    message.zip(at).map(|(message, at)| TimedError {
+        message,
+        at: at.into(),
+    })
+}
+
+/// The subscription's view of each peer, in the engine's terms.
+fn peer_snapshots(stream: &SubscriptionStatus) -> Vec<PeerSnapshot> {
+    stream
+        .peers
+        .iter()
+        .map(|peer| PeerSnapshot {
+            address: peer.address.clone(),
+            height: peer.height,
+            current: stream.connected && stream.current_peer.as_ref() == Some(&peer.address),
+            stale: peer.stale,
+            checked_at: peer.checked_at.map(Into::into),
+            last_error: timed(peer.last_error.clone(), peer.last_error_at),
+        })
+        .collect()
 }
 
 #[cfg(test)]

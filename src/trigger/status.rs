@@ -39,7 +39,7 @@ pub struct TimedError {
 pub struct ChannelSnapshot {
     /// The channel.
     pub name: ChannelName,
-    /// Its height (number of blocks) as last seen on the stream.
+    /// Its height (number of blocks): the highest its stream has seen or any peer reports.
     pub chain_height: Option<u64>,
     /// The peer the stream is connected to, `None` while disconnected.
     pub peer: Option<String>,
@@ -47,6 +47,40 @@ pub struct ChannelSnapshot {
     pub reconnects: u64,
     /// The latest stream or decode error.
     pub last_error: Option<TimedError>,
+    /// True while the stream is established (connection up, request sent), even before a block comes.
+    pub connected: bool,
+    /// Every configured peer, in configuration order.
+    pub peers: Vec<PeerSnapshot>,
+    /// The streams of triggers reading blocks older than the channel's window.
+    pub catch_up: CatchUpSnapshot,
+}
+
+/// One peer of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    /// Its address, as configured.
+    pub address: String,
+    /// The height it last reported (or that the blocks it sent prove), once known.
+    pub height: Option<u64>,
+    /// The channel's stream is on it now.
+    pub current: bool,
+    /// More than the channel's `stale_peer_blocks` behind the highest height any peer reports.
+    pub stale: bool,
+    /// When its height was last asked (with two or more peers).
+    pub checked_at: Option<DateTime<Utc>>,
+    /// The last thing that went wrong with it.
+    pub last_error: Option<TimedError>,
+}
+
+/// A channel's catch-up streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUpSnapshot {
+    /// Open now.
+    pub open: u64,
+    /// Triggers waiting for one.
+    pub waiting: u64,
+    /// How many may be open at once (`max_catch_up_streams`).
+    pub limit: u64,
 }
 
 /// What a reload changed.

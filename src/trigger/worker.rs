@@ -2,7 +2,8 @@
 //! order, and records each outcome before moving on.
 //!
 //! - Blocks come from the channel's shared window; a trigger behind the window opens its own catch-up stream
-//!   from its position and drops it once the window has the block it needs next.
+//!   from its position (waiting for one of the channel's catch-up slots) and drops it once the window has the
+//!   block it needs next, or while it holds an event in Exception, so the slot goes to another trigger meanwhile.
 //! - Each event of the trigger's type goes through the filter; each output is pushed in order with the retry
 //!   policy; the event's outcome goes through the state machine and is written in one store transaction with
 //!   the new position. The position never moves past an event whose outcome is not recorded.
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::channel::{ChannelFeed, DECODE_RETRY};
+use super::channel::{CatchUp, ChannelFeed, DECODE_RETRY};
 use super::checkpoint::{Checkpoint, Next};
 use super::def::TriggerDef;
 use super::latency::LatencyHistogram;
@@ -29,7 +30,7 @@ use crate::config;
 use crate::dispatch::retry::ExceptionSchedule;
 use crate::dispatch::{Delivery, Dispatcher, PushKey};
 use crate::fabric::decode::BlockDecoder;
-use crate::fabric::deliver::{DeliverError, Subscription};
+use crate::fabric::deliver::DeliverError;
 use crate::store::StoreError;
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
@@ -114,7 +115,7 @@ pub struct Worker {
 #[derive(Default)]
 struct Moving {
     /// The catch-up stream and its decoder, while the trigger is behind the window.
-    catch_up: Option<(Subscription, BlockDecoder)>,
+    catch_up: Option<(CatchUp, BlockDecoder)>,
     /// The Exception retry delays, while the trigger holds an event.
     exception: Option<ExceptionSchedule>,
 }
@@ -219,7 +220,7 @@ impl Worker {
             let next = next_source(
                 self.feed.lookup(number),
                 catching_up,
-                self.feed.height(),
+                self.feed.stream_height(),
                 number,
             );
             if catching_up && !matches!(next, Source::ReadBehind) {
@@ -255,11 +256,15 @@ impl Worker {
         let fresh =
             !matches!(&moving.catch_up, Some((s, _)) if s.next_block_number() == Some(number));
         if fresh {
+            // Its slot first: with one slot, waiting for a new one while holding the old would wait forever.
+            moving.catch_up = None;
             tracing::info!(trigger = %self.def().name, block = number, "behind the channel's recent blocks; reading the chain from the trigger's position");
-            moving.catch_up = Some((
-                self.feed.catch_up(number, self.stop.child_token()),
-                BlockDecoder::new(),
-            ));
+            let catch_up = tokio::select! {
+                _ = self.stop.cancelled() => return Err(Halt::Stopped),
+                _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
+                catch_up = self.feed.catch_up(number, self.stop.child_token(), self.def().name.as_str()) => catch_up,
+            };
+            moving.catch_up = Some((catch_up, BlockDecoder::new()));
         }
         let Some((subscription, decoder)) = moving.catch_up.as_mut() else {
             return Ok(None);
@@ -347,6 +352,8 @@ impl Worker {
                 }
                 Next::Stop => return Err(Halt::Finished),
                 Next::Hold => {
+                    // Holding the event for seconds at least: the catch-up slot serves another trigger meanwhile.
+                    moving.catch_up = None;
                     let delay = moving
                         .exception
                         .get_or_insert_with(ExceptionSchedule::new)

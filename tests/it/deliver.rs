@@ -1,5 +1,5 @@
 //! The Deliver client against the peer simulator over real TLS gRPC: order, resume, refusals, TLS names,
-//! mutual TLS, failover.
+//! mutual TLS, failover, streams closed on the peer once dropped, connected as soon as established.
 
 use chaintrigger::fabric::deliver::{
     self, DeliverError, PeerEndpoint, StartPosition, StatusCode, Subscription,
@@ -12,19 +12,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fabric::{
-    RunningPeer, TlsPki, channel_config, fast_options, recorded_block, user1, within,
+    RunningPeer, TlsPki, channel_config, fast_options, next_numbers, recorded_block, user1,
+    wait_open_streams, within,
 };
-
-async fn next_numbers(subscription: &mut Subscription, count: usize) -> Vec<u64> {
-    let mut numbers = Vec::new();
-    for _ in 0..count {
-        let block = within("a block", subscription.next_block())
-            .await
-            .expect("a block");
-        numbers.push(block.number);
-    }
-    numbers
-}
 
 #[tokio::test]
 async fn streams_recorded_blocks_then_live_ones_and_resumes_after_a_cut_without_gap_or_duplicate() {
@@ -415,4 +405,159 @@ async fn reconnects_wait_per_the_backoff_policy() {
     // Four refusals, then waits of at least 20 + 40 + 40 + 40 ms before the fifth request.
     assert!(elapsed >= Duration::from_millis(140), "{elapsed:?}");
     assert_eq!(subscription.status_handle().snapshot().reconnects, 4);
+}
+
+#[tokio::test]
+async fn every_stream_the_client_drops_is_closed_on_the_peer() {
+    let pki = TlsPki::new();
+    let peer = RunningPeer::fixtures(Some(pki.server_tls(false))).await;
+    let config = || channel_config(vec![peer.endpoint()], Some(pki.client_tls()));
+
+    // Subscriptions dropped after a few blocks, as a trigger drops its catch-up stream once caught up.
+    for round in 0..5u64 {
+        let mut subscription = Subscription::new(
+            config(),
+            StartPosition::Block(round),
+            CancellationToken::new(),
+        );
+        next_numbers(&mut subscription, 3).await;
+        assert_eq!(peer.handle.open_streams(), 1, "round {round}");
+        drop(subscription);
+        wait_open_streams(&peer.handle, 0).await;
+    }
+
+    // A subscription waiting on a quiet channel (no response headers yet), dropped.
+    let mut subscription =
+        Subscription::new(config(), StartPosition::Block(24), CancellationToken::new());
+    let waiting = tokio::spawn(async move { subscription.next_block().await });
+    wait_open_streams(&peer.handle, 1).await;
+    waiting.abort();
+    wait_open_streams(&peer.handle, 0).await;
+
+    // The raw call: dropped mid-stream, and while still opening.
+    let tls = pki.client_tls();
+    let connect = || async {
+        let endpoint =
+            deliver::endpoint(&peer.endpoint(), Some(&tls), &fast_options()).expect("endpoint");
+        within("connect", endpoint.connect())
+            .await
+            .expect("connects")
+    };
+    let request = |start| SeekRequest {
+        channel_id: "mychannel".to_owned(),
+        start: SeekPosition::Specified(start),
+        stop: SeekPosition::Specified(u64::MAX),
+        tls_cert_hash: None,
+    };
+    let mut stream = within(
+        "the stream",
+        deliver::open_deliver_stream(
+            connect().await,
+            user1().seek_envelope_now(&request(0)),
+            1 << 26,
+        ),
+    )
+    .await
+    .expect("opens");
+    within("a block", stream.message()).await.expect("a block");
+    assert_eq!(peer.handle.open_streams(), 1);
+    drop(stream);
+    wait_open_streams(&peer.handle, 0).await;
+    let channel = connect().await;
+    let opening = tokio::spawn(deliver::open_deliver_stream(
+        channel,
+        user1().seek_envelope_now(&request(24)),
+        1 << 26,
+    ));
+    wait_open_streams(&peer.handle, 1).await;
+    opening.abort();
+    wait_open_streams(&peer.handle, 0).await;
+}
+
+#[tokio::test]
+async fn a_stream_counts_as_connected_once_established_even_on_a_quiet_channel() {
+    let pki = TlsPki::new();
+    let peer = RunningPeer::fixtures(Some(pki.server_tls(false))).await;
+    let config = channel_config(vec![peer.endpoint()], Some(pki.client_tls()));
+    // At the height: the peer sends nothing, not even its response headers, until the next block.
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(24), CancellationToken::new());
+    let status = subscription.status_handle();
+    let waiting = tokio::spawn(async move {
+        let block = subscription.next_block().await;
+        (subscription, block)
+    });
+    let connected = |reconnects: u64| {
+        let status = status.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let now = status.snapshot();
+                if now.connected && now.reconnects == reconnects {
+                    return now;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not connected after {reconnects} reconnect(s): {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let now = connected(0).await;
+    assert_eq!(now.last_block, None, "no block came: {now:?}");
+    assert_eq!(now.current_peer, Some(peer.address.to_string()));
+
+    // A peer restart cuts the stream: the new one is connected again before any block arrives.
+    wait_open_streams(&peer.handle, 1).await;
+    peer.handle.cut_streams();
+    let now = connected(1).await;
+    assert_eq!(now.last_block, None, "{now:?}");
+    assert!(
+        now.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("closed the stream")),
+        "{now:?}"
+    );
+    assert!(!waiting.is_finished());
+    peer.handle.generate_block().expect("generate");
+    let (_subscription, block) = within("the next block", waiting).await.expect("task");
+    assert_eq!(block.expect("a block").number, 24);
+}
+
+#[tokio::test]
+async fn a_peer_requiring_a_client_certificate_is_an_error_not_a_retry_loop() {
+    let pki = TlsPki::new();
+    let peer = RunningPeer::fixtures(Some(pki.server_tls(true))).await;
+    let config = channel_config(vec![peer.endpoint()], Some(pki.client_tls()));
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    let error = within("a TLS refusal", subscription.next_block())
+        .await
+        .expect_err("no client certificate");
+    assert!(matches!(error, DeliverError::Tls { .. }), "{error:?}");
+    assert!(error.is_fatal_for_now());
+    let message = error.to_string();
+    assert!(
+        message.contains("requires a client certificate (mutual TLS)"),
+        "{message}"
+    );
+    assert!(message.contains(&peer.address.to_string()), "{message}");
+
+    // A client certificate from a CA the peer does not trust.
+    let stranger = TlsPki::new().mutual_client_tls();
+    let tls = chaintrigger::fabric::deliver::ClientTls {
+        ca: pki.client_tls().ca,
+        client_certificate: stranger.client_certificate,
+    };
+    let config = channel_config(vec![peer.endpoint()], Some(tls));
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    let status = subscription.status_handle();
+    let error = tokio::time::timeout(Duration::from_secs(5), subscription.next_block())
+        .await
+        .unwrap_or_else(|_| panic!("retrying: {:?}", status.snapshot()))
+        .expect_err("an untrusted client certificate");
+    assert!(matches!(error, DeliverError::Tls { .. }), "{error:?}");
+    assert!(error.to_string().contains("client certificate"), "{error}");
 }

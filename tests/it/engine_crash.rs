@@ -229,6 +229,17 @@ async fn a_trigger_from_latest_keeps_its_start_across_kill_9() {
         })
         .await;
     assert_eq!(status["state"], "Running", "{status}");
+    // The status shows the start as soon as the chain height is known; the kill must come once it is stored.
+    eventually("the start stored", PATIENCE, || {
+        let stored = files.stored_triggers();
+        std::future::ready(
+            stored
+                .get("fresh")
+                .is_some_and(|record| record.position.block == start)
+                .then_some(()),
+        )
+    })
+    .await;
     daemon.kill().await;
 
     let last = network.generate(3);

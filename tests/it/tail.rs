@@ -149,3 +149,79 @@ async fn tail_names_the_file_and_field_of_a_bad_setting() {
         "{stderr}"
     );
 }
+
+/// Runs `tail` with a deadline: it must exit by itself, not retry forever.
+async fn tail_exits(args: Vec<String>) -> (std::process::ExitStatus, String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
+        .arg("tail")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run chaintrigger tail");
+    let output = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("tail {args:?} still runs after 20 s: it retries forever"))
+        .expect("tail output");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn tail_exits_with_what_to_fix_when_retrying_cannot_help() {
+    let pki = TlsPki::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // A peer that requires a client certificate (mutual TLS), and none given.
+    let mutual = RunningPeer::fixtures(Some(pki.server_tls(true))).await;
+    let config = write_config(dir.path(), &pki, &mutual, "");
+    let config = config.to_str().expect("UTF-8 path").to_owned();
+    let (status, stderr, took) = tail_exits(vec!["--config".into(), config]).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("the peer requires mutual TLS: pass --client-cert and --client-key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("requires a client certificate (mutual TLS)"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+
+    // An unknown channel, and an identity that is not a reader.
+    let peer = RunningPeer::fixtures(Some(pki.server_tls(false))).await;
+    let config = write_config(dir.path(), &pki, &peer, "");
+    let config = config.to_str().expect("UTF-8 path").to_owned();
+    let (status, stderr, _) = tail_exits(vec![
+        "--config".into(),
+        config.clone(),
+        "--channel".into(),
+        "nosuchchannel".into(),
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("the peer does not serve channel `nosuchchannel`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("NOT_FOUND (404)"), "{stderr}");
+
+    let (status, stderr, _) = tail_exits(vec![
+        "--config".into(),
+        config,
+        "--msp-id".into(),
+        "Org2MSP".into(),
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("is not a reader of `mychannel`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("FORBIDDEN (403)"), "{stderr}");
+}

@@ -50,7 +50,11 @@ pub fn status_block(header: &Header<'_>, triggers: &[TriggerStatus]) -> String {
                 failures(t),
                 t.retries.to_string(),
                 t.last_error.as_ref().map_or_else(String::new, |e| {
-                    truncate(&short_error(&e.message), ERROR_WIDTH)
+                    format!(
+                        "{} {}",
+                        e.at.format("%H:%M:%SZ"),
+                        truncate(&short_error(&e.message), ERROR_WIDTH)
+                    )
                 }),
             ]
         })

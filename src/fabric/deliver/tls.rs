@@ -1,8 +1,17 @@
 //! TLS material for the Deliver client, checked when it is loaded: tonic silently skips a CA certificate it
 //! cannot parse and reports a bad client key only at the first RPC, so both are validated here with errors that
 //! name the file.
+//!
+//! [`diagnose`] tells why a peer refuses TLS sessions. Through HTTP/2 that is a race: a peer that rejects the
+//! client (no client certificate where one is required, an unknown one) sends its alert and closes right after the
+//! handshake, while the HTTP/2 client is already writing, so the failure often surfaces as a broken pipe or a closed
+//! connection, which looks transient. A plain handshake that then only reads receives the alert every time.
 
+use std::io::Read as _;
+use std::net::ToSocketAddrs as _;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
@@ -146,6 +155,56 @@ impl ClientTls {
             ));
         }
         config
+    }
+}
+
+/// Makes one TLS session with the peer at `address` as the Deliver client would (its CA, client certificate,
+/// server name, ALPN `h2`) and reads its first bytes: the TLS error if the session is refused (e.g.
+/// `received fatal alert: CertificateRequired`, `invalid peer certificate: UnknownIssuer`), `None` when the peer
+/// accepts it or cannot be reached at all. Blocking, bounded by `timeout` per step: run it off the async runtime.
+pub(super) fn diagnose(
+    address: &str,
+    server_name: Option<&str>,
+    tls: &ClientTls,
+    timeout: Duration,
+) -> Option<String> {
+    let uri: tonic::codegen::http::Uri = if address.contains("://") {
+        address.parse().ok()?
+    } else {
+        format!("https://{address}").parse().ok()?
+    };
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(443);
+    let name =
+        rustls::pki_types::ServerName::try_from(server_name.unwrap_or(host).to_owned()).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(tls.ca.pem()) {
+        roots.add(certificate.ok()?).ok()?;
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match &tls.client_certificate {
+        Some(client) => {
+            let chain = CertificateDer::pem_slice_iter(&client.cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            let key = PrivateKeyDer::from_pem_slice(&client.key_pem).ok()?;
+            builder.with_client_auth_cert(chain, key).ok()?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut session = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let target = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut socket = std::net::TcpStream::connect_timeout(&target, timeout).ok()?;
+    socket.set_read_timeout(Some(timeout)).ok()?;
+    socket.set_write_timeout(Some(timeout)).ok()?;
+    let mut first = [0u8; 1];
+    match rustls::Stream::new(&mut session, &mut socket).read_exact(&mut first) {
+        Ok(()) => None,
+        Err(error) => error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
     }
 }
 

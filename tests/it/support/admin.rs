@@ -307,6 +307,7 @@ impl EngineControl for TestEngine {
                 message: "stream reset by peer".into(),
                 at: at(),
             }),
+            ..ChannelStatus::default()
         }]
     }
 

@@ -92,6 +92,27 @@ impl Network {
         interval: Option<Duration>,
     ) -> Network {
         let pki = TlsPki::new();
+        let config = Self::sim_config(&pki, recording, blocks, interval);
+        let peer = RunningPeer::start(config).await;
+        Self::with_peer(pki, recording, peer)
+    }
+
+    /// [`Network::start`] plus a second peer of the same channel (the same ledger, its own faults), for failover
+    /// between peers; reach both with [`Network::channel_toml_for`].
+    pub async fn start_with_replica(interval: Option<Duration>) -> (Network, RunningPeer) {
+        let pki = TlsPki::new();
+        let recording = Recording::V2_5;
+        let config = Self::sim_config(&pki, recording, recording.blocks(), interval);
+        let (peer, replica) = RunningPeer::start_pair(config).await;
+        (Self::with_peer(pki, recording, peer), replica)
+    }
+
+    fn sim_config(
+        pki: &TlsPki,
+        recording: Recording,
+        blocks: Vec<bytes::Bytes>,
+        interval: Option<Duration>,
+    ) -> PeerSimConfig {
         let base = PeerSimConfig {
             blocks,
             ..PeerSimConfig::from_recording(recording)
@@ -102,12 +123,14 @@ impl Network {
             .expect("the fixture configuration has a generator")
             .signer
             .clone();
-        let peer = RunningPeer::start(PeerSimConfig {
+        PeerSimConfig {
             tls: Some(pki.server_tls(false)),
             generator: Some(GeneratorConfig { signer, interval }),
             ..base
-        })
-        .await;
+        }
+    }
+
+    fn with_peer(pki: TlsPki, recording: Recording, peer: RunningPeer) -> Network {
         let dir = test_dir("engine-net-");
         let tls_ca = dir.path().join("tls-ca.pem");
         std::fs::write(&tls_ca, pki.ca.cert_pem()).expect("write the TLS CA");
@@ -155,6 +178,23 @@ impl Network {
 
     /// [`Network::channel_toml_after`] with more keys in the channel table (e.g. `rendering = "v3"\n`).
     pub fn channel_toml_with(&self, keys: &str, first_peers: &[&str]) -> String {
+        let simulator = self.peer.address.to_string();
+        let addresses: Vec<&str> = first_peers
+            .iter()
+            .copied()
+            .chain([simulator.as_str()])
+            .collect();
+        self.channel_toml_at(keys, &addresses)
+    }
+
+    /// The `[[channels]]` table with the given simulators as its peers, in this order.
+    pub fn channel_toml_for(&self, peers: &[&RunningPeer]) -> String {
+        let addresses: Vec<String> = peers.iter().map(|peer| peer.address.to_string()).collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        self.channel_toml_at("", &addresses)
+    }
+
+    fn channel_toml_at(&self, keys: &str, addresses: &[&str]) -> String {
         let msp = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(self.recording.fixture_dir())
@@ -165,8 +205,7 @@ impl Network {
             cert = toml_str(path_text(&msp.join("user1_signcert.pem"))),
             key = toml_str(path_text(&msp.join("user1_key.pem"))),
         );
-        let simulator = self.peer.address.to_string();
-        for address in first_peers.iter().copied().chain([simulator.as_str()]) {
+        for address in addresses {
             text.push_str(&format!(
                 "\n[[channels.peers]]\naddress = {address}\ntls_ca = {ca}\nserver_name = {name}\n",
                 address = toml_str(address),
@@ -646,6 +685,22 @@ impl DaemonFiles {
 // ---------------------------------------------------------------------------------------------------------------
 // The daemon
 
+/// The daemon with the given `[[channels]]` table and one trigger, `blocks`, pushing every Block event from block 0
+/// to the receiver's `blocks` hook; returned once its admin API answers.
+pub async fn blocks_daemon(channel: &str, receiver: &Receiver) -> (DaemonFiles, Daemon) {
+    let files = DaemonFiles::new();
+    files.write_config_with_channel(
+        channel,
+        &[TriggerSpec::new(
+            "blocks",
+            "Block",
+            receiver.target_toml("blocks"),
+        )],
+    );
+    let daemon = Daemon::start(&files).await;
+    (files, daemon)
+}
+
 /// The real `chaintrigger serve` process; killed (SIGKILL) on drop.
 pub struct Daemon {
     /// The process, to kill or signal it.
@@ -713,6 +768,27 @@ impl Daemon {
         // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
         let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
         assert_eq!(sent, 0, "SIGHUP to the daemon");
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id().expect("the daemon is running");
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} to the daemon");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (at most `within`) for the process to exit; its status, or `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .map(|status| status.expect("reap the daemon"))
     }
 
     /// SIGTERM, and waits (bounded) for a clean exit.
@@ -834,6 +910,13 @@ impl Admin {
             t["position"]["block"].as_u64() >= Some(block)
         })
         .await
+    }
+
+    /// `GET /v1/channels`: the first (in these tests, the only) channel's status; panics unless 200.
+    pub async fn channel(&self) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, "/v1/channels").await;
+        assert_eq!(status, 200, "GET channels: {body}");
+        body["channels"][0].clone()
     }
 
     /// Every dead letter of a trigger (one page, enough for tests).

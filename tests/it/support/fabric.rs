@@ -108,11 +108,33 @@ pub struct RunningPeer {
 impl RunningPeer {
     pub async fn start(config: PeerSimConfig) -> Self {
         chaintrigger::install_crypto_provider();
+        let sim = PeerSim::new(config).expect("simulator config");
+        Self::serve(sim).await
+    }
+
+    /// Two peers of one channel: the same ledger (blocks generated or appended through either handle reach
+    /// both), each with its own faults, counters and connections.
+    pub async fn start_pair(config: PeerSimConfig) -> (Self, Self) {
+        chaintrigger::install_crypto_provider();
+        let sim = PeerSim::new(config).expect("simulator config");
+        let replica = sim.replica();
+        (Self::serve(sim).await, Self::serve(replica).await)
+    }
+
+    /// The fixture pair of peers ([`RunningPeer::start_pair`]), with optional TLS.
+    pub async fn fixture_pair(tls: Option<ServerTls>) -> (Self, Self) {
+        Self::start_pair(PeerSimConfig {
+            tls,
+            ..PeerSimConfig::from_fixtures()
+        })
+        .await
+    }
+
+    async fn serve(sim: PeerSim) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        let sim = PeerSim::new(config).expect("simulator config");
         let handle = sim.handle();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(peersim::run(listener, sim, shutdown.clone()));
@@ -179,6 +201,39 @@ pub fn channel_config(peers: Vec<PeerEndpoint>, tls: Option<ClientTls>) -> Chann
         identity: user1(),
         options: fast_options(),
     }
+}
+
+/// Waits until the simulator has exactly `expected` Deliver streams open (at most 20 s); returns how long it took.
+pub async fn wait_open_streams(handle: &PeerSimHandle, expected: u64) -> Duration {
+    let started = std::time::Instant::now();
+    let mut open = handle.subscribe_open_streams();
+    let reached = tokio::time::timeout(Duration::from_secs(20), async {
+        while *open.borrow_and_update() != expected {
+            open.changed().await.expect("the simulator runs");
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "the simulator has {} Deliver streams open, expected {expected}",
+        handle.open_streams()
+    );
+    started.elapsed()
+}
+
+/// The numbers of the next `count` blocks of a subscription (each within 20 s).
+pub async fn next_numbers(
+    subscription: &mut chaintrigger::fabric::deliver::Subscription,
+    count: usize,
+) -> Vec<u64> {
+    let mut numbers = Vec::new();
+    for _ in 0..count {
+        let block = within("a block", subscription.next_block())
+            .await
+            .expect("a block");
+        numbers.push(block.number);
+    }
+    numbers
 }
 
 /// Waits at most 20 s for a future that should complete much sooner (turns a hang into a failure).
