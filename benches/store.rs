@@ -38,6 +38,7 @@ fn record_outcome(c: &mut Criterion) {
             index += 1;
             store
                 .record_outcome(&OutcomeRecord {
+                    anchor: None,
                     trigger: &trigger,
                     status: &running,
                     position: Position { block: 1, index },
@@ -54,6 +55,7 @@ fn record_outcome(c: &mut Criterion) {
             index += 1;
             store
                 .record_outcome(&OutcomeRecord {
+                    anchor: None,
                     trigger: &trigger,
                     status: &running,
                     position: Position { block: 1, index },

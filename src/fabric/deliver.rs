@@ -512,6 +512,26 @@ impl Subscription {
         }
     }
 
+    /// Refuses block `number`, handed out by this subscription, which failed verification (`reason`): the stream
+    /// is dropped, the peer that served it demoted, and the block asked for again from the next peer. Blocks
+    /// handed out after it are asked for again too.
+    pub fn reject(&mut self, number: u64, reason: String) {
+        let peer = self
+            .status
+            .snapshot()
+            .current_peer
+            .unwrap_or_else(|| self.config.peers[self.peer_index].address.clone());
+        self.cursor = Cursor::Next(number);
+        let error = DeliverError::BadBlock {
+            peer,
+            block: number,
+            reason,
+        };
+        tracing::error!(channel = %self.config.channel_id, %error, "block refused");
+        // Not a refusal, never fatal: `fail` only records it and moves on.
+        let _ = self.fail(error);
+    }
+
     /// Starts the peer watch once, when there is more than one peer to compare.
     fn start_watch(&mut self) {
         if self.watch.is_none()
@@ -804,6 +824,7 @@ impl Subscription {
             DeliverError::Frozen { .. }
                 | DeliverError::Stalled { .. }
                 | DeliverError::Inconsistent { .. }
+                | DeliverError::BadBlock { .. }
         );
         let limit = self.config.options.stale_peer_blocks;
         self.status.update(|s| {

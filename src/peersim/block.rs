@@ -34,6 +34,34 @@ pub fn data_hash(envelopes: &[Bytes]) -> [u8; 32] {
     decode::block_data_hash(envelopes)
 }
 
+/// `block` as a tampering peer sends it (see [`crate::peersim::Tampering`]); a block that does not decode, or
+/// has no data to alter, is returned as it is.
+pub fn tamper(block: &Bytes, how: crate::peersim::Tampering) -> Bytes {
+    let Ok(mut decoded) = common::Block::decode(block.as_ref()) else {
+        return block.clone();
+    };
+    match how {
+        crate::peersim::Tampering::Data => {
+            let Some(envelope) = decoded.data.as_mut().and_then(|d| d.data.first_mut()) else {
+                return block.clone();
+            };
+            let mut bytes = envelope.to_vec();
+            // The last byte sits inside the envelope's signature: the envelope still decodes, the hash does not
+            // match.
+            if let Some(last) = bytes.last_mut() {
+                *last ^= 0x01;
+            }
+            *envelope = bytes.into();
+        }
+        crate::peersim::Tampering::PreviousHash => {
+            if let Some(header) = decoded.header.as_mut() {
+                header.previous_hash = Sha256::digest(b"a block that never was").to_vec().into();
+            }
+        }
+    }
+    decoded.encode_to_vec().into()
+}
+
 /// What the next block must chain onto.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainTip {

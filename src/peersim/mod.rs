@@ -116,6 +116,27 @@ pub struct Faults {
     /// Lasting: a request for just the newest block is answered with an empty block numbered this height - 1 (a
     /// peer lying about its height, or a broken one); the blocks themselves are served as they are.
     pub claim_height: Option<u64>,
+    /// Lasting: blocks from this number on are altered as they are sent (the ledger keeps the true ones), as by a
+    /// compromised peer or a corrupting path.
+    pub tamper: Option<Tamper>,
+}
+
+/// Which blocks a peer alters, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tamper {
+    /// The first block altered.
+    pub from: u64,
+    /// What is changed.
+    pub how: Tampering,
+}
+
+/// What a tampering peer changes in a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tampering {
+    /// One byte of the first transaction's payload: the header's `data_hash` no longer matches the data.
+    Data,
+    /// The header's `previous_hash`: the block no longer chains onto the block before it.
+    PreviousHash,
 }
 
 /// Everything the simulator needs.

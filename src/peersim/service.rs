@@ -329,6 +329,10 @@ async fn stream_blocks(
         } else {
             1
         };
+        let block = match faults_changed.borrow().tamper {
+            Some(tamper) if number >= tamper.from => super::block::tamper(&block, tamper.how),
+            _ => block,
+        };
         if !skip {
             for _ in 0..copies {
                 if !send(sender, block_response(block.clone()), shutdown).await {

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use crate::config::TriggerName;
-use crate::trigger::state::{Position, State, Status};
+use crate::trigger::state::{Anchor, Position, State, Status};
 
 pub use sqlite::SqliteStore;
 
@@ -26,6 +26,9 @@ pub struct TriggerRecord {
     pub status: Status,
     /// The next event to push.
     pub position: Position,
+    /// The header hash of block `position.block - 1` as the trigger read it, when known: the next block must
+    /// chain onto it.
+    pub anchor: Option<Anchor>,
     /// Events delivered since the trigger was created (never reset: a lifetime counter for operators).
     pub delivered: u64,
     /// Events discarded since the trigger was created (never reset).
@@ -43,6 +46,8 @@ pub struct OutcomeRecord<'a> {
     pub status: &'a Status,
     /// Its position after the outcome (unchanged while in Exception).
     pub position: Position,
+    /// The header hash of the block before `position.block`, when known (written as given: `None` clears it).
+    pub anchor: Option<Anchor>,
     /// Payloads delivered by this outcome (a filter may yield several per event).
     pub delivered: u64,
     /// Payloads discarded by this outcome.
@@ -146,12 +151,13 @@ pub trait Store: Send + Sync {
     /// Writes an event's outcome: position, status and counters, and its dead letters, all or nothing.
     fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError>;
 
-    /// Writes a status change from a command (disable, enable, delete), with a new position if it moves.
+    /// Writes a status change from a command (disable, enable, delete), with a new position (and the anchor that
+    /// goes with it) if it moves.
     fn save_status(
         &self,
         name: &TriggerName,
         status: &Status,
-        position: Option<Position>,
+        position: Option<(Position, Option<Anchor>)>,
         at: SystemTime,
     ) -> Result<(), StoreError>;
 

@@ -18,10 +18,11 @@ use super::{
     DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
 };
 use crate::config::TriggerName;
-use crate::trigger::state::{Position, State, Status};
+use crate::trigger::state::{Anchor, Position, State, Status};
 
 /// The schema, one migration per version; a database records the last version applied.
-const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE triggers (
     name        TEXT PRIMARY KEY,
     state       TEXT NOT NULL,
@@ -47,7 +48,12 @@ CREATE TABLE dead_letters (
     repushed_at INTEGER
 );
 CREATE INDEX dead_letters_by_trigger ON dead_letters(trigger, id);
-"#];
+"#,
+    r#"
+ALTER TABLE triggers ADD COLUMN anchor_block INTEGER;
+ALTER TABLE triggers ADD COLUMN anchor_hash BLOB CHECK (anchor_hash IS NULL OR length(anchor_hash) = 32);
+"#,
+];
 
 /// How long a writer waits for another connection's lock (e.g. an operator's `sqlite3` shell) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,6 +139,10 @@ impl SqliteStore {
                 block: to_u64(get(2)?),
                 index: u32::try_from(get(3)?).unwrap_or(u32::MAX),
             },
+            anchor: read_anchor(
+                row.get(9).map_err(|e| self.sqlite(e))?,
+                row.get(10).map_err(|e| self.sqlite(e))?,
+            ),
             delivered: to_u64(get(6)?),
             discarded: to_u64(get(7)?),
             updated_at: from_millis(get(8)?),
@@ -173,8 +183,7 @@ impl SqliteStore {
     }
 }
 
-const TRIGGER_COLUMNS: &str =
-    "name, state, block, event_index, failures, last_error, delivered, discarded, updated_at";
+const TRIGGER_COLUMNS: &str = "name, state, block, event_index, failures, last_error, delivered, discarded, updated_at, anchor_block, anchor_hash";
 const DEAD_LETTER_COLUMNS: &str = "id, trigger, event_id, block, event_index, output, payload, error, attempts, created_at, repushed_at";
 
 fn migrate(connection: &mut Connection, path: &str) -> Result<(), StoreError> {
@@ -284,7 +293,8 @@ impl Store for SqliteStore {
         let updated = transaction
             .prepare_cached(
                 "UPDATE triggers SET state = ?2, block = ?3, event_index = ?4, failures = ?5, last_error = ?6,
-                 delivered = delivered + ?7, discarded = discarded + ?8, updated_at = ?9 WHERE name = ?1",
+                 delivered = delivered + ?7, discarded = discarded + ?8, updated_at = ?9,
+                 anchor_block = ?10, anchor_hash = ?11 WHERE name = ?1",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -296,7 +306,9 @@ impl Store for SqliteStore {
                     outcome.status.last_error,
                     to_i64(outcome.delivered),
                     to_i64(outcome.discarded),
-                    to_millis(outcome.at)
+                    to_millis(outcome.at),
+                    anchor_block(outcome.anchor),
+                    anchor_hash(outcome.anchor)
                 ])
             })
             .map_err(|e| self.sqlite(e))?;
@@ -334,22 +346,27 @@ impl Store for SqliteStore {
         &self,
         name: &TriggerName,
         status: &Status,
-        position: Option<Position>,
+        position: Option<(Position, Option<Anchor>)>,
         at: SystemTime,
     ) -> Result<(), StoreError> {
         let connection = self.lock();
+        let anchor = position.and_then(|(_, anchor)| anchor);
         let updated = connection
             .execute(
                 "UPDATE triggers SET state = ?2, failures = ?3, last_error = ?4, updated_at = ?5,
-                 block = COALESCE(?6, block), event_index = COALESCE(?7, event_index) WHERE name = ?1",
+                 block = COALESCE(?6, block), event_index = COALESCE(?7, event_index),
+                 anchor_block = CASE WHEN ?6 IS NULL THEN anchor_block ELSE ?8 END,
+                 anchor_hash = CASE WHEN ?6 IS NULL THEN anchor_hash ELSE ?9 END WHERE name = ?1",
                 params![
                     name.as_str(),
                     status.state.as_str(),
                     to_i64(status.failures),
                     status.last_error,
                     to_millis(at),
-                    position.map(|p| to_i64(p.block)),
-                    position.map(|p| p.index)
+                    position.map(|(p, _)| to_i64(p.block)),
+                    position.map(|(p, _)| p.index),
+                    anchor_block(anchor),
+                    anchor_hash(anchor)
                 ],
             )
             .map_err(|e| self.sqlite(e))?;
@@ -415,6 +432,23 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// The stored anchor; one that is half there or of the wrong length counts as unknown (the check is skipped, never
+/// failed, for it).
+fn read_anchor(block: Option<i64>, hash: Option<Vec<u8>>) -> Option<Anchor> {
+    Some(Anchor {
+        block: to_u64(block?),
+        hash: hash?.try_into().ok()?,
+    })
+}
+
+fn anchor_block(anchor: Option<Anchor>) -> Option<i64> {
+    anchor.map(|anchor| to_i64(anchor.block))
+}
+
+fn anchor_hash(anchor: Option<Anchor>) -> Option<Vec<u8>> {
+    anchor.map(|anchor| anchor.hash.to_vec())
 }
 
 fn to_i64(value: u64) -> i64 {

@@ -50,6 +50,7 @@ fn a_new_trigger_is_created_once_and_keeps_its_progress() {
     };
     store
         .record_outcome(&OutcomeRecord {
+            anchor: None,
             trigger: &t,
             status: &moved,
             position: Position {
@@ -93,6 +94,7 @@ fn an_outcome_writes_position_state_counters_and_dead_letter_together() {
     };
     store
         .record_outcome(&OutcomeRecord {
+            anchor: None,
             trigger: &t,
             status: &failed_once,
             position: Position { block: 3, index: 1 },
@@ -132,6 +134,7 @@ fn an_outcome_is_all_or_nothing() {
     // and the first letter were written in the transaction: nothing of it may remain.
     let error = store
         .record_outcome(&OutcomeRecord {
+            anchor: None,
             trigger: &t,
             status: &failed,
             position: Position { block: 4, index: 0 },
@@ -152,6 +155,7 @@ fn an_outcome_is_all_or_nothing() {
     // The store is still usable after the failed transaction.
     store
         .record_outcome(&OutcomeRecord {
+            anchor: None,
             trigger: &t,
             status: &running(),
             position: Position { block: 3, index: 1 },
@@ -170,6 +174,7 @@ fn an_outcome_for_an_unknown_trigger_is_refused() {
     let store = open(&dir);
     let error = store
         .record_outcome(&OutcomeRecord {
+            anchor: None,
             trigger: &name("ghost"),
             status: &running(),
             position: Position::block_start(1),
@@ -213,6 +218,7 @@ fn progress_survives_reopening_the_file() {
             };
             store
                 .record_outcome(&OutcomeRecord {
+                    anchor: None,
                     trigger: &t,
                     status: &status,
                     position: Position {
@@ -275,7 +281,12 @@ fn commands_save_status_and_move_the_position_when_asked() {
     assert_eq!(record.status, disabled);
     assert_eq!(record.position, Position { block: 5, index: 2 });
     store
-        .save_status(&t, &running(), Some(Position::block_start(42)), at(2))
+        .save_status(
+            &t,
+            &running(),
+            Some((Position::block_start(42), None)),
+            at(2),
+        )
         .unwrap();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!(record.status, running());
@@ -299,6 +310,7 @@ fn dead_letters_are_listed_filtered_and_marked_repushed() {
     for (i, t) in [&a, &b, &a].into_iter().enumerate() {
         store
             .record_outcome(&OutcomeRecord {
+                anchor: None,
                 trigger: t,
                 status: &running(),
                 position: Position::block_start(i as u64 + 1),
@@ -367,7 +379,7 @@ fn the_database_is_in_wal_mode_with_a_schema_version() {
             row.get(0)
         })
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     // A database from a newer chaintrigger is refused, not misread.
     connection
         .execute("INSERT INTO schema_version (version) VALUES (99)", [])
@@ -379,7 +391,7 @@ fn the_database_is_in_wal_mode_with_a_schema_version() {
             error,
             StoreError::NewerSchema {
                 found: 99,
-                known: 1,
+                known: 2,
                 ..
             }
         ),
@@ -425,6 +437,7 @@ fn the_store_is_shareable_between_threads() {
                 for n in 0..50u32 {
                     store
                         .record_outcome(&OutcomeRecord {
+                            anchor: None,
                             trigger: &t,
                             status: &running(),
                             position: Position {
@@ -450,5 +463,40 @@ fn the_store_is_shareable_between_threads() {
         records
             .iter()
             .all(|r| r.delivered == 50 && r.position.index == 50)
+    );
+}
+
+#[test]
+fn a_database_from_before_block_anchors_keeps_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ct.db");
+    {
+        // The schema as the first release wrote it: version 1, no anchor columns.
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(super::sqlite::MIGRATIONS[0])
+            .and_then(|()| {
+                connection.execute_batch(
+                    "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                     INSERT INTO schema_version (version) VALUES (1);
+                     INSERT INTO triggers (name, state, block, event_index, delivered, updated_at)
+                         VALUES ('old', 'Running', 41, 2, 7, 1000);",
+                )
+            })
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let record = store.trigger(&name("old")).unwrap().unwrap();
+    assert_eq!(
+        record.position,
+        Position {
+            block: 41,
+            index: 2
+        }
+    );
+    assert_eq!(record.delivered, 7);
+    assert_eq!(
+        record.anchor, None,
+        "no anchor is invented for old progress"
     );
 }

@@ -41,7 +41,7 @@ use super::status::{CatchUpSnapshot, ChannelSnapshot, PeerSnapshot, TimedError};
 use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
 use crate::config::{self, ChannelName};
 use crate::events::{ExtractOptions, Rendering, extract};
-use crate::fabric::decode::{Block, BlockDecoder, DecodeError, decode_block_bytes};
+use crate::fabric::decode::{Block, BlockDecoder, DecodeError, VerifyError, decode_block_bytes};
 use crate::fabric::deliver::{
     ChannelConfig, ClientCertificate, ClientTls, DeliverError, DeliverOptions, DeliveredBlock,
     PeerEndpoint, StartPosition, StatusHandle, Subscription, SubscriptionStatus, TlsCa,
@@ -56,6 +56,18 @@ pub const DECODE_RETRY: Duration = Duration::from_secs(5);
 pub enum ChannelSetupError {
     #[error("channel `{channel}`: {message}")]
     Files { channel: String, message: String },
+}
+
+/// Why a delivered block cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// It is not a readable block: asked for again (from the same peer, after a pause).
+    #[error("cannot be decoded: {0}")]
+    Decode(#[from] DecodeError),
+    /// It does not hash as Fabric made it, or does not chain onto the block before: asked for again from the
+    /// next peer.
+    #[error("fails verification: {0}")]
+    Verify(#[from] VerifyError),
 }
 
 /// What a channel's feed is built from: how to reach the channel, and how to render its events.
@@ -163,6 +175,9 @@ pub struct ChannelFeed {
     catch_up_slots: Arc<Semaphore>,
     /// Triggers waiting for a catch-up slot.
     catch_up_waiting: Arc<AtomicU64>,
+    /// A block of the window a trigger found not to chain onto the block it finished before (with why): the
+    /// channel drops it and the blocks after it and reads them again from the next peer.
+    distrusted: watch::Sender<Option<(u64, String)>>,
 }
 
 /// A trigger's own stream of the channel, from a block older than the window; it holds one of the channel's
@@ -183,6 +198,11 @@ impl CatchUp {
     /// The next block in chain order (see [`Subscription::next_block`]).
     pub async fn next_block(&mut self) -> Result<DeliveredBlock, DeliverError> {
         self.subscription.next_block().await
+    }
+
+    /// Refuses a block the stream handed out (see [`Subscription::reject`]): it is read again from the next peer.
+    pub fn reject(&mut self, number: u64, reason: String) {
+        self.subscription.reject(number, reason);
     }
 }
 
@@ -250,6 +270,7 @@ impl ChannelFeed {
         ChannelFeed {
             catch_up_slots: Arc::new(Semaphore::new(slots)),
             catch_up_waiting: Arc::new(AtomicU64::new(0)),
+            distrusted: watch::channel(None).0,
             name,
             deliver: config.deliver,
             extract: ExtractOptions {
@@ -346,14 +367,16 @@ impl ChannelFeed {
         }
     }
 
-    /// Decodes a delivered block and extracts its events.
+    /// Decodes a delivered block, verifies that its data hashes to its header's `data_hash`, and extracts its
+    /// events. A block that fails is never pushed.
     pub fn prepare(
         &self,
         decoder: &mut BlockDecoder,
         delivered: DeliveredBlock,
-    ) -> Result<Arc<BlockEvents>, DecodeError> {
+    ) -> Result<Arc<BlockEvents>, PrepareError> {
         let received_at = Instant::now();
         let block = decoder.decode_bytes(delivered.bytes)?;
+        block.verify_data_hash()?;
         for error in block.errors() {
             tracing::warn!(channel = %self.name, block = block.number, %error, "a transaction of the block cannot be decoded; it produces no event");
         }
@@ -496,6 +519,13 @@ impl ChannelFeed {
         }
     }
 
+    /// Tells the channel that its block `number` does not chain onto what a trigger read before it (`reason`):
+    /// the channel forgets that block and the ones after it and reads them again from the next peer.
+    pub fn distrust(&self, number: u64, reason: String) {
+        self.set_error(format!("block {number} fails verification: {reason}"));
+        self.distrusted.send_replace(Some((number, reason)));
+    }
+
     fn window_capacity(&self) -> usize {
         self.window
             .read()
@@ -519,6 +549,7 @@ impl ChannelFeed {
     pub async fn run(self: Arc<Self>, positions: Vec<u64>, stop: CancellationToken) {
         let mut start = StartPosition::Newest;
         let mut backfill = Some(positions);
+        let mut distrusted = self.distrusted.subscribe();
         loop {
             let mut subscription = Subscription::new(self.deliver.clone(), start, stop.clone());
             *self
@@ -528,7 +559,26 @@ impl ChannelFeed {
                 Some(subscription.status_handle());
             let mut decoder = BlockDecoder::new();
             loop {
-                match subscription.next_block().await {
+                let next = tokio::select! {
+                    next = subscription.next_block() => next,
+                    changed = distrusted.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let refused = distrusted.borrow_and_update().clone();
+                        if let Some((number, reason)) = refused
+                            && subscription.next_block_number().is_some_and(|next| next > number)
+                        {
+                            self.window
+                                .write()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .truncate_from(number);
+                            subscription.reject(number, reason);
+                        }
+                        continue;
+                    }
+                };
+                match next {
                     Ok(delivered) => {
                         let number = delivered.number;
                         if self.rendering() == ChannelRendering::Unknown
@@ -545,7 +595,16 @@ impl ChannelFeed {
                                 break;
                             }
                         }
-                        match self.prepare(&mut decoder, delivered) {
+                        // A block must chain onto the one before it when the window has that one.
+                        let previous = match self.lookup(number.wrapping_sub(1)) {
+                            Lookup::Here(previous) => Some(previous.anchor()),
+                            _ => None,
+                        };
+                        let prepared = self.prepare(&mut decoder, delivered).and_then(|block| {
+                            block.chains_onto(previous)?;
+                            Ok(block)
+                        });
+                        match prepared {
                             Ok(block) => {
                                 self.window
                                     .write()
@@ -557,8 +616,14 @@ impl ChannelFeed {
                                     *height = Some(height.map_or(next, |h| h.max(next)));
                                 });
                             }
+                            Err(PrepareError::Verify(error)) => {
+                                self.set_error(format!(
+                                    "block {number} fails verification: {error}"
+                                ));
+                                subscription.reject(number, error.to_string());
+                            }
                             Err(error) => {
-                                let message = format!("block {number} cannot be decoded: {error}");
+                                let message = format!("block {number} {error}");
                                 tracing::error!(channel = %self.name, block = number, %error, "block cannot be decoded; asking for it again (triggers of the channel wait at it)");
                                 self.set_error(message);
                                 start = StartPosition::Block(number);

@@ -23,7 +23,9 @@ use chrono::{DateTime, Utc};
 
 use super::def::TriggerDef;
 use super::outcome::EventResult;
-use super::state::{self, Command, Effect, EnableFrom, Position, State, Status, Transition};
+use super::state::{
+    self, Anchor, Command, Effect, EnableFrom, Position, State, Status, Transition,
+};
 use crate::config::{StartPosition, TriggerName};
 use crate::store::{self, OutcomeRecord, Store, StoreError, TriggerRecord};
 
@@ -42,6 +44,9 @@ pub struct Progress {
     /// The next event to process (in memory: the store may be up to [`FLUSH_EVERY_BLOCKS`] blocks behind on
     /// events that pushed nothing).
     pub position: Position,
+    /// The header hash of block `position.block - 1` as the trigger read it, when known: the next block the
+    /// trigger reads must chain onto it. Unknown after a jump (enable from a block or the latest one).
+    pub anchor: Option<Anchor>,
     /// Payloads delivered over the trigger's life.
     pub delivered: u64,
     /// Payloads discarded over the trigger's life.
@@ -62,6 +67,7 @@ impl Progress {
         Progress {
             status: record.status.clone(),
             position: record.position,
+            anchor: record.anchor,
             delivered: record.delivered,
             discarded: record.discarded,
             retries: 0,
@@ -82,6 +88,7 @@ impl Progress {
                 StartPosition::Block(block) => block,
                 StartPosition::Latest => 0,
             }),
+            anchor: None,
             delivered: 0,
             discarded: 0,
             retries: 0,
@@ -209,9 +216,16 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Moves the in-memory position past events that push nothing; written later (see the module docs).
-    pub fn skip_to(&self, position: Position) {
+    /// The header hash the next block the trigger reads must chain onto, when known.
+    pub fn anchor(&self) -> Option<Anchor> {
+        self.lock().progress.anchor
+    }
+
+    /// Moves the in-memory position past events that push nothing; written later (see the module docs). `block`
+    /// is the block being read: once the position leaves it, it becomes the anchor.
+    pub fn skip_to(&self, position: Position, block: Anchor) {
         let mut inner = self.lock();
+        inner.progress.anchor = anchor_after(position, block, inner.progress.anchor);
         inner.progress.position = position;
         inner.unwritten_blocks.get_or_insert(0);
     }
@@ -233,12 +247,16 @@ impl Checkpoint {
 
     /// Writes the in-memory position when it is ahead of the stored one.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (status, position) = {
+        let (status, position, anchor) = {
             let inner = self.lock();
             if inner.unwritten_blocks.is_none() || inner.progress.status.state == State::Deleted {
                 return Ok(());
             }
-            (inner.progress.status.clone(), inner.progress.position)
+            (
+                inner.progress.status.clone(),
+                inner.progress.position,
+                inner.progress.anchor,
+            )
         };
         let name = self.name.clone();
         store::blocking(&self.store, move |store| {
@@ -246,6 +264,7 @@ impl Checkpoint {
                 trigger: &name,
                 status: &status,
                 position,
+                anchor,
                 delivered: 0,
                 discarded: 0,
                 dead_letters: &[],
@@ -261,17 +280,21 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Records the outcome of the event at `at` (whose successor is `after`): runs the state machine, applies its
-    /// effects on progress and writes them in one transaction. `retries` counts the attempts beyond the first.
+    /// Records the outcome of the event at `at` (whose successor is `after`) of `block`: runs the state machine,
+    /// applies its effects on progress and writes them in one transaction. `retries` counts the attempts beyond
+    /// the first.
     pub async fn record(
         &self,
         def: &TriggerDef,
-        at: Position,
-        after: Position,
+        (at, after): (Position, Position),
+        block: Anchor,
         result: &EventResult,
         retries: u64,
     ) -> Result<Next, StoreError> {
-        let before = self.lock().progress.status.clone();
+        let (before, anchor_before) = {
+            let inner = self.lock();
+            (inner.progress.status.clone(), inner.progress.anchor)
+        };
         let transition = state::on_outcome(&before, def.threshold, &result.outcome);
         let mut position = at;
         let mut dead_letters: &[store::NewDeadLetter] = &[];
@@ -289,6 +312,7 @@ impl Checkpoint {
         }
         let discarded = dead_letters.len() as u64;
         let status = transition.status;
+        let anchor = anchor_after(position, block, anchor_before);
         let (name, written, letters) = (self.name.clone(), status.clone(), dead_letters.to_vec());
         let delivered = result.delivered;
         store::blocking(&self.store, move |store| {
@@ -296,6 +320,7 @@ impl Checkpoint {
                 trigger: &name,
                 status: &written,
                 position,
+                anchor,
                 delivered,
                 discarded,
                 dead_letters: &letters,
@@ -317,6 +342,7 @@ impl Checkpoint {
         }
         progress.status = status;
         progress.position = position;
+        progress.anchor = anchor;
         progress.delivered += result.delivered;
         progress.discarded += discarded;
         progress.retries += retries;
@@ -352,6 +378,7 @@ impl Checkpoint {
             }
         };
         let mut position = stored;
+        let mut anchor = current.anchor.filter(|_| current.recorded);
         for effect in &transition.effects {
             if let Effect::MoveTo(from) = effect {
                 position = match *from {
@@ -361,6 +388,10 @@ impl Checkpoint {
                         check_start_block(block, chain_height, &def.channel)?
                     }
                 };
+                if position != stored {
+                    // A jump: the block before the new position was not read by this trigger.
+                    anchor = None;
+                }
             }
         }
         let status = transition.status.clone();
@@ -370,7 +401,7 @@ impl Checkpoint {
             if !recorded {
                 store.ensure_trigger(&name, &saved, stored, now)?;
             }
-            store.save_status(&name, &saved, Some(position), now)
+            store.save_status(&name, &saved, Some((position, anchor)), now)
         })
         .await?;
         tracing::info!(trigger = %self.name, ?command, from = %current.status.state, to = %status.state, %position, "trigger command applied");
@@ -380,11 +411,22 @@ impl Checkpoint {
         progress.recorded = true;
         progress.status = status;
         progress.position = position;
+        progress.anchor = anchor;
         progress.last_error_at = None;
         if matches!(command, Command::Enable(_)) {
             progress.enabled_at = Some(DateTime::<Utc>::from(now));
         }
         Ok(transition)
+    }
+}
+
+/// The anchor once the position is `position`, `block` being the block just read: that block when the position
+/// has just left it for the next, else what it was.
+fn anchor_after(position: Position, block: Anchor, before: Option<Anchor>) -> Option<Anchor> {
+    if block.block.checked_add(1) == Some(position.block) {
+        Some(block)
+    } else {
+        before
     }
 }
 

@@ -41,6 +41,16 @@ impl fmt::Display for Position {
     }
 }
 
+/// The header hash of the last block a trigger finished: the next block it reads must chain onto it
+/// (`header.previous_hash`), whichever peer serves it, also after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Anchor {
+    /// The block finished.
+    pub block: u64,
+    /// Its header hash.
+    pub hash: [u8; 32],
+}
+
 /// A trigger's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum State {

@@ -10,8 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
+use super::state::Anchor;
 use crate::events::{Event, EventType};
-use crate::fabric::decode::Block;
+use crate::fabric::decode::{Block, VerifyError};
 use crate::filter::Envelope;
 
 /// One event of a block, prepared once for every trigger of the channel.
@@ -35,6 +38,10 @@ pub struct ChainEvent {
 pub struct BlockEvents {
     /// The block's number.
     pub number: u64,
+    /// Its header hash: the next block's `previous_hash`.
+    pub hash: [u8; 32],
+    /// The header hash of the block before, as this block's header claims it.
+    pub previous_hash: Bytes,
     /// When the block arrived: the start of the latency each trigger measures.
     pub received_at: Instant,
     /// The events, Block event first.
@@ -55,8 +62,35 @@ impl BlockEvents {
             .collect();
         BlockEvents {
             number: block.number,
+            hash: block.hash,
+            previous_hash: block.previous_hash.clone(),
             received_at,
             events,
+        }
+    }
+
+    /// This block as the anchor of the block after it.
+    pub fn anchor(&self) -> Anchor {
+        Anchor {
+            block: self.number,
+            hash: self.hash,
+        }
+    }
+
+    /// Checks that this block chains onto `anchor` when the anchor is the block right before it (pure).
+    pub fn chains_onto(&self, anchor: Option<Anchor>) -> Result<(), VerifyError> {
+        match anchor {
+            Some(anchor)
+                if anchor.block.checked_add(1) == Some(self.number)
+                    && self.previous_hash[..] != anchor.hash[..] =>
+            {
+                Err(VerifyError::PreviousHash {
+                    block: self.number,
+                    previous_hash: self.previous_hash.clone(),
+                    expected: anchor.hash,
+                })
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -103,6 +137,13 @@ impl BlockWindow {
             self.blocks.pop_front();
         }
         self.blocks.push_back(block);
+    }
+
+    /// Forgets block `number` and every newer one (the channel reads them again from another peer).
+    pub fn truncate_from(&mut self, number: u64) {
+        while self.newest().is_some_and(|newest| newest >= number) {
+            self.blocks.pop_back();
+        }
     }
 
     /// Most blocks kept.
@@ -154,6 +195,8 @@ mod tests {
     fn block(number: u64) -> Arc<BlockEvents> {
         Arc::new(BlockEvents {
             number,
+            hash: [0; 32],
+            previous_hash: Bytes::new(),
             received_at: Instant::now(),
             events: Vec::new(),
         })

@@ -19,17 +19,17 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::channel::{CatchUp, ChannelFeed, DECODE_RETRY};
+use super::channel::{CatchUp, ChannelFeed, DECODE_RETRY, PrepareError};
 use super::checkpoint::{Checkpoint, Next};
 use super::def::TriggerDef;
 use super::latency::LatencyHistogram;
 use super::outcome::{EventResult, PayloadDelivery, event_result};
-use super::state::{EventOutcome, Position};
+use super::state::{Anchor, EventOutcome, Position};
 use super::window::{BlockEvents, ChainEvent, Lookup};
 use crate::config;
 use crate::dispatch::retry::ExceptionSchedule;
 use crate::dispatch::{Delivery, Dispatcher, PushKey};
-use crate::fabric::decode::BlockDecoder;
+use crate::fabric::decode::{BlockDecoder, VerifyError};
 use crate::fabric::deliver::DeliverError;
 use crate::store::StoreError;
 
@@ -156,6 +156,12 @@ impl Worker {
                 Ok(block) => block,
                 Err(halt) => return halt,
             };
+            if let Err(error) = block.chains_onto(self.checkpoint().anchor()) {
+                if let Err(halt) = self.refuse(&block, error, moving).await {
+                    return halt;
+                }
+                continue;
+            }
             if let Err(halt) = self.process_block(&block, position.index, moving).await {
                 return halt;
             }
@@ -197,6 +203,33 @@ impl Worker {
         tokio::select! {
             _ = self.stop.cancelled() => Err(Halt::Stopped),
             _ = tokio::time::sleep(DECODE_RETRY) => Ok(()),
+        }
+    }
+
+    /// A block that does not chain onto the block the trigger finished before it: nothing of it is pushed. The
+    /// stream it came from reads it again from the next peer (the trigger's catch-up stream, or the channel's).
+    async fn refuse(
+        &self,
+        block: &BlockEvents,
+        error: VerifyError,
+        moving: &mut Moving,
+    ) -> Result<(), Halt> {
+        tracing::error!(trigger = %self.def().name, block = block.number, %error, "block refused: it does not chain onto the block the trigger finished before it");
+        self.checkpoint()
+            .note_error(format!("block {} refused: {error}", block.number));
+        match moving.catch_up.as_mut() {
+            Some((catch_up, _)) => {
+                catch_up.reject(block.number, error.to_string());
+                Ok(())
+            }
+            None => {
+                self.feed.distrust(block.number, error.to_string());
+                tokio::select! {
+                    _ = self.stop.cancelled() => Err(Halt::Stopped),
+                    _ = self.shutdown.cancelled() => Err(Halt::Stopped),
+                    _ = tokio::time::sleep(DECODE_RETRY) => Ok(()),
+                }
+            }
         }
     }
 
@@ -278,10 +311,16 @@ impl Worker {
                 let got = delivered.number;
                 match self.feed.prepare(decoder, delivered) {
                     Ok(block) => Ok(Some(block)),
+                    Err(PrepareError::Verify(error)) => {
+                        tracing::error!(trigger = %self.def().name, block = got, %error, "block fails verification; asking the next peer for it");
+                        self.checkpoint()
+                            .note_error(format!("block {got} refused: {error}"));
+                        subscription.reject(got, error.to_string());
+                        Ok(None)
+                    }
                     Err(error) => {
                         tracing::error!(trigger = %self.def().name, block = got, %error, "block cannot be decoded; asking for it again");
-                        self.checkpoint()
-                            .note_error(format!("block {got} cannot be decoded: {error}"));
+                        self.checkpoint().note_error(format!("block {got} {error}"));
                         moving.catch_up = None;
                         tokio::select! {
                             _ = self.stop.cancelled() => Err(Halt::Stopped),
@@ -318,7 +357,7 @@ impl Worker {
             };
             let after = position_after(block.number, index, len);
             if !def.receives(event) {
-                self.checkpoint().skip_to(after);
+                self.checkpoint().skip_to(after, block.anchor());
                 index += 1;
                 continue;
             }
@@ -330,7 +369,7 @@ impl Worker {
             };
             let pushed = match payloads {
                 Ok(payloads) if payloads.is_empty() => {
-                    self.checkpoint().skip_to(after);
+                    self.checkpoint().skip_to(after, block.anchor());
                     index += 1;
                     continue;
                 }
@@ -345,7 +384,7 @@ impl Worker {
                     retries: 0,
                 },
             };
-            match self.record(&pushed, at, after).await? {
+            match self.record(&pushed, (at, after), block.anchor()).await? {
                 Next::Continue => {
                     moving.exception = None;
                     index += 1;
@@ -373,8 +412,10 @@ impl Worker {
         }
         // An empty block, or a stored index past the block's end: the block is done.
         if self.checkpoint().position().block == block.number {
-            self.checkpoint()
-                .skip_to(Position::block_start(block.number.saturating_add(1)));
+            self.checkpoint().skip_to(
+                Position::block_start(block.number.saturating_add(1)),
+                block.anchor(),
+            );
         }
         if let Err(error) = self.checkpoint().block_done().await {
             tracing::error!(trigger = %def.name, %error, "cannot record the trigger's position; will try again");
@@ -433,11 +474,22 @@ impl Worker {
     }
 
     /// Records an event's outcome, retrying the store until it takes it (or the worker is stopped).
-    async fn record(&self, pushed: &Pushed, at: Position, after: Position) -> Result<Next, Halt> {
+    async fn record(
+        &self,
+        pushed: &Pushed,
+        (at, after): (Position, Position),
+        anchor: Anchor,
+    ) -> Result<Next, Halt> {
         loop {
             match self
                 .checkpoint()
-                .record(self.def(), at, after, &pushed.result, pushed.retries)
+                .record(
+                    self.def(),
+                    (at, after),
+                    anchor,
+                    &pushed.result,
+                    pushed.retries,
+                )
                 .await
             {
                 Ok(next) => return Ok(next),
@@ -464,6 +516,8 @@ mod tests {
         let here = || {
             Lookup::Here(Arc::new(BlockEvents {
                 number: 7,
+                hash: [0; 32],
+                previous_hash: bytes::Bytes::new(),
                 received_at: std::time::Instant::now(),
                 events: Vec::new(),
             }))

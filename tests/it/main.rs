@@ -24,5 +24,6 @@ mod shutdown;
 mod store_crash;
 mod support;
 mod tail;
+mod tampered;
 // The slowest last: kill -9 of the real daemon over thousands of events.
 mod engine_crash;

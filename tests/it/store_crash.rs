@@ -57,6 +57,7 @@ fn crash_writer_process() {
         };
         store
             .record_outcome(&OutcomeRecord {
+                anchor: None,
                 trigger: &name,
                 status: &status,
                 position: Position {

@@ -102,6 +102,16 @@ pub enum DeliverError {
     },
     #[error("peer {peer} closed the stream of channel `{channel}` without a status")]
     StreamEnded { peer: String, channel: String },
+    /// The peer served a block that fails verification (its data does not hash to its header's `data_hash`, or it
+    /// does not chain onto the block before it): the block is not used and the peer is demoted for a while.
+    #[error(
+        "peer {peer} served block {block}, which fails verification: {reason}; it is demoted for a while"
+    )]
+    BadBlock {
+        peer: String,
+        block: u64,
+        reason: String,
+    },
     #[error("peer {peer} sent block {got} where block {expected} was expected")]
     Gap {
         peer: String,
