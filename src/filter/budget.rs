@@ -35,9 +35,10 @@ pub struct Limits {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest `filter_timeout` accepted: a runaway filter holds a pool thread this long per try.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-/// Memory one evaluation may hold (64 MiB): far above what reshaping an event needs, far below what would hurt
-/// the daemon.
-pub const MAX_MEMORY: usize = 64 << 20;
+/// Memory one evaluation may hold (32 MiB): far above what reshaping an event needs (the event itself and the
+/// outputs are not counted), far below what would hurt the daemon. It also bounds how deep a value can nest, and
+/// so how much stack a built-in recursing through it can touch (about ten times as much; see `pool`).
+pub const MAX_MEMORY: usize = 32 << 20;
 /// The JSON size of one event's outputs together (16 MiB): above Function Compute's 6 MB invocation payload.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 /// How deep an output may nest: receivers parse it recursively (Python's `json` gives up near 1,000 levels).

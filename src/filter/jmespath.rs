@@ -85,7 +85,7 @@ pub fn run(
     program: &Program,
     input: &jmespath::Rcvar,
     envelope: &Value,
-    outputs: &mut Outputs,
+    outputs: &mut Outputs<'_>,
 ) -> Result<(), JmespathError> {
     use jmespath::Variable;
     let result = program

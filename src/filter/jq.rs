@@ -224,7 +224,7 @@ pub fn run(
     program: &Program,
     input: Val,
     budget: &Budget<'_>,
-    outputs: &mut Outputs,
+    outputs: &mut Outputs<'_>,
 ) -> Result<(), JqError> {
     let run = Run {
         lut: &program.lut,

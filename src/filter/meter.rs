@@ -30,6 +30,8 @@ thread_local! {
     static METERING: Cell<bool> = const { Cell::new(false) };
     /// Bytes allocated minus bytes freed since metering started.
     static NET: Cell<isize> = const { Cell::new(0) };
+    /// The most `NET` reached since metering started.
+    static PEAK: Cell<isize> = const { Cell::new(0) };
     /// Net bytes past which this thread stops for good; 0 means never.
     static HARD_CAP: Cell<usize> = const { Cell::new(0) };
     /// Set by another thread when this thread's evaluation overran: it stops at its next allocation.
@@ -39,6 +41,7 @@ thread_local! {
 /// Starts counting this thread's allocations from zero.
 pub fn start() {
     NET.with(|net| net.set(0));
+    PEAK.with(|peak| peak.set(0));
     METERING.with(|metering| metering.set(true));
 }
 
@@ -51,6 +54,11 @@ pub fn stop() -> isize {
 /// Bytes allocated minus bytes freed by this thread since [`start`].
 pub fn net_bytes() -> isize {
     NET.with(Cell::get)
+}
+
+/// The most this thread held at once since [`start`] (while metering).
+pub fn peak_bytes() -> isize {
+    PEAK.with(Cell::get)
 }
 
 /// Runs `f` with metering paused (work bounded by other means, such as converting outputs under their own size
@@ -104,6 +112,7 @@ fn charge_metered(bytes: usize) {
         .try_with(|net| {
             let after = net.get().saturating_add_unsigned(bytes);
             net.set(after);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(after)));
             after
         })
         .unwrap_or(0);
@@ -177,6 +186,7 @@ mod tests {
             start();
             let held: Vec<u8> = Vec::with_capacity(1 << 20);
             assert!(net_bytes() >= 1 << 20, "{}", net_bytes());
+            assert!(peak_bytes() >= 1 << 20, "{}", peak_bytes());
             let paused_bytes = paused(|| {
                 let more: Vec<u8> = Vec::with_capacity(1 << 20);
                 std::hint::black_box(&more);
@@ -188,6 +198,7 @@ mod tests {
             );
             drop(held);
             assert!(net_bytes() < 1 << 16, "{}", net_bytes());
+            assert!(peak_bytes() >= 1 << 20, "the peak stays");
             stop();
             let unmetered: Vec<u8> = Vec::with_capacity(1 << 20);
             std::hint::black_box(&unmetered);

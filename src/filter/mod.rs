@@ -143,6 +143,8 @@ struct Compiled {
     /// Kept so the filter can be shown back to the operator (admin API, logs).
     source: String,
     program: Program,
+    /// Set when an evaluation of this filter overran its time limit and its thread was abandoned: why.
+    overran: OnceLock<String>,
 }
 
 enum Program {
@@ -199,6 +201,7 @@ impl Filter {
             inner: Arc::new(Compiled {
                 source: source.to_owned(),
                 program: compiled,
+                overran: OnceLock::new(),
             }),
         })
     }
@@ -214,6 +217,16 @@ impl Filter {
     /// The filter's text as written.
     pub fn source(&self) -> &str {
         &self.inner.source
+    }
+
+    /// Why the filter is no longer run, when an evaluation of it overran its time limit on the pool.
+    pub fn overran(&self) -> Option<&str> {
+        self.inner.overran.get().map(String::as_str)
+    }
+
+    /// Records that an evaluation of this filter overran (the first reason is kept).
+    fn mark_overran(&self, reason: String) {
+        let _ = self.inner.overran.set(reason);
     }
 
     /// Runs the filter on an event envelope under the default [`Limits`], on the current thread, and returns the
@@ -268,7 +281,9 @@ impl Filter {
             message,
         };
         let budget = Budget::start(*limits, cancelled);
-        let mut outputs = Outputs::new(*limits);
+        // Converting outputs counts against the time limit too (it is bounded by the output limits anyway).
+        let tick = || budget.tick();
+        let mut outputs = Outputs::new(*limits, &tick);
         meter::start();
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             match (&self.inner.program, input) {

@@ -58,19 +58,22 @@ pub fn bytes_text(bytes: usize) -> String {
 }
 
 /// The outputs of one event, converted one by one under the limits.
-pub struct Outputs {
+pub struct Outputs<'t> {
     limits: Limits,
     /// JSON bytes still allowed for this event.
     bytes_left: usize,
     payloads: Vec<Value>,
+    /// Called at every value converted: the evaluation's budget, so that converting counts against its time.
+    tick: &'t dyn Fn(),
 }
 
-impl Outputs {
-    pub fn new(limits: Limits) -> Self {
+impl<'t> Outputs<'t> {
+    pub fn new(limits: Limits, tick: &'t dyn Fn()) -> Self {
         Outputs {
             limits,
             bytes_left: limits.output_bytes,
             payloads: Vec::new(),
+            tick,
         }
     }
 
@@ -82,8 +85,9 @@ impl Outputs {
         Ok(())
     }
 
-    /// Takes `bytes` of the event's size allowance.
+    /// Takes `bytes` of the event's size allowance (one value converted).
     fn spend(&mut self, bytes: usize) -> Result<(), OutputError> {
+        (self.tick)();
         self.bytes_left = self
             .bytes_left
             .checked_sub(bytes)
@@ -303,22 +307,22 @@ mod tests {
     #[test]
     fn json_outputs_are_measured_against_every_limit() {
         let value = json!({"a": [1, 2, {"b": "text"}], "c": null});
-        let mut outputs = Outputs::new(Limits::default());
+        let mut outputs = Outputs::new(Limits::default(), &|| {});
         outputs.push_json(&value).expect("within the limits");
         assert_eq!(outputs.finish(), vec![value.clone()]);
 
-        let mut small = Outputs::new(limits(10, 512, 10));
+        let mut small = Outputs::new(limits(10, 512, 10), &|| {});
         assert_eq!(small.push_json(&value), Err(OutputError::TooLarge(10)));
-        let mut shallow = Outputs::new(limits(1 << 20, 2, 10));
+        let mut shallow = Outputs::new(limits(1 << 20, 2, 10), &|| {});
         assert_eq!(shallow.push_json(&value), Err(OutputError::TooDeep(2)));
-        let mut few = Outputs::new(limits(1 << 20, 512, 1));
+        let mut few = Outputs::new(limits(1 << 20, 512, 1), &|| {});
         few.push_json(&json!(1)).expect("the first output");
         assert_eq!(few.push_json(&json!(2)), Err(OutputError::TooMany(1)));
     }
 
     #[test]
     fn the_size_counts_every_output_of_the_event() {
-        let mut outputs = Outputs::new(limits(100, 512, 100));
+        let mut outputs = Outputs::new(limits(100, 512, 100), &|| {});
         for _ in 0..3 {
             outputs
                 .push_json(&json!("a string of thirty characters!"))

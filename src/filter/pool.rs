@@ -2,9 +2,12 @@
 //! evaluation cannot be stopped.
 //!
 //! Invariants:
-//! - At most [`FilterPool::size`] evaluations run at once (one per thread); more wait in a queue, in order. A
-//!   waiting or running evaluation whose caller stopped waiting (the trigger was disabled, deleted, reloaded or
-//!   the daemon is stopping) is skipped, or stops at its next check: the caller never waits for it.
+//! - [`FilterPool::size`] threads serve evaluations, one at a time each; more wait in a queue, in order. When every
+//!   thread is busy with an evaluation that has run longer than [`SLOW`] and work waits, the watcher starts one
+//!   more thread, up to twice the size (they leave once nothing waits): so slow filters, up to their time limit,
+//!   do not hold up quick ones unless they are more than twice the pool's size. A waiting or running evaluation
+//!   whose caller stopped waiting (the trigger was disabled, deleted, reloaded or the daemon is stopping) is
+//!   skipped, or stops at its next check: the caller never waits for it.
 //! - Every evaluation runs under its [`Limits`] (see `budget`), on a thread with a [`STACK_SIZE`] stack whose
 //!   depth guard keeps three quarters of it free for built-ins that recurse through a value, with the memory
 //!   limit capped so that no value it allows is too deep for that room ([`STACK_PER_MEMORY`]), at a lower
@@ -18,10 +21,14 @@
 //!   built-in that runs long between two interpreter steps, or a JMESPath evaluation. The watcher answers the
 //!   caller with an [`ErrorKind::Overrun`] error and starts a replacement thread. A thread cannot be killed: the
 //!   overrun one stops at its next allocation (it then sleeps forever, holding what it had) or, if it ever
-//!   finishes, exits. At most [`FilterPool::size`] threads are abandoned that way over the daemon's life (they
-//!   come back to the count when they exit); past that, overrun threads are not replaced, and once none is left
-//!   evaluations fail at once with [`ErrorKind::Unavailable`] instead of waiting. Threads are never more than
-//!   twice the pool's size, plus the watcher.
+//!   finishes, exits.
+//! - A filter that overran is not run again (its evaluations fail at once with the reason): its trigger holds the
+//!   event in Exception anyway, and retrying would only abandon one more thread each time. Changing the filter
+//!   (and reloading) or restarting the daemon runs it again. So each hostile filter costs at most one thread.
+//! - Overrun threads are replaced while no more than [`FilterPool::max_abandoned`] are abandoned (they leave the
+//!   count when they exit): threads are never more than `2 × size + max_abandoned`, plus the watcher. Past that the
+//!   pool shrinks, and once no thread is left evaluations fail at once with [`ErrorKind::Unavailable`] instead of
+//!   waiting.
 //! - A thread whose evaluation went past the depth or memory limit exits after answering and is replaced, which
 //!   gives the stack and heap it touched back to the system.
 
@@ -41,22 +48,33 @@ use super::{Envelope, ErrorKind, Filter, FilterError, duration_text, meter};
 /// much, the pool falls back to a quarter, then to 256 MiB, and lowers the memory limit to match.
 pub const STACK_SIZE: usize = 2 << 30;
 /// Stack a built-in may need, per byte of memory an evaluation holds, to recurse through the deepest value that
-/// memory can build: one nesting level costs at least 56 bytes of heap (`[.]`), and printing it (`tojson`,
-/// `tostring`, the deepest recursion among jaq's built-ins) about 1 KiB of stack in an optimised build, 3.8 KiB in
-/// a debug build. The pool keeps [`stack::margin`] of each thread's stack for that and caps the memory limit at
-/// `margin / STACK_PER_MEMORY`: 64 MiB on a 2 GiB stack.
+/// memory can build. Measured: one nesting level costs at least 56 bytes of heap as counted (`[.]`; about 100 in
+/// practice), and printing it (`tojson`, `tostring`: the deepest recursion among jaq's built-ins; comparing,
+/// sorting, merging and dropping need less) about 1 KiB of stack in an optimised build, 3.8 KiB in a debug build.
+/// The pool keeps [`stack::margin`] of each thread's stack for that and caps the memory limit at
+/// `margin / STACK_PER_MEMORY`: 64 MiB on a 2 GiB stack, above the default limit. (Measured in an optimised
+/// build: `tojson` of a value nested 640,000 levels deep, as deep as 64 MiB allows, peaked at 700 MiB of stack;
+/// at the default 32 MiB the deepest value is half that.)
 pub const STACK_PER_MEMORY: usize = if cfg!(debug_assertions) { 80 } else { 24 };
 /// An evaluation that ran longer than this may have touched much of its stack: the pages below the current
 /// depth are given back afterwards (one system call, only for evaluations this slow).
 const RELEASE_STACK_AFTER: Duration = Duration::from_millis(1);
+/// An evaluation that held more than this at once leaves the allocator with that much free memory, which it
+/// keeps for the thread's arena: it is given back to the system afterwards.
+const TRIM_HEAP_AFTER: isize = 16 << 20;
 /// How long past its time limit an evaluation may run before its thread counts as overrun.
 pub const GRACE: Duration = Duration::from_secs(1);
+/// An evaluation running this long counts as slow: when every thread is busy with a slow one and work waits, the
+/// watcher starts one more thread, up to twice the pool's size; such threads leave once nothing waits.
+pub const SLOW: Duration = Duration::from_millis(250);
 /// How often the watcher looks for overrun evaluations.
 pub const WATCH_EVERY: Duration = Duration::from_millis(50);
 /// The memory a pool thread may hold during an evaluation, as a multiple of the evaluation's memory limit,
 /// before it stops for good (the budget stops the evaluation cleanly at 1x between steps; this catches a single
 /// step that allocates far more).
 pub const HARD_MEMORY_FACTOR: usize = 4;
+/// The fewest abandoned overrun threads a pool replaces before it stops replacing them.
+pub const MIN_ABANDONED: usize = 4;
 /// The scheduling priority of pool threads (Linux nice value; the daemon runs at 0).
 pub const NICE: i32 = 5;
 
@@ -89,6 +107,7 @@ struct Shared {
     /// Signalled when a job is queued or the pool stops.
     work: Condvar,
     size: usize,
+    max_abandoned: usize,
     stack_size: usize,
 }
 
@@ -154,6 +173,7 @@ impl FilterPool {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             size: size.max(1),
+            max_abandoned: size.max(MIN_ABANDONED),
             stack_size,
         });
         shared.refill(&mut shared.lock());
@@ -186,6 +206,11 @@ impl FilterPool {
         self.shared.size
     }
 
+    /// How many abandoned overrun threads the pool replaces at a time: its size, at least [`MIN_ABANDONED`].
+    pub fn max_abandoned(&self) -> usize {
+        self.shared.max_abandoned
+    }
+
     /// The pool's counts now.
     pub fn status(&self) -> PoolStatus {
         let state = self.shared.lock();
@@ -204,6 +229,16 @@ impl FilterPool {
     where
         E: AsRef<Envelope> + Send + 'static,
     {
+        if let Some(reason) = filter.overran() {
+            return Err(FilterError {
+                language: filter.language(),
+                kind: ErrorKind::Overrun,
+                message: format!(
+                    "not run: {reason}; a filter that could not be interrupted is not run again, so that it holds \
+                     no more filter threads: change it and reload the configuration (or restart the daemon)"
+                ),
+            });
+        }
         let (sender, receiver) = oneshot::channel();
         let reply = Arc::new(Reply(Mutex::new(Some(sender))));
         {
@@ -245,38 +280,46 @@ impl Shared {
 
     /// Starts threads until the pool has its size, within the bound on threads (abandoned ones count).
     fn refill(self: &Arc<Self>, state: &mut State) {
-        while !state.stopping
-            && state.live < self.size
-            && state.live + state.abandoned < self.size * 2
-        {
-            let id = state.next_thread;
-            state.next_thread += 1;
-            let mut sizes = [self.stack_size, self.stack_size / 4, stack::POOL_SIZED]
-                .into_iter()
-                .filter(|size| *size >= stack::POOL_SIZED.min(self.stack_size));
-            let spawned = loop {
-                let Some(size) = sizes.next() else {
-                    break None;
-                };
-                let shared = Arc::clone(self);
-                let overrun = Arc::new(AtomicBool::new(false));
-                match std::thread::Builder::new()
-                    .name(format!("filter-{id}"))
-                    .stack_size(size)
-                    .spawn(move || serve(&shared, id, &overrun))
-                {
-                    Ok(_) => break Some(()),
-                    Err(error) => {
-                        tracing::warn!(%error, stack = size, "cannot start a filter thread with this stack")
-                    }
-                }
-            };
-            if spawned.is_none() {
-                tracing::error!("cannot start a filter thread; trying again later");
-                break;
-            }
-            state.live += 1;
+        while state.live < self.size
+            && state.live + state.abandoned < self.size + self.max_abandoned
+            && self.spawn(state)
+        {}
+    }
+
+    /// The most threads serving evaluations at once: twice the pool's size (see [`SLOW`]).
+    fn max_live(&self) -> usize {
+        self.size * 2
+    }
+
+    /// Starts one more thread; `false` if the pool stops or the system refuses.
+    fn spawn(self: &Arc<Self>, state: &mut State) -> bool {
+        if state.stopping {
+            return false;
         }
+        let id = state.next_thread;
+        state.next_thread += 1;
+        let sizes = [self.stack_size, self.stack_size / 4, stack::POOL_SIZED]
+            .into_iter()
+            .filter(|size| *size >= stack::POOL_SIZED.min(self.stack_size));
+        for size in sizes {
+            let shared = Arc::clone(self);
+            let overrun = Arc::new(AtomicBool::new(false));
+            match std::thread::Builder::new()
+                .name(format!("filter-{id}"))
+                .stack_size(size)
+                .spawn(move || serve(&shared, id, &overrun))
+            {
+                Ok(_) => {
+                    state.live += 1;
+                    return true;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, stack = size, "cannot start a filter thread with this stack");
+                }
+            }
+        }
+        tracing::error!("cannot start a filter thread; trying again later");
+        false
     }
 
     /// The next job for thread `id`, registered as running; `None` when the pool stops.
@@ -335,9 +378,7 @@ fn serve(shared: &Arc<Shared>, id: u64, overrun: &Arc<AtomicBool>) {
             .filter
             .evaluate((*job.envelope).as_ref(), &limits, &cancelled);
         meter::set_hard_cap(0);
-        if started.elapsed() > RELEASE_STACK_AFTER {
-            stack::release_unused();
-        }
+        give_back(started.elapsed(), meter::peak_bytes());
         drop(job);
         let retire =
             matches!(&answer, Err(e) if matches!(e.kind, ErrorKind::Depth | ErrorKind::Memory));
@@ -346,21 +387,41 @@ fn serve(shared: &Arc<Shared>, id: u64, overrun: &Arc<AtomicBool>) {
             // The watcher answered for this evaluation and replaced this thread meanwhile.
             state.abandoned -= 1;
             shared.refill(&mut state);
-            return;
+            break;
         }
         state.running.remove(&id);
-        if retire {
+        // A thread started beside slow evaluations leaves once nothing waits.
+        let surplus = state.live > shared.size && state.queue.is_empty();
+        let leave = retire || surplus;
+        if leave {
             state.live -= 1;
             shared.refill(&mut state);
         }
         drop(state);
         reply.send(answer);
-        if retire {
-            return;
+        if leave {
+            break;
         }
     }
     // SAFETY: clearing the pointer set above, before `overrun` goes.
     unsafe { meter::set_overrun_flag(std::ptr::null()) };
+}
+
+/// Gives back to the system what an evaluation that took `elapsed` and held `peak` bytes at most may have left
+/// resident: its thread's stack below the current depth, and the allocator's free memory.
+fn give_back(elapsed: Duration, peak: isize) {
+    if elapsed > RELEASE_STACK_AFTER {
+        stack::release_unused();
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if peak > TRIM_HEAP_AFTER {
+        // SAFETY: malloc_trim(3) only returns free memory of the allocator's arenas to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = peak;
 }
 
 /// The watcher: marks overrun evaluations, answers for them and replaces their threads; see the module docs.
@@ -394,9 +455,28 @@ fn watch(shared: &Arc<Shared>) {
                 abandoned = state.abandoned,
                 "a filter evaluation did not stop at its time limit; its thread is abandoned"
             );
-            running.reply.send(Err(overrun_error(&running)));
+            let error = overrun_error(&running);
+            running
+                .filter
+                .mark_overran(format!("on an earlier event {}", error.message));
+            running.reply.send(Err(error));
         }
         shared.refill(&mut state);
+        // Work waits while every thread is busy with an evaluation that has run a while: one more thread, so that
+        // slow filters (up to their time limit, which may be a minute) do not hold up the quick ones.
+        let idle = state.live.saturating_sub(state.running.len());
+        let all_slow = state
+            .running
+            .values()
+            .all(|running| now.saturating_duration_since(running.started) > SLOW);
+        if !state.queue.is_empty()
+            && idle == 0
+            && all_slow
+            && state.live < shared.max_live()
+            && state.live + state.abandoned < shared.max_live() + shared.max_abandoned
+        {
+            shared.spawn(&mut state);
+        }
         if state.live == 0 {
             let abandoned = state.abandoned;
             for job in state.queue.drain(..) {

@@ -10,6 +10,7 @@ mod dispatch;
 mod engine;
 mod engine_admin;
 mod engine_smoke;
+mod filters;
 mod identity;
 mod peersim;
 mod runtime_api;

@@ -161,11 +161,13 @@ async fn a_hoarding_filter_stops_at_the_memory_limit() {
 #[tokio::test]
 async fn an_uninterruptible_allocation_is_abandoned_and_its_thread_replaced_up_to_a_bound() {
     // One string of 10 GB in one step: the thread stops before the allocation, the watcher answers for it.
-    let huge = jq(r#""x" * 10000000000"#);
+    let huge = || jq(r#""x" * 10000000000"#);
     let pool = FilterPool::new(1);
+    assert_eq!(pool.max_abandoned(), MIN_ABANDONED);
+    let first = huge();
     let started = Instant::now();
     let error = pool
-        .evaluate(&huge, envelope(), limits(100))
+        .evaluate(&first, envelope(), limits(100))
         .await
         .expect_err("abandoned");
     assert_eq!(error.kind, ErrorKind::Overrun, "{error}");
@@ -183,14 +185,33 @@ async fn an_uninterruptible_allocation_is_abandoned_and_its_thread_replaced_up_t
         vec![json!("tx-1-abc")]
     );
 
-    // A second one: the pool of 1 may abandon only 1 more thread before it has none left.
+    // The same filter is not run again: its trigger cannot take another thread.
     let error = pool
-        .evaluate(&huge, envelope(), limits(100))
+        .evaluate(&first, envelope(), limits(100))
         .await
-        .expect_err("abandoned");
+        .expect_err("not run again");
     assert_eq!(error.kind, ErrorKind::Overrun, "{error}");
+    assert!(
+        error
+            .message
+            .starts_with("not run: on an earlier event it did not stop"),
+        "{error}"
+    );
+    assert_eq!(pool.status().abandoned, 1);
+
+    // Other such filters take one thread each: the pool replaces up to `max_abandoned` of them, then has none left
+    // and says so (threads never more than 1 + `max_abandoned`).
+    for abandoned in 2..=MIN_ABANDONED + 1 {
+        let error = pool
+            .evaluate(&huge(), envelope(), limits(100))
+            .await
+            .expect_err("abandoned");
+        assert_eq!(error.kind, ErrorKind::Overrun, "{error}");
+        let status = wait_status(&pool, "one more abandoned", |s| s.abandoned == abandoned);
+        assert!(status.live <= 1, "{status:?}");
+    }
     let status = wait_status(&pool, "no thread left", |s| s.live == 0);
-    assert_eq!(status.abandoned, 2, "{status:?}");
+    assert_eq!(status.abandoned, MIN_ABANDONED + 1, "{status:?}");
     let error = pool
         .evaluate(&jq(".id"), envelope(), Limits::default())
         .await
