@@ -10,9 +10,9 @@
 //!   skipped, or stops at its next check: the caller never waits for it.
 //! - Every evaluation runs under its [`Limits`] (see `budget`), on a thread with a [`STACK_SIZE`] stack whose
 //!   depth guard keeps three quarters of it free for built-ins that recurse through a value, with the memory
-//!   limit capped so that no value it allows is too deep for that room ([`STACK_PER_MEMORY`]), at a lower
-//!   scheduling priority than the rest of the daemon (nice [`NICE`] on Linux), so filters yield the CPU to the
-//!   admin API, the feeds and the pushes.
+//!   limit capped so that no value it allows is too deep for that room ([`STACK_PER_MEMORY`]). Pool threads
+//!   keep the daemon's scheduling priority: a lower one made every evaluation wait for the CPU behind any other
+//!   busy process on the machine, and the time limit already bounds what a runaway filter takes.
 //! - On top of the budget, a pool thread has hard limits the global allocator enforces (`meter`): it stops for
 //!   good before holding more than [`HARD_MEMORY_FACTOR`] times the memory limit, or at its first allocation once
 //!   the watcher marked it overrun.
@@ -75,8 +75,6 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(50);
 pub const HARD_MEMORY_FACTOR: usize = 4;
 /// The fewest abandoned overrun threads a pool replaces before it stops replacing them.
 pub const MIN_ABANDONED: usize = 4;
-/// The scheduling priority of pool threads (Linux nice value; the daemon runs at 0).
-pub const NICE: i32 = 5;
 
 /// What one evaluation sends back.
 type Answer = Result<Vec<Value>, FilterError>;
@@ -357,7 +355,6 @@ impl Shared {
 /// A pool thread: evaluates jobs until the pool stops, its evaluation overran, or it must give back what an
 /// evaluation past a limit made it touch.
 fn serve(shared: &Arc<Shared>, id: u64, overrun: &Arc<AtomicBool>) {
-    lower_priority();
     // SAFETY: `overrun` is owned by the caller for the whole life of this thread: this function returns only
     // when the thread ends, and a thread stopped by the allocator never returns.
     unsafe { meter::set_overrun_flag(Arc::as_ptr(overrun)) };
@@ -508,18 +505,6 @@ fn unavailable(filter: &Filter, abandoned: usize) -> FilterError {
             "no filter thread is left: {abandoned} evaluations that could not be interrupted hold them; fix the \
              filters that overran (see the log) and restart the daemon"
         ),
-    }
-}
-
-/// Lowers this thread's scheduling priority (Linux applies nice values per thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority(2) on this thread's own id; raising one's own nice value needs no privilege.
-        let tid = unsafe { libc::gettid() };
-        let id = libc::id_t::try_from(tid).unwrap_or_default();
-        // SAFETY: as above.
-        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, id, NICE) };
     }
 }
 
