@@ -1,6 +1,9 @@
-//! Filter throughput on a real-shaped Tx envelope (fixtures/filters/tx_taskmgr_valid.json), jq and JMESPath.
+//! Filter throughput on a real-shaped Tx envelope (fixtures/filters/tx_taskmgr_valid.json), jq and JMESPath:
+//! evaluated on the calling thread (with the budget's checks), and through the filter pool as the engine does.
 
-use chaintrigger::filter::{Envelope, Filter, Language};
+use std::sync::Arc;
+
+use chaintrigger::filter::{Envelope, Filter, FilterPool, Language, Limits};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn envelope() -> serde_json::Value {
@@ -47,6 +50,12 @@ fn filters(c: &mut Criterion) {
         ),
     ];
     let prepared = Envelope::new(event.clone());
+    let shared = Arc::new(Envelope::new(event.clone()));
+    let pool = FilterPool::new(FilterPool::machine_size());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the pool's futures");
     let mut group = c.benchmark_group("filter");
     group.throughput(Throughput::Elements(1));
     for (name, language, source) in cases {
@@ -58,6 +67,12 @@ fn filters(c: &mut Criterion) {
         });
         group.bench_function(format!("{name}/apply_to_prepared"), |b| {
             b.iter(|| filter.apply_to(std::hint::black_box(&prepared)))
+        });
+        // What a trigger worker does per event: hand the prepared envelope to a pool thread and await the answer.
+        group.bench_function(format!("{name}/pool"), |b| {
+            b.iter(|| {
+                runtime.block_on(pool.evaluate(&filter, Arc::clone(&shared), Limits::default()))
+            })
         });
     }
     group.finish();

@@ -16,7 +16,8 @@
 //!     ▼
 //! events (pure) ──► Block / Tx / Contract / Config envelopes
 //!     ▼ per trigger: type matches, position not yet processed
-//! filter (jq | JMESPath, compiled once) ──► zero or more payloads
+//! filter (jq | JMESPath, compiled once; run on the filter pool under time, memory, depth and output limits)
+//!     ──► zero or more payloads
 //!     ▼
 //! dispatch (Function Compute | HTTP) + retry ──► outcome
 //!     ▼
@@ -25,8 +26,12 @@
 //! store (one SQLite transaction per outcome)
 //! ```
 //!
-//! Pure cores (`fabric::decode`, `events`, `filter`, `trigger`, the retry classifier in `dispatch`) take values
-//! and return values; I/O lives at the edges (`fabric::deliver`, `dispatch`, `store`, `admin`, `runtime`).
+//! Pure cores (`fabric::decode`, `events`, `filter` evaluation, `trigger`, the retry classifier in `dispatch`) take
+//! values and return values; I/O lives at the edges (`fabric::deliver`, `dispatch`, `store`, `admin`, `runtime`).
+//!
+//! The library sets the process's global allocator: [`filter::MeteredAllocator`], the system allocator counting
+//! per thread while a filter runs, which is how a filter's memory is limited. A program linking this library
+//! cannot set another one.
 
 pub mod admin;
 pub mod app;

@@ -20,7 +20,7 @@ use super::names::{
 use super::secrets::SecretSource;
 use super::{DEFAULT_ADMIN_LISTEN, DEFAULT_RUNTIME_LISTEN};
 use crate::events::{EventType, Rendering};
-use crate::filter::{Filter, Language};
+use crate::filter::{Filter, Language, Limits};
 
 /// A whole configuration file, checked.
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +207,10 @@ pub struct Trigger {
     /// The filter's language: `jq` (BaaS filters, the default) or `jmespath`.
     #[serde(default)]
     pub filter_language: Language,
+    /// How long the filter may run on one event (`1s` when absent, at most `60s`); past it the evaluation
+    /// stops and the trigger enters Exception holding the event, as for any run-time filter error.
+    #[serde(default)]
+    pub filter_timeout: Option<Spanned<HumanDuration>>,
     /// Where events go.
     pub target: Target,
     /// Discarded events tolerated before the trigger enters Failed; `-1` (default) never fails.
@@ -231,6 +235,15 @@ impl Trigger {
             .as_ref()
             .map(|source| Filter::compile(self.filter_language, source.get_ref()))
             .transpose()
+    }
+
+    /// What one evaluation of the trigger's filter may spend: the default [`Limits`] with `filter_timeout`.
+    pub fn filter_limits(&self) -> Limits {
+        self.filter_timeout
+            .as_ref()
+            .map_or_else(Limits::default, |timeout| {
+                Limits::with_timeout(timeout.get_ref().0)
+            })
     }
 }
 

@@ -716,3 +716,48 @@ fn definitions_compare_by_value_not_by_place_for_reload() {
     assert_ne!(before.triggers[0], changed.triggers[0]);
     assert_eq!(before.triggers[0].name, changed.triggers[0].name);
 }
+
+#[test]
+fn filter_timeout_is_read_defaulted_and_checked_at_its_place() {
+    let with = |settings: &str| {
+        MINIMAL.replace("event = \"Tx\"\n", &format!("event = \"Tx\"\n{settings}\n"))
+    };
+    let config = parse(&with("filter = '.id'\nfilter_timeout = \"250ms\"")).unwrap();
+    let limits = config.triggers[0].filter_limits();
+    assert_eq!(limits.timeout, Duration::from_millis(250));
+    assert_eq!(limits.memory, crate::filter::MAX_MEMORY);
+    let config = parse(&with("filter = '.id'")).unwrap();
+    assert_eq!(
+        config.triggers[0].filter_limits().timeout,
+        crate::filter::DEFAULT_TIMEOUT
+    );
+
+    for (settings, message) in [
+        (
+            "filter = '.id'\nfilter_timeout = \"0ms\"",
+            "the timeout must be above 0",
+        ),
+        (
+            "filter = '.id'\nfilter_timeout = \"2m\"",
+            "120s is above the longest filter timeout, 60s",
+        ),
+        (
+            "filter_timeout = \"5s\"",
+            "`filter_timeout` needs a `filter`",
+        ),
+        (
+            "filter = '.id'\nfilter_timeout = \"1.5s\"",
+            "invalid duration `1.5s`",
+        ),
+    ] {
+        let text = with(settings);
+        let found = problems(&text);
+        let line = line_of(&text, "filter_timeout");
+        assert!(
+            found.iter().any(|problem| problem.contains(message)
+                && problem.contains("triggers[0].filter_timeout")
+                && problem.contains(&format!("test.toml:{line}:"))),
+            "{settings}: {found:?}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use super::load::Problem;
 use super::names::{ChannelName, TriggerName};
 use super::schema::{Config, EventSelector, FcEndpoint, HttpAuth, Target};
 use crate::events::EventType;
-use crate::filter::Filter;
+use crate::filter::{self, Filter};
 
 impl Config {
     /// Every problem that needs more than one value to see.
@@ -130,6 +130,32 @@ impl Config {
                 && let Err(e) = Filter::compile(trigger.filter_language, filter.get_ref())
             {
                 problems.push(source.problem(Some(filter.span()), field("filter"), e.to_string()));
+            }
+            if let Some(timeout) = &trigger.filter_timeout {
+                let problem = if trigger.filter.is_none() {
+                    Some(
+                        "`filter_timeout` needs a `filter`: a trigger without one runs no filter"
+                            .to_owned(),
+                    )
+                } else if timeout.get_ref().0 < Duration::from_millis(1) {
+                    Some("the timeout must be above 0".to_owned())
+                } else if timeout.get_ref().0 > filter::MAX_TIMEOUT {
+                    Some(format!(
+                        "{} is above the longest filter timeout, {}: a filter that runs that long on one event \
+                         holds one of the few filter threads",
+                        timeout.get_ref(),
+                        filter::duration_text(filter::MAX_TIMEOUT)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    problems.push(source.problem(
+                        Some(timeout.span()),
+                        field("filter_timeout"),
+                        message,
+                    ));
+                }
             }
             let retry = &trigger.retry;
             if retry.attempts == 0 {

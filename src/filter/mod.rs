@@ -1,19 +1,61 @@
-//! Trigger filters: jq (through jaq) or JMESPath, behind one [`Filter`] type (pure).
+//! Trigger filters: jq (through jaq) or JMESPath, behind one [`Filter`] type, and the pool that runs them.
 //!
 //! A filter runs on an event envelope and yields the payloads to push, in order; no output means the event is
 //! not pushed for this trigger. jq keeps BaaS semantics (every output is pushed; both `.a.[0]` and `.a[0]` are
 //! accepted). JMESPath yields at most one payload: `null`, `false`, an empty array or an empty object mean "not
 //! pushed", `true` pushes the envelope unchanged, anything else is pushed as is (an empty string too: the spec
 //! names only those four as "not pushed").
+//!
+//! Containment (a filter is configuration, and configuration can be hostile or simply wrong):
+//! - Every evaluation runs under [`Limits`]: a time limit per event (`filter_timeout`), a memory limit, a depth
+//!   guard on the stack, and limits on the size, depth and number of outputs. Past any of them the evaluation
+//!   fails with a [`FilterError`] (a run-time filter error: the trigger holds its position in Exception);
+//!   nothing a filter does aborts the process or escapes to the caller as a panic. See `budget`.
+//! - The engine runs evaluations on the [`FilterPool`]: a few threads of the machine's size with large stacks,
+//!   off the async runtime, so a slow filter delays no other part of the daemon, and a caller that stops waiting
+//!   gets its answer at once while the evaluation stops at its next step. See `pool` for what cannot be
+//!   interrupted and how the pool stays bounded then.
+//! - What can be seen before running is refused at compile time: syntax errors, undefined functions, recursive
+//!   jq definitions. Endless generators (`repeat`, `range(1e12)`, `until(false; .)`) are not refused: whether they
+//!   end depends on the event (`limit(3; repeat(1))` is fine), so the time limit handles them.
+//!
+//! | file | what |
+//! |---|---|
+//! | `jq` | compiling jq (with the recursion check), running it with a tick per step |
+//! | `jmespath` | compiling and running JMESPath with BaaS's "not pushed" values |
+//! | `budget` | the limits and the account that enforces them during an evaluation |
+//! | `output` | outputs to JSON under the output limits |
+//! | `meter` | the global allocator's per-thread count of what an evaluation holds |
+//! | `pool` | the threads evaluations run on, their time-outs and their replacement |
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Ctx, Vars, data, unwrap_valr};
 use jaq_json::Val;
 use serde::Deserialize as _;
 use serde_json::Value;
+
+mod budget;
+mod jmespath;
+mod jq;
+mod meter;
+mod output;
+mod pool;
+
+pub use budget::{
+    DEFAULT_TIMEOUT, Exceeded, Limits, MAX_MEMORY, MAX_OUTPUT_BYTES, MAX_OUTPUT_DEPTH, MAX_OUTPUTS,
+    MAX_TIMEOUT,
+};
+pub use jmespath::MAX_NESTING as MAX_JMESPATH_NESTING;
+pub use jq::MAX_FROMJSON_DEPTH;
+pub use meter::MeteredAllocator;
+pub use output::bytes_text;
+pub use pool::{FilterPool, PoolStatus};
+
+use budget::Budget;
+use output::Outputs;
 
 /// The language a filter is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -58,93 +100,309 @@ pub struct CompileError {
 pub struct FilterError {
     /// Which language's run time failed.
     pub language: Language,
-    /// The interpreter's own message.
+    /// What went wrong, for callers that treat some cases apart (a limit, a cancelled evaluation).
+    pub kind: ErrorKind,
+    /// What happened, for the operator: the interpreter's own message, or which limit was passed.
     pub message: String,
 }
 
-/// A compiled filter: compile once at configuration load, apply to every event (Send + Sync).
+/// The kinds of [`FilterError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The language's own run-time error (`error("...")`, a type error, a JMESPath function misused).
+    Raised,
+    /// jq's `halt` or `halt_error`.
+    Halted,
+    /// An output broke an output limit (size, depth, count) or has no JSON form.
+    Output,
+    /// The evaluation ran past its time limit.
+    Time,
+    /// The evaluation held more memory than allowed.
+    Memory,
+    /// The evaluation recursed too deep for its thread's stack.
+    Depth,
+    /// The evaluation did not stop at its time limit (a built-in that cannot be interrupted): its thread was
+    /// abandoned and replaced.
+    Overrun,
+    /// The pool has no thread left to run the evaluation on.
+    Unavailable,
+    /// The caller stopped waiting (the trigger stopped); nobody sees this one.
+    Cancelled,
+    /// The interpreter panicked (a bug in it): caught, and contained to this evaluation.
+    Panicked,
+}
+
+/// A compiled filter: compile once at configuration load, apply to every event (Send + Sync; cloning it is
+/// cheap and shares the compiled program).
+#[derive(Clone)]
 pub struct Filter {
+    inner: Arc<Compiled>,
+}
+
+struct Compiled {
     /// Kept so the filter can be shown back to the operator (admin API, logs).
     source: String,
-    compiled: Compiled,
+    program: Program,
+    /// Set when an evaluation of this filter overran its time limit and its thread was abandoned: why.
+    overran: OnceLock<String>,
 }
 
-enum Compiled {
-    Jq(jaq_core::compile::Filter<jaq_core::Native<JqData>>),
-    Jmespath(jmespath::Expression<'static>),
+enum Program {
+    Jq(jq::Program),
+    Jmespath(jmespath::Program),
 }
-
-type JqData = data::JustLut<Val>;
-
-/// The most payloads one event may yield: past it the filter is taken to be endless (`repeat`, `range(infinite)`)
-/// and fails, instead of filling memory.
-pub const MAX_OUTPUTS: usize = 10_000;
 
 impl fmt::Debug for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Filter")
             .field("language", &self.language())
-            .field("source", &self.source)
+            .field("source", &self.inner.source)
             .finish()
     }
 }
 
 impl Filter {
     /// Compiles `source` in `language`.
+    ///
+    /// Both parsers recurse once per level of nesting (up to 13 KiB of stack per level in a debug build): the
+    /// text is limited to [`MAX_SOURCE_BYTES`] and compiled on a thread of its own with a stack sized for it, so a
+    /// deeply nested filter is refused or compiled, never a stack overflow, whichever thread loads the
+    /// configuration.
     pub fn compile(language: Language, source: &str) -> Result<Filter, CompileError> {
-        let compiled = match language {
-            Language::Jq => Compiled::Jq(compile_jq(source)?),
-            Language::Jmespath => {
-                Compiled::Jmespath(jmespath::compile(source).map_err(|e| CompileError {
-                    language,
-                    message: format!(
-                        "{} at line {}, column {}",
-                        e.reason,
-                        e.line + 1,
-                        e.column + 1
-                    ),
-                })?)
-            }
-        };
+        let error = |message: String| CompileError { language, message };
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(error(format!(
+                "the filter is {} long; at most {} are accepted",
+                bytes_text(source.len()),
+                bytes_text(MAX_SOURCE_BYTES)
+            )));
+        }
+        let stack = source
+            .len()
+            .saturating_mul(COMPILE_STACK_PER_BYTE)
+            .saturating_add(1 << 20);
+        let compiled = std::thread::scope(|scope| {
+            let compiling = std::thread::Builder::new()
+                .name("filter-compile".to_owned())
+                .stack_size(stack)
+                .spawn_scoped(scope, || match language {
+                    Language::Jq => jq::compile(source).map(Program::Jq),
+                    Language::Jmespath => jmespath::compile(source).map(Program::Jmespath),
+                })
+                .map_err(|e| error(format!("cannot start a thread to compile it: {e}")))?;
+            compiling.join().unwrap_or_else(|payload| {
+                Err(error(format!(
+                    "the {language} compiler failed on it ({})",
+                    panic_text(payload.as_ref())
+                )))
+            })
+        })?;
         Ok(Filter {
-            source: source.to_owned(),
-            compiled,
+            inner: Arc::new(Compiled {
+                source: source.to_owned(),
+                program: compiled,
+                overran: OnceLock::new(),
+            }),
         })
     }
 
     /// The language this filter is written in.
     pub fn language(&self) -> Language {
-        match self.compiled {
-            Compiled::Jq(_) => Language::Jq,
-            Compiled::Jmespath(_) => Language::Jmespath,
+        match self.inner.program {
+            Program::Jq(_) => Language::Jq,
+            Program::Jmespath(_) => Language::Jmespath,
         }
     }
 
     /// The filter's text as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.inner.source
     }
 
-    /// Runs the filter on an event envelope and returns the payloads to push, in order.
+    /// Why the filter is no longer run, when an evaluation of it overran its time limit on the pool.
+    pub fn overran(&self) -> Option<&str> {
+        self.inner.overran.get().map(String::as_str)
+    }
+
+    /// Records that an evaluation of this filter overran (the first reason is kept).
+    fn mark_overran(&self, reason: String) {
+        let _ = self.inner.overran.set(reason);
+    }
+
+    /// Runs the filter on an event envelope under the default [`Limits`], on the current thread, and returns the
+    /// payloads to push, in order.
     pub fn apply(&self, envelope: &Value) -> Result<Vec<Value>, FilterError> {
-        match &self.compiled {
-            Compiled::Jq(filter) => apply_jq(filter, to_jq(envelope)?),
-            Compiled::Jmespath(expression) => {
-                apply_jmespath(expression, &to_jmespath(envelope)?, envelope)
-            }
-        }
+        let input = match &self.inner.program {
+            Program::Jq(_) => Input::Jq(to_jq(envelope)?),
+            Program::Jmespath(_) => Input::Jmespath(to_jmespath(envelope)?),
+        };
+        self.run(input, envelope, &Limits::default(), &|| false)
     }
 
-    /// Runs the filter on a prepared envelope: the conversion to the language's own values is shared by every
-    /// filter that runs on the same event.
+    /// Runs the filter on a prepared envelope under the default [`Limits`], on the current thread: the conversion
+    /// to the language's own values is shared by every filter that runs on the same event.
     pub fn apply_to(&self, envelope: &Envelope) -> Result<Vec<Value>, FilterError> {
-        match &self.compiled {
-            Compiled::Jq(filter) => apply_jq(filter, envelope.jq()?.clone()),
-            Compiled::Jmespath(expression) => {
-                apply_jmespath(expression, envelope.jmespath()?, envelope.json())
+        self.evaluate(envelope, &Limits::default(), &|| false)
+    }
+
+    /// Runs the filter on a prepared envelope under `limits`, on the current thread, until it ends, passes a limit,
+    /// or `cancelled` says the caller gave up (asked every few hundred microseconds of jq evaluation).
+    ///
+    /// A limit is enforced as well as the thread allows: the stack guard knows the current thread's stack, the
+    /// memory limit counts this thread's allocations. What only a pool thread can enforce (stopping a JMESPath
+    /// evaluation or a single huge allocation) needs [`FilterPool`].
+    pub fn evaluate(
+        &self,
+        envelope: &Envelope,
+        limits: &Limits,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Value>, FilterError> {
+        // Converting the event is shared by every trigger of its channel and is not the filter's doing: it
+        // happens before the budget starts.
+        let input = match &self.inner.program {
+            Program::Jq(_) => Input::Jq(envelope.jq()?.clone()),
+            Program::Jmespath(_) => Input::Jmespath(envelope.jmespath()?.clone()),
+        };
+        self.run(input, envelope.json(), limits, cancelled)
+    }
+
+    /// Runs the filter on `input`, the event `json` converted to its language; see [`Filter::evaluate`].
+    fn run(
+        &self,
+        input: Input,
+        json: &Value,
+        limits: &Limits,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Value>, FilterError> {
+        let language = self.language();
+        let fail = |kind: ErrorKind, message: String| FilterError {
+            language,
+            kind,
+            message,
+        };
+        let budget = Budget::start(*limits, cancelled);
+        // Converting outputs counts against the time limit too (it is bounded by the output limits anyway).
+        let tick = || budget.tick();
+        let mut outputs = Outputs::new(*limits, &tick);
+        meter::start();
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match (&self.inner.program, input) {
+                (Program::Jq(program), Input::Jq(input)) => {
+                    jq::run(program, input, &budget, &mut outputs).map_err(|error| match error {
+                        jq::JqError::Raised(message) => fail(ErrorKind::Raised, message),
+                        jq::JqError::Halted(code) => fail(
+                            ErrorKind::Halted,
+                            format!(
+                                "it called `halt` or `halt_error` (exit code {code}), which ends a jq process; a filter \
+                                 cannot stop the daemon, so this is an error"
+                            ),
+                        ),
+                        jq::JqError::Output(error) => fail(ErrorKind::Output, error.to_string()),
+                    })
+                }
+                (Program::Jmespath(program), Input::Jmespath(input)) => {
+                    jmespath::run(program, &input, json, &mut outputs).map_err(|error| {
+                        match error {
+                            jmespath::JmespathError::Raised(message) => {
+                                fail(ErrorKind::Raised, message)
+                            }
+                            jmespath::JmespathError::Output(error) => {
+                                fail(ErrorKind::Output, error.to_string())
+                            }
+                        }
+                    })?;
+                    // JMESPath cannot be interrupted: a limit passed is seen once it is done.
+                    if let Some(exceeded) = budget.over() {
+                        return Err(exceeded_error(language, exceeded));
+                    }
+                    Ok(())
+                }
+                _ => unreachable!("the input is converted for the filter's own language"),
             }
+        }));
+        meter::stop();
+        match ran {
+            Ok(Ok(())) => Ok(outputs.finish()),
+            Ok(Err(error)) => Err(error),
+            Err(payload) => Err(match payload.downcast::<Exceeded>() {
+                Ok(exceeded) => exceeded_error(language, *exceeded),
+                Err(payload) => fail(
+                    ErrorKind::Panicked,
+                    format!(
+                        "the {language} interpreter failed ({}); the evaluation was stopped and nothing else \
+                         is affected",
+                        panic_text(payload.as_ref())
+                    ),
+                ),
+            }),
         }
     }
+}
+
+/// The longest filter text accepted (16 KiB): far above any real filter, and what bounds the stack compiling needs.
+pub const MAX_SOURCE_BYTES: usize = 16 << 10;
+/// Stack reserved for compiling, per byte of filter text: the parsers need up to 13 KiB per level of nesting in
+/// a debug build (2.7 KiB optimised), and a level takes at least one byte.
+const COMPILE_STACK_PER_BYTE: usize = 16 << 10;
+
+/// The event in the filter's language.
+enum Input {
+    Jq(Val),
+    Jmespath(::jmespath::Rcvar),
+}
+
+/// The error for an evaluation that passed a limit.
+fn exceeded_error(language: Language, exceeded: Exceeded) -> FilterError {
+    let (kind, message) = match exceeded {
+        Exceeded::Time(limit) => (
+            ErrorKind::Time,
+            format!(
+                "it ran longer than its time limit of {} on this event (`filter_timeout`); an endless loop \
+                 such as `last(range(1e12))` or `until(false; .)`?",
+                duration_text(limit)
+            ),
+        ),
+        Exceeded::Memory(limit) => (
+            ErrorKind::Memory,
+            format!(
+                "it held more than {} of memory on this event (the limit of one evaluation)",
+                bytes_text(limit)
+            ),
+        ),
+        Exceeded::Depth => (
+            ErrorKind::Depth,
+            "it nests too deep (recursion or a deeply nested value): the evaluation was stopped before \
+             its thread's stack would run out"
+                .to_owned(),
+        ),
+        Exceeded::Cancelled => (
+            ErrorKind::Cancelled,
+            "the evaluation was abandoned: nobody waits for it any more".to_owned(),
+        ),
+    };
+    FilterError {
+        language,
+        kind,
+        message,
+    }
+}
+
+/// `1s`, `250ms`, as in the configuration file.
+pub fn duration_text(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
 }
 
 /// An event envelope ready for filtering (Send + Sync, share it with `Arc`): its conversions to jq and JMESPath
@@ -153,7 +411,7 @@ pub struct Envelope {
     /// The envelope itself: what a filter without a filter (or `true` in JMESPath) pushes.
     json: Value,
     jq: OnceLock<Result<Val, String>>,
-    jmespath: OnceLock<Result<jmespath::Rcvar, String>>,
+    jmespath: OnceLock<Result<::jmespath::Rcvar, String>>,
 }
 
 impl Envelope {
@@ -177,16 +435,18 @@ impl Envelope {
             .as_ref()
             .map_err(|message| FilterError {
                 language: Language::Jq,
+                kind: ErrorKind::Raised,
                 message: message.clone(),
             })
     }
 
-    fn jmespath(&self) -> Result<&jmespath::Rcvar, FilterError> {
+    fn jmespath(&self) -> Result<&::jmespath::Rcvar, FilterError> {
         self.jmespath
             .get_or_init(|| to_jmespath(&self.json).map_err(|e| e.message))
             .as_ref()
             .map_err(|message| FilterError {
                 language: Language::Jmespath,
+                kind: ErrorKind::Raised,
                 message: message.clone(),
             })
     }
@@ -195,15 +455,17 @@ impl Envelope {
 fn to_jq(json: &Value) -> Result<Val, FilterError> {
     Val::deserialize(json).map_err(|e| FilterError {
         language: Language::Jq,
+        kind: ErrorKind::Raised,
         message: e.to_string(),
     })
 }
 
-fn to_jmespath(json: &Value) -> Result<jmespath::Rcvar, FilterError> {
-    jmespath::Variable::try_from(json)
-        .map(jmespath::Rcvar::new)
+fn to_jmespath(json: &Value) -> Result<::jmespath::Rcvar, FilterError> {
+    ::jmespath::Variable::try_from(json)
+        .map(::jmespath::Rcvar::new)
         .map_err(|e| FilterError {
             language: Language::Jmespath,
+            kind: ErrorKind::Raised,
             message: e.to_string(),
         })
 }
@@ -212,361 +474,6 @@ impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Envelope").field(&self.json).finish()
     }
-}
-
-fn compile_jq(
-    source: &str,
-) -> Result<jaq_core::compile::Filter<jaq_core::Native<JqData>>, CompileError> {
-    let error = |message: String| CompileError {
-        language: Language::Jq,
-        message,
-    };
-    if let Some(name) = recursive_definition(source) {
-        return Err(error(format!(
-            "`def {name}` calls itself: recursive definitions are refused in filters, because one that recurses \
-             without end overflows the stack and would take the whole daemon down (jq's own functions such as \
-             `recurse`, `until`, `repeat` and `range` are fine)"
-        )));
-    }
-    let program = File {
-        code: source,
-        path: (),
-    };
-    let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
-    let funs = jaq_core::funs()
-        .chain(jaq_std::funs())
-        .chain(jaq_json::funs());
-    let loader = Loader::new(defs);
-    let arena = Arena::default();
-    let modules = loader.load(&arena, program).map_err(|errors| {
-        let messages: Vec<String> = errors
-            .into_iter()
-            .flat_map(|(_file, error)| load_error_messages(source, error))
-            .collect();
-        error(messages.join("; "))
-    })?;
-    jaq_core::Compiler::default()
-        .with_funs(funs)
-        .compile(modules)
-        .map_err(|errors| {
-            let messages: Vec<String> = errors
-                .into_iter()
-                .flat_map(|(_file, undefined)| undefined)
-                .map(|(name, kind)| {
-                    format!(
-                        "undefined {} `{name}` at {}",
-                        kind.as_str(),
-                        position(source, name)
-                    )
-                })
-                .collect();
-            error(messages.join("; "))
-        })
-}
-
-/// The name of a user-defined function that can call itself, directly or through other user definitions.
-///
-/// jaq evaluates non-tail recursion on the native stack: `def f: 1 + f; f` compiles, then overflows the stack on
-/// the first event and aborts the process, and check-config cannot tell. Functions are matched by name, whatever
-/// their scope or arity, which can only refuse more than needed. A program that does not parse returns `None`: the
-/// loader then reports the syntax error.
-fn recursive_definition(source: &str) -> Option<String> {
-    use jaq_core::load::parse::Term;
-
-    let term: Term<&str> = jaq_core::load::parse(source, |p| p.term())?;
-    let mut graph: Vec<(&str, Vec<&str>)> = Vec::new();
-    let mut top_level_calls = Vec::new();
-    collect_calls(&term, &mut top_level_calls, &mut graph);
-
-    let defined: std::collections::HashSet<&str> = graph.iter().map(|(name, _)| *name).collect();
-    let callees = |name: &str| -> Vec<&str> {
-        graph
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .flat_map(|(_, calls)| calls.iter().copied())
-            .filter(|callee| defined.contains(callee))
-            .collect()
-    };
-    for (start, _) in &graph {
-        let mut seen = std::collections::HashSet::new();
-        let mut stack = callees(start);
-        while let Some(name) = stack.pop() {
-            if name == *start {
-                return Some((*start).to_owned());
-            }
-            if seen.insert(name) {
-                stack.extend(callees(name));
-            }
-        }
-    }
-    None
-}
-
-/// Adds the functions `term` calls to `calls`, and every definition inside it to `graph` with its own calls.
-fn collect_calls<'s>(
-    term: &jaq_core::load::parse::Term<&'s str>,
-    calls: &mut Vec<&'s str>,
-    graph: &mut Vec<(&'s str, Vec<&'s str>)>,
-) {
-    use jaq_core::load::lex::StrPart;
-    use jaq_core::load::parse::{BinaryOp, Pattern, Term};
-    use jaq_core::path::Part;
-
-    fn pattern<'s>(
-        p: &Pattern<&'s str>,
-        calls: &mut Vec<&'s str>,
-        graph: &mut Vec<(&'s str, Vec<&'s str>)>,
-    ) {
-        match p {
-            Pattern::Var(_) => {}
-            Pattern::Arr(items) => items.iter().for_each(|p| pattern(p, calls, graph)),
-            Pattern::Obj(entries) => {
-                for (key, value) in entries {
-                    collect_calls(key, calls, graph);
-                    pattern(value, calls, graph);
-                }
-            }
-        }
-    }
-
-    let mut each = |t: &Term<&'s str>| collect_calls(t, calls, graph);
-    match term {
-        Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
-        Term::Str(_, parts) => {
-            for part in parts {
-                if let StrPart::Term(t) = part {
-                    each(t);
-                }
-            }
-        }
-        Term::Arr(inner) => inner.iter().for_each(|t| each(t)),
-        Term::Obj(entries) => {
-            for (key, value) in entries {
-                each(key);
-                value.iter().for_each(&mut each);
-            }
-        }
-        Term::Neg(t) | Term::Label(_, t) => each(t),
-        Term::BinOp(l, op, r) => {
-            each(l);
-            each(r);
-            if let BinaryOp::Pipe(Some(p)) = op {
-                pattern(p, calls, graph);
-            }
-        }
-        Term::Fold(_, xs, p, args) => {
-            each(xs);
-            args.iter().for_each(&mut each);
-            pattern(p, calls, graph);
-        }
-        Term::TryCatch(body, catch) => {
-            each(body);
-            catch.iter().for_each(|t| each(t));
-        }
-        Term::IfThenElse(branches, otherwise) => {
-            for (cond, then) in branches {
-                each(cond);
-                each(then);
-            }
-            otherwise.iter().for_each(|t| each(t));
-        }
-        Term::Def(defs, rest) => {
-            for def in defs {
-                let mut own = Vec::new();
-                collect_calls(&def.body, &mut own, graph);
-                graph.push((def.name, own));
-            }
-            collect_calls(rest, calls, graph);
-        }
-        Term::Call(name, args) => {
-            calls.push(name);
-            for arg in args {
-                collect_calls(arg, calls, graph);
-            }
-        }
-        Term::Path(t, path) => {
-            each(t);
-            for (part, _) in &path.0 {
-                match part {
-                    Part::Index(i) => each(i),
-                    Part::Range(from, to) => {
-                        from.iter().for_each(&mut each);
-                        to.iter().for_each(&mut each);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn load_error_messages(source: &str, error: jaq_core::load::Error<&str>) -> Vec<String> {
-    use jaq_core::load::Error;
-    match error {
-        Error::Io(errors) => errors
-            .into_iter()
-            .map(|(path, message)| format!("cannot load module `{path}`: {message}"))
-            .collect(),
-        Error::Lex(errors) => errors
-            .into_iter()
-            .map(|(expected, found)| {
-                format!(
-                    "expected {} at {}",
-                    lex_expectation(&expected),
-                    position(source, found)
-                )
-            })
-            .collect(),
-        Error::Parse(errors) => errors
-            .into_iter()
-            .map(|(expected, found)| {
-                let found_text = if found.is_empty() {
-                    "end of input".to_owned()
-                } else {
-                    format!("`{}`", found.chars().take(20).collect::<String>())
-                };
-                format!(
-                    "expected {}, found {found_text} at {}",
-                    expected.as_str(),
-                    position(source, found)
-                )
-            })
-            .collect(),
-    }
-}
-
-fn lex_expectation(expected: &jaq_core::load::lex::Expect<&str>) -> &'static str {
-    use jaq_core::load::lex::Expect;
-    // `Expect::as_str` panics on delimiters it does not name, so name them here.
-    match expected {
-        Expect::Delim("(") => "closing parenthesis",
-        Expect::Delim("[") => "closing bracket",
-        Expect::Delim("{") => "closing brace",
-        Expect::Delim("\"") => "closing quote",
-        Expect::Delim(_) => "closing delimiter",
-        Expect::Digit => "digit",
-        Expect::Ident => "identifier",
-        Expect::Escape => "string escape sequence",
-        Expect::Unicode => "4-digit hexadecimal code point",
-        Expect::Token => "token",
-        _ => "something else",
-    }
-}
-
-/// `line L, column C` (1-based) of `part`, a sub-slice of `source` handed back by the jq parser.
-fn position(source: &str, part: &str) -> String {
-    let start = source.as_ptr() as usize;
-    let at = part.as_ptr() as usize;
-    let offset = if at >= start && at <= start + source.len() {
-        at - start
-    } else {
-        source.len()
-    };
-    let before = &source[..floor_char_boundary(source, offset)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("line {line}, column {column}")
-}
-
-fn floor_char_boundary(s: &str, mut index: usize) -> usize {
-    while !s.is_char_boundary(index) {
-        index -= 1;
-    }
-    index
-}
-
-fn apply_jq(
-    filter: &jaq_core::compile::Filter<jaq_core::Native<JqData>>,
-    input: Val,
-) -> Result<Vec<Value>, FilterError> {
-    let error = |message: String| FilterError {
-        language: Language::Jq,
-        message,
-    };
-    let ctx = Ctx::<JqData>::new(&filter.lut, Vars::new([]));
-    let mut payloads = Vec::new();
-    for output in filter.id.run((ctx, input)).map(unwrap_valr) {
-        if payloads.len() == MAX_OUTPUTS {
-            return Err(error(format!(
-                "the filter yields more than {MAX_OUTPUTS} outputs for one event (an endless generator such as `repeat`?)"
-            )));
-        }
-        match output {
-            Ok(value) => payloads.push(val_to_json(&value).map_err(error)?),
-            Err(e) => {
-                return Err(error(match e.into_val() {
-                    // `error("text")` reads better without JSON quotes.
-                    Val::TStr(text) => String::from_utf8_lossy(&text).into_owned(),
-                    other => other.to_string(),
-                }));
-            }
-        }
-    }
-    Ok(payloads)
-}
-
-/// jaq values have no `Serialize`: convert by hand (objects keep their key order).
-fn val_to_json(value: &Val) -> Result<Value, String> {
-    Ok(match value {
-        Val::Null => Value::Null,
-        Val::Bool(b) => Value::Bool(*b),
-        Val::Num(n) => number_to_json(&n.to_string())?,
-        Val::BStr(bytes) | Val::TStr(bytes) => {
-            Value::String(String::from_utf8_lossy(bytes).into_owned())
-        }
-        Val::Arr(items) => Value::Array(items.iter().map(val_to_json).collect::<Result<_, _>>()?),
-        Val::Obj(map) => {
-            let mut object = serde_json::Map::with_capacity(map.len());
-            for (key, item) in map.iter() {
-                let key = match key {
-                    Val::TStr(bytes) | Val::BStr(bytes) => {
-                        String::from_utf8_lossy(bytes).into_owned()
-                    }
-                    other => return Err(format!("object key {other} is not a string")),
-                };
-                object.insert(key, val_to_json(item)?);
-            }
-            Value::Object(object)
-        }
-    })
-}
-
-fn number_to_json(text: &str) -> Result<Value, String> {
-    match text {
-        // jq prints NaN as null; infinities have no JSON form either.
-        "NaN" => Ok(Value::Null),
-        "Infinity" | "-Infinity" => Err(format!("the number {text} has no JSON representation")),
-        _ => serde_json::from_str::<serde_json::Number>(text)
-            .map(Value::Number)
-            .or_else(|_| {
-                text.parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(Value::Number)
-                    .ok_or_else(|| format!("the number {text} has no JSON representation"))
-            }),
-    }
-}
-
-fn apply_jmespath(
-    expression: &jmespath::Expression<'static>,
-    input: &jmespath::Rcvar,
-    envelope: &Value,
-) -> Result<Vec<Value>, FilterError> {
-    let error = |message: String| FilterError {
-        language: Language::Jmespath,
-        message,
-    };
-    let result = expression.search(input).map_err(|e| error(e.to_string()))?;
-    let value = serde_json::to_value(&*result).map_err(|e| error(e.to_string()))?;
-    Ok(match value {
-        Value::Null | Value::Bool(false) => Vec::new(),
-        Value::Array(ref items) if items.is_empty() => Vec::new(),
-        Value::Object(ref fields) if fields.is_empty() => Vec::new(),
-        Value::Bool(true) => vec![envelope.clone()],
-        other => vec![other],
-    })
 }
 
 #[cfg(test)]

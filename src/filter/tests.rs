@@ -310,8 +310,8 @@ fn definitions_without_recursion_and_recursive_builtins_still_compile() {
     ] {
         Filter::compile(Language::Jq, source).unwrap_or_else(|e| panic!("{source}: {e}"));
     }
-    let deep = jq("0 | until(. > 100000; . + 1)");
-    assert_eq!(deep.apply(&json!(null)).unwrap(), vec![json!(100001)]);
+    let long = jq("0 | until(. > 100000; . + 1)");
+    assert_eq!(evaluate(&long, 60_000).unwrap(), vec![json!(100001)]);
 }
 
 #[test]
@@ -352,4 +352,218 @@ fn a_prepared_envelope_gives_the_same_payloads_and_is_shared_between_threads() {
         thread.join().unwrap();
     }
     assert_eq!(envelope.json(), &event);
+}
+
+fn evaluate(filter: &Filter, timeout_ms: u64) -> Result<Vec<Value>, FilterError> {
+    filter.evaluate(
+        &Envelope::new(fixture("tx_taskmgr_valid.json")),
+        &Limits::with_timeout(std::time::Duration::from_millis(timeout_ms)),
+        &|| false,
+    )
+}
+
+#[test]
+fn halt_is_a_filter_error_not_the_end_of_the_daemon() {
+    for source in [
+        "halt",
+        "halt_error",
+        r#""bye" | halt_error(3)"#,
+        "halt_error(0)",
+    ] {
+        let error = jq(source).apply(&json!({})).expect_err(source);
+        assert_eq!(error.kind, ErrorKind::Halted, "{source}: {error}");
+        assert!(error.message.contains("cannot stop the daemon"), "{error}");
+    }
+}
+
+#[test]
+fn runaway_jq_filters_stop_at_their_time_limit_even_inside_try() {
+    for source in [
+        "last(range(1e12))",
+        "first(skip(1e12; range(1e13)))",
+        "until(false; .)",
+        "reduce repeat(1) as $x (0; . + 1)",
+        "try last(range(1e12)) catch 0",
+        "[limit(1e12; repeat(1))] | empty",
+        "label $out | foreach repeat(1) as $x (0; . + 1; empty)",
+    ] {
+        let started = std::time::Instant::now();
+        let error = evaluate(&jq(source), 200).expect_err(source);
+        assert!(
+            matches!(error.kind, ErrorKind::Time | ErrorKind::Memory),
+            "{source}: {error}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{source}: stopped after {:?}",
+            started.elapsed()
+        );
+    }
+    let error = evaluate(&jq("last(range(1e12))"), 200).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "jq filter failed at run time: it ran longer than its time limit of 200ms on this event (`filter_timeout`); \
+         an endless loop such as `last(range(1e12))` or `until(false; .)`?"
+    );
+}
+
+#[test]
+fn a_cancelled_evaluation_stops_at_its_next_check() {
+    let cancelled = std::sync::atomic::AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let error = jq("last(range(1e12))")
+        .evaluate(
+            &Envelope::new(json!(null)),
+            &Limits::with_timeout(std::time::Duration::from_secs(60)),
+            &|| {
+                if started.elapsed() > std::time::Duration::from_millis(100) {
+                    cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                cancelled.load(std::sync::atomic::Ordering::Relaxed)
+            },
+        )
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Cancelled, "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+/// Runs a filter on the pool, as the engine does (built-ins on deep values need its stacks).
+fn pooled(filter: &Filter, event: Value) -> Result<Vec<Value>, FilterError> {
+    static POOL: std::sync::OnceLock<FilterPool> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| FilterPool::new(2));
+    futures::executor::block_on(pool.evaluate(
+        filter,
+        std::sync::Arc::new(Envelope::new(event)),
+        Limits::with_timeout(std::time::Duration::from_secs(30)),
+    ))
+}
+
+#[test]
+fn deep_output_is_refused_and_nothing_overflows() {
+    // The old crash: 2,500 levels built one at a time, then converted, dropped and serialised.
+    let error = pooled(&jq("reduce range(2500) as $i (0; [.])"), json!(null)).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Output, "{error}");
+    assert_eq!(
+        error.message,
+        format!("an output of the filter nests deeper than the limit of {MAX_OUTPUT_DEPTH} levels")
+    );
+    let at_limit = pooled(
+        &jq(&format!(
+            "reduce range({}) as $i (0; [.])",
+            MAX_OUTPUT_DEPTH - 1
+        )),
+        json!(null),
+    )
+    .expect("an output at the depth limit");
+    let text = serde_json::to_string(&at_limit[0]).expect("serialises");
+    assert_eq!(text.len(), 2 * (MAX_OUTPUT_DEPTH - 1) + 1);
+    // Deep intermediate values through every built-in that recurses through them: each ends, or stops at a
+    // limit, and the process lives on.
+    for source in [
+        "reduce range(100000) as $i (0; [.]) | tojson | length",
+        "reduce range(100000) as $i (0; [.]) | \"\\(.)\" | length",
+        "reduce range(100000) as $i (0; {a: .}) as $v | $v == $v",
+        "reduce range(100000) as $i (0; [.]) as $v | [$v, $v] | sort | length",
+        "reduce range(100000) as $i (0; {a: .}) | . * . | 1",
+        "reduce range(100000) as $i (0; [.]) | contains(.)",
+        "reduce range(3000) as $i (0; [.]) | [..] | length",
+        "reduce range(10000000) as $i (0; [.]) | tojson | length",
+    ] {
+        match pooled(&jq(source), json!(null)) {
+            Ok(payloads) => assert_eq!(payloads.len(), 1, "{source}"),
+            Err(error) => assert!(
+                matches!(error.kind, ErrorKind::Memory | ErrorKind::Time),
+                "{source}: {error}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn shared_parts_cannot_make_a_gigantic_output() {
+    // 40 steps, 2^40 leaves: refused while converting, long before the memory is touched. (A generous time limit:
+    // converting up to the limit takes a while in a debug build.)
+    let generous = |source: &str, language: Language| {
+        Filter::compile(language, source)
+            .expect("compiles")
+            .evaluate(
+                &Envelope::new(json!({"a": "b"})),
+                &Limits::with_timeout(std::time::Duration::from_secs(60)),
+                &|| false,
+            )
+            .unwrap_err()
+    };
+    let error = generous("reduce range(40) as $i (.; [., .])", Language::Jq);
+    assert_eq!(error.kind, ErrorKind::Output, "{error}");
+    assert!(error.message.contains("16 MiB"), "{error}");
+    let error = generous(r#""x" * 20000000"#, Language::Jq);
+    assert_eq!(error.kind, ErrorKind::Output, "{error}");
+    let jmes = format!("[@]{}", " | [@, @]".repeat(40));
+    let error = generous(&jmes, Language::Jmespath);
+    assert_eq!(error.kind, ErrorKind::Output, "{error}");
+    // Converting counts against the time limit: a short one stops the conversion cleanly.
+    let error = jq("reduce range(40) as $i (.; [., .])")
+        .evaluate(
+            &Envelope::new(json!({"a": "b"})),
+            &Limits::with_timeout(std::time::Duration::from_millis(1)),
+            &|| false,
+        )
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Time, "{error}");
+}
+
+#[test]
+fn fromjson_refuses_text_nested_past_its_limit() {
+    let source = format!(
+        r#"("[" * {n}) + ("]" * {n}) | fromjson"#,
+        n = MAX_FROMJSON_DEPTH + 1
+    );
+    let error = jq(&source).apply(&json!(null)).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Raised, "{error}");
+    assert!(
+        error.message.contains("`fromjson` stops at 10000"),
+        "{error}"
+    );
+    assert_eq!(
+        jq(r#""[1, {\"a\": 2}]" | fromjson"#)
+            .apply(&json!(null))
+            .unwrap(),
+        vec![json!([1, {"a": 2}])]
+    );
+    assert_eq!(
+        jq(r#""1 2" | fromjson"#).apply(&json!(null)).unwrap(),
+        vec![json!(1), json!(2)]
+    );
+}
+
+#[test]
+fn error_messages_are_bounded() {
+    let error = jq("[range(100000)] | error")
+        .apply(&json!(null))
+        .unwrap_err();
+    assert!(error.message.len() < 1100, "{} bytes", error.message.len());
+    assert!(error.message.ends_with('…'), "{}", error.message);
+    let error = jq(r#"("x" * 100000) | error"#)
+        .apply(&json!(null))
+        .unwrap_err();
+    assert!(error.message.len() < 1100, "{} bytes", error.message.len());
+}
+
+#[test]
+fn a_deep_recursion_stops_at_the_depth_guard_on_any_thread() {
+    // A program nested 5,000 levels deep compiles (on a thread of its own) and nests the interpreter as deep: on
+    // a thread with a small stack, the guard stops it; on the pool's, it runs (and its output is refused).
+    let nested = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let deep = jq(&nested);
+    let on_small_stack = deep.clone();
+    let error = std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(move || on_small_stack.apply(&json!(0)))
+        .expect("a thread")
+        .join()
+        .expect("no overflow")
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Depth, "{error}");
+    let error = pooled(&deep, json!(0)).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Output, "{error}");
 }

@@ -4,7 +4,7 @@
 use crate::config::{self, ChannelName, FailureThreshold, FcEndpoint, TriggerName};
 use crate::dispatch::{self, EmbeddedRuntime};
 use crate::events::EventType;
-use crate::filter::Filter;
+use crate::filter::{Filter, Limits};
 
 use super::window::ChainEvent;
 
@@ -31,6 +31,8 @@ pub struct TriggerDef {
     pub include_invalid: bool,
     /// Its filter; `None` pushes every event whole.
     pub filter: Option<Filter>,
+    /// What one evaluation of the filter may spend (`filter_timeout` and the fixed limits).
+    pub filter_limits: Limits,
     /// Where it pushes (secrets read).
     pub target: dispatch::Target,
     /// The target without secrets, for status pages.
@@ -69,6 +71,7 @@ impl TriggerDef {
             selector: trigger.event,
             include_invalid: *trigger.include_invalid.get_ref(),
             filter,
+            filter_limits: trigger.filter_limits(),
             target,
             target_label: target_label(&trigger.target),
             retry: trigger.retry,

@@ -4,15 +4,18 @@
 //! - Blocks come from the channel's shared window; a trigger behind the window opens its own catch-up stream
 //!   from its position (waiting for one of the channel's catch-up slots) and drops it once the window has the
 //!   block it needs next, or while it holds an event in Exception, so the slot goes to another trigger meanwhile.
-//! - Each event of the trigger's type goes through the filter; each output is pushed in order with the retry
-//!   policy; the event's outcome goes through the state machine and is written in one store transaction with
+//! - Each event of the trigger's type goes through the filter, evaluated on the [`FilterPool`] (off the async
+//!   runtime, under the trigger's filter limits; a filter past its limits is a run-time filter error, so the
+//!   trigger holds the event in Exception); each output is pushed in order with the retry policy; the event's
+//!   outcome goes through the state machine and is written in one store transaction with
 //!   the new position. The position never moves past an event whose outcome is not recorded.
 //! - Events that do not concern the trigger (another type, filtered out) move the position in memory only; the
 //!   trigger's [`Checkpoint`] decides when that is written.
 //! - Exception keeps the position and retries the same event on [`ExceptionSchedule`]; Failed ends the worker.
 //! - Cancelling `stop` (an operator's command) abandons the event in flight at once: its outcome is not recorded,
 //!   so it is pushed again when the trigger resumes from its position. Cancelling `shutdown` (the daemon
-//!   stopping) lets the event in flight finish and be recorded, then ends the worker.
+//!   stopping) lets the event in flight finish and be recorded, then ends the worker. Either abandons a filter
+//!   evaluation in flight at once: nothing was pushed for that event yet.
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ use crate::dispatch::retry::ExceptionSchedule;
 use crate::dispatch::{Delivery, Dispatcher, PushKey};
 use crate::fabric::decode::{BlockDecoder, VerifyError};
 use crate::fabric::deliver::DeliverError;
+use crate::filter::{Envelope, FilterPool};
 use crate::store::StoreError;
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
@@ -62,6 +66,18 @@ pub fn position_after(block: u64, index: usize, len: usize) -> Position {
             block,
             index: u32::try_from(index + 1).unwrap_or(u32::MAX),
         }
+    }
+}
+
+/// One event of a shared block, owned, as the filter pool takes it.
+struct EventEnvelope {
+    block: Arc<BlockEvents>,
+    index: usize,
+}
+
+impl AsRef<Envelope> for EventEnvelope {
+    fn as_ref(&self) -> &Envelope {
+        &self.block.events[self.index].envelope
     }
 }
 
@@ -342,7 +358,7 @@ impl Worker {
     /// Processes the events of `block` from `start` on.
     async fn process_block(
         &self,
-        block: &BlockEvents,
+        block: &Arc<BlockEvents>,
         start: u32,
         moving: &mut Moving,
     ) -> Result<(), Halt> {
@@ -363,9 +379,26 @@ impl Worker {
             }
             let payloads = match &def.filter {
                 None => Ok(vec![event.envelope.json().clone()]),
-                Some(filter) => filter.apply_to(&event.envelope).map_err(|error| {
-                    format!("the filter failed on event {} ({at}): {error}", event.id)
-                }),
+                Some(filter) => {
+                    // Off the async runtime, under the trigger's limits; a stopped worker stops waiting at once
+                    // (and the evaluation stops at its next step).
+                    let evaluation = FilterPool::shared().evaluate(
+                        filter,
+                        EventEnvelope {
+                            block: Arc::clone(block),
+                            index,
+                        },
+                        def.filter_limits,
+                    );
+                    let evaluated = tokio::select! {
+                        _ = self.stop.cancelled() => return Err(Halt::Stopped),
+                        _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
+                        evaluated = evaluation => evaluated,
+                    };
+                    evaluated.map_err(|error| {
+                        format!("the filter failed on event {} ({at}): {error}", event.id)
+                    })
+                }
             };
             let pushed = match payloads {
                 Ok(payloads) if payloads.is_empty() => {

@@ -12,6 +12,7 @@ mod engine;
 mod engine_admin;
 mod engine_smoke;
 mod engine_v3;
+mod filters;
 mod identity;
 mod logs;
 mod peers;
