@@ -501,8 +501,8 @@ fn raise_descriptor_limit(max_connections: usize) {
     #[cfg(unix)]
     {
         /// Descriptors kept for everything but admin connections.
-        const RESERVE: u64 = 256;
-        let wanted = max_connections as u64 + RESERVE;
+        const RESERVE: libc::rlim_t = 256;
+        let wanted = max_connections as libc::rlim_t + RESERVE;
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -511,18 +511,18 @@ fn raise_descriptor_limit(max_connections: usize) {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
             return;
         }
-        let current = limit.rlim_cur as u64;
+        let current = limit.rlim_cur;
         if limit.rlim_cur == libc::RLIM_INFINITY || current >= wanted {
             return;
         }
         let raised = if limit.rlim_max == libc::RLIM_INFINITY {
             wanted
         } else {
-            wanted.min(limit.rlim_max as u64)
+            wanted.min(limit.rlim_max)
         };
         if raised > current {
             let new = libc::rlimit {
-                rlim_cur: raised as libc::rlim_t,
+                rlim_cur: raised,
                 rlim_max: limit.rlim_max,
             };
             // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one is allowed.

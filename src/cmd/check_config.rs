@@ -10,8 +10,8 @@ use crate::config::{Config, ConfigError, FcEndpoint, HttpAuth, HttpMethod, Targe
 /// Arguments of `chaintrigger check-config`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The configuration file to check.
-    #[arg(value_name = "FILE", required_unless_present = "config")]
+    /// The configuration file to check (or give it with --config).
+    #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// The configuration file to check, named as `serve` takes it.
     #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]

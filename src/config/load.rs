@@ -163,14 +163,21 @@ impl Config {
         let parts = reader.document(root.into_inner());
         let mut problems = reader.problems;
         sort_by_place(&mut problems);
-        let (mut config, gaps) = parts.assemble(source);
+        let (mut config, mut partial, gaps) = parts.assemble(source);
         let base = path.parent().unwrap_or(Path::new("")).to_owned();
         config.resolve_paths(&base);
-        problems.extend(gaps.relevant(&config, config.semantic_problems()));
-        if environment == Environment::Check
-            && let Err(error) = config.check_environment()
-        {
-            problems.extend(gaps.relevant(&config, error.problems().to_vec()));
+        problems.extend(gaps.relevant(&config, &gaps.cross, config.semantic_problems()));
+        if environment == Environment::Check {
+            // The files and secrets are checked one value at a time: those of a section that read in part are
+            // checked too.
+            partial.resolve_paths(&base);
+            if let Err(error) = partial.check_environment() {
+                problems.extend(gaps.relevant(
+                    &partial,
+                    &gaps.environment,
+                    error.problems().to_vec(),
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(config)
@@ -243,12 +250,12 @@ struct Reader {
 
 /// What the top-level values gave: the parts that read, and which did not.
 struct Parts {
-    instance_id: Option<InstanceId>,
-    database: Option<Spanned<PathBuf>>,
-    /// `None` also when the section is absent but required (its problem is reported).
-    admin: Option<Admin>,
-    /// `Some(None)`: absent, the defaults apply; `None`: present and unreadable.
-    runtime: Option<Option<Runtime>>,
+    instance_id: Reading<InstanceId>,
+    database: Reading<Spanned<PathBuf>>,
+    /// Unread also when the section is absent (it is required; its problem is reported).
+    admin: Reading<Admin>,
+    /// `None`: absent, the defaults apply.
+    runtime: Option<Reading<Runtime>>,
     /// The channels that read, with their index in the file.
     channels: Vec<(usize, Channel)>,
     /// The triggers that read, with their index in the file.
@@ -273,13 +280,21 @@ impl Reader {
                 None
             }
         };
-        let instance_id = required(self, "instance_id").and_then(|v| self.value("instance_id", v));
-        let database = required(self, "database").and_then(|v| self.value("database", v));
-        let admin = required(self, "admin").and_then(|v| self.value("admin", v));
-        let runtime = match root.remove("runtime") {
-            None => Some(None),
-            Some(value) => self.value("runtime", value).map(Some),
+        let instance_id = match required(self, "instance_id") {
+            Some(value) => self.value("instance_id", value),
+            None => Reading::Unread,
         };
+        let database = match required(self, "database") {
+            Some(value) => self.value("database", value),
+            None => Reading::Unread,
+        };
+        let admin = match required(self, "admin") {
+            Some(value) => self.value("admin", value),
+            None => Reading::Unread,
+        };
+        let runtime = root
+            .remove("runtime")
+            .map(|value| self.value("runtime", value));
         let mut unread_channels = Vec::new();
         let channels = match root.remove("channels") {
             None => Vec::new(),
@@ -336,7 +351,7 @@ impl Reader {
                 .enumerate()
                 .filter_map(|(index, item)| {
                     let kept = item.clone();
-                    let read = self.value(&format!("{field}[{index}]"), item);
+                    let read = self.value(&format!("{field}[{index}]"), item).complete();
                     if read.is_none() {
                         unread(&kept);
                     }
@@ -352,15 +367,22 @@ impl Reader {
     }
 
     /// Reads one value as `T`. A problem is reported, the offending key taken out and the value read again,
-    /// until it reads (`None` all the same: what read is not what the file says) or a key taken out is missing.
-    fn value<T: DeserializeOwned>(&mut self, field: &str, value: Value<'_>) -> Option<T> {
+    /// until it reads (in part, when keys were taken out) or a key taken out is missing (unread).
+    fn value<T: DeserializeOwned>(&mut self, field: &str, value: Value<'_>) -> Reading<T> {
         let mut value = value;
         let mut taken_out: Vec<(Vec<Step>, String)> = Vec::new();
         for _ in 0..MAX_PROBLEMS_PER_ELEMENT {
             let error = match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(
                 value.clone(),
             )) {
-                Ok(read) => return taken_out.is_empty().then_some(read),
+                Ok(read) if taken_out.is_empty() => return Reading::Complete(read),
+                Ok(read) => {
+                    let fields = taken_out
+                        .iter()
+                        .map(|(parent, key)| join(&join(field, parent), &[Step::Key(key.clone())]))
+                        .collect();
+                    return Reading::Partial(read, fields);
+                }
                 Err(error) => error,
             };
             let at = steps(error.path());
@@ -372,13 +394,35 @@ impl Reader {
                     .any(|(parent, key)| *parent == at && key == missing)
             {
                 // A consequence of a problem already reported.
-                return None;
+                return Reading::Unread;
             }
             self.problems
                 .push(self.source.problem(inner.span(), join(field, &at), message));
-            taken_out.push(take_out(&mut value, &at, inner.span())?);
+            match take_out(&mut value, &at, inner.span()) {
+                Some(taken) => taken_out.push(taken),
+                None => return Reading::Unread,
+            }
         }
-        None
+        Reading::Unread
+    }
+}
+
+/// What reading one value gave.
+enum Reading<T> {
+    /// It read as written.
+    Complete(T),
+    /// It read once these fields (full paths) were taken out: its other values are as written.
+    Partial(T, Vec<String>),
+    /// It did not read.
+    Unread,
+}
+
+impl<T> Reading<T> {
+    fn complete(self) -> Option<T> {
+        match self {
+            Reading::Complete(value) => Some(value),
+            Reading::Partial(..) | Reading::Unread => None,
+        }
     }
 }
 
@@ -467,8 +511,11 @@ fn take_out(
 
 /// What did not read, so the checks that follow neither report consequences of it nor see placeholders.
 struct Gaps {
-    /// Top-level sections replaced by placeholders: problems about them are not reported.
-    placeholders: Vec<&'static str>,
+    /// Fields whose problems the checks across values do not report: sections replaced by placeholders.
+    cross: Vec<String>,
+    /// Fields whose problems the environment checks do not report: sections replaced by placeholders, and the
+    /// keys taken out of sections that read in part.
+    environment: Vec<String>,
     /// See [`Parts::unread_channels`].
     unread_channels: Vec<Option<ChannelName>>,
     /// The file index of each channel that read, by its index in [`Config::channels`].
@@ -478,29 +525,55 @@ struct Gaps {
 }
 
 impl Parts {
-    /// The configuration the checks run on: what read, with placeholders for the sections that did not (chosen
-    /// so they raise nothing about others: a placeholder runtime is enabled, so `embedded` targets are not
-    /// reported for a `[runtime]` that merely failed to read).
-    fn assemble(self, source: SourceMap) -> (Config, Gaps) {
-        let mut placeholders = Vec::new();
-        let mut placeholder = |name: &'static str| placeholders.push(name);
-        let instance_id = self.instance_id.unwrap_or_else(|| {
-            placeholder("instance_id");
+    /// The configurations the checks run on. For the checks across values: what read as written, with
+    /// placeholders for the sections that did not (chosen so they raise nothing about others: a placeholder
+    /// runtime is enabled, so `embedded` targets are not reported for a `[runtime]` that did not read). For the
+    /// environment checks, which look at one value at a time: the same, but with the sections that read in
+    /// part, so a bad `max_connections` does not keep the admin token from being checked.
+    fn assemble(self, source: SourceMap) -> (Config, Config, Gaps) {
+        let mut cross: Vec<String> = Vec::new();
+        let mut environment: Vec<String> = Vec::new();
+        let placeholder = |cross: &mut Vec<String>, environment: &mut Vec<String>, name: &str| {
+            cross.push(name.to_owned());
+            environment.push(name.to_owned());
+        };
+        let instance_id = self.instance_id.complete().unwrap_or_else(|| {
+            placeholder(&mut cross, &mut environment, "instance_id");
             InstanceId::new("unread").expect("a valid placeholder instance id")
         });
-        let database = self.database.unwrap_or_else(|| {
-            placeholder("database");
+        let database = self.database.complete().unwrap_or_else(|| {
+            placeholder(&mut cross, &mut environment, "database");
             Spanned::new(0..0, PathBuf::new())
         });
-        let admin = self.admin.unwrap_or_else(|| {
-            placeholder("admin");
+        let admin_placeholder = || -> Admin {
             toml::from_str(r#"token = { env = "-" }"#).expect("a valid placeholder [admin]")
-        });
-        let runtime = match self.runtime {
-            Some(runtime) => runtime.unwrap_or_default(),
-            None => {
-                placeholder("runtime");
-                toml::from_str("enabled = true").expect("a valid placeholder [runtime]")
+        };
+        let runtime_placeholder = || -> Runtime {
+            toml::from_str("enabled = true").expect("a valid placeholder [runtime]")
+        };
+        let (admin, partial_admin) = match self.admin {
+            Reading::Complete(admin) => (admin.clone(), admin),
+            Reading::Partial(admin, taken_out) => {
+                cross.push("admin".to_owned());
+                environment.extend(taken_out);
+                (admin_placeholder(), admin)
+            }
+            Reading::Unread => {
+                placeholder(&mut cross, &mut environment, "admin");
+                (admin_placeholder(), admin_placeholder())
+            }
+        };
+        let (runtime, partial_runtime) = match self.runtime {
+            None => (Runtime::default(), Runtime::default()),
+            Some(Reading::Complete(runtime)) => (runtime.clone(), runtime),
+            Some(Reading::Partial(runtime, taken_out)) => {
+                cross.push("runtime".to_owned());
+                environment.extend(taken_out);
+                (runtime_placeholder(), runtime)
+            }
+            Some(Reading::Unread) => {
+                placeholder(&mut cross, &mut environment, "runtime");
+                (runtime_placeholder(), runtime_placeholder())
             }
         };
         let (channel_index, channels) = self.channels.into_iter().unzip();
@@ -514,24 +587,31 @@ impl Parts {
             triggers,
             source,
         };
+        let partial = Config {
+            admin: partial_admin,
+            runtime: partial_runtime,
+            ..config.clone()
+        };
         let gaps = Gaps {
-            placeholders,
+            cross,
+            environment,
             unread_channels: self.unread_channels,
             channel_index,
             trigger_index,
         };
-        (config, gaps)
+        (config, partial, gaps)
     }
 }
 
 impl Gaps {
-    /// The problems that are about what read, with channel and trigger indexes as in the file.
-    fn relevant(&self, config: &Config, problems: Vec<Problem>) -> Vec<Problem> {
+    /// The problems that are about what read (not under one of `hidden`), with channel and trigger indexes as in
+    /// the file.
+    fn relevant(&self, config: &Config, hidden: &[String], problems: Vec<Problem>) -> Vec<Problem> {
         problems
             .into_iter()
             .filter(|problem| {
-                !self.placeholders.iter().any(|section| {
-                    problem.field == *section || problem.field.starts_with(&format!("{section}."))
+                !hidden.iter().any(|field| {
+                    problem.field == *field || problem.field.starts_with(&format!("{field}."))
                 })
             })
             .filter(|problem| {
@@ -937,10 +1017,118 @@ url = "ftp://x/?token=supersecret-value"
         assert_eq!(found.len(), 5, "{shown:#?}");
     }
 
+    /// A file with only `[admin]` (given) around the required keys.
+    fn with_admin(admin: &str) -> String {
+        format!("instance_id = \"csi\"\ndatabase = \"state.db\"\n\n[admin]\n{admin}\n")
+    }
+
+    #[test]
+    fn remote_admin_access_needs_the_setting_and_tls() {
+        let token = "token = { env = \"CT_ADMIN_TOKEN\" }";
+        let found = problems(
+            &with_admin(&format!("listen = \"0.0.0.0:8650\"\n{token}")),
+            Environment::Skip,
+        );
+        assert_problems(
+            &found,
+            &[(
+                5,
+                10,
+                "admin.listen",
+                "0.0.0.0:8650 is not a loopback address",
+            )],
+        );
+        assert!(
+            found[0]
+                .message
+                .contains("`allow_remote = true` in [admin]")
+                && found[0].message.contains("`tls_certificate` and `tls_key`"),
+            "the message names the settings: {}",
+            found[0]
+        );
+
+        let found = problems(
+            &with_admin(&format!(
+                "listen = \"0.0.0.0:8650\"\nallow_remote = true\n{token}"
+            )),
+            Environment::Skip,
+        );
+        assert_problems(
+            &found,
+            &[(
+                6,
+                16,
+                "admin.allow_remote",
+                "needs `tls_certificate` and `tls_key`",
+            )],
+        );
+
+        let found = problems(
+            &with_admin(&format!("{token}\ntls_certificate = \"cert.pem\"")),
+            Environment::Skip,
+        );
+        assert_problems(
+            &found,
+            &[(6, 19, "admin.tls_key", "`tls_certificate` needs `tls_key`")],
+        );
+
+        let found = problems(
+            &with_admin(&format!(
+                "{token}\nmax_connections = 0\nheader_read_timeout = \"10ms\"\nidle_timeout = \"2h\""
+            )),
+            Environment::Skip,
+        );
+        assert_problems(
+            &found,
+            &[
+                (
+                    6,
+                    19,
+                    "admin.max_connections",
+                    "expected 1 to 16384 connections, found 0",
+                ),
+                (
+                    7,
+                    23,
+                    "admin.header_read_timeout",
+                    "expected 100ms to 3600s, found 10ms",
+                ),
+                (
+                    8,
+                    16,
+                    "admin.idle_timeout",
+                    "expected 100ms to 3600s, found 7200s",
+                ),
+            ],
+        );
+
+        // With TLS the file itself is fine; the files are the environment's business, located at their key.
+        let remote = with_admin(&format!(
+            "listen = \"0.0.0.0:8650\"\nallow_remote = true\ntls_certificate = \"tls/cert.pem\"\n\
+             tls_key = \"tls/key.pem\"\n{token}"
+        ));
+        let config =
+            Config::parse(&remote, Path::new(FILE)).expect("remote access with TLS is accepted");
+        let (certificate, key) = config.admin.tls().expect("TLS is on");
+        assert_eq!(certificate.get_ref(), Path::new("/etc/ct/tls/cert.pem"));
+        assert_eq!(key.get_ref(), Path::new("/etc/ct/tls/key.pem"));
+        let found = problems(&remote, Environment::Check);
+        assert!(
+            found.iter().any(|problem| problem.line == 7
+                && problem.column == 19
+                && problem.field == "admin.tls_certificate"
+                && problem
+                    .message
+                    .starts_with("cannot read /etc/ct/tls/cert.pem")),
+            "{found:#?}"
+        );
+    }
+
     #[test]
     fn renumbering_maps_indexes_and_leaves_other_text_alone() {
         let gaps = Gaps {
-            placeholders: Vec::new(),
+            cross: Vec::new(),
+            environment: Vec::new(),
             unread_channels: Vec::new(),
             channel_index: vec![0, 1],
             trigger_index: vec![1, 3, 10],

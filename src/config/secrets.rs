@@ -157,7 +157,7 @@ pub fn redact_url_text(text: &str) -> String {
         out.push_str(&pairs.join("&"));
     }
     if !fragment.is_empty() {
-        out.push_str("#");
+        out.push('#');
         out.push_str(REDACTED);
     }
     out
@@ -228,5 +228,70 @@ impl Scrubber {
             }
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> reqwest::Url {
+        reqwest::Url::parse(text).expect("a valid URL")
+    }
+
+    #[test]
+    fn urls_are_shown_without_query_values_or_userinfo() {
+        assert_eq!(
+            redact_url(&url("https://hooks.example.com/x?key=secret&sig=abc%2Fdef")),
+            "https://hooks.example.com/x?key=***&sig=***"
+        );
+        assert_eq!(
+            redact_url(&url(
+                "https://ops:pa55@hooks.example.com:8443/x/y?flag#frag"
+            )),
+            "https://***@hooks.example.com:8443/x/y?***#***"
+        );
+        assert_eq!(
+            redact_url(&url("http://127.0.0.1:9/hook")),
+            "http://127.0.0.1:9/hook",
+            "nothing to hide"
+        );
+        assert_eq!(redact_url_text("not a url"), "not a url");
+        assert_eq!(
+            redact_url_text("ftp://u:p@x/a?token=t0k&&b="),
+            "ftp://***@x/a?token=***&&b=***"
+        );
+        assert_eq!(
+            redact_url_text("//user@host?x=1"),
+            "//***@host?x=***",
+            "a relative URL still loses its secrets"
+        );
+        assert_eq!(
+            redact_url_text("host/path@v2?q=1"),
+            "host/path@v2?q=***",
+            "an @ in the path is not userinfo"
+        );
+    }
+
+    #[test]
+    fn a_scrubber_wipes_every_form_of_a_urls_secrets() {
+        let scrubber = Scrubber::for_url(&url(
+            "https://admin:pa55word@h.example/x?key=s3cret%2Bvalue&src=ct&n=1",
+        ));
+        let echoed = "404: no route for /x?key=s3cret%2Bvalue (key s3cret+value), user admin, pa55word; src ct n 1";
+        assert_eq!(
+            scrubber.scrub(echoed),
+            "404: no route for /x?key=*** (key ***), user ***, ***; src ct n 1",
+            "short values stay: wiping them would mangle the text"
+        );
+        let mut scrubber = Scrubber::default();
+        scrubber.add("abc");
+        scrubber.add("abcdef");
+        assert_eq!(
+            scrubber.scrub("xabcdefx abc"),
+            "x***x ***",
+            "the longer secret first"
+        );
+        assert_eq!(format!("{scrubber:?}"), "Scrubber(2 secrets)");
     }
 }

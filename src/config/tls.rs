@@ -240,3 +240,118 @@ impl super::Config {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peersim::pki::TestCa;
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            Files {
+                dir: tempfile::tempdir().expect("a temporary folder"),
+            }
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).expect("write a test file");
+            path
+        }
+    }
+
+    fn issued() -> (TestCa, crate::peersim::pki::IssuedCertificate) {
+        crate::install_crypto_provider();
+        let ca = TestCa::new("admin test CA", "chaintrigger").expect("a CA");
+        let leaf = ca
+            .issue("admin", &["127.0.0.1", "localhost"])
+            .expect("a certificate");
+        (ca, leaf)
+    }
+
+    #[test]
+    fn a_certificate_chain_and_its_key_give_an_http1_server_configuration() {
+        let (ca, leaf) = issued();
+        let files = Files::new();
+        let chain = files.write("chain.pem", &format!("{}{}", leaf.cert_pem, ca.cert_pem()));
+        let key = files.write("key.pem", &leaf.key_pem);
+        let config = server_config(&chain, &key, SystemTime::now()).expect("served");
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn each_bad_file_is_named_with_what_was_expected() {
+        let (_, leaf) = issued();
+        let (_, other) = issued();
+        let files = Files::new();
+        let cert = files.write("cert.pem", &leaf.cert_pem);
+        let key = files.write("key.pem", &leaf.key_pem);
+        let now = SystemTime::now();
+
+        let error = server_config(&files.dir.path().join("nope.pem"), &key, now).unwrap_err();
+        assert_eq!(error.file(), TlsFile::Certificate);
+        assert!(error.to_string().starts_with("cannot read "), "{error}");
+
+        let empty = files.write("empty.pem", "\n");
+        let error = server_config(&empty, &key, now).unwrap_err();
+        assert!(error.to_string().contains("found an empty file"), "{error}");
+
+        let error = server_config(&key, &key, now).unwrap_err();
+        assert_eq!(error.file(), TlsFile::Certificate);
+        assert!(
+            error
+                .to_string()
+                .contains("found PEM blocks of other kinds"),
+            "{error}"
+        );
+
+        let error = server_config(&cert, &cert, now).unwrap_err();
+        assert_eq!(error.file(), TlsFile::Key);
+        assert!(
+            error.to_string().contains("expected a PEM private key")
+                && error.to_string().contains("cert.pem"),
+            "{error}"
+        );
+
+        let garbage = files.write(
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        );
+        let error = server_config(&garbage, &key, now).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("certificate #1 is not a valid X.509 certificate"),
+            "{error}"
+        );
+
+        let other_key = files.write("other-key.pem", &other.key_pem);
+        let error = server_config(&cert, &other_key, now).unwrap_err();
+        assert_eq!(error.file(), TlsFile::Key);
+        assert!(
+            error
+                .to_string()
+                .contains("this key cannot serve the certificate in"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_outside_its_validity_is_refused() {
+        let (_, leaf) = issued();
+        let files = Files::new();
+        let cert = files.write("cert.pem", &leaf.cert_pem);
+        let key = files.write("key.pem", &leaf.key_pem);
+        // rcgen's certificates are valid from 1975: 1970 is before that.
+        let error = server_config(&cert, &key, SystemTime::UNIX_EPOCH).unwrap_err();
+        assert_eq!(error.file(), TlsFile::Certificate);
+        assert!(
+            error.to_string().contains("is not valid now (valid from"),
+            "{error}"
+        );
+    }
+}
