@@ -13,9 +13,9 @@
 //! - HTTP/1.1 only (ALPN offers `http/1.1`), request heads at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`]
 //!   headers; bodies are limited by the routes ([`super::api::MAX_BODY_BYTES`]).
 //!
-//! The bookkeeping ([`Table`]) is a pure structure: which connection to admit, to evict, to expire.
+//! The bookkeeping ([`ConnectionTable`]) is a pure structure: which connection to admit, to evict, to expire.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,7 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// One open connection as the [`Table`] sees it.
+/// One open connection as the [`ConnectionTable`] sees it.
 #[derive(Debug)]
 struct Slot {
     /// Requests being handled on it (0 or 1 with HTTP/1.1).
@@ -98,13 +98,16 @@ struct Slot {
     close: CancellationToken,
 }
 
-/// What [`Table::admit`] decided for a new connection.
+/// What [`ConnectionTable::admit`] decided for a new connection.
 #[derive(Debug)]
-pub(crate) enum Admission {
-    /// Serve it under this id; `evicted` is the connection closed to make room, if any.
+pub enum Admission {
+    /// Serve it.
     Admitted {
+        /// The connection's id in the table, for [`ConnectionTable::begin`], `end` and `remove`.
         id: u64,
+        /// Cancelled when the table evicts or expires the connection: its task then closes it.
         close: CancellationToken,
+        /// The connection closed to make room, if any: the caller cancels it.
         evicted: Option<CancellationToken>,
     },
     /// Every open connection is handling a request: close the new one.
@@ -112,43 +115,49 @@ pub(crate) enum Admission {
 }
 
 /// The open connections: who is idle since when. Pure bookkeeping, no I/O.
+///
+/// Idle connections are also kept ordered by the time they became idle, so finding the one idle the longest (at
+/// every admission into a full table, under a flood) and the ones past the idle timeout costs a logarithm, not a
+/// scan of every connection.
 #[derive(Debug)]
-pub(crate) struct Table {
+pub struct ConnectionTable {
     /// The cap.
     max: usize,
     /// The next connection's id.
     next_id: u64,
     /// Open connections by id.
-    slots: BTreeMap<u64, Slot>,
+    slots: HashMap<u64, Slot>,
+    /// The idle connections (no request in flight) as `(idle since, id)`, oldest first.
+    idle: BTreeSet<(Instant, u64)>,
 }
 
-impl Table {
-    pub(crate) fn new(max: usize) -> Self {
-        Table {
+impl ConnectionTable {
+    /// An empty table admitting at most `max` connections (at least 1).
+    pub fn new(max: usize) -> Self {
+        ConnectionTable {
             max: max.max(1),
             next_id: 0,
-            slots: BTreeMap::new(),
+            slots: HashMap::new(),
+            idle: BTreeSet::new(),
         }
     }
 
     /// Open connections.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// Admits a new connection at `now`, evicting the connection idle the longest when the table is full.
-    pub(crate) fn admit(&mut self, now: Instant) -> Admission {
+    pub fn admit(&mut self, now: Instant) -> Admission {
         let mut evicted = None;
         if self.slots.len() >= self.max {
-            let oldest_idle = self
-                .slots
-                .iter()
-                .filter(|(_, slot)| slot.in_flight == 0)
-                .min_by_key(|(id, slot)| (slot.idle_since, **id))
-                .map(|(id, _)| *id);
-            match oldest_idle.and_then(|id| self.slots.remove(&id)) {
-                Some(slot) => evicted = Some(slot.close),
+            match self.idle.pop_first() {
+                Some((_, id)) => evicted = self.slots.remove(&id).map(|slot| slot.close),
                 None => return Admission::Refused,
             }
         }
@@ -163,31 +172,45 @@ impl Table {
                 close: close.clone(),
             },
         );
+        self.idle.insert((now, id));
         Admission::Admitted { id, close, evicted }
     }
 
     /// A request started on connection `id`.
-    pub(crate) fn begin(&mut self, id: u64) {
+    pub fn begin(&mut self, id: u64) {
         if let Some(slot) = self.slots.get_mut(&id) {
+            if slot.in_flight == 0 {
+                self.idle.remove(&(slot.idle_since, id));
+            }
             slot.in_flight += 1;
         }
     }
 
     /// A request on connection `id` finished at `now`.
-    pub(crate) fn end(&mut self, id: u64, now: Instant) {
-        if let Some(slot) = self.slots.get_mut(&id) {
-            slot.in_flight = slot.in_flight.saturating_sub(1);
-            slot.idle_since = now;
+    pub fn end(&mut self, id: u64, now: Instant) {
+        if let Some(slot) = self.slots.get_mut(&id)
+            && slot.in_flight > 0
+        {
+            slot.in_flight -= 1;
+            if slot.in_flight == 0 {
+                slot.idle_since = now;
+                self.idle.insert((now, id));
+            }
         }
     }
 
     /// Connection `id` is gone.
-    pub(crate) fn remove(&mut self, id: u64) {
-        self.slots.remove(&id);
+    pub fn remove(&mut self, id: u64) {
+        if let Some(slot) = self.slots.remove(&id)
+            && slot.in_flight == 0
+        {
+            self.idle.remove(&(slot.idle_since, id));
+        }
     }
 
     /// Removes every connection and returns their close tokens (the daemon stops).
-    pub(crate) fn close_all(&mut self) -> Vec<CancellationToken> {
+    pub fn close_all(&mut self) -> Vec<CancellationToken> {
+        self.idle.clear();
         std::mem::take(&mut self.slots)
             .into_values()
             .map(|slot| slot.close)
@@ -195,34 +218,27 @@ impl Table {
     }
 
     /// Removes the connections idle for at least `idle_timeout` at `now` and returns their close tokens.
-    pub(crate) fn expire(
-        &mut self,
-        now: Instant,
-        idle_timeout: Duration,
-    ) -> Vec<CancellationToken> {
-        let expired: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| {
-                slot.in_flight == 0
-                    && now.saturating_duration_since(slot.idle_since) >= idle_timeout
-            })
-            .map(|(id, _)| *id)
-            .collect();
+    pub fn expire(&mut self, now: Instant, idle_timeout: Duration) -> Vec<CancellationToken> {
+        let mut expired = Vec::new();
+        while let Some(&(since, id)) = self.idle.first() {
+            if now.saturating_duration_since(since) < idle_timeout {
+                break;
+            }
+            self.idle.pop_first();
+            if let Some(slot) = self.slots.remove(&id) {
+                expired.push(slot.close);
+            }
+        }
         expired
-            .into_iter()
-            .filter_map(|id| self.slots.remove(&id))
-            .map(|slot| slot.close)
-            .collect()
     }
 }
 
 /// The table shared by the accept loop, the connections and the idle sweeper.
 #[derive(Debug, Clone)]
-struct Connections(Arc<Mutex<Table>>);
+struct Connections(Arc<Mutex<ConnectionTable>>);
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnectionTable> {
         // The table holds no invariant a panic could break half-way: keep serving.
         self.0
             .lock()
@@ -309,7 +325,9 @@ pub(crate) async fn serve(
 ) {
     let limits = options.limits;
     raise_descriptor_limit(limits.max_connections);
-    let connections = Connections(Arc::new(Mutex::new(Table::new(limits.max_connections))));
+    let connections = Connections(Arc::new(Mutex::new(ConnectionTable::new(
+        limits.max_connections,
+    ))));
     let acceptor = options.tls.map(TlsAcceptor::from);
     let tracker = TaskTracker::new();
     tracker.spawn(sweep_idle(
@@ -561,7 +579,7 @@ mod tests {
 
     #[test]
     fn below_the_cap_every_connection_is_admitted() {
-        let mut table = Table::new(3);
+        let mut table = ConnectionTable::new(3);
         let now = Instant::now();
         for expected in 0..3 {
             let (id, evicted) = admitted(table.admit(now));
@@ -573,7 +591,7 @@ mod tests {
 
     #[test]
     fn at_the_cap_the_connection_idle_the_longest_makes_room() {
-        let mut table = Table::new(2);
+        let mut table = ConnectionTable::new(2);
         let start = Instant::now();
         let (first, _) = admitted(table.admit(start));
         let (second, _) = admitted(table.admit(start + Duration::from_secs(1)));
@@ -598,7 +616,7 @@ mod tests {
 
     #[test]
     fn connections_handling_a_request_are_never_evicted() {
-        let mut table = Table::new(2);
+        let mut table = ConnectionTable::new(2);
         let now = Instant::now();
         let (a, _) = admitted(table.admit(now));
         let (b, _) = admitted(table.admit(now));
@@ -612,29 +630,51 @@ mod tests {
 
     #[test]
     fn idle_connections_expire_and_busy_ones_do_not() {
-        let mut table = Table::new(10);
+        let mut table = ConnectionTable::new(10);
         let start = Instant::now();
-        let (idle, _) = admitted(table.admit(start));
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let (_idle, _) = admitted(table.admit(start));
         let (busy, _) = admitted(table.admit(start));
-        let (recent, _) = admitted(table.admit(start + Duration::from_secs(50)));
+        let (_recent, _) = admitted(table.admit(at(50)));
         table.begin(busy);
-        let expired = table.expire(start + Duration::from_secs(60), Duration::from_secs(60));
-        assert_eq!(expired.len(), 1);
-        assert_eq!(table.len(), 2);
-        table.remove(idle);
         assert_eq!(
-            table.len(),
-            2,
-            "the expired connection was removed by expire"
+            table.expire(at(60), Duration::from_secs(60)).len(),
+            1,
+            "only `idle`"
         );
-        table.end(busy, start + Duration::from_secs(61));
+        assert_eq!(table.len(), 2);
+        table.end(busy, at(61));
+        assert_eq!(
+            table.expire(at(111), Duration::from_secs(60)).len(),
+            1,
+            "`recent` (idle 61 s); `busy` has been idle for 50 s only"
+        );
+        assert_eq!(
+            table.expire(at(121), Duration::from_secs(60)).len(),
+            1,
+            "now `busy`"
+        );
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_leaves_no_trace() {
+        let mut table = ConnectionTable::new(2);
+        let now = Instant::now();
+        let (a, _) = admitted(table.admit(now));
+        let (b, _) = admitted(table.admit(now));
+        table.begin(b);
+        table.remove(a);
+        table.remove(b);
+        assert!(table.is_empty());
+        // Nothing idle is left to evict or expire: a stale entry would evict a connection that is gone.
         assert!(
             table
-                .expire(start + Duration::from_secs(100), Duration::from_secs(60))
-                .len()
-                == 1,
-            "only `recent` expired: `busy` was idle from 61 s"
+                .expire(now + Duration::from_secs(3600), Duration::ZERO)
+                .is_empty()
         );
-        let _ = recent;
+        let (_, evicted) = admitted(table.admit(now));
+        assert!(evicted.is_none());
+        assert_eq!(table.close_all().len(), 1);
     }
 }

@@ -10,9 +10,14 @@
 //!    key that was taken out is reported missing (not reported: its own problem already is). serde visits keys in
 //!    order and reports missing keys last, so this finds every bad key of the value;
 //! 3. the checks across values (`validate`) on the parts that read, without the consequences of shape problems
-//!    (a trigger whose channel did not read is not "on an unknown channel");
-//! 4. the environment (`environment`), when asked, on the same parts.
+//!    (a trigger whose channel did not read is not "on an unknown channel"); a section that did not read, or read
+//!    only in part, is replaced by a placeholder that raises nothing about the others;
+//! 4. the environment (`environment`), when asked, on the same parts, except that a section that read in part is
+//!    checked with the values that read: files and secrets are checked one value at a time.
+//!
+//! Channel and trigger indexes in messages are always those of the file, whichever entries did not read.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -88,9 +93,23 @@ pub(super) struct SourceMap {
     pub(super) file: PathBuf,
     /// Its text, to turn byte offsets into lines and columns.
     pub(super) text: Arc<str>,
+    /// The byte offset where each line starts, so locating a problem does not scan the text before it (a file
+    /// with thousands of problems would otherwise take quadratic time).
+    line_starts: Arc<[usize]>,
 }
 
 impl SourceMap {
+    fn new(file: &Path, text: &str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        SourceMap {
+            file: file.to_owned(),
+            text: Arc::from(text),
+            line_starts,
+        }
+    }
+
     pub(super) fn problem(
         &self,
         span: Option<Range<usize>>,
@@ -104,10 +123,12 @@ impl SourceMap {
                 while !self.text.is_char_boundary(at) {
                     at -= 1;
                 }
-                let before = &self.text[..at];
-                let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                (line, column)
+                let line = self
+                    .line_starts
+                    .partition_point(|start| *start <= at)
+                    .max(1);
+                let start = self.line_starts.get(line - 1).copied().unwrap_or(0).min(at);
+                (line, self.text[start..at].chars().count() + 1)
             }
             None => (0, 0),
         };
@@ -142,10 +163,7 @@ impl Config {
     /// Every problem of `text` (and of its environment when asked): syntax, then shape (types, unknown and
     /// missing keys), then cross-value checks on the parts that read, then the environment.
     fn check(text: &str, path: &Path, environment: Environment) -> Result<Config, ConfigError> {
-        let source = SourceMap {
-            file: path.to_owned(),
-            text: Arc::from(text),
-        };
+        let source = SourceMap::new(path, text);
         let (root, syntax) = DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
             // A document that does not parse cannot be read reliably: whatever else it says would be guesswork.
@@ -607,19 +625,25 @@ impl Gaps {
     /// The problems that are about what read (not under one of `hidden`), with channel and trigger indexes as in
     /// the file.
     fn relevant(&self, config: &Config, hidden: &[String], problems: Vec<Problem>) -> Vec<Problem> {
+        let maybe_declared: HashSet<String> = config
+            .triggers
+            .iter()
+            .enumerate()
+            .filter(|(_, trigger)| self.may_declare(trigger.channel.get_ref()))
+            .map(|(index, _)| format!("triggers[{index}].channel"))
+            .collect();
         problems
             .into_iter()
             .filter(|problem| {
                 !hidden.iter().any(|field| {
-                    problem.field == *field || problem.field.starts_with(&format!("{field}."))
+                    problem.field == *field
+                        || problem
+                            .field
+                            .strip_prefix(field.as_str())
+                            .is_some_and(|rest| rest.starts_with('.'))
                 })
             })
-            .filter(|problem| {
-                !config.triggers.iter().enumerate().any(|(index, trigger)| {
-                    problem.field == format!("triggers[{index}].channel")
-                        && self.may_declare(trigger.channel.get_ref())
-                })
-            })
+            .filter(|problem| !maybe_declared.contains(&problem.field))
             .map(|mut problem| {
                 problem.field = self.renumber(&problem.field);
                 problem.message = self.renumber(&problem.message);

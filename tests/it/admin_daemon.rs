@@ -10,8 +10,25 @@ use serde_json::Value;
 
 use crate::admin_limits::{TlsFiles, idle_connections, raise_fd_limit, wait_closed};
 use crate::support::daemon::{
-    ADMIN_TOKEN, Daemon, DaemonFiles, Network, PATIENCE, TriggerSpec, cli, eventually, toml_str,
+    ADMIN_TOKEN, Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, cli, eventually,
+    toml_str,
 };
+
+/// A simulated peer, a receiver, and the files of a daemon with one trigger, `blocks`, pushing every block to it.
+async fn one_trigger() -> (Network, Receiver, DaemonFiles) {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    files.write_config(
+        &network,
+        &[TriggerSpec::new(
+            "blocks",
+            "Block",
+            receiver.target_toml("blocks"),
+        )],
+    );
+    (network, receiver, files)
+}
 
 /// Starts `chaintrigger serve` on the files' configuration with `RUST_LOG=rust_log`, its stderr appended to the
 /// files' log, and at most `max_files` open files (soft and hard) when given.
@@ -113,17 +130,7 @@ async fn call(
 
 #[tokio::test]
 async fn start_blocks_beyond_the_store_or_the_chain_head_are_refused_through_http_and_the_cli() {
-    let network = Network::start(None).await;
-    let receiver = crate::support::daemon::Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config(
-        &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
+    let (network, _receiver, files) = one_trigger().await;
     let daemon = Daemon::start(&files).await;
     let height = network.height();
     let before = daemon.admin.wait_position("blocks", height).await;
@@ -396,17 +403,7 @@ async fn secrets_in_target_urls_appear_nowhere() {
 #[tokio::test]
 async fn two_thousand_idle_connections_leave_the_daemon_answering_and_delivering() {
     raise_fd_limit(8_192);
-    let network = Network::start(None).await;
-    let receiver = crate::support::daemon::Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config(
-        &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
+    let (network, _receiver, files) = one_trigger().await;
     let text = with_admin(
         &files,
         &format!(
@@ -467,18 +464,8 @@ async fn two_thousand_idle_connections_leave_the_daemon_answering_and_delivering
 
 #[tokio::test]
 async fn remote_access_is_served_over_tls_only() {
-    let network = Network::start(None).await;
-    let receiver = crate::support::daemon::Receiver::start().await;
-    let files = DaemonFiles::new();
+    let (_network, _receiver, files) = one_trigger().await;
     let tls = TlsFiles::new();
-    files.write_config(
-        &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
     let port = files.admin_port;
     let listen = format!("listen = \"127.0.0.1:{port}\"");
     let base = std::fs::read_to_string(files.config_path()).expect("read the configuration");
@@ -618,17 +605,7 @@ async fn remote_access_is_served_over_tls_only() {
 
 #[tokio::test]
 async fn reload_start_and_check_config_refuse_with_the_same_full_list() {
-    let network = Network::start(None).await;
-    let receiver = crate::support::daemon::Receiver::start().await;
-    let files = DaemonFiles::new();
-    files.write_config(
-        &network,
-        &[TriggerSpec::new(
-            "blocks",
-            "Block",
-            receiver.target_toml("blocks"),
-        )],
-    );
+    let (network, _receiver, files) = one_trigger().await;
     let daemon = Daemon::start(&files).await;
     daemon.admin.wait_position("blocks", network.height()).await;
 
