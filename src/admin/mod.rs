@@ -22,7 +22,7 @@
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with 400, 401, 404, 405, 409, 413, 422, 500
-//! or 503.
+//! or 503; a request head over the limits of [`server`] gets a bare 431 from the HTTP layer.
 
 pub mod api;
 pub mod auth;

@@ -421,6 +421,13 @@ impl Reader {
                 None => return Reading::Unread,
             }
         }
+        self.problems.push(self.source.problem(
+            Some(value.span()),
+            field,
+            format!(
+                "{MAX_PROBLEMS_PER_ELEMENT} problems reported here; the rest of this entry is not checked"
+            ),
+        ));
         Reading::Unread
     }
 }
@@ -1020,6 +1027,49 @@ url = "ftp://x/?token=supersecret-value"
         );
         assert_eq!(found[0].line, 2, "{found:#?}");
         assert!(found.iter().any(|problem| problem.line == 5), "{found:#?}");
+    }
+
+    #[test]
+    fn an_entry_full_of_problems_is_reported_up_to_a_limit() {
+        let keys: String = (0..100)
+            .map(|index| format!("junk{index:03} = 1\n"))
+            .collect();
+        let text = MANY.replace(
+            "name = \"typo-channel\"\n",
+            &format!("name = \"typo-channel\"\n{keys}"),
+        );
+        let found = problems(&text, Environment::Skip);
+        let junk = found
+            .iter()
+            .filter(|problem| problem.field.starts_with("triggers[2].junk"))
+            .count();
+        assert_eq!(junk, MAX_PROBLEMS_PER_ELEMENT, "{found:#?}");
+        assert!(
+            found.iter().any(|problem| problem.field == "triggers[2]"
+                && problem
+                    .message
+                    .contains("the rest of this entry is not checked")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|problem| problem.field == "triggers[1].filter"),
+            "the other entries are still checked: {found:#?}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_located_syntax_error() {
+        let depth = 100_000;
+        let text = format!(
+            "instance_id = \"a\"\nx = {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let found = problems(&text, Environment::Skip);
+        assert!(found.iter().all(|problem| problem.line == 2), "{found:#?}");
+        assert!(found[0].message.contains("recursion"), "{found:#?}");
     }
 
     #[test]
