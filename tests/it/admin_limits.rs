@@ -41,12 +41,19 @@ pub fn raise_fd_limit(wanted: libc::rlim_t) {
     }
 }
 
-/// Opens `count` TCP connections to `address` that send nothing.
+/// Opens `count` TCP connections to `address` that send nothing. They come from 127.0.0.2, so the thousands of
+/// local ports they take are never ports that other tests picked for their servers on 127.0.0.1.
 pub async fn idle_connections(address: &str, count: usize) -> Vec<TcpStream> {
+    let address: std::net::SocketAddr = address.parse().expect("an IP address and port");
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("an address"))
+            .expect("bind a second loopback address");
         streams.push(
-            TcpStream::connect(address)
+            socket
+                .connect(address)
                 .await
                 .expect("the kernel accepts the connection"),
         );
