@@ -151,7 +151,7 @@ async fn two_thousand_idle_connections_do_not_lock_clients_out() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("contracts"));
     // The server keeps at most its cap open: it closed the rest, idle the longest first.
-    let evicted = wait_closed(&flood, flood.len() - cap, Duration::from_secs(5)).await;
+    let evicted = wait_closed(&flood, flood.len() - cap, Duration::from_secs(15)).await;
     assert!(
         evicted >= flood.len() - cap,
         "only {evicted} of {} idle connections were closed with a cap of {cap}",
@@ -185,7 +185,7 @@ async fn clients_that_do_not_send_their_headers_in_time_are_closed() {
     let started = Instant::now();
     let mut closed_at = None;
     // A byte every 50 ms keeps the connection busy, but its headers never complete.
-    for _ in 0..60 {
+    for _ in 0..200 {
         if trickling.write_all(b"X").await.is_err() {
             closed_at = Some(started.elapsed());
             break;
@@ -201,11 +201,11 @@ async fn clients_that_do_not_send_their_headers_in_time_are_closed() {
     }
     let closed_at = closed_at.expect("the trickling client was cut off");
     assert!(
-        closed_at >= Duration::from_millis(300) && closed_at < Duration::from_secs(2),
+        closed_at >= Duration::from_millis(300) && closed_at < Duration::from_secs(8),
         "cut off after {closed_at:?}"
     );
     assert_eq!(
-        wait_closed(&silent, 3, Duration::from_secs(2)).await,
+        wait_closed(&silent, 3, Duration::from_secs(10)).await,
         3,
         "silent connections are closed too"
     );
@@ -242,8 +242,8 @@ async fn connections_with_no_request_are_closed_after_the_idle_timeout() {
     let mut partial = TcpStream::connect(&address).await.unwrap();
     partial.write_all(b"GET /healthz HT").await.unwrap();
     let partial = vec![partial];
-    assert_eq!(wait_closed(&idle, 5, Duration::from_secs(3)).await, 5);
-    assert_eq!(wait_closed(&partial, 1, Duration::from_secs(3)).await, 1);
+    assert_eq!(wait_closed(&idle, 5, Duration::from_secs(10)).await, 5);
+    assert_eq!(wait_closed(&partial, 1, Duration::from_secs(10)).await, 1);
     still_answers(&client(), &server.url).await;
     server.stop().await;
 }
