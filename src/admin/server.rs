@@ -8,8 +8,10 @@
 //! - A client has [`Limits::header_read_timeout`] to complete the TLS handshake and send a request's headers,
 //!   counted from the moment the connection is ready for a request (accepted, or the previous answer sent): a
 //!   connection that sends nothing, or trickles its headers, is closed.
-//! - A connection with no request being handled for [`Limits::idle_timeout`] is closed, whatever it is doing.
-//! - A request is never cut short by these limits once its handler runs: re-pushing dead letters can take minutes.
+//! - A connection with no request being handled for [`Limits::idle_timeout`] is closed, whatever it is doing; a
+//!   request body from which nothing arrives for that long while a handler waits for it fails the request (400).
+//! - A request is otherwise never cut short by these limits once its handler runs: re-pushing dead letters can
+//!   take minutes.
 //! - HTTP/1.1 only (ALPN offers `http/1.1`), request heads at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`]
 //!   headers; bodies are limited by the routes ([`super::api::MAX_BODY_BYTES`]).
 //!
@@ -17,8 +19,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -474,8 +479,9 @@ impl Connection {
         } = self;
         let connections = registered.connections.clone();
         let id = registered.id;
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let in_flight = InFlight::start(&connections, id);
+            let mut request = request.map(|body| StallLimitedBody::new(body, limits.idle_timeout));
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut router = router.clone();
             async move {
@@ -509,6 +515,66 @@ impl Connection {
             }
         }
         drop(registered);
+    }
+}
+
+/// Why a request body failed: the client stopped sending it.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing more of the request body for {} ms", .0.as_millis())]
+struct BodyStalled(Duration);
+
+/// A request body that fails when nothing of it arrives for `limit` while a handler waits for it: a connection
+/// whose request is being handled is not idle, so this is what bounds a client that stops mid-body.
+struct StallLimitedBody {
+    inner: Incoming,
+    limit: Duration,
+    /// Armed while the handler waits for the next frame.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallLimitedBody {
+    fn new(inner: Incoming, limit: Duration) -> Self {
+        StallLimitedBody {
+            inner,
+            limit,
+            deadline: None,
+        }
+    }
+}
+
+impl http_body::Body for StallLimitedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.deadline = None;
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let limit = this.limit;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(limit))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -419,3 +419,54 @@ async fn over_tls_the_server_is_verified_and_idle_handshakes_time_out() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_fails_after_the_idle_timeout() {
+    let server = AdminServer::start_with(ServeOptions {
+        limits: Limits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_millis(500),
+        },
+        tls: None,
+    })
+    .await;
+    let mut stalled = TcpStream::connect(address(&server.url)).await.unwrap();
+    // The headers arrive (so a handler runs), then 5 of the 100 body bytes announced, then nothing.
+    stalled
+        .write_all(
+            format!(
+                "POST /v1/triggers/any/enable HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"fro"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stalled.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stalled request was never answered");
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("sent nothing more of the request body"),
+        "{answer}"
+    );
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    still_answers(&client(), &server.url).await;
+    server.stop().await;
+}
