@@ -88,13 +88,12 @@ pub struct App {
 }
 
 /// Reads a configuration file and checks it and its environment (files, secrets); the error lists every
-/// problem with its file, line and field.
+/// problem with its file, line and field, as `check-config` does.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let config = Config::load(path)?;
+    let config = Config::load_with_environment(path)?;
     if let Some(format) = config.log_format {
         crate::logging::apply_configured(format);
     }
-    config.check_environment()?;
     Ok(config)
 }
 
@@ -128,8 +127,20 @@ impl App {
         })?;
         let token = AdminToken::parse(token.expose())
             .with_context(|| format!("{}: admin.token", config.file().display()))?;
-        let admin_listener = admin::bind(config.admin.listen, false).await?;
+        let admin_tls = config.admin_tls_config()?;
+        // Remote access only with TLS in hand: the configuration refuses `allow_remote` without it, and this
+        // keeps a configuration built by other means from serving the token in clear.
+        let exposure = if *config.admin.allow_remote.get_ref() && admin_tls.is_some() {
+            admin::Exposure::Remote
+        } else {
+            admin::Exposure::LoopbackOnly
+        };
+        let admin_listener = admin::bind(*config.admin.listen.get_ref(), exposure).await?;
         let admin_addr = admin_listener.local_addr()?;
+        let admin_options = admin::ServeOptions {
+            limits: admin::Limits::from_config(&config.admin),
+            tls: admin_tls,
+        };
 
         let runtime_stop = CancellationToken::new();
         let (runtime, runtime_addr, runtime_task, embedded) = if config.runtime.enabled {
@@ -165,6 +176,7 @@ impl App {
             admin_listener,
             engine.clone(),
             token,
+            admin_options,
             shutdown.clone(),
         ));
         if options.reload_on_sighup {

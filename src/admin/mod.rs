@@ -3,7 +3,8 @@
 //!
 //! The engine answers through [`EngineControl`] ([`control`]); this module only speaks HTTP. Every route but
 //! `/healthz` requires `Authorization: Bearer <token>` ([`AdminToken`]), and the API listens on loopback
-//! unless the configuration explicitly allows otherwise ([`check_listen_address`]).
+//! unless the configuration sets up remote access (`allow_remote` with TLS; [`check_listen_address`]).
+//! [`server`] serves it with a connection cap, header-read and idle timeouts, and TLS when configured.
 //!
 //! | route | answer |
 //! |---|---|
@@ -21,13 +22,14 @@
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with 400, 401, 404, 405, 409, 413, 422, 500
-//! or 503.
+//! or 503; a request head over the limits of [`server`] gets a bare 431 from the HTTP layer.
 
 pub mod api;
 pub mod auth;
 pub mod control;
 mod engine;
 pub mod metrics;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ pub use control::{
     InvokeLatency, LastError, Position, ReloadReport, RepushResult, TriggerState, TriggerStatus,
 };
 pub use metrics::{HistogramSnapshot, LatencyHistogram};
+pub use server::{Limits, ServeOptions};
 
 /// The admin API's port when the configuration does not name one; the CLI's default `--admin` URL uses it.
 pub const DEFAULT_PORT: u16 = 8650;
@@ -49,13 +52,14 @@ pub const DEFAULT_PORT: u16 = 8650;
 /// The environment variable the daemon and the CLI read the admin token from by default.
 pub const DEFAULT_TOKEN_ENV: &str = "CHAINTRIGGER_ADMIN_TOKEN";
 
-/// Why the admin API could not start or stopped.
+/// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// The configured address is reachable from other machines and that was not explicitly allowed.
+    /// The configured address is reachable from other machines and remote access was not set up.
     #[error(
-        "the admin API would listen on {address}, which is not a loopback address; anyone who can reach it \
-         could try tokens. Listen on 127.0.0.1 or [::1], or allow non-loopback addresses explicitly in the configuration"
+        "the admin API would listen on {address}, which is not a loopback address, and the API can disable and \
+         delete triggers: listen on 127.0.0.1 or [::1], or serve other machines with `allow_remote = true` in [admin] \
+         together with `tls_certificate` and `tls_key`"
     )]
     NonLoopback {
         /// The refused address.
@@ -70,18 +74,21 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
-    /// Serving failed (the listener broke).
-    #[error("the admin API stopped serving: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
-/// Refuses a listen address that other machines can reach unless `allow_non_loopback` says the operator
-/// meant it (e.g. in a container, behind a network policy). The configuration calls this at load time.
-pub fn check_listen_address(
-    address: SocketAddr,
-    allow_non_loopback: bool,
-) -> Result<(), AdminError> {
-    if address.ip().is_loopback() || allow_non_loopback {
+/// Who may reach the API: loopback only, or other machines too (over TLS: the configuration refuses remote access
+/// without it, and the daemon passes [`Exposure::Remote`] only with a TLS configuration in hand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Only this machine: the listen address must be a loopback address.
+    LoopbackOnly,
+    /// `[admin] allow_remote = true` with TLS.
+    Remote,
+}
+
+/// Refuses a listen address that other machines can reach unless remote access was set up.
+pub fn check_listen_address(address: SocketAddr, exposure: Exposure) -> Result<(), AdminError> {
+    if address.ip().is_loopback() || exposure == Exposure::Remote {
         Ok(())
     } else {
         Err(AdminError::NonLoopback { address })
@@ -90,31 +97,32 @@ pub fn check_listen_address(
 
 /// Checks `address` with [`check_listen_address`] and binds it: what the daemon does at start, so a bad or
 /// busy address stops it with a message naming the address.
-pub async fn bind(
-    address: SocketAddr,
-    allow_non_loopback: bool,
-) -> Result<TcpListener, AdminError> {
-    check_listen_address(address, allow_non_loopback)?;
+pub async fn bind(address: SocketAddr, exposure: Exposure) -> Result<TcpListener, AdminError> {
+    check_listen_address(address, exposure)?;
     TcpListener::bind(address)
         .await
         .map_err(|source| AdminError::Bind { address, source })
 }
 
-/// Serves the admin API on `listener` until `shutdown` is cancelled, then finishes the requests in flight.
+/// Serves the admin API on `listener` until `shutdown` is cancelled, then finishes the requests in flight
+/// (within [`server::SHUTDOWN_GRACE`]). `options` bounds connections and time ([`server`]) and turns on TLS.
 pub async fn run<C: EngineControl>(
     listener: TcpListener,
     control: Arc<C>,
     token: AdminToken,
+    options: ServeOptions,
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "admin API listening");
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%address, %scheme, max_connections = options.limits.max_connections, "admin API listening");
     }
-    let app = router(control, token).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(AdminError::Serve)
+    server::serve(listener, router(control, token), options, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -125,15 +133,22 @@ mod tests {
     fn only_loopback_addresses_pass_without_explicit_permission() {
         for address in ["127.0.0.1:8650", "[::1]:8650", "127.1.2.3:0"] {
             assert!(
-                check_listen_address(address.parse().unwrap(), false).is_ok(),
+                check_listen_address(address.parse().unwrap(), Exposure::LoopbackOnly).is_ok(),
                 "{address}"
             );
         }
         for address in ["0.0.0.0:8650", "[::]:8650", "10.0.0.5:8650"] {
-            let error = check_listen_address(address.parse().unwrap(), false).unwrap_err();
+            let error =
+                check_listen_address(address.parse().unwrap(), Exposure::LoopbackOnly).unwrap_err();
             assert!(error.to_string().contains(address), "{error}");
             assert!(
-                check_listen_address(address.parse().unwrap(), true).is_ok(),
+                error
+                    .to_string()
+                    .contains("`allow_remote = true` in [admin]"),
+                "the message names the setting: {error}"
+            );
+            assert!(
+                check_listen_address(address.parse().unwrap(), Exposure::Remote).is_ok(),
                 "{address}"
             );
         }
@@ -141,11 +156,15 @@ mod tests {
 
     #[tokio::test]
     async fn bind_refuses_remote_addresses_and_names_a_busy_one() {
-        let error = bind("0.0.0.0:0".parse().unwrap(), false).await.unwrap_err();
+        let error = bind("0.0.0.0:0".parse().unwrap(), Exposure::LoopbackOnly)
+            .await
+            .unwrap_err();
         assert!(matches!(error, AdminError::NonLoopback { .. }), "{error}");
-        let taken = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+        let taken = bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
+            .await
+            .unwrap();
         let address = taken.local_addr().unwrap();
-        let error = bind(address, false).await.unwrap_err();
+        let error = bind(address, Exposure::LoopbackOnly).await.unwrap_err();
         assert!(matches!(error, AdminError::Bind { .. }), "{error}");
         assert!(error.to_string().contains(&address.to_string()), "{error}");
     }

@@ -1,16 +1,21 @@
 //! `chaintrigger check-config`: reads a configuration file the way `serve` does, prints what it would run, or
-//! every problem found (exit status 1).
+//! every problem found (exit status 1): syntax, then types and shapes, then checks across values, then the files
+//! and secrets it names (unless `--skip-environment`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::config::{Config, ConfigError, FcEndpoint, HttpAuth, HttpMethod, Target};
+use crate::config::{Config, ConfigError, FcEndpoint, HttpAuth, HttpMethod, Target, redact_url};
 
 /// Arguments of `chaintrigger check-config`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The configuration file to check.
-    pub file: PathBuf,
+    /// The configuration file to check (or give it with --config).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The configuration file to check, named as `serve` takes it.
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<PathBuf>,
     /// Check only the file itself: not that the files it names exist, nor that its secrets can be read
     /// (e.g. when checking on another machine than the daemon's).
     #[arg(long)]
@@ -18,12 +23,16 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let checked = Config::load(&args.file).and_then(|config| {
-        if !args.skip_environment {
-            config.check_environment()?;
-        }
-        Ok(config)
-    });
+    let Some(file) = args.file.or(args.config) else {
+        anyhow::bail!(
+            "name the configuration file: chaintrigger check-config FILE (or --config FILE)"
+        );
+    };
+    let checked = if args.skip_environment {
+        Config::load(&file)
+    } else {
+        Config::load_with_environment(&file)
+    };
     match checked {
         Ok(config) => {
             print!("{}", summary(&config, args.skip_environment));
@@ -37,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "{} problem{} in {}",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" },
-                args.file.display()
+                file.display()
             )
         }
         Err(error) => Err(error.into()),
@@ -59,11 +68,25 @@ pub fn summary(config: &Config, skipped_environment: bool) -> String {
     );
     let _ = writeln!(out, "instance id: {}", config.instance_id);
     let _ = writeln!(out, "database: {}", config.database.get_ref().display());
+    let admin = &config.admin;
     let _ = writeln!(
         out,
-        "admin API: {} (token from {})",
-        config.admin.listen,
-        config.admin.token.get_ref()
+        "admin API: {}://{} (token from {}){}; at most {} connections, {} to send a request, closed after {} idle",
+        if admin.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        admin.listen.get_ref(),
+        admin.token.get_ref(),
+        if *admin.allow_remote.get_ref() {
+            ", reachable from other machines"
+        } else {
+            ""
+        },
+        admin.max_connections.get_ref(),
+        admin.header_read_timeout.get_ref(),
+        admin.idle_timeout.get_ref(),
     );
     if config.runtime.enabled {
         let _ = writeln!(
@@ -97,7 +120,7 @@ pub fn summary(config: &Config, skipped_environment: bool) -> String {
             Target::FunctionCompute(fc) => {
                 let endpoint = match fc.endpoint.get_ref() {
                     FcEndpoint::Embedded => "embedded runtime".to_owned(),
-                    FcEndpoint::Url(url) => url.as_str().trim_end_matches('/').to_owned(),
+                    FcEndpoint::Url(url) => redact_url(url).trim_end_matches('/').to_owned(),
                 };
                 let qualifier = fc
                     .qualifier
@@ -121,7 +144,7 @@ pub fn summary(config: &Config, skipped_environment: bool) -> String {
                     HttpAuth::Basic { .. } => "basic auth",
                     HttpAuth::Bearer { .. } => "bearer token",
                 };
-                format!("HTTP {method} {} ({auth})", http.url)
+                format!("HTTP {method} {} ({auth})", redact_url(&http.url))
             }
         };
         let filter = match &trigger.filter {

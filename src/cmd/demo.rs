@@ -634,7 +634,10 @@ mod tests {
             config.database.get_ref(),
             &data.path().join("chaintrigger.db")
         );
-        assert_eq!(config.admin.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            *config.admin.listen.get_ref(),
+            "127.0.0.1:0".parse().unwrap()
+        );
         assert_eq!(config.runtime.listen, "127.0.0.1:0".parse().unwrap());
         assert!(
             config

@@ -1,7 +1,7 @@
 //! `chaintrigger triggers`: manage a running daemon's triggers over its admin API.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::admin::{
     ChannelStatus, DeadLetter, EnableFrom, ReloadReport, RepushResult, TriggerStatus,
 };
+use crate::config::{redact_url, redact_url_text};
+use crate::dispatch::{error_chain, find_rustls_error};
 
 /// The admin API URL when `--admin` is not given: the daemon's default (loopback, [`crate::admin::DEFAULT_PORT`]).
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8650";
@@ -22,7 +24,7 @@ const TABLE_ERROR_WIDTH: usize = 60;
 /// Arguments of `chaintrigger triggers`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The daemon's admin API.
+    /// The daemon's admin API: http://127.0.0.1:PORT, or https://HOST:PORT when it serves TLS.
     #[arg(long, env = "CHAINTRIGGER_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
     admin: String,
     /// The environment variable holding the admin token.
@@ -31,6 +33,10 @@ pub struct Args {
     /// A file holding the admin token (overrides --token-env).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify an https:// admin API with (instead of the system's roots), e.g. the CA of
+    /// a self-signed `tls_certificate`.
+    #[arg(long, env = "CHAINTRIGGER_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -93,7 +99,7 @@ enum Command {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = read_token(&args)?;
-    let client = AdminClient::new(&args.admin, token)?;
+    let client = AdminClient::new(&args.admin, args.admin_ca.as_deref(), token)?;
     let json = args.json;
     match args.command {
         Command::List => {
@@ -300,20 +306,34 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn new(admin: &str, token: String) -> anyhow::Result<Self> {
+    fn new(admin: &str, ca: Option<&Path>, token: String) -> anyhow::Result<Self> {
         let base = Url::parse(admin).with_context(|| {
-            format!("--admin must be a URL like {DEFAULT_ADMIN_URL}, found {admin:?}")
+            format!(
+                "--admin must be a URL like {DEFAULT_ADMIN_URL}, found {:?}",
+                redact_url_text(admin)
+            )
         })?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             bail!(
-                "--admin must be an http:// or https:// URL like {DEFAULT_ADMIN_URL}, found {admin:?}"
+                "--admin must be an http:// or https:// URL like {DEFAULT_ADMIN_URL}, found {:?}",
+                redact_url(&base)
             );
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
-            .build()
-            .context("cannot set up the HTTP client")?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = ca {
+            if base.scheme() != "https" {
+                bail!(
+                    "--admin-ca {} is given but --admin {} is not https://: the token would travel in clear",
+                    ca.display(),
+                    redact_url(&base)
+                );
+            }
+            builder = builder.tls_certs_only(read_ca(ca)?);
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Self { http, base, token })
     }
 
@@ -326,7 +346,7 @@ impl AdminClient {
     ) -> anyhow::Result<serde_json::Value> {
         let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("--admin {} cannot take a path", self.base))?
+            .map_err(|()| anyhow::anyhow!("--admin {} cannot take a path", redact_url(&self.base)))?
             .pop_if_empty()
             .extend(segments);
         if !query.is_empty() {
@@ -343,21 +363,49 @@ impl AdminClient {
         let body = response
             .bytes()
             .await
-            .with_context(|| format!("reading the answer of {method} {url}"))?;
+            .with_context(|| format!("reading the answer of {method} {}", redact_url(&url)))?;
         if status.is_success() {
             return serde_json::from_slice(&body).with_context(|| {
-                format!("{method} {url} answered {status} with a body that is not JSON")
+                format!(
+                    "{method} {} answered {status} with a body that is not JSON",
+                    redact_url(&url)
+                )
             });
         }
         Err(api_error(status, &body, &method, &url))
     }
 }
 
+/// The CA certificates of `--admin-ca`: at least one, each of them a certificate.
+fn read_ca(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the --admin-ca file {}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+        format!(
+            "--admin-ca {}: not a PEM certificate bundle",
+            path.display()
+        )
+    })?;
+    if certificates.is_empty() {
+        bail!(
+            "--admin-ca {}: expected one or more PEM CERTIFICATE blocks, found none",
+            path.display()
+        );
+    }
+    Ok(certificates)
+}
+
 fn unreachable_error(base: &Url, error: reqwest::Error) -> anyhow::Error {
+    let base = redact_url(base);
     let cause = std::iter::successors(std::error::Error::source(&error), |source| source.source())
         .last()
-        .map_or_else(|| error.to_string(), ToString::to_string);
-    if error.is_connect() {
+        .map_or_else(|| error_chain(&error), ToString::to_string);
+    if let Some(rustls::Error::InvalidCertificate(_)) = find_rustls_error(&error) {
+        anyhow::anyhow!(
+            "the admin API at {base} presented a certificate this client does not trust: {cause} (pass its CA with \
+             --admin-ca FILE)"
+        )
+    } else if error.is_connect() {
         anyhow::anyhow!(
             "cannot connect to the admin API at {base}: {cause} (is the daemon running, and is --admin right?)"
         )
@@ -369,6 +417,7 @@ fn unreachable_error(base: &Url, error: reqwest::Error) -> anyhow::Error {
 }
 
 fn api_error(status: StatusCode, body: &[u8], method: &Method, url: &Url) -> anyhow::Error {
+    let url = redact_url(url);
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error }) => {
             let hint = if status == StatusCode::UNAUTHORIZED {

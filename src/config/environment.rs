@@ -71,6 +71,9 @@ impl Config {
             }
             Ok(_) => {}
         }
+        if let Err(problem) = self.admin_tls(std::time::SystemTime::now()) {
+            problems.push(problem);
+        }
         let mut secret = |source: &Spanned<SecretSource>, field: String| {
             if let Err(message) = source.get_ref().read() {
                 problems.push(self.source.problem(Some(source.span()), field, message));

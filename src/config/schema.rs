@@ -17,14 +17,17 @@ use super::names::{
     ChannelName, FailureThreshold, FcName, FcQualifier, HumanDuration, InstanceId, MspId,
     StartPosition, TriggerName,
 };
-use super::secrets::SecretSource;
-use super::{DEFAULT_ADMIN_LISTEN, DEFAULT_RUNTIME_LISTEN};
+use super::secrets::{SecretSource, redact_url, redact_url_text};
+use super::{
+    DEFAULT_ADMIN_HEADER_READ_TIMEOUT, DEFAULT_ADMIN_IDLE_TIMEOUT, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_RUNTIME_LISTEN,
+};
 use crate::events::{EventType, Rendering};
 use crate::filter::{Filter, Language, Limits};
 
-/// A whole configuration file, checked.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A whole configuration file, checked. `load` reads it section by section (to report every problem), so it has no
+/// serde derive of its own: a top-level key added here is added to `load` too.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Put in every event's `instance_id`, so receivers can tell bridges apart.
     pub instance_id: InstanceId,
@@ -32,20 +35,15 @@ pub struct Config {
     pub database: Spanned<PathBuf>,
     /// The admin HTTP API (enable / disable / delete triggers, status, metrics).
     pub admin: Admin,
-    /// The bundled function runtime, for functions run on this machine (`endpoint = "embedded"`).
-    #[serde(default)]
+    /// The bundled function runtime, for functions run on this machine (`endpoint = "embedded"`); off when absent.
     pub runtime: Runtime,
-    /// The channels to follow, each with the identity and peers to read it from.
-    #[serde(default)]
+    /// The channels to follow, each with the identity and peers to read it from (none when absent).
     pub channels: Vec<Channel>,
-    /// The triggers: which events go where.
-    #[serde(default)]
+    /// The triggers: which events go where (none when absent).
     pub triggers: Vec<Trigger>,
     /// How the daemon's log lines look: `pretty` (default) or `json`; `--log-format` overrides it.
-    #[serde(default)]
     pub log_format: Option<crate::logging::LogFormat>,
     /// Where the configuration came from, to name it in messages about its values.
-    #[serde(skip)]
     pub(super) source: SourceMap,
 }
 
@@ -53,11 +51,43 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    /// Where the admin API listens; loopback by default because it can stop and delete triggers.
+    /// Where the admin API listens; loopback by default because it can stop and delete triggers. Any other
+    /// address needs `allow_remote = true`.
     #[serde(default = "default_admin_listen")]
-    pub listen: SocketAddr,
+    pub listen: Spanned<SocketAddr>,
     /// The bearer token every admin request must carry; the daemon refuses to start without one.
     pub token: Spanned<SecretSource>,
+    /// Serve the API on an address other machines can reach (a container's, a pod's). The token then crosses
+    /// the network, so this needs `tls_certificate` and `tls_key`: there is no plaintext remote mode.
+    #[serde(default = "unspanned_false")]
+    pub allow_remote: Spanned<bool>,
+    /// PEM certificate chain the API presents (server certificate first); with `tls_key` the API speaks HTTPS
+    /// only (relative to the configuration file).
+    #[serde(default)]
+    pub tls_certificate: Option<Spanned<PathBuf>>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
+    #[serde(default)]
+    pub tls_key: Option<Spanned<PathBuf>>,
+    /// The most connections served at once. A new connection beyond it closes the connection idle the longest,
+    /// so a flood of idle connections cannot lock operators and probes out.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: Spanned<u32>,
+    /// How long a client has to send a request's headers (the TLS handshake included), counted from the moment the
+    /// connection is ready for a request: opened, or the previous answer sent. Also ends keep-alive connections
+    /// left idle that long.
+    #[serde(default = "default_admin_header_read_timeout")]
+    pub header_read_timeout: Spanned<HumanDuration>,
+    /// A connection on which no request is being handled for this long is closed, whatever it is doing (a request
+    /// body that stopped coming after a refusal, an answer the client does not read).
+    #[serde(default = "default_admin_idle_timeout")]
+    pub idle_timeout: Spanned<HumanDuration>,
+}
+
+impl Admin {
+    /// Whether the API is served over TLS (both `tls_certificate` and `tls_key` are set).
+    pub fn tls(&self) -> Option<(&Spanned<PathBuf>, &Spanned<PathBuf>)> {
+        self.tls_certificate.as_ref().zip(self.tls_key.as_ref())
+    }
 }
 
 /// The bundled function runtime's settings.
@@ -348,23 +378,26 @@ impl TryFrom<String> for FcEndpoint {
         let url = parse_http_url(&value)?;
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
-                "invalid Function Compute endpoint `{value}`: expected scheme and host only, e.g. https://1234.cn-hangzhou.fc.aliyuncs.com"
+                "invalid Function Compute endpoint `{}`: expected scheme and host only, e.g. https://1234.cn-hangzhou.fc.aliyuncs.com",
+                redact_url(&url)
             ));
         }
         Ok(FcEndpoint::Url(url))
     }
 }
 
+/// Parses an http(s) URL; messages show it redacted (query values and userinfo are often secrets).
 fn parse_http_url(value: &str) -> Result<Url, String> {
-    let url =
-        Url::parse(value).map_err(|e| format!("invalid URL `{}`: {e}", value.escape_debug()))?;
+    let shown = || redact_url_text(value).escape_debug().to_string();
+    let url = Url::parse(value).map_err(|e| format!("invalid URL `{}`: {e}", shown()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "invalid URL `{value}`: the scheme must be http or https"
+            "invalid URL `{}`: the scheme must be http or https",
+            shown()
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("invalid URL `{value}`: it has no host"));
+        return Err(format!("invalid URL `{}`: it has no host", shown()));
     }
     Ok(url)
 }
@@ -474,10 +507,25 @@ impl Default for RetryPolicy {
     }
 }
 
-fn default_admin_listen() -> SocketAddr {
-    DEFAULT_ADMIN_LISTEN
-        .parse()
-        .expect("the default admin address is a valid socket address")
+fn default_admin_listen() -> Spanned<SocketAddr> {
+    Spanned::new(
+        0..0,
+        DEFAULT_ADMIN_LISTEN
+            .parse()
+            .expect("the default admin address is a valid socket address"),
+    )
+}
+
+fn default_admin_max_connections() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_ADMIN_MAX_CONNECTIONS)
+}
+
+fn default_admin_header_read_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(DEFAULT_ADMIN_HEADER_READ_TIMEOUT))
+}
+
+fn default_admin_idle_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(DEFAULT_ADMIN_IDLE_TIMEOUT))
 }
 
 fn default_runtime_listen() -> SocketAddr {

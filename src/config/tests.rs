@@ -60,8 +60,25 @@ fn minimal_configuration_gets_the_documented_defaults() {
         config.database.get_ref(),
         Path::new("/etc/ct/state/chaintrigger.db")
     );
-    assert_eq!(config.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
-    assert!(config.admin.listen.ip().is_loopback());
+    assert_eq!(
+        config.admin.listen.get_ref().to_string(),
+        DEFAULT_ADMIN_LISTEN
+    );
+    assert!(config.admin.listen.get_ref().ip().is_loopback());
+    assert!(!*config.admin.allow_remote.get_ref());
+    assert!(config.admin.tls().is_none());
+    assert_eq!(
+        *config.admin.max_connections.get_ref(),
+        DEFAULT_ADMIN_MAX_CONNECTIONS
+    );
+    assert_eq!(
+        config.admin.header_read_timeout.get_ref().0,
+        DEFAULT_ADMIN_HEADER_READ_TIMEOUT
+    );
+    assert_eq!(
+        config.admin.idle_timeout.get_ref().0,
+        DEFAULT_ADMIN_IDLE_TIMEOUT
+    );
     assert_eq!(
         config.admin.token.get_ref(),
         &SecretSource::Env("CT_TEST_ADMIN_TOKEN".into())

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::load::Problem;
 use super::names::{ChannelName, TriggerName};
 use super::schema::{Config, EventSelector, FcEndpoint, HttpAuth, Target};
+use super::{MAX_ADMIN_MAX_CONNECTIONS, names::HumanDuration};
 use crate::events::EventType;
 use crate::filter::{self, Filter};
 
@@ -14,7 +15,7 @@ impl Config {
     /// Every problem that needs more than one value to see.
     pub(super) fn semantic_problems(&self) -> Vec<Problem> {
         let source = &self.source;
-        let mut problems = Vec::new();
+        let mut problems = self.admin_problems();
 
         let mut channels: HashMap<&ChannelName, usize> = HashMap::new();
         for (i, channel) in self.channels.iter().enumerate() {
@@ -309,4 +310,76 @@ fn channel_tuning_problems(
         ));
     }
     problems
+}
+
+/// The range an admin timeout must lie in: below it no client could make it, above it the limit protects nothing.
+const ADMIN_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
+
+impl Config {
+    /// The `[admin]` settings that depend on each other: who may reach the API, and over what.
+    fn admin_problems(&self) -> Vec<Problem> {
+        let source = &self.source;
+        let admin = &self.admin;
+        let mut problems = Vec::new();
+        let listen = *admin.listen.get_ref();
+        if !listen.ip().is_loopback() && !*admin.allow_remote.get_ref() {
+            problems.push(source.problem(
+                Some(admin.listen.span()),
+                "admin.listen",
+                format!(
+                    "{listen} is not a loopback address, and the admin API can disable and delete triggers: listen on \
+                     127.0.0.1 or [::1], or serve other machines with `allow_remote = true` in [admin] together with \
+                     `tls_certificate` and `tls_key`"
+                ),
+            ));
+        }
+        match (&admin.tls_certificate, &admin.tls_key) {
+            (Some(certificate), None) => problems.push(source.problem(
+                Some(certificate.span()),
+                "admin.tls_key",
+                "`tls_certificate` needs `tls_key` (the certificate's private key)",
+            )),
+            (None, Some(key)) => problems.push(source.problem(
+                Some(key.span()),
+                "admin.tls_certificate",
+                "`tls_key` needs `tls_certificate` (the certificate chain to present)",
+            )),
+            (None, None) if *admin.allow_remote.get_ref() => problems.push(source.problem(
+                Some(admin.allow_remote.span()),
+                "admin.allow_remote",
+                "`allow_remote = true` needs `tls_certificate` and `tls_key`: every request carries the admin token, \
+                 which must not cross the network in clear (there is no plaintext remote mode)",
+            )),
+            _ => {}
+        }
+        let connections = *admin.max_connections.get_ref();
+        if !(1..=MAX_ADMIN_MAX_CONNECTIONS).contains(&connections) {
+            problems.push(source.problem(
+                Some(admin.max_connections.span()),
+                "admin.max_connections",
+                format!(
+                    "expected 1 to {MAX_ADMIN_MAX_CONNECTIONS} connections, found {connections}"
+                ),
+            ));
+        }
+        for (name, timeout) in [
+            ("header_read_timeout", &admin.header_read_timeout),
+            ("idle_timeout", &admin.idle_timeout),
+        ] {
+            if !ADMIN_TIMEOUT_RANGE.contains(&timeout.get_ref().0) {
+                problems.push(source.problem(
+                    Some(timeout.span()),
+                    format!("admin.{name}"),
+                    format!(
+                        "expected {} to {}, found {}",
+                        HumanDuration(*ADMIN_TIMEOUT_RANGE.start()),
+                        HumanDuration(*ADMIN_TIMEOUT_RANGE.end()),
+                        timeout.get_ref()
+                    ),
+                ));
+            }
+        }
+        problems
+    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::config::{self, FcEndpoint, HttpMethod, RetryPolicy};
+use crate::config::{self, FcEndpoint, HttpMethod, RetryPolicy, Scrubber};
 use classify::{AttemptResult, ResponseSummary, TargetKind, TransportError, Verdict};
 
 pub use fc::FcTarget;
@@ -182,6 +182,35 @@ impl Target {
         }
     }
 
+    /// The secrets this target's messages must never show: the URL's userinfo and query values, the
+    /// password or token it authenticates with (a receiver may echo the request in its error page), the Function
+    /// Compute access key secret. Built on failures only, so a delivered push costs nothing.
+    pub fn scrubber(&self) -> Scrubber {
+        match self {
+            Target::FunctionCompute(fc) => {
+                let mut scrubber = Scrubber::for_url(&fc.endpoint);
+                scrubber.add(fc.access_key_secret.expose());
+                scrubber
+            }
+            Target::Http(http) => {
+                let mut scrubber = Scrubber::for_url(&http.url);
+                match &http.auth {
+                    HttpAuth::None => {}
+                    HttpAuth::Basic { user, password } => {
+                        use base64::Engine as _;
+                        scrubber.add(password.expose());
+                        scrubber.add(
+                            &base64::engine::general_purpose::STANDARD
+                                .encode(format!("{user}:{}", password.expose())),
+                        );
+                    }
+                    HttpAuth::Bearer(token) => scrubber.add(token.expose()),
+                }
+                scrubber
+            }
+        }
+    }
+
     /// Which classification rules apply to this target's answers.
     pub fn kind(&self) -> TargetKind {
         match self {
@@ -281,11 +310,12 @@ impl Dispatcher {
             let response = request.send().await.map_err(transport_error)?;
             read_response(kind, response).await
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(summary)) => AttemptResult::Response(summary),
             Ok(Err(error)) => AttemptResult::Transport(error),
             Err(_) => AttemptResult::Transport(TransportError::Timeout(timeout)),
-        }
+        };
+        scrub_attempt(target, result)
     }
 
     /// Delivers one payload: attempts on `policy`'s schedule until it is delivered, refused for good, or the
@@ -384,6 +414,36 @@ async fn read_response(
     })
 }
 
+/// Wipes the target's secrets from what an attempt brought back, before anything can show or log it: the
+/// messages built from it end up in `last_error`, dead letters, the API, the CLI and the log.
+fn scrub_attempt(target: &Target, result: AttemptResult) -> AttemptResult {
+    match result {
+        AttemptResult::Response(summary)
+            if summary.body_excerpt.is_empty()
+                || ((200..300).contains(&summary.status) && summary.fc_error_type.is_none()) =>
+        {
+            AttemptResult::Response(summary)
+        }
+        AttemptResult::Response(mut summary) => {
+            summary.body_excerpt = target.scrubber().scrub(&summary.body_excerpt);
+            AttemptResult::Response(summary)
+        }
+        AttemptResult::Transport(error) => {
+            let scrubber = target.scrubber();
+            AttemptResult::Transport(match error {
+                TransportError::Connect(text) => TransportError::Connect(scrubber.scrub(&text)),
+                TransportError::Dns(text) => TransportError::Dns(scrubber.scrub(&text)),
+                TransportError::Tls(text) => TransportError::Tls(scrubber.scrub(&text)),
+                TransportError::InvalidUrl(text) => {
+                    TransportError::InvalidUrl(scrubber.scrub(&text))
+                }
+                TransportError::Other(text) => TransportError::Other(scrubber.scrub(&text)),
+                timeout @ TransportError::Timeout(_) => timeout,
+            })
+        }
+    }
+}
+
 /// Sorts a reqwest error into the kinds the classifier knows, by looking through its causes.
 fn transport_error(error: reqwest::Error) -> TransportError {
     let chain = error_chain(&error);
@@ -405,22 +465,33 @@ fn transport_error(error: reqwest::Error) -> TransportError {
     TransportError::Other(chain)
 }
 
-/// Whether a rustls error is among the causes. rustls errors arrive inside (nested) `io::Error`s, whose
-/// `source()` skips the error they wrap, so those are opened too.
+/// Whether a rustls error is among the causes.
 fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    if error.is::<rustls::Error>() {
-        return true;
+    find_rustls_error(error).is_some()
+}
+
+/// The rustls error among an error's causes, if any. rustls errors arrive inside (nested) `io::Error`s, whose
+/// `source()` skips the error they wrap, so those are opened too.
+pub fn find_rustls_error<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e rustls::Error> {
+    if let Some(found) = error.downcast_ref::<rustls::Error>() {
+        return Some(found);
     }
     let wrapped = error
         .downcast_ref::<std::io::Error>()
         .and_then(|io| io.get_ref())
-        .is_some_and(|inner| is_tls_error(inner));
-    wrapped || error.source().is_some_and(is_tls_error)
+        .and_then(|inner| find_rustls_error(inner));
+    wrapped.or_else(|| error.source().and_then(find_rustls_error))
 }
 
-/// `error: cause: cause ...`, without repeating a cause's text already shown.
-fn error_chain(error: &reqwest::Error) -> String {
+/// `error: cause: cause ...`, without repeating a cause's text already shown. reqwest names the request's URL
+/// in its message; it is shown redacted ([`config::redact_url`]): query strings and userinfo carry secrets.
+pub fn error_chain(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(url.as_str(), &config::redact_url(url));
+    }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         let cause_text = cause.to_string();

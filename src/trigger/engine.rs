@@ -688,12 +688,12 @@ impl Engine {
             return Err(RequestError::ShuttingDown);
         }
         let _one_at_a_time = self.reloading.lock().await;
-        let config = Config::load(&self.config_path)
-            .and_then(|config| config.check_environment().map(|()| config))
-            .map_err(|error: ConfigError| {
+        let config = Config::load_with_environment(&self.config_path).map_err(
+            |error: ConfigError| {
                 tracing::warn!(file = %self.config_path.display(), %error, "configuration rejected; nothing changed");
                 RequestError::ConfigRejected(error.to_string())
-            })?;
+            },
+        )?;
         self.reload_from(&config).await
     }
 

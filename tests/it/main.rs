@@ -2,6 +2,8 @@
 //! processes) through the helpers in `support`.
 
 mod admin;
+mod admin_daemon;
+mod admin_limits;
 mod check_config;
 mod decode;
 mod deliver;

@@ -345,12 +345,22 @@ pub struct AdminServer {
 
 impl AdminServer {
     pub async fn start() -> Self {
+        Self::start_with(admin::ServeOptions::default()).await
+    }
+
+    /// A server with these limits (and TLS when given; `url` is then `https://`).
+    pub async fn start_with(options: admin::ServeOptions) -> Self {
         chaintrigger::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let url = format!(
-            "http://{}",
+            "{}://{}",
+            if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             listener
                 .local_addr()
                 .expect("a bound listener has an address")
@@ -362,6 +372,7 @@ impl AdminServer {
             listener,
             engine.clone(),
             token,
+            options,
             shutdown.clone(),
         ));
         Self {
