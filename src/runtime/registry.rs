@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::Core;
-use super::code::StoredCode;
+use super::code::{StagedCode, StoredCode};
 use super::error::ApiError;
 use super::limits::{
     AsyncConfigInput, FunctionAttributes, FunctionConfig, MAX_FUNCTIONS_PER_SERVICE,
@@ -290,15 +290,52 @@ impl Core {
         }
     }
 
-    async fn store_code(&self, upload: CodeUpload) -> Result<StoredCode, ApiError> {
+    /// Checks and unpacks an upload into the code store's staging area (on a blocking thread: it writes files).
+    async fn stage_code(&self, upload: CodeUpload) -> Result<StagedCode, ApiError> {
         let store = self.code.clone();
         tokio::task::spawn_blocking(move || match upload {
-            CodeUpload::Base64(text) => store.store_base64(&text),
-            CodeUpload::Zip(bytes) => store.store(&bytes),
+            CodeUpload::Base64(text) => store.stage_base64(&text),
+            CodeUpload::Zip(bytes) => store.stage(&bytes),
         })
         .await
         .map_err(|e| ApiError::internal(format!("unpacking the code failed: {e}")))?
         .map_err(ApiError::from)
+    }
+
+    /// Makes staged code visible under its checksum; hold the code lock (see [`Core::code_lock`]).
+    fn commit_code(&self, staged: StagedCode) -> Result<StoredCode, ApiError> {
+        self.code.commit(staged).map_err(ApiError::from)
+    }
+
+    /// Removes stored code that no function refers to and no running instance uses (an instance still
+    /// finishing an invocation with old code keeps it until a later collection). Hold the code lock.
+    pub(crate) fn collect_code(&self) {
+        let referenced = match self.storage.code_checksums() {
+            Ok(referenced) => referenced,
+            Err(error) => {
+                tracing::warn!("code store: cannot list the code functions use: {error}");
+                return;
+            }
+        };
+        let stored = match self.code.checksums() {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!("code store: cannot list stored code: {error}");
+                return;
+            }
+        };
+        let in_use = self.pool.code_dirs_in_use();
+        for checksum in stored {
+            if referenced.contains(&checksum) || in_use.contains(&self.code.dir(checksum)) {
+                continue;
+            }
+            match self.code.remove(checksum) {
+                Ok(()) => tracing::debug!(checksum, "code store: removed code no function uses"),
+                Err(error) => {
+                    tracing::warn!(checksum, "code store: cannot remove unused code: {error}")
+                }
+            }
+        }
     }
 
     /// The code of a create / update request: `code.zipFile`, else the zip given directly, or nothing.
@@ -343,7 +380,9 @@ impl Core {
         let config = FunctionConfig::apply(None, &attributes)?;
         let upload = Self::code_source(&attributes, zip)?
             .ok_or_else(|| ApiError::invalid("code: required (code.zipFile with a base64 zip)"))?;
-        let stored = self.store_code(upload).await?;
+        let staged = self.stage_code(upload).await?;
+        let _code_lock = self.code_lock.lock().await;
+        let stored = self.commit_code(staged)?;
         let now = now_ms();
         let record = FunctionRecord {
             service: service.to_string(),
@@ -355,10 +394,13 @@ impl Core {
             created_ms: now,
             modified_ms: now,
         };
-        match self
+        let inserted = self
             .storage
-            .insert_function(&record, MAX_FUNCTIONS_PER_SERVICE)
-        {
+            .insert_function(&record, MAX_FUNCTIONS_PER_SERVICE);
+        if inserted.is_err() {
+            self.collect_code();
+        }
+        match inserted {
             Ok(()) => Ok(record),
             Err(StorageError::AlreadyExists) => {
                 Err(ApiError::function_exists(service.as_str(), name.as_str()))
@@ -409,14 +451,21 @@ impl Core {
         let (_, mut record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
         record.config = FunctionConfig::apply(Some(&record.config), &attributes)?;
-        if let Some(upload) = Self::code_source(&attributes, zip)? {
-            let stored = self.store_code(upload).await?;
+        let staged = match Self::code_source(&attributes, zip)? {
+            Some(upload) => Some(self.stage_code(upload).await?),
+            None => None,
+        };
+        let _code_lock = self.code_lock.lock().await;
+        if let Some(staged) = staged {
+            let stored = self.commit_code(staged)?;
             record.code_checksum = stored.checksum;
             record.code_size = stored.size;
         }
         record.modified_ms = now_ms();
-        self.storage.update_function(&record)?;
+        let updated = self.storage.update_function(&record);
         self.pool.evict(service.as_str(), function.as_str()).await;
+        self.collect_code();
+        updated?;
         Ok(record)
     }
 
@@ -428,9 +477,11 @@ impl Core {
     ) -> Result<(), ApiError> {
         let (_, record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
+        let _code_lock = self.code_lock.lock().await;
         self.storage
             .delete_function(service.as_str(), function.as_str())?;
         self.pool.evict(service.as_str(), function.as_str()).await;
+        self.collect_code();
         Ok(())
     }
 
@@ -564,6 +615,7 @@ impl Core {
             }
         }
         attributes.function_name = Some(function.to_owned());
+        let _upload = self.code.upload().await;
         let exists = self.storage.function(service, function)?.is_some();
         let record = if exists {
             self.update_function(
