@@ -40,7 +40,7 @@ use self::limits::{AsyncPolicy, FunctionAttributes};
 use self::pool::{Pool, PoolConfig};
 use self::storage::{SqliteStorage, Storage};
 
-pub use self::pool::Isolation;
+pub use self::pool::{Isolation, Namespaces};
 pub use self::registry::FunctionInfo;
 pub use self::run_as::RunAs;
 

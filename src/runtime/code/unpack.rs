@@ -75,6 +75,47 @@ fn open_dir(parent: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
+/// The first name the central directory lists twice (classic zip only; `None` when it cannot tell).
+fn duplicate_name<R: Read + std::io::Seek>(reader: &mut R) -> Option<String> {
+    use std::io::SeekFrom;
+    let length = reader.seek(SeekFrom::End(0)).ok()?;
+    // The end-of-central-directory record: 22 bytes plus a comment of at most 65535.
+    let tail_length = length.min(22 + 65_535);
+    reader.seek(SeekFrom::Start(length - tail_length)).ok()?;
+    let mut tail = vec![0u8; tail_length as usize];
+    reader.read_exact(&mut tail).ok()?;
+    let end = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&at| tail[at..at + 4] == [0x50, 0x4b, 0x05, 0x06])?;
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let count = u16_at(&tail, end + 10);
+    let size = u32_at(&tail, end + 12) as usize;
+    let offset = u64::from(u32_at(&tail, end + 16));
+    if size > 64 * 1024 * 1024 {
+        return None;
+    }
+    reader.seek(SeekFrom::Start(offset)).ok()?;
+    let mut directory = vec![0u8; size];
+    reader.read_exact(&mut directory).ok()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut at = 0;
+    for _ in 0..count {
+        if directory.get(at..at + 4)? != [0x50, 0x4b, 0x01, 0x02] {
+            return None;
+        }
+        let header = directory.get(at..at + 46)?;
+        let (name_length, extra, comment) =
+            (u16_at(header, 28), u16_at(header, 30), u16_at(header, 32));
+        let name = directory.get(at + 46..at + 46 + name_length)?;
+        if !seen.insert(name.to_vec()) {
+            return Some(String::from_utf8_lossy(name).into_owned());
+        }
+        at += 46 + name_length + extra + comment;
+    }
+    None
+}
+
 /// Unpacks `archive` into the empty folder `into`, refusing the whole archive at the first entry that is
 /// not acceptable (the caller removes the partly filled folder).
 pub fn unpack<R: Read + std::io::Seek>(
@@ -90,9 +131,10 @@ pub fn unpack<R: Read + std::io::Seek>(
         });
     }
     if archive.has_duplicate_names() {
-        return Err(CodeError::NotZip(
-            "two entries of the central directory have the same name".into(),
-        ));
+        // The zip reader keeps one entry per name: find the name ourselves to say which.
+        let entry = duplicate_name(&mut archive.into_inner())
+            .unwrap_or_else(|| "(a name given twice in the central directory)".to_owned());
+        return Err(CodeError::Duplicate { entry });
     }
     let mut tree = Tree::default();
     let mut done = Unpacked::default();

@@ -255,48 +255,33 @@ impl TestRuntime {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
-        let date = httpdate::fmt_http_date(SystemTime::now());
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
-            all.push(("date".into(), date));
+        send_request(
+            &self.client,
+            &self.url,
+            self.key.as_ref(),
+            method,
+            path,
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// A client of another runtime at `url` (a `chaintrigger` process), signing with the test key or not.
+    pub fn client_for(url: &str, signed: bool) -> ApiClient {
+        ApiClient {
+            url: url.to_owned(),
+            key: signed.then(|| (KEY_ID.to_owned(), KEY_SECRET.to_owned())),
+            client: reqwest::Client::new(),
         }
-        if let Some((id, secret)) = &self.key
-            && !all
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        {
-            let refs: Vec<(&str, &str)> =
-                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let signed_path = path.split('?').next().unwrap_or(path);
-            let parts = SignedParts {
-                method,
-                headers: &refs,
-                path: signed_path,
-                queries: &[],
-            };
-            all.push((
-                "authorization".into(),
-                fcsign::authorization(id, secret, &parts),
-            ));
-        }
-        let mut request = self
-            .client
-            .request(
-                method.parse().expect("method"),
-                format!("{}{path}", self.url),
-            )
-            .body(body);
-        for (k, v) in &all {
-            request = request.header(k, v);
-        }
-        let response = request.send().await.expect("request reaches the runtime");
-        Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: response.bytes().await.expect("response body"),
+    }
+
+    /// A client of the runtime at `url` signing with this key.
+    pub fn client_with_key(url: &str, id: &str, secret: &str) -> ApiClient {
+        ApiClient {
+            url: url.to_owned(),
+            key: Some((id.to_owned(), secret.to_owned())),
+            client: reqwest::Client::new(),
         }
     }
 
@@ -384,6 +369,85 @@ impl TestRuntime {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// A client of a runtime this process did not start.
+pub struct ApiClient {
+    url: String,
+    key: Option<(String, String)>,
+    client: reqwest::Client,
+}
+
+impl ApiClient {
+    /// As [`TestRuntime::send`].
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        send_request(
+            &self.client,
+            &self.url,
+            self.key.as_ref(),
+            method,
+            path,
+            headers,
+            body,
+        )
+        .await
+    }
+}
+
+/// Sends a request (signed when `key` is given) and reads the whole response.
+async fn send_request(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&(String, String)>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let mut all: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
+        all.push(("date".into(), date));
+    }
+    if let Some((id, secret)) = key
+        && !all
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let signed_path = path.split('?').next().unwrap_or(path);
+        let parts = SignedParts {
+            method,
+            headers: &refs,
+            path: signed_path,
+            queries: &[],
+        };
+        all.push((
+            "authorization".into(),
+            fcsign::authorization(id, secret, &parts),
+        ));
+    }
+    let mut request = client
+        .request(method.parse().expect("method"), format!("{url}{path}"))
+        .body(body);
+    for (k, v) in &all {
+        request = request.header(k, v);
+    }
+    let response = request.send().await.expect("request reaches the runtime");
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().await.expect("response body"),
     }
 }
 
