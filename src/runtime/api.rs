@@ -288,33 +288,77 @@ async fn unsupported(method: Method, uri: Uri) -> ApiError {
     ApiError::path_not_supported(method.as_str(), uri.path())
 }
 
-/// Reads a body of at most `limit` bytes; a larger one is drained (so the client reads our answer rather
-/// than a reset connection) and refused with EntityTooLarge.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body of at most `limit` bytes, as the chunks it arrived in; a larger one is drained (so the client
+/// reads our answer rather than a reset connection) and refused with EntityTooLarge.
+async fn read_chunks(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<std::collections::VecDeque<Bytes>, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut chunks = std::collections::VecDeque::new();
+    let mut received = 0usize;
     let mut stream = body.into_data_stream();
     let mut too_large = declared.is_some_and(|length| length > limit);
     let mut drained = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(body_error)?;
-        if too_large || buffer.len() + chunk.len() > limit {
+        if too_large || received + chunk.len() > limit {
             too_large = true;
+            chunks.clear();
             drained += chunk.len();
             if drained > limit.saturating_mul(4) {
                 break;
             }
             continue;
         }
-        buffer.extend_from_slice(&chunk);
+        received += chunk.len();
+        chunks.push_back(chunk);
     }
     if too_large {
         return Err(ApiError::too_large(limit));
     }
+    Ok(chunks)
+}
+
+/// Reads a body of at most `limit` bytes whole (see [`read_chunks`]).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut chunks = read_chunks(headers, body, limit).await?;
+    if chunks.len() == 1 {
+        return Ok(chunks.pop_front().unwrap_or_default());
+    }
+    let mut buffer = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for chunk in chunks {
+        buffer.extend_from_slice(&chunk);
+    }
     Ok(buffer.freeze())
+}
+
+/// Reads received chunks in order, letting each go as soon as it has been read: a body parsed through it is
+/// never held twice (as bytes and as the values parsed from them).
+struct ChunkReader(std::collections::VecDeque<Bytes>);
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf as _;
+        while let Some(front) = self.0.front_mut() {
+            if front.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = front.len().min(out.len());
+            out[..n].copy_from_slice(&front[..n]);
+            front.advance(n);
+            if front.is_empty() {
+                self.0.pop_front();
+            }
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 /// Reads and drops up to `max` bytes of a body (so a client still sending reads our answer).
@@ -338,20 +382,35 @@ fn json_limit(core: &Core) -> usize {
         + 64 * 1024
 }
 
-/// The body of a management call, parsed as `T` (an empty body is `{}`).
-async fn json_body<T: serde::de::DeserializeOwned>(
+/// The body of a management call, parsed as `T` (an empty body is `{}`). A large body (code uploads) is parsed
+/// on a blocking thread, from its chunks, each freed once read.
+async fn json_body<T: serde::de::DeserializeOwned + Send + 'static>(
     core: &Core,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
     let limit = json_limit(core);
-    let bytes = read_body(headers, body, limit).await?;
-    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
-    } else {
-        &bytes[..]
-    };
-    serde_json::from_slice(text).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    let chunks = read_chunks(headers, body, limit).await?;
+    let blank = chunks
+        .iter()
+        .all(|chunk| chunk.iter().all(u8::is_ascii_whitespace));
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid JSON body: {e}"));
+    if blank {
+        return serde_json::from_slice(b"{}").map_err(invalid);
+    }
+    let size: usize = chunks.iter().map(Bytes::len).sum();
+    if size <= 64 * 1024 {
+        return serde_json::from_reader(ChunkReader(chunks)).map_err(invalid);
+    }
+    tokio::task::spawn_blocking(move || {
+        serde_json::from_reader(std::io::BufReader::with_capacity(
+            64 * 1024,
+            ChunkReader(chunks),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("parsing the request body failed: {e}")))?
+    .map_err(invalid)
 }
 
 fn if_match(headers: &HeaderMap) -> Option<&str> {

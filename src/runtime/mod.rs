@@ -2,14 +2,24 @@
 //! invocations, signatures) in front of a pool of warm python3 / node handler processes.
 //!
 //! ```text
-//! HTTP (axum, api) ─ request id ─ auth (fcsign + Date) ─ handlers
+//! HTTP (axum, api) ─ request id ─ handler peers (peer) ─ auth (fcsign + Date) ─ Content-MD5 ─ handlers
 //!     management ──► registry ──► storage (SQLite) + code (content-addressed zips under <data dir>/code)
 //!     invoke Sync ──► concurrency limit (429 over it) ──► pool
 //!     invoke Async ──► storage queue ──► queue worker (in order per function, retries, max age) ──► pool
+//! pool ──► sandbox: clone3 into mount / PID / IPC (/ user) namespaces, pivot_root, run_as ──► python3 / node
 //! ```
 //!
+//! Trust boundaries and where each is held:
+//! - uploaded archives: [`code`] unpacks them through folder handles, never following a link, refusing by name
+//!   whatever would leave the code folder;
+//! - requests: [`auth`] checks signatures and the Date window, [`api`] checks `Content-MD5` against the body;
+//!   an anonymous runtime refuses connections from its own handlers ([`peer`]);
+//! - handlers: [`pool::sandbox`] gives each instance its own root (system folders read-only, its code at
+//!   `/code`, private temporary folders), PID namespace and user; see the README's "The handler sandbox".
+//!
 //! The daemon runs it in-process with [`Runtime::open`] + [`Runtime::run`] and deploys functions with
-//! [`Runtime::deploy`]; `chaintrigger runtime` does the same from the command line.
+//! [`Runtime::deploy`]; `chaintrigger runtime` does the same from the command line. Relative folders in
+//! [`RuntimeConfig`] are made absolute (against the current folder) by [`Runtime::open`], before anything else.
 
 pub mod api;
 pub mod auth;

@@ -17,7 +17,7 @@
 //! zips are `0600`. Folders no function refers to any more are removed by [`CodeStore::remove`], called by
 //! the registry's garbage collection.
 
-mod tree;
+pub mod tree;
 pub mod unpack;
 
 use std::io::{BufReader, Cursor, Read as _, Seek as _, Write as _};
