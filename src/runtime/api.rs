@@ -37,7 +37,7 @@ use super::limits::{
 use super::names::{FunctionName, InvocationId, Qualifier, ServiceName, parse_service_segment};
 use super::peer::Peer;
 use super::pool::{InvokeOutcome, InvokeRequest, PoolError};
-use super::registry::{ListQuery, etag, function_json, now_ms, service_json};
+use super::registry::{CodeUpload, ListQuery, ZipText, etag, function_json, now_ms, service_json};
 use super::storage::{AsyncEvent, Enqueued};
 
 /// The `X-Fc-Request-Id` of the request being handled; also the invocation's `context.request_id`.
@@ -288,77 +288,34 @@ async fn unsupported(method: Method, uri: Uri) -> ApiError {
     ApiError::path_not_supported(method.as_str(), uri.path())
 }
 
-/// Reads a body of at most `limit` bytes, as the chunks it arrived in; a larger one is drained (so the client
-/// reads our answer rather than a reset connection) and refused with EntityTooLarge.
-async fn read_chunks(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<std::collections::VecDeque<Bytes>, ApiError> {
+/// Reads a body of at most `limit` bytes; a larger one is drained (so the client reads our answer rather
+/// than a reset connection) and refused with EntityTooLarge. Chunks are appended as they arrive: the body is
+/// held once.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let mut chunks = std::collections::VecDeque::new();
-    let mut received = 0usize;
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     let mut stream = body.into_data_stream();
     let mut too_large = declared.is_some_and(|length| length > limit);
     let mut drained = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(body_error)?;
-        if too_large || received + chunk.len() > limit {
+        if too_large || buffer.len() + chunk.len() > limit {
             too_large = true;
-            chunks.clear();
             drained += chunk.len();
             if drained > limit.saturating_mul(4) {
                 break;
             }
             continue;
         }
-        received += chunk.len();
-        chunks.push_back(chunk);
+        buffer.extend_from_slice(&chunk);
     }
     if too_large {
         return Err(ApiError::too_large(limit));
     }
-    Ok(chunks)
-}
-
-/// Reads a body of at most `limit` bytes whole (see [`read_chunks`]).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let mut chunks = read_chunks(headers, body, limit).await?;
-    if chunks.len() == 1 {
-        return Ok(chunks.pop_front().unwrap_or_default());
-    }
-    let mut buffer = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-    for chunk in chunks {
-        buffer.extend_from_slice(&chunk);
-    }
     Ok(buffer.freeze())
-}
-
-/// Reads received chunks in order, letting each go as soon as it has been read: a body parsed through it is
-/// never held twice (as bytes and as the values parsed from them).
-struct ChunkReader(std::collections::VecDeque<Bytes>);
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        use bytes::Buf as _;
-        while let Some(front) = self.0.front_mut() {
-            if front.is_empty() {
-                self.0.pop_front();
-                continue;
-            }
-            let n = front.len().min(out.len());
-            out[..n].copy_from_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                self.0.pop_front();
-            }
-            return Ok(n);
-        }
-        Ok(0)
-    }
 }
 
 /// Reads and drops up to `max` bytes of a body (so a client still sending reads our answer).
@@ -382,35 +339,76 @@ fn json_limit(core: &Core) -> usize {
         + 64 * 1024
 }
 
-/// The body of a management call, parsed as `T` (an empty body is `{}`). A large body (code uploads) is parsed
-/// on a blocking thread, from its chunks, each freed once read.
-async fn json_body<T: serde::de::DeserializeOwned + Send + 'static>(
+/// The body of a management call, parsed as `T` (an empty body is `{}`).
+async fn json_body<T: serde::de::DeserializeOwned>(
     core: &Core,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
-    let limit = json_limit(core);
-    let chunks = read_chunks(headers, body, limit).await?;
-    let blank = chunks
-        .iter()
-        .all(|chunk| chunk.iter().all(u8::is_ascii_whitespace));
-    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid JSON body: {e}"));
-    if blank {
-        return serde_json::from_slice(b"{}").map_err(invalid);
+    let bytes = read_body(headers, body, json_limit(core)).await?;
+    parse_json(&bytes)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// A CreateFunction / UpdateFunction body: its attributes, and its `code.zipFile` left where it lies in the
+/// body (a code upload is mostly that text: copying it out would hold the upload twice).
+async fn upload_body(
+    core: &Core,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(FunctionAttributes, Option<CodeUpload>), ApiError> {
+    let bytes = read_body(headers, body, json_limit(core)).await?;
+    if bytes.len() <= 64 * 1024 {
+        return Ok((parse_json(&bytes)?, None));
     }
-    let size: usize = chunks.iter().map(Bytes::len).sum();
-    if size <= 64 * 1024 {
-        return serde_json::from_reader(ChunkReader(chunks)).map_err(invalid);
+    tokio::task::spawn_blocking(move || split_upload(bytes))
+        .await
+        .map_err(|e| ApiError::internal(format!("parsing the request body failed: {e}")))?
+}
+
+/// Finds `code.zipFile` in a body without copying it, then parses the rest of the body.
+fn split_upload(bytes: Bytes) -> Result<(FunctionAttributes, Option<CodeUpload>), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow, default)]
+        code: Option<PeekCode<'a>>,
     }
-    tokio::task::spawn_blocking(move || {
-        serde_json::from_reader(std::io::BufReader::with_capacity(
-            64 * 1024,
-            ChunkReader(chunks),
-        ))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("parsing the request body failed: {e}")))?
-    .map_err(invalid)
+    #[derive(serde::Deserialize)]
+    struct PeekCode<'a> {
+        // `&str` borrows from the body, which only works for a string without escapes: its bytes in the body
+        // are then the base64 text itself. (An `Option<Cow<str>>` would be copied.)
+        #[serde(borrow, default, rename = "zipFile")]
+        zip_file: Option<&'a str>,
+    }
+    // A body this does not fit (escapes in the base64, or not even the shape of a function) is parsed whole,
+    // which also says what is wrong with it.
+    let range = serde_json::from_slice::<Peek<'_>>(&bytes)
+        .ok()
+        .and_then(|peek| peek.code)
+        .and_then(|code| code.zip_file)
+        .map(|text| {
+            let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + text.len()
+        });
+    let Some(range) = range else {
+        return Ok((parse_json(&bytes)?, None));
+    };
+    let mut rest = Vec::with_capacity(bytes.len() - range.len());
+    rest.extend_from_slice(&bytes[..range.start]);
+    rest.extend_from_slice(&bytes[range.end..]);
+    let attributes: FunctionAttributes = parse_json(&rest)?;
+    Ok((
+        attributes,
+        Some(CodeUpload::Base64In(ZipText { body: bytes, range })),
+    ))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<&str> {
@@ -538,8 +536,8 @@ async fn create_function(
 ) -> Result<Response, ApiError> {
     let service = resolve_service(&core, &service)?;
     let (_upload, body) = upload_slot(&core, body).await?;
-    let attributes: FunctionAttributes = json_body(&core, &headers, body).await?;
-    let record = core.create_function(&service, attributes, None).await?;
+    let (attributes, code) = upload_body(&core, &headers, body).await?;
+    let record = core.create_function(&service, attributes, code).await?;
     Ok(json_response(function_json(&record)))
 }
 
@@ -569,9 +567,9 @@ async fn update_function(
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
     let (_upload, body) = upload_slot(&core, body).await?;
-    let attributes: FunctionAttributes = json_body(&core, &headers, body).await?;
+    let (attributes, code) = upload_body(&core, &headers, body).await?;
     let record = core
-        .update_function(&service, &function, attributes, None, if_match(&headers))
+        .update_function(&service, &function, attributes, code, if_match(&headers))
         .await?;
     Ok(json_response(function_json(&record)))
 }
@@ -799,4 +797,59 @@ async fn invoke(
             .body(Body::from(body)),
     };
     response.map_err(|e| ApiError::internal(format!("cannot build the invocation response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(zip_file: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"functionName":"f","runtime":"python3","handler":"index.handler","code":{{"zipFile":"{zip_file}"}}}}"#
+        ))
+    }
+
+    #[test]
+    fn an_upload_is_read_where_it_lies_in_the_body() {
+        let bytes = body("UEsDBAo/AAAA+w==");
+        let (attributes, code) = split_upload(bytes).unwrap();
+        assert_eq!(attributes.function_name.as_deref(), Some("f"));
+        match code {
+            Some(CodeUpload::Base64In(text)) => {
+                assert_eq!(&text.body[text.range.clone()], b"UEsDBAo/AAAA+w==");
+            }
+            _ => panic!("the zip's text was copied out of the body"),
+        }
+        // With escapes the text is not the bytes of the body: parsed (and copied) the usual way.
+        let (attributes, code) = split_upload(body("UEsDBAo\\/AAAA+w==")).unwrap();
+        assert!(code.is_none());
+        assert_eq!(
+            attributes.code.and_then(|c| c.zip_file).as_deref(),
+            Some("UEsDBAo/AAAA+w==")
+        );
+    }
+
+    #[test]
+    fn content_md5_in_each_form_the_sdks_send() {
+        let digest: [u8; 16] = hex::decode("5d41402abc4b2a76b9719d911017c592")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for form in [
+            "XUFAKrxLKna5cZ2REBfFkg==",
+            "5d41402abc4b2a76b9719d911017c592",
+            "5D41402ABC4B2A76B9719D911017C592",
+            "NWQ0MTQwMmFiYzRiMmE3NmI5NzE5ZDkxMTAxN2M1OTI=",
+        ] {
+            assert_eq!(parse_content_md5(form), Some(digest), "{form}");
+        }
+        for bad in [
+            "",
+            "hello",
+            "XUFAKrxLKna5cZ2REBfF",
+            "5d41402abc4b2a76b9719d911017c59",
+        ] {
+            assert_eq!(parse_content_md5(bad), None, "{bad}");
+        }
+    }
 }

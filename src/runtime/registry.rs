@@ -17,11 +17,21 @@ use super::pool::FunctionSpec;
 use super::storage::{FunctionRecord, ServiceRecord, StorageError};
 
 /// Code sent with a create / update.
-enum CodeUpload {
+pub(crate) enum CodeUpload {
     /// `code.zipFile` as sent.
     Base64(String),
+    /// `code.zipFile` where it lies in the request body, not copied out of it.
+    Base64In(ZipText),
     /// A zip built or read by the caller (`--functions`, [`super::Runtime::deploy`]).
     Zip(Vec<u8>),
+}
+
+/// The base64 text of `code.zipFile` inside a request body: the body is the only copy.
+pub(crate) struct ZipText {
+    /// The whole request body.
+    pub body: bytes::Bytes,
+    /// Where the base64 text lies in it.
+    pub range: std::ops::Range<usize>,
 }
 
 /// What [`super::Runtime::deploy`] reports about the deployed function.
@@ -295,6 +305,11 @@ impl Core {
         let store = self.code.clone();
         tokio::task::spawn_blocking(move || match upload {
             CodeUpload::Base64(text) => store.stage_base64(&text),
+            CodeUpload::Base64In(text) => match std::str::from_utf8(&text.body[text.range.clone()])
+            {
+                Ok(base64) => store.stage_base64(base64),
+                Err(e) => Err(super::code::CodeError::Base64(e.to_string())),
+            },
             CodeUpload::Zip(bytes) => store.stage(&bytes),
         })
         .await
@@ -338,23 +353,27 @@ impl Core {
         }
     }
 
-    /// The code of a create / update request: `code.zipFile`, else the zip given directly, or nothing.
+    /// The code of a create / update request: the upload given with the attributes (the zip of a deploy, or
+    /// `code.zipFile` found in the body), else `code.zipFile` of the attributes, or nothing.
     fn code_source(
         attributes: &FunctionAttributes,
-        zip: Option<Vec<u8>>,
+        given: Option<CodeUpload>,
     ) -> Result<Option<CodeUpload>, ApiError> {
         match &attributes.code {
-            None => Ok(zip.map(CodeUpload::Zip)),
+            None => Ok(given),
             Some(code) if code.oss_bucket_name.is_some() || code.oss_object_name.is_some() => {
                 Err(ApiError::invalid(
                     "code: OSS buckets are not reachable from this runtime; send code.zipFile",
                 ))
             }
-            Some(code) => code
-                .zip_file
-                .clone()
-                .map(|text| Some(CodeUpload::Base64(text)))
-                .ok_or_else(|| ApiError::invalid("code.zipFile: required (a base64 zip)")),
+            Some(code) => match given {
+                Some(upload) => Ok(Some(upload)),
+                None => code
+                    .zip_file
+                    .clone()
+                    .map(|text| Some(CodeUpload::Base64(text)))
+                    .ok_or_else(|| ApiError::invalid("code.zipFile: required (a base64 zip)")),
+            },
         }
     }
 
@@ -362,7 +381,7 @@ impl Core {
         &self,
         service: &ServiceName,
         attributes: FunctionAttributes,
-        zip: Option<Vec<u8>>,
+        code: Option<CodeUpload>,
     ) -> Result<FunctionRecord, ApiError> {
         let name = attributes
             .function_name
@@ -378,7 +397,7 @@ impl Core {
             return Err(ApiError::function_exists(service.as_str(), name.as_str()));
         }
         let config = FunctionConfig::apply(None, &attributes)?;
-        let upload = Self::code_source(&attributes, zip)?
+        let upload = Self::code_source(&attributes, code)?
             .ok_or_else(|| ApiError::invalid("code: required (code.zipFile with a base64 zip)"))?;
         let staged = self.stage_code(upload).await?;
         let _code_lock = self.code_lock.lock().await;
@@ -440,7 +459,7 @@ impl Core {
         service: &ServiceName,
         function: &FunctionName,
         attributes: FunctionAttributes,
-        zip: Option<Vec<u8>>,
+        code: Option<CodeUpload>,
         if_match: Option<&str>,
     ) -> Result<FunctionRecord, ApiError> {
         name_matches(
@@ -451,7 +470,7 @@ impl Core {
         let (_, mut record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
         record.config = FunctionConfig::apply(Some(&record.config), &attributes)?;
-        let staged = match Self::code_source(&attributes, zip)? {
+        let staged = match Self::code_source(&attributes, code)? {
             Some(upload) => Some(self.stage_code(upload).await?),
             None => None,
         };
@@ -622,13 +641,17 @@ impl Core {
                 &service_name,
                 &function_name,
                 attributes,
-                Some(zip.to_vec()),
+                Some(CodeUpload::Zip(zip.to_vec())),
                 None,
             )
             .await?
         } else {
-            self.create_function(&service_name, attributes, Some(zip.to_vec()))
-                .await?
+            self.create_function(
+                &service_name,
+                attributes,
+                Some(CodeUpload::Zip(zip.to_vec())),
+            )
+            .await?
         };
         Ok(FunctionInfo {
             service: record.service,

@@ -900,6 +900,55 @@ async fn the_api_refuses_hostile_archives_naming_the_entry() {
 }
 
 #[tokio::test]
+async fn large_uploads_are_read_in_place_and_escaped_ones_still_work() {
+    let dir = test_dir("rt-large-upload-");
+    let rt = TestRuntime::start(&dir.path().join("data"), |_| {}).await;
+    rt.create_service("svc").await;
+    // Over 64 KiB: the base64 is decoded where it lies in the body.
+    let mut noise = String::new();
+    for i in 0..20_000u32 {
+        noise.push_str(&format!("{:08x}", i.wrapping_mul(2_654_435_761)));
+    }
+    let big = zip(&[
+        ("index.py", "def handler(e, c):\n    return 'big'\n"),
+        ("noise.txt", &noise),
+    ]);
+    let body = create_body("big", &big).to_string();
+    assert!(body.len() > 64 * 1024);
+    let reply = rt
+        .send(
+            "POST",
+            FUNCTIONS,
+            &[("content-type", "application/json")],
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(rt.invoke("svc", "big", "").await.text(), "big");
+    // The same with every '/' of the base64 escaped as JSON allows ("\/"): parsed the usual way.
+    let escaped = create_body("escaped", &big).to_string().replace('/', "\\/");
+    assert!(escaped.contains("\\/"));
+    let reply = rt
+        .send(
+            "POST",
+            FUNCTIONS,
+            &[("content-type", "application/json")],
+            escaped.into_bytes(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(rt.invoke("svc", "escaped", "").await.text(), "big");
+    // Broken JSON and a wrong shape are named as before.
+    let broken = format!("{{\"code\": \"{}\"}}", "A".repeat(70_000));
+    let message = rt
+        .send("POST", FUNCTIONS, &[], broken.into_bytes())
+        .await
+        .assert_error(400, "InvalidArgument");
+    assert!(message.starts_with("invalid JSON body: "), "{message}");
+    rt.stop().await;
+}
+
+#[tokio::test]
 async fn code_nobody_uses_is_removed() {
     let dir = test_dir("rt-gc-");
     let data = dir.path().join("data");
