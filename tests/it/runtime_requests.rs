@@ -30,8 +30,13 @@ fn content_md5_forms(body: &[u8]) -> [String; 3] {
     ]
 }
 
-/// Headers of a request signed over `content_md5` (any body may then be sent with them).
-fn signed_headers(method: &str, path: &str, content_md5: &str) -> Vec<(String, String)> {
+/// Headers of a request signed over `content_md5` and `extra` headers (any body may then be sent with them).
+fn signed_headers(
+    method: &str,
+    path: &str,
+    content_md5: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         ("content-md5".to_owned(), content_md5.to_owned()),
@@ -40,6 +45,7 @@ fn signed_headers(method: &str, path: &str, content_md5: &str) -> Vec<(String, S
             httpdate::fmt_http_date(SystemTime::now()),
         ),
     ];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let refs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -91,7 +97,7 @@ async fn a_signed_request_cannot_be_replayed_with_another_body() {
     let genuine = create("victim", "genuine");
     let forged = create("victim", "attacker's code");
     for form in content_md5_forms(&genuine) {
-        let headers = signed_headers("POST", FUNCTIONS, &form);
+        let headers = signed_headers("POST", FUNCTIONS, &form, &[]);
         // The captured headers, another body: refused before anything is created.
         let replay = raw(&rt, "POST", FUNCTIONS, &headers, forged.clone()).await;
         let message = replay.assert_error(400, "InvalidArgument");
@@ -106,7 +112,7 @@ async fn a_signed_request_cannot_be_replayed_with_another_body() {
     // The body that was signed is accepted in every form.
     for form in 0..3 {
         let body = create(&format!("ok{form}"), "genuine");
-        let headers = signed_headers("POST", FUNCTIONS, &content_md5_forms(&body)[form]);
+        let headers = signed_headers("POST", FUNCTIONS, &content_md5_forms(&body)[form], &[]);
         let reply = raw(&rt, "POST", FUNCTIONS, &headers, body).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
@@ -125,29 +131,15 @@ async fn a_signed_request_cannot_be_replayed_with_another_body() {
     )
     .await;
     let invoke = format!("{FUNCTIONS}/mark/invocations");
-    let headers = signed_headers("POST", &invoke, &content_md5_forms(b"pay 1")[0]);
+    let headers = signed_headers("POST", &invoke, &content_md5_forms(b"pay 1")[0], &[]);
     let replay = raw(&rt, "POST", &invoke, &headers, b"pay 1000000".to_vec()).await;
     replay.assert_error(400, "InvalidArgument");
-    let mut async_headers = signed_headers("POST", &invoke, &content_md5_forms(b"pay 1")[2]);
-    async_headers.push(("x-fc-invocation-type".to_owned(), "Async".to_owned()));
-    // x-fc-* headers are signed: re-sign with the async header, then swap the body.
-    let refs: Vec<(&str, &str)> = async_headers
-        .iter()
-        .filter(|(k, _)| k != "authorization")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let authorization = fcsign::authorization(
-        KEY_ID,
-        KEY_SECRET,
-        &SignedParts {
-            method: "POST",
-            headers: &refs,
-            path: &invoke,
-            queries: &[],
-        },
+    let async_headers = signed_headers(
+        "POST",
+        &invoke,
+        &content_md5_forms(b"pay 1")[2],
+        &[("x-fc-invocation-type", "Async")],
     );
-    async_headers.retain(|(k, _)| k != "authorization");
-    async_headers.push(("authorization".to_owned(), authorization));
     let replay = raw(
         &rt,
         "POST",
@@ -238,6 +230,20 @@ def handler(event, context):
     })
 "#;
 
+/// Creates `svc/caller` from [`API_CALLER`], pointed at the runtime's own URL, and runs it.
+async fn call_the_api_from_a_handler(rt: &TestRuntime) -> serde_json::Value {
+    rt.create_function(
+        "svc",
+        "caller",
+        "python3",
+        &[("index.py", API_CALLER)],
+        json!({"timeout": 30, "environmentVariables": {"RUNTIME_URL": rt.url}}),
+    )
+    .await;
+    let reply = rt.invoke("svc", "caller", "").await;
+    serde_json::from_str(&reply.text()).unwrap_or_else(|e| panic!("{e}: {}", reply.text()))
+}
+
 #[tokio::test]
 async fn handlers_cannot_use_the_api_of_an_anonymous_runtime() {
     let dir = test_dir("rt-handler-api-");
@@ -251,18 +257,8 @@ async fn handlers_cannot_use_the_api_of_an_anonymous_runtime() {
         json!({"environmentVariables": {"DB_PASSWORD": "hunter2"}}),
     )
     .await;
-    rt.create_function(
-        "svc",
-        "caller",
-        "python3",
-        &[("index.py", API_CALLER)],
-        json!({"timeout": 30, "environmentVariables": {"RUNTIME_URL": rt.url}}),
-    )
-    .await;
     let isolation = rt.runtime.isolation();
-    let reply = rt.invoke("svc", "caller", "").await;
-    let seen: serde_json::Value =
-        serde_json::from_str(&reply.text()).unwrap_or_else(|e| panic!("{e}: {}", reply.text()));
+    let seen = call_the_api_from_a_handler(&rt).await;
     if isolation.run_as.is_none() {
         skipping(
             "handlers_cannot_use_the_api_of_an_anonymous_runtime",
@@ -293,16 +289,7 @@ async fn handlers_cannot_use_the_api_of_a_signed_runtime_without_its_key() {
     let dir = test_dir("rt-handler-signed-");
     let rt = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
     rt.create_service("svc").await;
-    rt.create_function(
-        "svc",
-        "caller",
-        "python3",
-        &[("index.py", API_CALLER)],
-        json!({"timeout": 30, "environmentVariables": {"RUNTIME_URL": rt.url}}),
-    )
-    .await;
-    let reply = rt.invoke("svc", "caller", "").await;
-    let seen: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
+    let seen = call_the_api_from_a_handler(&rt).await;
     for call in ["create", "read", "invoke", "code"] {
         assert_eq!(seen[call][0], 403, "{call}: {seen}");
     }

@@ -54,21 +54,9 @@ def handler(event, context):
     })
 "#;
 
-/// Double fork, `setsid()`, then a long sleep under the token it is given.
-const ESCAPE: &str = r#"
-import os, sys
-
-def handler(event, context):
-    token = event.decode()
-    child = os.fork()
-    if child == 0:
-        os.setsid()
-        if os.fork() == 0:
-            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", token])
-        os._exit(0)
-    os.waitpid(child, 0)
-    return "escaped"
-"#;
+/// The runtime tests' Python handlers; `index.escape` double-forks, calls `setsid()`, then sleeps under the
+/// token it is given.
+const FIXTURE_PY: &str = include_str!("../../fixtures/functions/python/index.py");
 
 fn token(what: &str) -> String {
     format!("{what}-{}", uuid::Uuid::new_v4().simple())
@@ -226,8 +214,8 @@ async fn escapees_die_when_the_runtime_stops() {
         "svc",
         "escape",
         "python3",
-        &[("index.py", ESCAPE)],
-        json!({}),
+        &[("index.py", FIXTURE_PY)],
+        json!({"handler": "index.escape"}),
     )
     .await;
     let escapee = token("escapee-stop");
@@ -307,14 +295,15 @@ impl Running {
 
 /// A functions folder with `demo/probe`, `demo/escape` (Python) and `demo/node` (Node.js).
 fn write_functions(folder: &Path) {
-    for (name, runtime, file, code) in [
-        ("probe", "python3", "index.py", PROBE),
-        ("escape", "python3", "index.py", ESCAPE),
+    for (name, runtime, file, code, handler) in [
+        ("probe", "python3", "index.py", PROBE, "index.handler"),
+        ("escape", "python3", "index.py", FIXTURE_PY, "index.escape"),
         (
             "node",
             "nodejs20",
             "index.js",
             "exports.handler = (e, c, cb) => cb(null, 'node in ' + process.cwd());\n",
+            "index.handler",
         ),
     ] {
         let function = folder.join("demo").join(name);
@@ -322,7 +311,7 @@ fn write_functions(folder: &Path) {
         std::fs::write(function.join(file), code).unwrap();
         std::fs::write(
             function.join("function.toml"),
-            format!("runtime = \"{runtime}\"\nhandler = \"index.handler\"\ntimeout = 20\n"),
+            format!("runtime = \"{runtime}\"\nhandler = \"{handler}\"\ntimeout = 20\n"),
         )
         .unwrap();
     }
@@ -332,18 +321,24 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_chaintrigger")
 }
 
+/// `chaintrigger runtime` started in `dir` with relative paths (`--data-dir <data> --functions functions`),
+/// after writing the test functions there.
+async fn runtime_in(dir: &Path, data: &str) -> Running {
+    write_functions(&dir.join("functions"));
+    let port = free_port();
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .current_dir(dir)
+        .args(["runtime", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", data, "--functions", "functions"]);
+    Running::start(command, port).await
+}
+
 #[tokio::test]
 async fn a_runtime_started_from_a_private_folder_with_relative_paths_runs_handlers() {
     // As an operator would: `cd` into a private folder, relative --data-dir and --functions.
     let dir = test_dir("rt-relative-");
-    write_functions(&dir.path().join("functions"));
-    let port = free_port();
-    let mut command = tokio::process::Command::new(binary());
-    command
-        .current_dir(dir.path())
-        .args(["runtime", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", "state/data", "--functions", "functions"]);
-    let runtime = Running::start(command, port).await;
+    let runtime = runtime_in(dir.path(), "state/data").await;
     let (status, text) = runtime.invoke("probe", "").await;
     assert_eq!(status, 200, "{text}");
     let seen: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -361,14 +356,7 @@ async fn a_runtime_started_from_a_private_folder_with_relative_paths_runs_handle
 #[tokio::test]
 async fn escapees_die_when_the_runtime_process_is_killed() {
     let dir = test_dir("rt-escape-kill-");
-    write_functions(&dir.path().join("functions"));
-    let port = free_port();
-    let mut command = tokio::process::Command::new(binary());
-    command
-        .current_dir(dir.path())
-        .args(["runtime", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", "data", "--functions", "functions"]);
-    let mut runtime = Running::start(command, port).await;
+    let mut runtime = runtime_in(dir.path(), "data").await;
     let (_, text) = runtime.invoke("probe", "").await;
     let seen: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     if seen["pid"] != 1 {

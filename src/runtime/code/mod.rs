@@ -343,30 +343,35 @@ impl CodeStore {
         )
     }
 
-    fn staging_paths(&self) -> (PathBuf, PathBuf) {
-        let id = uuid::Uuid::new_v4().simple();
-        (
-            self.root.join(format!(".staging-{id}")),
-            self.root.join(format!(".staging-{id}.zip")),
-        )
-    }
-
-    fn sink(&self, zip: &Path) -> Result<ZipSink, CodeError> {
+    /// A staging folder and zip for one upload (removed again unless committed), and the sink its zip is
+    /// written through.
+    fn begin_staging(&self) -> Result<(StagedCode, ZipSink), CodeError> {
         use std::os::unix::fs::OpenOptionsExt as _;
+        let id = uuid::Uuid::new_v4().simple();
+        let staged = StagedCode {
+            stored: StoredCode {
+                checksum: 0,
+                size: 0,
+            },
+            sha256: [0; 32],
+            dir: self.root.join(format!(".staging-{id}")),
+            zip: self.root.join(format!(".staging-{id}.zip")),
+        };
         let file = std::fs::OpenOptions::new()
             .write(true)
             .read(true)
             .create_new(true)
             .mode(0o600)
-            .open(zip)
-            .map_err(io_error(zip))?;
-        Ok(ZipSink {
+            .open(&staged.zip)
+            .map_err(io_error(&staged.zip))?;
+        let sink = ZipSink {
             file,
             crc: Crc64::default(),
             sha: Sha256::new(),
             size: 0,
             limit: self.limits.max_zip_bytes,
-        })
+        };
+        Ok((staged, sink))
     }
 
     /// Decodes `code.zipFile` into a staging zip, block by block, and unpacks it.
@@ -380,17 +385,7 @@ impl CodeStore {
                 limit: self.limits.max_zip_bytes,
             });
         }
-        let (dir, zip) = self.staging_paths();
-        let mut sink = self.sink(&zip)?;
-        let staged = StagedCode {
-            stored: StoredCode {
-                checksum: 0,
-                size: 0,
-            },
-            sha256: [0; 32],
-            dir,
-            zip,
-        };
+        let (staged, mut sink) = self.begin_staging()?;
         // 64 KiB of base64 is a whole number of 4-character groups: only the last block may carry padding.
         const BLOCK: usize = 64 * 1024;
         let mut decoded = Vec::with_capacity(BLOCK / 4 * 3);
@@ -417,17 +412,7 @@ impl CodeStore {
                 limit: self.limits.max_zip_bytes,
             });
         }
-        let (dir, zip) = self.staging_paths();
-        let mut sink = self.sink(&zip)?;
-        let staged = StagedCode {
-            stored: StoredCode {
-                checksum: 0,
-                size: 0,
-            },
-            sha256: [0; 32],
-            dir,
-            zip,
-        };
+        let (staged, mut sink) = self.begin_staging()?;
         sink.push(zip_bytes, &staged.zip)?;
         self.unpack_staged(staged, sink)
     }

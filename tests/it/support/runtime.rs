@@ -136,20 +136,34 @@ pub fn zip(files: &[(&str, &str)]) -> Vec<u8> {
     writer.finish().expect("zip finish").into_inner()
 }
 
-/// A running runtime and a client for it.
+/// A running runtime and a client for it (its [`ApiClient`] methods are the runtime's: `rt.send(...)`).
 pub struct TestRuntime {
-    /// `http://127.0.0.1:<port>`.
-    pub url: String,
     /// The in-process runtime (for its storage and `deploy`).
     pub runtime: Runtime,
-    /// Signs requests when set.
-    pub key: Option<(String, String)>,
-    /// Keep-alive client.
-    pub client: reqwest::Client,
+    /// Signs requests when the runtime has a key.
+    pub api: ApiClient,
     /// Stops the runtime (cancelled on drop too, so a failed test leaves no server behind).
     shutdown: CancellationToken,
     /// The runtime's `run`, awaited by `stop` to see it end cleanly.
     task: Option<tokio::task::JoinHandle<Result<(), chaintrigger::runtime::RuntimeError>>>,
+}
+
+impl std::ops::Deref for TestRuntime {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+/// A signed (or anonymous) client of one runtime.
+pub struct ApiClient {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Signs requests when set.
+    pub key: Option<(String, String)>,
+    /// Keep-alive client.
+    pub client: reqwest::Client,
 }
 
 /// One response, read whole.
@@ -220,10 +234,12 @@ impl TestRuntime {
             async move { runtime.run(listener, shutdown).await }
         });
         TestRuntime {
-            url,
             runtime,
-            key,
-            client: reqwest::Client::new(),
+            api: ApiClient {
+                url,
+                key,
+                client: reqwest::Client::new(),
+            },
             shutdown,
             task: Some(task),
         }
@@ -245,26 +261,6 @@ impl TestRuntime {
                 .expect("runtime task")
                 .expect("runtime stops cleanly");
         }
-    }
-
-    /// Sends a request (signed when the runtime has a key) and reads the whole response.
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Reply {
-        send_request(
-            &self.client,
-            &self.url,
-            self.key.as_ref(),
-            method,
-            path,
-            headers,
-            body,
-        )
-        .await
     }
 
     /// A client of another runtime at `url` (a `chaintrigger` process), signing with the test key or not.
@@ -372,15 +368,8 @@ impl TestRuntime {
     }
 }
 
-/// A client of a runtime this process did not start.
-pub struct ApiClient {
-    url: String,
-    key: Option<(String, String)>,
-    client: reqwest::Client,
-}
-
 impl ApiClient {
-    /// As [`TestRuntime::send`].
+    /// Sends a request (signed when the client has a key) and reads the whole response.
     pub async fn send(
         &self,
         method: &str,
@@ -388,66 +377,46 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
-        send_request(
-            &self.client,
-            &self.url,
-            self.key.as_ref(),
-            method,
-            path,
-            headers,
-            body,
-        )
-        .await
-    }
-}
-
-/// Sends a request (signed when `key` is given) and reads the whole response.
-async fn send_request(
-    client: &reqwest::Client,
-    url: &str,
-    key: Option<&(String, String)>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Reply {
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    let mut all: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
-        all.push(("date".into(), date));
-    }
-    if let Some((id, secret)) = key
-        && !all
+        let (client, url, key) = (&self.client, &self.url, self.key.as_ref());
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let mut all: Vec<(String, String)> = headers
             .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-    {
-        let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let signed_path = path.split('?').next().unwrap_or(path);
-        let parts = SignedParts {
-            method,
-            headers: &refs,
-            path: signed_path,
-            queries: &[],
-        };
-        all.push((
-            "authorization".into(),
-            fcsign::authorization(id, secret, &parts),
-        ));
-    }
-    let mut request = client
-        .request(method.parse().expect("method"), format!("{url}{path}"))
-        .body(body);
-    for (k, v) in &all {
-        request = request.header(k, v);
-    }
-    let response = request.send().await.expect("request reaches the runtime");
-    Reply {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.bytes().await.expect("response body"),
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
+            all.push(("date".into(), date));
+        }
+        if let Some((id, secret)) = key
+            && !all
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            let refs: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let signed_path = path.split('?').next().unwrap_or(path);
+            let parts = SignedParts {
+                method,
+                headers: &refs,
+                path: signed_path,
+                queries: &[],
+            };
+            all.push((
+                "authorization".into(),
+                fcsign::authorization(id, secret, &parts),
+            ));
+        }
+        let mut request = client
+            .request(method.parse().expect("method"), format!("{url}{path}"))
+            .body(body);
+        for (k, v) in &all {
+            request = request.header(k, v);
+        }
+        let response = request.send().await.expect("request reaches the runtime");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("response body"),
+        }
     }
 }
 
