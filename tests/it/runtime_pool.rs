@@ -956,12 +956,20 @@ async fn a_handler_that_cannot_start_says_why() {
 }
 
 #[tokio::test]
-async fn without_namespaces_a_folder_closed_to_handlers_is_named() {
+async fn without_namespaces_handlers_reach_their_code_by_path_or_the_pool_says_why() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        skipping(
-            "without_namespaces_a_folder_closed_to_handlers_is_named",
-            "not root: handlers run as the runtime's own user, who can reach its own folders",
+        // Not root, handlers run as the runtime's own user, who reaches its own folders: they run, by path.
+        let h = Harness::with_config(Language::Python3, |config| config.namespaces = false)
+            .expect("pool starts");
+        assert_eq!(h.pool.isolation().namespaces, Namespaces::None);
+        let result = json(
+            &h.call(&h.spec(Language::Python3, "env", "index.environment"), b"")
+                .await,
+        );
+        assert_eq!(
+            result["env"]["FC_FUNC_CODE_PATH"],
+            h.code.display().to_string()
         );
         return;
     }
