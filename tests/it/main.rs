@@ -19,6 +19,7 @@ mod identity;
 mod logs;
 mod peers;
 mod peersim;
+mod readyz;
 mod replays;
 mod runtime_api;
 mod runtime_pool;
