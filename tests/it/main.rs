@@ -9,6 +9,7 @@ mod decode;
 mod deliver;
 mod delivery_ids;
 mod demo;
+mod deploy;
 mod dispatch;
 mod engine;
 mod engine_admin;
