@@ -121,8 +121,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes, ready to serve. `/healthz` is open; everything else, unknown paths included (so a scan
-/// learns nothing), needs the bearer token.
+/// The routes, ready to serve. `/healthz` and the status page ([`super::page`], which holds no data) are
+/// open; everything else, unknown paths included (so a scan learns nothing), needs the bearer token.
 pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
     let state = Arc::new(AdminState { control, token });
     let protected = Router::new()
@@ -155,6 +155,7 @@ pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(super::page::routes())
         .merge(protected)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -8,6 +8,7 @@
 //!
 //! | route | answer |
 //! |---|---|
+//! | `GET /`, `/app.js`, `/app.css` (no token) | the status page ([`page`]): it holds no data and reads the routes below with the token |
 //! | `GET /healthz` (no token) | `{"status": "ok"}` |
 //! | `GET /v1/triggers` | `{"triggers": [TriggerStatus]}` |
 //! | `GET /v1/triggers/{name}` | `TriggerStatus` |
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod control;
 mod engine;
 pub mod metrics;
+pub mod page;
 pub mod server;
 
 use std::net::SocketAddr;
