@@ -24,6 +24,7 @@ mod runtime_api;
 mod runtime_pool;
 mod runtime_sdk;
 mod shutdown;
+mod status_page;
 mod store_crash;
 mod support;
 mod tail;
