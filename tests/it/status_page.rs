@@ -249,6 +249,7 @@ async fn the_page_in_a_browser_follows_the_daemon_and_steers_its_triggers() {
     browser
         .wait_text("[data-trigger=\"blocks\"] .lag", |text| text == "0")
         .await;
+    browser.screenshot("desktop").await;
     let peer = browser
         .text("[data-channel=\"mychannel\"] .peer")
         .await
@@ -290,6 +291,7 @@ async fn the_page_in_a_browser_follows_the_daemon_and_steers_its_triggers() {
         .await;
     assert!(letter.contains(HOSTILE), "{letter}");
     browser.assert_no_markup_ran().await;
+    browser.screenshot("desktop-dead-letters").await;
 
     // Re-push a dead letter once the target accepts again.
     hostile.accept.store(true, Ordering::SeqCst);
@@ -351,6 +353,7 @@ async fn the_page_in_a_browser_follows_the_daemon_and_steers_its_triggers() {
         .click("input[name=\"enable-from\"][value=\"block\"]")
         .await;
     browser.click("#confirm-ok").await;
+    browser.screenshot("desktop-enable").await;
     let problem = browser
         .wait_text("#confirm-problem", |text| !text.is_empty())
         .await;
@@ -428,6 +431,9 @@ async fn the_page_in_a_browser_follows_the_daemon_and_steers_its_triggers() {
         "the page is wider than the phone: {widths}"
     );
     browser.assert_no_markup_ran().await;
+    browser.screenshot("phone-dead-letters").await;
+    browser.script("window.scrollTo(0, 0)", json!([])).await;
+    browser.screenshot("phone-top").await;
 
     // Forgetting the token asks for it again.
     browser.click("#forget").await;
@@ -756,6 +762,22 @@ impl Browser {
             )
             .await;
         assert_eq!(found, json!([0, true, "chaintrigger"]));
+    }
+
+    /// Saves a PNG of the window as `<$STATUS_PAGE_SCREENSHOTS>/<name>.png` when that variable names a folder,
+    /// to look at the page as the test saw it.
+    async fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("STATUS_PAGE_SCREENSHOTS") else {
+            return;
+        };
+        let png = self.command(Method::GET, "/screenshot", None).await;
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            png.as_str().expect("a base64 PNG"),
+        )
+        .expect("valid base64");
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), bytes)
+            .expect("write a screenshot");
     }
 
     async fn quit(mut self) {

@@ -611,7 +611,7 @@
       "li",
       { data: { deadLetter: String(letter.id) } },
       el("div", { class: "card-head" }, el("h3", { class: "mono", text: `#${letter.id} ${letter.event_id}` }), state),
-      el("p", { class: "sub", text: `block ${letter.block}, event ${letter.event_index}, output ${letter.output} · ${letter.attempts} attempts · ${when(letter.at)}` }),
+      el("p", { class: "sub", text: `block ${letter.block}, event ${letter.event_index}, output ${letter.output} · ${letter.attempts} attempt${letter.attempts === 1 ? "" : "s"} · ${when(letter.at)}` }),
       el("div", { class: "error" }, el("pre", { class: "message", text: letter.error })),
       el("details", null, el("summary", { text: "payload" }), el("pre", { class: "payload", text: JSON.stringify(letter.payload, null, 2) })),
       outcome,
