@@ -221,31 +221,10 @@ async fn the_page_in_a_browser_follows_the_daemon_and_steers_its_triggers() {
     browser.wait_visible("#main").await;
 
     // Heights advance as blocks come.
-    let height = network.height();
-    let shown = format!("{} / {height}", height - 1);
-    browser
-        .wait_text("[data-trigger=\"blocks\"] .block-height", |text| {
-            text == shown
-        })
-        .await;
-    browser
-        .wait_text("[data-channel=\"mychannel\"] .chain-height", |text| {
-            text == height.to_string()
-        })
-        .await;
+    let first = browser.wait_heights(&network).await;
     network.generate(3);
-    let height = network.height();
-    let shown = format!("{} / {height}", height - 1);
-    browser
-        .wait_text("[data-trigger=\"blocks\"] .block-height", |text| {
-            text == shown
-        })
-        .await;
-    browser
-        .wait_text("[data-channel=\"mychannel\"] .chain-height", |text| {
-            text == height.to_string()
-        })
-        .await;
+    let now = browser.wait_heights(&network).await;
+    assert_eq!(now, first + 3);
     browser
         .wait_text("[data-trigger=\"blocks\"] .lag", |text| text == "0")
         .await;
@@ -740,6 +719,22 @@ impl Browser {
             (!self.hidden(css).await).then_some(())
         })
         .await;
+    }
+
+    /// Waits until the page shows the simulator's current height as the channel's and the `blocks` trigger's
+    /// block height just below it; returns that height.
+    async fn wait_heights(&self, network: &Network) -> u64 {
+        let height = network.height();
+        let shown = format!("{} / {height}", height - 1);
+        self.wait_text("[data-trigger=\"blocks\"] .block-height", |text| {
+            text == shown
+        })
+        .await;
+        self.wait_text("[data-channel=\"mychannel\"] .chain-height", |text| {
+            text == height.to_string()
+        })
+        .await;
+        height
     }
 
     /// Accepts the confirmation dialog the last action opened.
