@@ -121,8 +121,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes, ready to serve. `/healthz` and `/readyz` are open; everything else, unknown paths included (so a scan
-/// learns nothing), needs the bearer token.
+/// The routes, ready to serve. `/healthz`, `/readyz` and the status page ([`super::page`], which holds no data)
+/// are open; everything else, unknown paths included (so a scan learns nothing), needs the bearer token.
 pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
     let state = Arc::new(AdminState { control, token });
     let protected = Router::new()
@@ -156,6 +156,7 @@ pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<C>))
+        .merge(super::page::routes())
         .merge(protected)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

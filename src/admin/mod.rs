@@ -8,6 +8,7 @@
 //!
 //! | route | answer |
 //! |---|---|
+//! | `GET /`, `/app.js`, `/app.css` (no token) | the status page ([`page`]): it holds no data and reads the routes below with the token |
 //! | `GET /healthz` (no token) | `{"status": "ok"}`: liveness, whatever the channels do |
 //! | `GET /readyz` (no token) | `{"status": "ready"}` once every channel connected once; else 503 `{"status": "not_ready", "channels_not_connected": [name]}` |
 //! | `GET /v1/triggers` | `{"triggers": [TriggerStatus]}` |
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod control;
 mod engine;
 pub mod metrics;
+pub mod page;
 pub mod server;
 
 use std::net::SocketAddr;

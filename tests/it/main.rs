@@ -29,6 +29,7 @@ mod runtime_requests;
 mod runtime_sandbox;
 mod runtime_sdk;
 mod shutdown;
+mod status_page;
 mod store_crash;
 mod support;
 mod tail;
