@@ -338,6 +338,23 @@ pub struct ChannelStatus {
     /// The streams of triggers reading blocks older than the channel's window: open, waiting, allowed.
     #[serde(default)]
     pub catch_up: CatchUpStatus,
+    /// How the channel's events are rendered (`v2.5` or `v3`, as that Fabric generation's configtxlator prints
+    /// them) and why: so an operator comparing a pushed event with their own tools knows which to compare with.
+    #[serde(default)]
+    pub rendering: RenderingStatus,
+}
+
+/// A channel's rendering as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RenderingStatus {
+    /// `v2.5` or `v3`.
+    pub rendering: String,
+    /// `pinned` (the channel's `rendering` setting), `config_block` (learned from the channel's config block
+    /// `from_block`), or `unknown` (no config block read yet: v2.5 until one is).
+    pub source: String,
+    /// The config block it was learned from, for `config_block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_block: Option<u64>,
 }
 
 /// One peer of a channel as the admin API shows it.

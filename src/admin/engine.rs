@@ -3,11 +3,12 @@
 
 use super::control::{
     CatchUpStatus, ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl,
-    EventSelector, InvokeLatency, LastError, PeerStatus, Position, ReloadReport, RepushResult,
-    TriggerState, TriggerStatus,
+    EventSelector, InvokeLatency, LastError, PeerStatus, Position, ReloadReport, RenderingStatus,
+    RepushResult, TriggerState, TriggerStatus,
 };
 use crate::config;
 use crate::events::EventType;
+use crate::trigger::channel::ChannelRendering;
 use crate::trigger::checkpoint::CommandError;
 use crate::trigger::status::{ChannelSnapshot, Reloaded, Repushed, TimedError, TriggerSnapshot};
 use crate::trigger::{Engine, RequestError};
@@ -86,6 +87,19 @@ fn changed_status(name: &str, snapshot: TriggerSnapshot) -> Result<TriggerStatus
         .ok_or_else(|| ControlError::Conflict(format!("trigger `{name}` was deleted")))
 }
 
+fn rendering_status(rendering: ChannelRendering) -> RenderingStatus {
+    let (source, from_block) = match rendering {
+        ChannelRendering::Pinned(_) => ("pinned", None),
+        ChannelRendering::Learned { from_block, .. } => ("config_block", Some(from_block)),
+        ChannelRendering::Unknown => ("unknown", None),
+    };
+    RenderingStatus {
+        rendering: rendering.current().as_str().to_owned(),
+        source: source.to_owned(),
+        from_block,
+    }
+}
+
 fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
     ChannelStatus {
         name: snapshot.name.to_string(),
@@ -112,6 +126,7 @@ fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
             waiting: snapshot.catch_up.waiting,
             limit: snapshot.catch_up.limit,
         },
+        rendering: rendering_status(snapshot.rendering),
     }
 }
 

@@ -403,6 +403,7 @@ mod tests {
                 waiting: 2,
                 limit: 4,
             },
+            rendering: Default::default(),
         }];
         let histogram = LatencyHistogram::default();
         histogram.record(Duration::from_millis(2));

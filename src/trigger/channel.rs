@@ -521,6 +521,10 @@ impl ChannelFeed {
             reconnects: stream.reconnects,
             last_error,
             catch_up,
+            rendering: *self
+                .rendering
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
         }
     }
 

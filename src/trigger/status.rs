@@ -55,6 +55,8 @@ pub struct ChannelSnapshot {
     pub peers: Vec<PeerSnapshot>,
     /// The streams of triggers reading blocks older than the channel's window.
     pub catch_up: CatchUpSnapshot,
+    /// How its events are rendered now, and where that came from (pinned, or learned from a config block).
+    pub rendering: super::channel::ChannelRendering,
 }
 
 /// One peer of a channel.

@@ -144,10 +144,26 @@ async fn a_bft_channel_is_followed_end_to_end_as_fabric_v3_renders_it() {
 /// `V3_0` capability, v3 with it), or as pinned in the channel's TOML.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_channel_gets_its_generations_rendering_unless_pinned() {
-    for (recording, pin, want) in [
-        (Recording::V2_5, None, Value::Null),
-        (Recording::V2_5, Some("v3"), json!("")),
-        (Recording::V3_1, Some("v2.5"), Value::Null),
+    for (recording, pin, want, shown) in [
+        (
+            Recording::V2_5,
+            None,
+            Value::Null,
+            // Block 8 is the v2.5 recording's last config block.
+            json!({"rendering": "v2.5", "source": "config_block", "from_block": 8}),
+        ),
+        (
+            Recording::V2_5,
+            Some("v3"),
+            json!(""),
+            json!({"rendering": "v3", "source": "pinned"}),
+        ),
+        (
+            Recording::V3_1,
+            Some("v2.5"),
+            Value::Null,
+            json!({"rendering": "v2.5", "source": "pinned"}),
+        ),
     ] {
         let network = Network::start_recording(recording, None).await;
         let receiver = Receiver::start().await;
@@ -174,6 +190,9 @@ async fn each_channel_gets_its_generations_rendering_unless_pinned() {
                 "{recording} pinned {pin:?}"
             );
         }
+        // The channel's status says which rendering its events have, and why.
+        let channel = daemon.admin.channel().await;
+        assert_eq!(channel["rendering"], shown, "{recording} pinned {pin:?}");
         daemon.terminate().await;
     }
 }
