@@ -11,7 +11,12 @@
 //! cert = "msp/user1_signcert.pem"
 //! key = "msp/user1_key.pem"
 //! start = "newest"                       # or "oldest", or a block number
+//! rendering = "v3"                       # optional: "v2.5" or "v3" (default: learned from the channel)
 //! ```
+//!
+//! Events are rendered as the daemon renders the channel's ("Fabric versions" in the README): pinned by
+//! `--rendering`, else learned from the channel's last config block (named by the first block received; one
+//! extra one-block request) and from every config block that follows.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,13 +28,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{ExtractOptions, extract};
+use crate::events::{ExtractOptions, Rendering, extract};
 use crate::fabric::decode::BlockDecoder;
 use crate::fabric::deliver::{
     ChannelConfig, ClientCertificate, ClientTls, DeliverError, DeliverOptions, PeerEndpoint,
     StartPosition, Subscription, TlsCa,
 };
 use crate::fabric::identity::{Identity, MspId};
+use crate::trigger::channel::{ChannelRendering, LastConfig, read_last_config};
 
 /// Arguments of `chaintrigger tail`.
 #[derive(Debug, clap::Args)]
@@ -82,6 +88,10 @@ pub struct Args {
     /// Also print Contract events of transactions the peer marked invalid.
     #[arg(long)]
     pub include_invalid: bool,
+    /// Render `content.data` as Fabric `v2.5`'s configtxlator (empty bytes are `null`) or `v3`'s (`""`).
+    /// Default: learned from the channel's last config block (`v3` when it has the `V3_0` capability).
+    #[arg(long, value_name = "v2.5|v3")]
+    pub rendering: Option<Rendering>,
 }
 
 /// How events are printed.
@@ -121,6 +131,8 @@ struct ChannelSection {
     key: Option<PathBuf>,
     /// `newest`, `oldest` or a block number.
     start: Option<StartSetting>,
+    /// `v2.5` or `v3`: how events are rendered (default: learned from the channel).
+    rendering: Option<Rendering>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,7 +187,9 @@ fn load_file(path: &Path) -> anyhow::Result<ChannelSection> {
 }
 
 /// Merges flags over the file and checks that everything needed is there.
-fn channel_config(args: &Args) -> anyhow::Result<(ChannelConfig, StartPosition)> {
+fn channel_config(
+    args: &Args,
+) -> anyhow::Result<(ChannelConfig, StartPosition, Option<Rendering>)> {
     let file = match &args.config {
         Some(path) => load_file(path)?,
         None => ChannelSection::default(),
@@ -280,12 +294,13 @@ fn channel_config(args: &Args) -> anyhow::Result<(ChannelConfig, StartPosition)>
         identity: Arc::new(identity),
         options: DeliverOptions::default(),
     };
-    Ok((config, start))
+    Ok((config, start, args.rendering.or(file.rendering)))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (config, start) = channel_config(&args)?;
-    let options = ExtractOptions {
+    let (config, start, pinned) = channel_config(&args)?;
+    let mut rendering = pinned.map_or(ChannelRendering::Unknown, ChannelRendering::Pinned);
+    let mut options = ExtractOptions {
         instance_id: args.instance_id.clone(),
         include_invalid: args.include_invalid,
         ..ExtractOptions::default()
@@ -298,7 +313,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let channel = config.channel_id.clone();
-    let mut subscription = Subscription::new(config, start, shutdown);
+    let deliver = config.clone();
+    let mut subscription = Subscription::new(config, start, shutdown.clone());
     let mut decoder = BlockDecoder::new();
     let mut remaining = args.blocks;
     while remaining != Some(0) {
@@ -314,13 +330,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 )));
             }
         };
-        print_block(
-            &mut decoder,
-            block.number,
-            block.bytes,
-            &options,
-            args.format,
-        )?;
+        let decoded = match decoder.decode_bytes(block.bytes) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                eprintln!("error: block {}: {error}", block.number);
+                remaining = remaining.map(|n| n - 1);
+                continue;
+            }
+        };
+        if rendering == ChannelRendering::Unknown {
+            match read_last_config(&deliver, decoded.clone(), &shutdown).await {
+                LastConfig::Read(config) => follow(&mut rendering, &config),
+                LastConfig::Unreadable(reason) => {
+                    eprintln!(
+                        "note: the channel's last config block cannot be read ({reason}): events are rendered as \
+                         v2.5 until the next config block; pass --rendering to choose"
+                    );
+                    rendering.follow(decoded.number, Rendering::default());
+                }
+                LastConfig::Shutdown => break,
+            }
+        }
+        follow(&mut rendering, &decoded);
+        options.rendering = rendering.current();
+        print_events(&decoded, &options, args.format)?;
         remaining = remaining.map(|n| n - 1);
     }
     Ok(())
@@ -347,27 +380,25 @@ fn fix_hint(error: &DeliverError, channel: &str) -> Option<String> {
     }
 }
 
-/// Decodes a block and prints its events; decode problems go to stderr and do not stop the tail.
-pub fn print_block(
-    decoder: &mut BlockDecoder,
-    number: u64,
-    bytes: bytes::Bytes,
+/// Takes the rendering of `block` when it is a config block (unless pinned).
+fn follow(rendering: &mut ChannelRendering, block: &crate::fabric::decode::Block) {
+    if let Some(config) = block.config() {
+        rendering.follow(block.number, Rendering::of_config(config));
+    }
+}
+
+/// Prints a block's events; its decode problems go to stderr and do not stop the tail.
+fn print_events(
+    block: &crate::fabric::decode::Block,
     options: &ExtractOptions,
     format: Format,
 ) -> anyhow::Result<()> {
-    let block = match decoder.decode_bytes(bytes) {
-        Ok(block) => block,
-        Err(error) => {
-            eprintln!("error: block {number}: {error}");
-            return Ok(());
-        }
-    };
     for error in block.errors() {
-        eprintln!("error: block {number}: {error}");
+        eprintln!("error: block {}: {error}", block.number);
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for event in extract(&block, options) {
+    for event in extract(block, options) {
         match format {
             Format::Json => {
                 serde_json::to_writer(&mut out, event.envelope()).context("writing to stdout")?

@@ -261,6 +261,70 @@ impl ChannelRendering {
     }
 }
 
+/// What reading a channel's last config block gave (see [`read_last_config`]).
+#[derive(Debug)]
+pub enum LastConfig {
+    /// The config block.
+    Read(Block),
+    /// Why it could not be read: a message naming the blocks concerned.
+    Unreadable(String),
+    /// Stopped before it was read.
+    Shutdown,
+}
+
+/// Reads the channel's last config block as `block` (the first one a stream delivered) names it in its metadata:
+/// `block` itself when it is that block, else over a separate one-block stream of `deliver`, closed once read.
+/// Block metadata is input from the network: a number that is later than `block`, or a block that is not a config
+/// block, is refused with the reason.
+pub async fn read_last_config(
+    deliver: &ChannelConfig,
+    block: Block,
+    stop: &CancellationToken,
+) -> LastConfig {
+    let read = match block.last_config {
+        Some(number) if number == block.number => Ok((number, block)),
+        Some(number) if number < block.number => {
+            let mut fetch = Subscription::new(
+                deliver.clone(),
+                StartPosition::Block(number),
+                stop.child_token(),
+            );
+            // Dropping the subscription after one block closes its stream.
+            match fetch.next_block().await {
+                Ok(config) => decode_block_bytes(config.bytes)
+                    .map(|config| (number, config))
+                    .map_err(|e| format!("block {number} cannot be decoded: {e}")),
+                Err(DeliverError::Shutdown { .. }) => return LastConfig::Shutdown,
+                Err(error) => Err(format!("block {number} cannot be read: {error}")),
+            }
+        }
+        Some(number) => Err(format!(
+            "block {} names block {number}, a later one, as its last config block",
+            block.number
+        )),
+        None => Err(format!(
+            "block {} names no last config block in its metadata",
+            block.number
+        )),
+    };
+    let checked = read.and_then(|(number, config)| {
+        if config.number != number {
+            return Err(format!(
+                "block {number} was asked for, block {} came",
+                config.number
+            ));
+        }
+        match config.config() {
+            Some(_) => Ok(config),
+            None => Err(format!("block {number} is not a config block")),
+        }
+    });
+    match checked {
+        Ok(config) => LastConfig::Read(config),
+        Err(reason) => LastConfig::Unreadable(reason),
+    }
+}
+
 impl ChannelFeed {
     /// A feed that has received nothing yet.
     pub fn new(
@@ -424,44 +488,11 @@ impl ChannelFeed {
         };
         // Where the rendering is assumed from when the last config block cannot be read.
         let fallback_from = block.last_config.unwrap_or(block.number);
-        let learned = match block.last_config {
-            Some(number) if number == block.number => Ok((number, block)),
-            Some(number) if number < block.number => {
-                let mut fetch = Subscription::new(
-                    self.deliver.clone(),
-                    StartPosition::Block(number),
-                    stop.child_token(),
-                );
-                // Dropping the subscription after one block closes its stream.
-                match fetch.next_block().await {
-                    Ok(config) => decode_block_bytes(config.bytes)
-                        .map(|config| (number, config))
-                        .map_err(|e| format!("block {number} cannot be decoded: {e}")),
-                    Err(DeliverError::Shutdown { .. }) => return false,
-                    Err(error) => Err(format!("block {number} cannot be read: {error}")),
-                }
-            }
-            Some(number) => Err(format!(
-                "block {} names block {number}, a later one, as its last config block",
-                block.number
-            )),
-            None => Err(format!(
-                "block {} names no last config block in its metadata",
-                block.number
-            )),
+        let learned = match read_last_config(&self.deliver, block, stop).await {
+            LastConfig::Read(config) => Ok(config),
+            LastConfig::Unreadable(reason) => Err(reason),
+            LastConfig::Shutdown => return false,
         };
-        let learned = learned.and_then(|(number, config)| {
-            if config.number != number {
-                return Err(format!(
-                    "block {number} was asked for, block {} came",
-                    config.number
-                ));
-            }
-            match config.config() {
-                Some(_) => Ok(config),
-                None => Err(format!("block {number} is not a config block")),
-            }
-        });
         match learned {
             Ok(config) => {
                 self.follow_config(&config);

@@ -225,3 +225,68 @@ async fn tail_exits_with_what_to_fix_when_retrying_cannot_help() {
     );
     assert!(stderr.contains("FORBIDDEN (403)"), "{stderr}");
 }
+
+/// `tail` renders a channel as the daemon does: v3 for a channel whose configuration has the `V3_0` capability
+/// (learned from its last config block), unless `--rendering` pins another.
+#[tokio::test]
+async fn tail_learns_the_channels_rendering_unless_pinned() {
+    use chaintrigger::peersim::{PeerSimConfig, fixture::Recording};
+
+    let pki = TlsPki::new();
+    let recording = Recording::V3_1;
+    let peer = RunningPeer::start(PeerSimConfig {
+        tls: Some(pki.server_tls(false)),
+        ..PeerSimConfig::from_recording(recording)
+    })
+    .await;
+    let newest = peer.handle.height() - 1;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let msp = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(recording.fixture_dir())
+        .join("msp");
+    let config = write_config(dir.path(), &pki, &peer, "")
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned();
+    // The v3 network's reader, starting at its newest block (which is not a config block).
+    let text = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace(
+            fixture_path("msp/user1_signcert.pem").to_str().unwrap(),
+            msp.join("user1_signcert.pem").to_str().unwrap(),
+        )
+        .replace(
+            fixture_path("msp/user1_key.pem").to_str().unwrap(),
+            msp.join("user1_key.pem").to_str().unwrap(),
+        )
+        .replace("start = 11", &format!("start = {newest}"));
+    std::fs::write(&config, text).expect("write config");
+    for (pin, want) in [(None, Value::from("")), (Some("v2.5"), Value::Null)] {
+        let config = config.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--config", config.as_str(), "--blocks", "1"];
+            if let Some(pin) = pin {
+                args.extend(["--rendering", pin]);
+            }
+            tail(&args)
+        })
+        .await
+        .expect("tail task");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let hashes: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+            .filter(|event| event["type"] == "Tx")
+            .map(|event| {
+                event["content"]["data"]["header"]["channel_header"]["tls_cert_hash"].clone()
+            })
+            .collect();
+        assert!(!hashes.is_empty(), "block {newest} has transactions");
+        assert!(
+            hashes.iter().all(|hash| *hash == want),
+            "pinned {pin:?}: {hashes:?}"
+        );
+    }
+}
