@@ -38,6 +38,8 @@ enum Command {
     CheckConfig(cmd::check_config::Args),
     /// Manage a running daemon's triggers over its admin API.
     Triggers(cmd::triggers::Args),
+    /// Try a filter on blocks with the daemon's own engine: what a trigger would push, event by event.
+    Filter(cmd::filter::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::CheckConfig(args) => cmd::check_config::run(args).await,
             Command::Triggers(args) => cmd::triggers::run(args).await,
+            Command::Filter(args) => cmd::filter::run(args).await,
         }
     });
     // Dropping the runtime would wait for every blocking task (a store write, a filter still running, a handler's

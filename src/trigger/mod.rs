@@ -10,6 +10,7 @@
 //! | [`channel`] | a channel's feed: one Deliver stream, decode, window, height | network |
 //! | [`worker`] | one trigger's worker: blocks in, filter, push, record | network, store |
 //! | [`engine`] | every channel and trigger, operators' commands, reload | all of it |
+//! | [`tester`] | what a trigger would push for given blocks, through the worker's own path | none (filter pool) |
 //! | [`status`], [`latency`] | what the engine reports | none |
 //!
 //! Lower modules never reach up: the admin API maps the engine's [`status`] types to its own JSON.
@@ -22,6 +23,7 @@ pub mod latency;
 pub mod outcome;
 pub mod state;
 pub mod status;
+pub mod tester;
 pub mod window;
 pub mod worker;
 
