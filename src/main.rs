@@ -42,7 +42,20 @@ enum Command {
     Filter(cmd::filter::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One clear message with its causes, never a backtrace: the errors that reach here are an operator's
+            // mistake or the world's (a file, a peer, the admin API), and each names what to fix. Bugs panic, and a
+            // panic still honours RUST_BACKTRACE.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     chaintrigger::install_crypto_provider();
     let cli = Cli::parse();
     // The demo draws its own progress display; the daemon's routine logs would scroll it away.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::admin::{
-    ChannelStatus, DeadLetter, EnableFrom, ReloadReport, RepushResult, TriggerStatus,
+    ChannelStatus, DeadLetter, EnableAt, ReloadReport, RepushResult, TimeResolution, TriggerStatus,
 };
 use crate::config::{redact_url, redact_url_text};
 use crate::dispatch::{error_chain, find_rustls_error};
@@ -57,9 +57,12 @@ enum Command {
     Enable {
         /// The trigger's name.
         name: String,
-        /// Where to start: `latest`, `position` (the stored position) or a block number.
-        #[arg(long, default_value = "latest")]
-        from: EnableFrom,
+        /// Where to start: `latest`, `position` (the stored position), a block number, or
+        /// `time:2026-11-29T10:00:00Z` (the first block created at or after that time; the daemon finds it with a
+        /// few one-block reads and the answer shows the block and its time; a time after the newest block is
+        /// refused).
+        #[arg(long, default_value = "latest", value_name = "WHERE")]
+        from: EnableAt,
     },
     /// Disable a trigger: it stops pushing and events meanwhile are discarded.
     Disable {
@@ -130,6 +133,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
             if json {
                 return print_json(&answer);
+            }
+            let resolved: EnableAnswer = decode(answer.clone())?;
+            if let Some(resolved) = resolved.resolved {
+                println!(
+                    "{from} is block {} (created {}), the first block at or after that time",
+                    resolved.block,
+                    resolved
+                        .block_time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
             }
             let status: TriggerStatus = decode(answer)?;
             println!(
@@ -247,6 +260,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 #[derive(Debug, Deserialize)]
 struct TriggerList {
     triggers: Vec<TriggerStatus>,
+}
+
+/// `POST /v1/triggers/{name}/enable`: the status, plus where a time resolved to.
+#[derive(Debug, Deserialize)]
+struct EnableAnswer {
+    resolved: Option<TimeResolution>,
 }
 
 /// `GET /v1/channels`.

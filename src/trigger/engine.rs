@@ -697,6 +697,15 @@ impl Engine {
         self.reload_from(&config).await
     }
 
+    /// The feed of channel `name`, when it is configured: for reads beside its stream (the filter tester, replay
+    /// by time).
+    pub fn channel_feed(&self, name: &str) -> Option<Arc<ChannelFeed>> {
+        self.channels_lock()
+            .iter()
+            .find(|(channel, _)| channel.as_str() == name)
+            .map(|(_, entry)| Arc::clone(&entry.feed))
+    }
+
     /// Every configured channel, by name.
     pub fn channels(&self) -> Vec<ChannelSnapshot> {
         self.channels_lock()

@@ -14,6 +14,7 @@ mod engine;
 mod engine_admin;
 mod engine_smoke;
 mod engine_v3;
+mod filter_tester;
 mod filters;
 mod identity;
 mod logs;
