@@ -20,6 +20,7 @@ mod identity;
 mod logs;
 mod peers;
 mod peersim;
+mod replay_by_time;
 mod replays;
 mod runtime_api;
 mod runtime_pool;
