@@ -442,6 +442,18 @@ pub struct TriggerStatus {
     pub enabled_at: Option<DateTime<Utc>>,
 }
 
+impl TriggerStatus {
+    /// The failure count against the threshold, written one way everywhere (CLI table, `triggers show`, the demo,
+    /// the README): `3/10`, or `3 (no limit)` for a threshold of -1 (the trigger never fails).
+    pub fn failures_text(&self) -> String {
+        if self.failure_threshold < 0 {
+            format!("{} (no limit)", self.failure_count)
+        } else {
+            format!("{}/{}", self.failure_count, self.failure_threshold)
+        }
+    }
+}
+
 /// One channel's stream as the admin API shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelStatus {

@@ -25,17 +25,22 @@ const TABLE_ERROR_WIDTH: usize = 60;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The daemon's admin API: http://127.0.0.1:PORT, or https://HOST:PORT when it serves TLS.
-    #[arg(long, env = "CHAINTRIGGER_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
+    #[arg(long, global = true, env = "CHAINTRIGGER_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
     admin: String,
     /// The environment variable holding the admin token.
-    #[arg(long, default_value = crate::admin::DEFAULT_TOKEN_ENV)]
+    #[arg(long, global = true, default_value = crate::admin::DEFAULT_TOKEN_ENV)]
     token_env: String,
     /// A file holding the admin token (overrides --token-env).
-    #[arg(long)]
+    #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// PEM CA certificate(s) to verify an https:// admin API with (instead of the system's roots), e.g. the CA of
     /// a self-signed `tls_certificate`.
-    #[arg(long, env = "CHAINTRIGGER_ADMIN_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHAINTRIGGER_ADMIN_CA",
+        value_name = "FILE"
+    )]
     admin_ca: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
@@ -562,7 +567,7 @@ fn trigger_table(triggers: &[TriggerStatus]) -> String {
                     optional(trigger.chain_height)
                 ),
                 optional(trigger.lag),
-                format!("{}/{}", trigger.failure_count, trigger.failure_threshold),
+                trigger.failures_text(),
                 trigger.delivered.to_string(),
                 trigger.discarded.to_string(),
                 trigger
@@ -604,13 +609,7 @@ fn trigger_details(status: &TriggerStatus) -> String {
         ("position", position_text(status)),
         ("chain height", optional(status.chain_height)),
         ("lag", optional(status.lag)),
-        (
-            "failures",
-            format!(
-                "{} (threshold {})",
-                status.failure_count, status.failure_threshold
-            ),
-        ),
+        ("failures", status.failures_text()),
         ("delivered", status.delivered.to_string()),
         ("discarded", status.discarded.to_string()),
         ("retries", status.retries.to_string()),
