@@ -262,10 +262,25 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     )
 }
 
+/// `?deleted=true` lists the deleted triggers instead.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// List the triggers deleted over the API (kept by the store) instead of the live ones.
+    #[serde(default)]
+    deleted: bool,
+}
+
 async fn list_triggers<C: EngineControl>(
     State(state): State<Arc<AdminState<C>>>,
-) -> Json<serde_json::Value> {
-    Json(json!({"triggers": state.control.triggers().await}))
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
+    if query.deleted {
+        let deleted = state.control.deleted_triggers().await?;
+        return Ok(Json(json!({"triggers": deleted})));
+    }
+    Ok(Json(json!({"triggers": state.control.triggers().await})))
 }
 
 async fn show_trigger<C: EngineControl>(

@@ -81,6 +81,14 @@ pub trait EngineControl: Send + Sync + 'static {
     /// records into one [`super::metrics::LatencyHistogram`] per trigger and snapshots it here.
     fn invoke_latencies(&self) -> impl Future<Output = Vec<InvokeLatency>> + Send;
 
+    /// Every trigger deleted over the API that the store keeps, ordered by name (`GET /v1/triggers?deleted=true`).
+    /// An engine without a store answers none.
+    fn deleted_triggers(
+        &self,
+    ) -> impl Future<Output = Result<Vec<DeletedTrigger>, ControlError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// Tries a filter on blocks of a channel, read from its peers: what a trigger with it would push, event by
     /// event (see [`crate::trigger::tester`]). An unknown channel is `NotFound`; a filter that does not compile,
     /// a bad or too large range, or blocks beyond the chain's head are `Invalid`; peers that cannot be read are
@@ -111,6 +119,25 @@ pub trait EngineControl: Send + Sync + 'static {
             ))
         }
     }
+}
+
+/// A trigger deleted over the API, as the store keeps it: what an operator needs to bring it back under a new name
+/// (its position) and to know whether its entry still holds its name (`in_configuration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTrigger {
+    /// Its name: deleted for good while an entry of this name is in the configuration.
+    pub name: String,
+    /// Where it was when deleted: a trigger under a new name can start there (`start = <block>`).
+    pub position: Position,
+    /// Payloads it had delivered.
+    pub delivered: u64,
+    /// Payloads it had discarded.
+    pub discarded: u64,
+    /// When it was deleted (its record's last change).
+    #[serde(with = "rfc3339")]
+    pub deleted_at: DateTime<Utc>,
+    /// Whether the configuration still has an entry of this name (which the daemon keeps deleted).
+    pub in_configuration: bool,
 }
 
 /// The most blocks one filter test reads (`to - from + 1`): each is read from a peer and every event filtered.

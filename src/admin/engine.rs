@@ -6,9 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::control::{
-    CatchUpStatus, ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl,
-    EventSelector, FilterTest, FilterTestAnswer, InvokeLatency, LastError, MAX_FILTER_TEST_BLOCKS,
-    PeerStatus, Position, ReloadReport, RepushResult, TimeResolution, TriggerState, TriggerStatus,
+    CatchUpStatus, ChannelStatus, ControlError, DeadLetter, DeletedTrigger, EnableFrom,
+    EngineControl, EventSelector, FilterTest, FilterTestAnswer, InvokeLatency, LastError,
+    MAX_FILTER_TEST_BLOCKS, PeerStatus, Position, ReloadReport, RepushResult, TimeResolution,
+    TriggerState, TriggerStatus,
 };
 use crate::config;
 use crate::events::EventType;
@@ -206,6 +207,21 @@ impl EngineControl for Engine {
             .into_iter()
             .map(channel_status)
             .collect()
+    }
+
+    async fn deleted_triggers(&self) -> Result<Vec<DeletedTrigger>, ControlError> {
+        Ok(Engine::deleted_triggers(self)
+            .await?
+            .into_iter()
+            .map(|(record, in_configuration)| DeletedTrigger {
+                name: record.name.to_string(),
+                position: Position::from(record.position),
+                delivered: record.delivered,
+                discarded: record.discarded,
+                deleted_at: DateTime::<Utc>::from(record.updated_at),
+                in_configuration,
+            })
+            .collect())
     }
 
     async fn test_filter(&self, request: FilterTest) -> Result<FilterTestAnswer, ControlError> {

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::admin::{
-    ChannelStatus, DeadLetter, EnableAt, ReloadReport, RepushResult, TimeResolution, TriggerStatus,
+    ChannelStatus, DeadLetter, DeletedTrigger, EnableAt, ReloadReport, RepushResult,
+    TimeResolution, TriggerStatus,
 };
 use crate::config::{redact_url, redact_url_text};
 use crate::dispatch::{error_chain, find_rustls_error};
@@ -52,7 +53,11 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// List every trigger with its state and progress.
-    List,
+    List {
+        /// List the triggers deleted over the API instead (kept by the daemon's store), with where each was.
+        #[arg(long)]
+        deleted: bool,
+    },
     /// Show one trigger in full.
     Show {
         /// The trigger's name.
@@ -110,7 +115,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.admin, args.admin_ca.as_deref(), token)?;
     let json = args.json;
     match args.command {
-        Command::List => {
+        Command::List { deleted: true } => {
+            let answer = client
+                .call(Method::GET, &["v1", "triggers"], &[("deleted", "true")])
+                .await?;
+            if json {
+                return print_json(&answer);
+            }
+            let list: DeletedList = decode(answer)?;
+            print!("{}", deleted_table(&list.triggers));
+        }
+        Command::List { deleted: false } => {
             let answer = client.call(Method::GET, &["v1", "triggers"], &[]).await?;
             if json {
                 return print_json(&answer);
@@ -271,6 +286,12 @@ struct TriggerList {
 #[derive(Debug, Deserialize)]
 struct EnableAnswer {
     resolved: Option<TimeResolution>,
+}
+
+/// `GET /v1/triggers?deleted=true`.
+#[derive(Debug, Deserialize)]
+struct DeletedList {
+    triggers: Vec<DeletedTrigger>,
 }
 
 /// `GET /v1/channels`.
@@ -592,6 +613,49 @@ fn trigger_table(triggers: &[TriggerStatus]) -> String {
         ],
         &rows,
     )
+}
+
+fn deleted_table(triggers: &[DeletedTrigger]) -> String {
+    if triggers.is_empty() {
+        return "no deleted triggers\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = triggers
+        .iter()
+        .map(|trigger| {
+            vec![
+                trigger.name.clone(),
+                format!(
+                    "block {} event {}",
+                    trigger.position.block, trigger.position.event_index
+                ),
+                trigger.delivered.to_string(),
+                trigger.discarded.to_string(),
+                trigger.deleted_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                if trigger.in_configuration {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        &[
+            "NAME",
+            "POSITION",
+            "DELIVERED",
+            "DISCARDED",
+            "DELETED AT",
+            "IN CONFIG",
+        ],
+        &rows,
+    );
+    text.push_str(
+        "A deleted name stays deleted. To bring a trigger back, give its entry a new name (with `start = <block>` to \
+         resume where it was) and run `chaintrigger triggers reload`.\n",
+    );
+    text
 }
 
 fn trigger_details(status: &TriggerStatus) -> String {

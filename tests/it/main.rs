@@ -18,6 +18,7 @@ mod filter_tester;
 mod filters;
 mod identity;
 mod logs;
+mod operator_cli;
 mod peers;
 mod peersim;
 mod replay_by_time;
