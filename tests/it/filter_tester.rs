@@ -2,13 +2,12 @@
 //! simulator over TLS serving the recorded Fabric v2.5 blocks, and what a trigger with the same filter really
 //! pushes.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::daemon::{
-    ADMIN_TOKEN, Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec,
+    ADMIN_TOKEN, Daemon, DaemonFiles, Network, Receiver, TriggerSpec, run_cli,
 };
 
 /// A jq filter in BaaS style: valid transactions reshaped, two outputs each (to see several payloads per event).
@@ -39,23 +38,8 @@ fn request(filter: &str, from: u64, to: u64) -> Value {
 
 /// Runs `chaintrigger filter test <args>`; returns (success, stdout, stderr).
 async fn filter_test(args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
-        .arg("filter")
-        .arg("test")
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(PATIENCE, output)
-        .await
-        .expect("the CLI finishes")
-        .expect("run the CLI");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let all: Vec<&str> = ["filter", "test"].iter().chain(args).copied().collect();
+    run_cli(&all).await
 }
 
 /// The daemon with one trigger, `txs`, pushing [`TX_FILTER`]'s outputs from block 0 to the receiver.
@@ -179,62 +163,31 @@ async fn hostile_requests_are_refused_or_bounded_and_the_api_keeps_serving() {
         .await;
     assert_eq!(status, 200);
 
-    // A huge range, a reversed one, blocks beyond the head.
-    let (status, answer, _) = post_test(&url, &request(".", 0, 1_000_000)).await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 100"),
-        "{answer}"
-    );
-    let (status, answer, _) = post_test(&url, &request(".", 9, 3)).await;
-    assert_eq!(status, 400, "{answer}");
-    let (status, answer, _) = post_test(&url, &request(".", 20, 90)).await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("beyond the head"),
-        "{answer}"
-    );
-
-    // An unknown channel, a filter that does not compile (named by line and column), unknown fields.
-    let mut unknown = request(".", 0, 1);
-    unknown["channel"] = json!("nochannel");
-    let (status, answer, _) = post_test(&url, &unknown).await;
-    assert_eq!(status, 404, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("mychannel"),
-        "{answer}"
-    );
-    let (status, answer, _) = post_test(&url, &request("select(.content.state ==", 0, 1)).await;
-    assert_eq!(status, 400, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("filter") && message.contains("line 1"),
-        "{message}"
-    );
-    let mut extra = request(".", 0, 1);
-    extra["limit"] = json!(5);
-    let (status, answer, _) = post_test(&url, &extra).await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field"),
-        "{answer}"
-    );
-    let mut bad_event = request(".", 0, 1);
-    bad_event["event"] = json!("Transfer");
-    let (status, _, _) = post_test(&url, &bad_event).await;
-    assert_eq!(status, 400);
+    // Refused with a status and a message that says why: a huge range, a reversed one, blocks beyond the head, an
+    // unknown channel, a filter that does not compile (named by line and column), unknown fields, a bad event type.
+    let with = |key: &str, value: Value| {
+        let mut body = request(".", 0, 1);
+        body[key] = value;
+        body
+    };
+    for (body, expected_status, expected) in [
+        (request(".", 0, 1_000_000), 400, "at most 100"),
+        (request(".", 9, 3), 400, "below `from`"),
+        (request(".", 20, 90), 400, "beyond the head"),
+        (
+            with("channel", json!("nochannel")),
+            404,
+            "configured: mychannel",
+        ),
+        (request("select(.content.state ==", 0, 1), 400, "line 1"),
+        (with("limit", json!(5)), 400, "unknown field `limit`"),
+        (with("event", json!("Transfer")), 400, "`event`"),
+    ] {
+        let (status, answer, _) = post_test(&url, &body).await;
+        assert_eq!(status, expected_status, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{body}: {message}");
+    }
 
     // The trigger was never disturbed.
     let (status, trigger) = daemon

@@ -1,35 +1,18 @@
 //! The admin CLI as an operator types it: options after the subcommand, failures shown one way, deleted triggers
 //! listed and brought back under a new name, mistakes answered with one message and no backtrace.
 
-use std::process::Stdio;
-
-use crate::support::daemon::{Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec};
+use crate::support::daemon::{Daemon, DaemonFiles, Network, Receiver, TriggerSpec, run_cli};
 
 /// `chaintrigger triggers <args>` with the admin options after the subcommand, `RUST_BACKTRACE=1`.
 async fn triggers(files: &DaemonFiles, args: &[&str]) -> (bool, String, String) {
     let token = files.dir.path().join("admin-token");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
-        .arg("triggers")
-        .args(args)
-        .arg("--admin")
-        .arg(files.admin_url())
-        .arg("--token-file")
-        .arg(token)
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("CHAINTRIGGER_ADMIN_TOKEN")
-        .env_remove("CHAINTRIGGER_ADMIN_URL")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(PATIENCE, output)
-        .await
-        .expect("the CLI finishes")
-        .expect("run the CLI");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let admin = files.admin_url();
+    let token = token.to_str().expect("a UTF-8 path");
+    let all: Vec<&str> = std::iter::once("triggers")
+        .chain(args.iter().copied())
+        .chain(["--admin", admin.as_str(), "--token-file", token])
+        .collect();
+    run_cli(&all).await
 }
 
 #[tokio::test]
