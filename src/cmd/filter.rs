@@ -147,10 +147,10 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
     let instance_id = config
         .as_ref()
         .map_or_else(|| "chaintrigger".to_owned(), |c| c.instance_id.to_string());
+    let channel_name = args.channel.clone().or(trigger_channel);
     let blocks = match &args.channel_blocks {
         Some(range) => {
             let config = config.as_ref().context("--channel-blocks needs --config")?;
-            let channel_name = args.channel.clone().or(trigger_channel);
             let channel = pick_channel(config, channel_name.as_deref())?;
             channel_blocks(channel, range, &instance_id, args.rendering).await?
         }
@@ -159,7 +159,7 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
                 Some(rendering) => rendering,
                 None => match config
                     .as_ref()
-                    .and_then(|c| pinned_rendering(c, args.channel.as_deref()))
+                    .and_then(|c| pinned_rendering(c, channel_name.as_deref()))
                 {
                     Some(rendering) => rendering,
                     None => super::decode::rendering_of_inputs(&args.files).await,

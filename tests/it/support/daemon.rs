@@ -989,7 +989,7 @@ pub async fn cli(files: &DaemonFiles, args: &[&str]) -> (bool, String, String) {
         "--token-file".as_ref(),
         token.as_os_str(),
     ];
-    all.extend(args.iter().map(|arg| std::ffi::OsStr::new(arg)));
+    all.extend(args.iter().map(std::ffi::OsStr::new));
     run_cli(&all).await
 }
 
