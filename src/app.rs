@@ -250,7 +250,9 @@ impl App {
 }
 
 /// Opens the bundled runtime, binds its listener and serves it until `stop`. Without configured credentials the
-/// runtime is anonymous (and loopback-only unless the configuration says otherwise).
+/// runtime accepts a key made for this process only (random, never written anywhere): the daemon's own
+/// `endpoint = "embedded"` pushes sign with it, and nothing else (its handlers included) can use the runtime's
+/// API. It stays loopback-only.
 async fn start_runtime(
     config: &Config,
     stop: CancellationToken,
@@ -286,12 +288,25 @@ async fn start_runtime(
             settings.listen
         );
     }
+    let (access_key_id, access_key_secret) = key.unwrap_or_else(|| {
+        use rand::Rng as _;
+        let secret: [u8; 32] = rand::rng().random();
+        (
+            "chaintrigger-daemon".to_owned(),
+            config::Secret::new(hex::encode(secret)),
+        )
+    });
     let mut runtime_config = RuntimeConfig::new(settings.data_dir.get_ref());
     runtime_config.functions_dir = settings.functions.as_ref().map(|f| f.get_ref().clone());
-    runtime_config.access_key = key.as_ref().map(|(id, secret)| AccessKey {
-        id: id.clone(),
-        secret: crate::runtime::auth::Secret::new(secret.expose()),
+    runtime_config.access_key = Some(AccessKey {
+        id: access_key_id.clone(),
+        secret: crate::runtime::auth::Secret::new(access_key_secret.expose()),
     });
+    if let Some(run_as) = &settings.run_as {
+        runtime_config.pool.run_as = Some(run_as.get_ref().resolve().map_err(|error| {
+            anyhow::anyhow!("{}: runtime.run_as: {error}", config.file().display())
+        })?);
+    }
     let runtime = Runtime::open(runtime_config)
         .await
         .context("cannot start the bundled function runtime")?;
@@ -303,8 +318,6 @@ async fn start_runtime(
         let runtime = runtime.clone();
         async move { runtime.run(listener, stop).await }
     });
-    let (access_key_id, access_key_secret) =
-        key.unwrap_or_else(|| ("anonymous".to_owned(), config::Secret::new("anonymous")));
     let embedded = EmbeddedRuntime {
         endpoint: format!("http://{address}")
             .parse()

@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::auth::{AdminToken, bearer_credential};
 use super::control::{
-    ControlError, EnableAt, EnableFrom, EngineControl, FilterTest, FilterTestAnswer, TriggerStatus,
+    ChannelStatus, ControlError, EnableAt, EnableFrom, EngineControl, FilterTest, FilterTestAnswer,
+    TriggerStatus,
 };
 use super::metrics;
 
@@ -33,7 +34,7 @@ pub const MAX_DEAD_LETTER_PAGE: u32 = 1000;
 struct AdminState<C> {
     /// The engine the commands go to.
     control: Arc<C>,
-    /// The token every route but `/healthz` requires.
+    /// The token every route but `/healthz` and `/readyz` requires.
     token: AdminToken,
 }
 
@@ -123,8 +124,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes, ready to serve. `/healthz` is open; everything else, unknown paths included (so a scan
-/// learns nothing), needs the bearer token.
+/// The routes, ready to serve. `/healthz`, `/readyz` and the status page ([`super::page`], which holds no data)
+/// are open; everything else, unknown paths included (so a scan learns nothing), needs the bearer token.
 pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
     let state = Arc::new(AdminState { control, token });
     let protected = Router::new()
@@ -158,6 +159,8 @@ pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<C>))
+        .merge(super::page::routes())
         .merge(protected)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -165,10 +168,39 @@ pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
 }
 
 /// Liveness: 200 whenever the daemon answers. It deliberately ignores channel connectivity: restarting the
-/// daemon does not bring a peer back, and an orchestrator acting on it would only add churn. Connectivity is
-/// on `/v1/channels` and in `/metrics` (`chaintrigger_channel_connected`).
+/// daemon does not bring a peer back, and an orchestrator acting on it would only add churn. The first
+/// connection of every channel is `/readyz`; connectivity now is on `/v1/channels` and in `/metrics`
+/// (`chaintrigger_channel_connected`).
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Readiness: 200 once every configured channel's stream has been established at least once, 503 naming the
+/// channels still waiting for their first connection. Open like `/healthz` (orchestrator probes carry no token),
+/// so it says no more than channel names, which a probe needs to explain itself; peers and errors stay behind the
+/// token on `/v1/channels`. It does not turn 503 again when a stream drops later: the daemon reconnects by
+/// itself, and taking it out of service would not bring the peer back.
+async fn readyz<C: EngineControl>(State(state): State<Arc<AdminState<C>>>) -> Response {
+    let channels = state.control.channels().await;
+    let waiting = channels_not_connected(&channels);
+    if waiting.is_empty() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "channels_not_connected": waiting})),
+        )
+            .into_response()
+    }
+}
+
+/// The names of the channels whose stream has never been established, in the order given.
+pub fn channels_not_connected(channels: &[ChannelStatus]) -> Vec<&str> {
+    channels
+        .iter()
+        .filter(|channel| !channel.connected_once)
+        .map(|channel| channel.name.as_str())
+        .collect()
 }
 
 /// Refuses requests without the right bearer token (401 with `WWW-Authenticate: Bearer`, RFC 6750).
@@ -508,6 +540,28 @@ mod tests {
         EnableQuery {
             from: from.map(str::to_owned),
         }
+    }
+
+    fn channel(name: &str, connected: bool, connected_once: bool) -> ChannelStatus {
+        ChannelStatus {
+            name: name.into(),
+            connected,
+            connected_once,
+            ..ChannelStatus::default()
+        }
+    }
+
+    #[test]
+    fn readiness_waits_for_every_channel_first_connection_only() {
+        assert!(channels_not_connected(&[]).is_empty());
+        let channels = [
+            channel("a", false, true),
+            channel("b", false, false),
+            channel("c", true, true),
+            channel("d", false, false),
+        ];
+        // `a` dropped after connecting: still ready; `b` and `d` never connected.
+        assert_eq!(channels_not_connected(&channels), ["b", "d"]);
     }
 
     #[test]

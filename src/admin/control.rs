@@ -498,6 +498,10 @@ pub struct ChannelStatus {
     /// real peer sends nothing until it has a block. `peer` is set exactly when this is true.
     #[serde(default)]
     pub connected: bool,
+    /// True once the channel's stream has been established, and from then on (a later disconnection does not
+    /// reset it): what `/readyz` waits for.
+    #[serde(default)]
+    pub connected_once: bool,
     /// Every configured peer, in configuration order: its height, whether the stream is on it, whether it is
     /// stale (an operator sees a peer cut off from the orderer here).
     #[serde(default)]

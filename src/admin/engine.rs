@@ -104,6 +104,7 @@ fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
         reconnects: snapshot.reconnects,
         last_error: snapshot.last_error.map(LastError::from),
         connected: snapshot.connected,
+        connected_once: snapshot.connected_once,
         peers: snapshot
             .peers
             .into_iter()

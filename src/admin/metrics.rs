@@ -379,6 +379,7 @@ mod tests {
             reconnects: 2,
             last_error: None,
             connected: true,
+            connected_once: true,
             peers: vec![
                 crate::admin::control::PeerStatus {
                     address: "peer0:7051".into(),

@@ -1,14 +1,16 @@
 //! The admin HTTP API: list and show triggers, enable / disable / delete them, list and re-push dead letters,
-//! reload the configuration, `/healthz` and Prometheus `/metrics`.
+//! reload the configuration, `/healthz`, `/readyz` and Prometheus `/metrics`.
 //!
 //! The engine answers through [`EngineControl`] ([`control`]); this module only speaks HTTP. Every route but
-//! `/healthz` requires `Authorization: Bearer <token>` ([`AdminToken`]), and the API listens on loopback
+//! `/healthz` and `/readyz` requires `Authorization: Bearer <token>` ([`AdminToken`]), and the API listens on loopback
 //! unless the configuration sets up remote access (`allow_remote` with TLS; [`check_listen_address`]).
 //! [`server`] serves it with a connection cap, header-read and idle timeouts, and TLS when configured.
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /healthz` (no token) | `{"status": "ok"}` |
+//! | `GET /`, `/app.js`, `/app.css` (no token) | the status page ([`page`]): it holds no data and reads the routes below with the token |
+//! | `GET /healthz` (no token) | `{"status": "ok"}`: liveness, whatever the channels do |
+//! | `GET /readyz` (no token) | `{"status": "ready"}` once every channel connected once; else 503 `{"status": "not_ready", "channels_not_connected": [name]}` |
 //! | `GET /v1/triggers` | `{"triggers": [TriggerStatus]}` |
 //! | `GET /v1/triggers/{name}` | `TriggerStatus` |
 //! | `POST /v1/triggers/{name}/enable?from=latest\|position\|<block>` (or body `{"from": ...}`) | `TriggerStatus` |
@@ -29,6 +31,7 @@ pub mod auth;
 pub mod control;
 mod engine;
 pub mod metrics;
+pub mod page;
 pub mod server;
 
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::auth::{AccessKey, Secret};
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{RunAs, Runtime, RuntimeConfig};
 
 /// Arguments of `chaintrigger runtime`.
 #[derive(Debug, clap::Args)]
@@ -15,7 +15,7 @@ pub struct Args {
     /// Address of the Function Compute API (loopback unless signed or explicitly allowed).
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
-    /// Where the database, the code and the handler processes' files live.
+    /// Where the database, the code and the handler processes' files live (relative to the current folder).
     #[arg(long)]
     data_dir: PathBuf,
     /// Folder of operator-declared functions: `<service>/<function>/function.toml` plus code.
@@ -42,6 +42,9 @@ pub struct Args {
     /// Serve without authentication on a non-loopback address (anyone who can reach it can run code).
     #[arg(long)]
     allow_anonymous_non_loopback: bool,
+    /// Who handlers run as when the runtime is root: USER or USER:GROUP, names or numeric ids (default: nobody).
+    #[arg(long, value_name = "USER[:GROUP]")]
+    run_as: Option<RunAs>,
 }
 
 fn read_secret(args: &Args) -> anyhow::Result<Option<AccessKey>> {
@@ -79,6 +82,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.async_defaults.max_retries = args.async_retries;
     config.async_defaults.max_age_secs = args.async_max_event_age;
     config.allow_anonymous_non_loopback = args.allow_anonymous_non_loopback;
+    if let Some(run_as) = &args.run_as {
+        config.pool.run_as = Some(run_as.resolve().context("--run-as")?);
+    }
     let runtime = Runtime::open(config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

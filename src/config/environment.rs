@@ -53,6 +53,19 @@ impl Config {
                 format!("folder {} does not exist", functions.get_ref().display()),
             ));
         }
+        if let Some(run_as) = self
+            .runtime
+            .run_as
+            .as_ref()
+            .filter(|_| self.runtime.enabled)
+            && let Err(error) = run_as.get_ref().resolve()
+        {
+            problems.push(self.source.problem(
+                Some(run_as.span()),
+                "runtime.run_as",
+                error.to_string(),
+            ));
+        }
         match self.admin.token.get_ref().read() {
             Err(message) => problems.push(self.source.problem(
                 Some(self.admin.token.span()),

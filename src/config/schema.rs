@@ -107,9 +107,15 @@ pub struct Runtime {
     #[serde(default)]
     pub functions: Option<Spanned<PathBuf>>,
     /// The access key the runtime accepts; triggers with `endpoint = "embedded"` sign with the running
-    /// runtime's key unless they have their own.
+    /// runtime's key unless they have their own. Without one, the runtime accepts only the daemon itself (a
+    /// random key made at each start), so its handlers cannot reach its API.
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// Who handlers run as when the daemon is root: `"user"` or `"user:group"`, names or numeric ids (the
+    /// user's primary group when no group is given). Default: `nobody`. Root is refused, and so is the setting
+    /// when the daemon is not root (handlers then run as the daemon's own user).
+    #[serde(default)]
+    pub run_as: Option<Spanned<crate::runtime::RunAs>>,
 }
 
 impl Default for Runtime {
@@ -120,6 +126,7 @@ impl Default for Runtime {
             data_dir: default_runtime_data_dir(),
             functions: None,
             credentials: None,
+            run_as: None,
         }
     }
 }

@@ -184,6 +184,9 @@ pub struct SubscriptionStatus {
     pub current_peer: Option<String>,
     /// True while a stream is established (connection up, request sent), whether or not a block came yet.
     pub connected: bool,
+    /// True once a stream has been established, and from then on: readiness (`/readyz`) asks whether the
+    /// channel ever reached a peer, not whether it is on one right now.
+    pub connected_once: bool,
     /// The last block handed out.
     pub last_block: Option<u64>,
     /// The last error seen, transient ones included: the subscription retries them itself, so this is where an
@@ -427,6 +430,7 @@ impl Subscription {
                         self.status.update(|s| {
                             s.current_peer = Some(peer);
                             s.connected = true;
+                            s.connected_once = true;
                             if reconnect {
                                 s.reconnects += 1;
                             }

@@ -1,4 +1,15 @@
-//! The HTTP API: Function Compute 2016-08-15 routes, the request-id and signature middlewares, invoke.
+//! The HTTP API: Function Compute 2016-08-15 routes, the request-id, handler-peer, signature and Content-MD5
+//! middlewares, invoke.
+//!
+//! Request integrity: the signature covers the method, `Content-MD5`, `Content-Type`, `Date`, the `x-fc-*`
+//! headers and the path (with the queries of proxy paths), never the body itself. So when `Content-MD5` is
+//! present the body must have that MD5 (checked as the body streams in, before anything acts on it; a mismatch
+//! is 400 `InvalidArgument`), which ties a signed request to its body: a captured request cannot be replayed
+//! with another body within the 15-minute `Date` window. The header is accepted in each form the SDKs send:
+//! base64 of the 16-byte digest (Function Compute's documentation), its 32 hex digits (the Go SDK) and base64 of
+//! those hex digits (the Node.js SDK). A request without `Content-MD5` is accepted (the Python SDK never sends
+//! one): its signature then does not cover its body, which an attacker who captured it could replace, within
+//! the Date window, for a body of their choice.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,8 +35,9 @@ use super::limits::{
     AsyncConfigInput, FunctionAttributes, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD, ServiceAttributes,
 };
 use super::names::{FunctionName, InvocationId, Qualifier, ServiceName, parse_service_segment};
+use super::peer::Peer;
 use super::pool::{InvokeOutcome, InvokeRequest, PoolError};
-use super::registry::{ListQuery, etag, function_json, now_ms, service_json};
+use super::registry::{CodeUpload, ListQuery, ZipText, etag, function_json, now_ms, service_json};
 use super::storage::{AsyncEvent, Enqueued};
 
 /// The `X-Fc-Request-Id` of the request being handled; also the invocation's `context.request_id`.
@@ -93,7 +105,12 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .route("/code-archives/{file}", get(code_archive))
         .fallback(unsupported)
         .method_not_allowed_fallback(unsupported)
+        .layer(middleware::from_fn(verify_content_md5))
         .layer(middleware::from_fn_with_state(core.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            core.clone(),
+            refuse_handlers,
+        ))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::disable())
         .with_state(core)
@@ -108,6 +125,25 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-fc-request-id", value);
     }
     response
+}
+
+/// An anonymous runtime refuses connections its own handlers opened (see [`super::peer`]): without this, code
+/// running in the sandbox could manage functions, read their environment or invoke them.
+async fn refuse_handlers(State(core): Shared, request: Request, next: Next) -> Response {
+    let from_handler = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .is_some_and(|info| info.0.is_handler);
+    if from_handler && core.config.access_key.is_none() {
+        tracing::info!(path = %request.uri().path(), "refused a request from a function handler");
+        return ApiError::new_access_denied(
+            "requests from function handlers are refused: this runtime has no access key, so it cannot tell a \
+             handler from the operator other than by its connection; give the runtime an access key if \
+             functions must call its API",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Refuses unsigned or wrongly signed requests when the runtime has an access key.
@@ -148,6 +184,88 @@ async fn authenticate(State(core): Shared, request: Request, next: Next) -> Resp
     }
 }
 
+/// The digest a `Content-MD5` value stands for, in any form an SDK sends: base64 of the 16 bytes, 32 hex digits,
+/// or base64 of the 32 hex digits.
+pub fn parse_content_md5(value: &str) -> Option<[u8; 16]> {
+    fn from_hex(text: &[u8]) -> Option<[u8; 16]> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(out)
+    }
+    let value = value.trim();
+    if value.len() == 32
+        && let Some(digest) = from_hex(value.as_bytes())
+    {
+        return Some(digest);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
+    match decoded.len() {
+        16 => decoded.try_into().ok(),
+        32 => from_hex(&decoded),
+        _ => None,
+    }
+}
+
+/// The body did not have the MD5 its `Content-MD5` header announced.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Content-MD5 '{0}' does not match the MD5 of the request body: the body is not the one that was signed"
+)]
+struct ContentMd5Mismatch(String);
+
+/// Checks a body against its `Content-MD5` as it streams: the handler reading it gets an error instead of its
+/// end when the digests differ, so nothing acts on a body that does not match.
+async fn verify_content_md5(request: Request, next: Next) -> Response {
+    use md5::Digest as _;
+    let Some(value) = request.headers().get("content-md5") else {
+        return next.run(request).await;
+    };
+    let text = value.to_str().unwrap_or_default().to_owned();
+    let Some(expected) = parse_content_md5(&text) else {
+        return ApiError::invalid(format!(
+            "Content-MD5 '{text}' is not an MD5 digest: expected base64 of the 16-byte MD5 of the body (or its 32 \
+             hex digits, or base64 of those)"
+        ))
+        .into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new(md5::Md5::new()));
+    let feeding = hasher.clone();
+    let data = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk
+            && let Ok(mut hasher) = feeding.lock()
+        {
+            hasher.update(bytes);
+        }
+        chunk.map_err(axum::BoxError::from)
+    });
+    let check = futures::stream::once(async move {
+        let digest: [u8; 16] = match hasher.lock() {
+            Ok(mut hasher) => hasher.finalize_reset().into(),
+            Err(_) => [0; 16],
+        };
+        use subtle::ConstantTimeEq as _;
+        if bool::from(digest.ct_eq(&expected)) {
+            None
+        } else {
+            Some(Err(axum::BoxError::from(ContentMd5Mismatch(text))))
+        }
+    })
+    .filter_map(std::future::ready);
+    let body = Body::from_stream(data.chain(check));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The API error for a body that could not be read (or did not match its `Content-MD5`).
+fn body_error(error: axum::Error) -> ApiError {
+    match error.into_inner().downcast::<ContentMd5Mismatch>() {
+        Ok(mismatch) => ApiError::invalid(mismatch.to_string()),
+        Err(other) => ApiError::invalid(format!("cannot read the request body: {other}")),
+    }
+}
+
 /// URL-decoded query pairs (`None` for a key without `=`).
 fn query_pairs(uri: &Uri) -> Vec<(String, Option<String>)> {
     let decode = |text: &str| {
@@ -171,7 +289,8 @@ async fn unsupported(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Reads a body of at most `limit` bytes; a larger one is drained (so the client reads our answer rather
-/// than a reset connection) and refused with EntityTooLarge.
+/// than a reset connection) and refused with EntityTooLarge. Chunks are appended as they arrive: the body is
+/// held once.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -182,8 +301,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     let mut too_large = declared.is_some_and(|length| length > limit);
     let mut drained = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::invalid(format!("cannot read the request body: {e}")))?;
+        let chunk = chunk.map_err(body_error)?;
         if too_large || buffer.len() + chunk.len() > limit {
             too_large = true;
             drained += chunk.len();
@@ -200,24 +318,97 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     Ok(buffer.freeze())
 }
 
+/// Reads and drops up to `max` bytes of a body (so a client still sending reads our answer).
+async fn drain(body: Body, max: usize) {
+    let mut stream = body.into_data_stream();
+    let mut drained = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        drained += chunk.len();
+        if drained > max {
+            return;
+        }
+    }
+}
+
+/// The largest management body: a base64 zip at the archive limit plus the other attributes.
+fn json_limit(core: &Core) -> usize {
+    usize::try_from(core.config.code_limits.max_zip_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4)
+        / 3
+        + 64 * 1024
+}
+
 /// The body of a management call, parsed as `T` (an empty body is `{}`).
 async fn json_body<T: serde::de::DeserializeOwned>(
     core: &Core,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
-    let limit = usize::try_from(core.config.code_limits.max_zip_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(4)
-        / 3
-        + 64 * 1024;
-    let bytes = read_body(headers, body, limit).await?;
+    let bytes = read_body(headers, body, json_limit(core)).await?;
+    parse_json(&bytes)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = if bytes.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
-        &bytes[..]
+        bytes
     };
     serde_json::from_slice(text).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// A CreateFunction / UpdateFunction body: its attributes, and its `code.zipFile` left where it lies in the
+/// body (a code upload is mostly that text: copying it out would hold the upload twice).
+async fn upload_body(
+    core: &Core,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(FunctionAttributes, Option<CodeUpload>), ApiError> {
+    let bytes = read_body(headers, body, json_limit(core)).await?;
+    if bytes.len() <= 64 * 1024 {
+        return Ok((parse_json(&bytes)?, None));
+    }
+    tokio::task::spawn_blocking(move || split_upload(bytes))
+        .await
+        .map_err(|e| ApiError::internal(format!("parsing the request body failed: {e}")))?
+}
+
+/// Finds `code.zipFile` in a body without copying it, then parses the rest of the body.
+fn split_upload(bytes: Bytes) -> Result<(FunctionAttributes, Option<CodeUpload>), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow, default)]
+        code: Option<PeekCode<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PeekCode<'a> {
+        // `&str` borrows from the body, which only works for a string without escapes: its bytes in the body
+        // are then the base64 text itself. (An `Option<Cow<str>>` would be copied.)
+        #[serde(borrow, default, rename = "zipFile")]
+        zip_file: Option<&'a str>,
+    }
+    // A body this does not fit (escapes in the base64, or not even the shape of a function) is parsed whole,
+    // which also says what is wrong with it.
+    let range = serde_json::from_slice::<Peek<'_>>(&bytes)
+        .ok()
+        .and_then(|peek| peek.code)
+        .and_then(|code| code.zip_file)
+        .map(|text| {
+            let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + text.len()
+        });
+    let Some(range) = range else {
+        return Ok((parse_json(&bytes)?, None));
+    };
+    let mut rest = Vec::with_capacity(bytes.len() - range.len());
+    rest.extend_from_slice(&bytes[..range.start]);
+    rest.extend_from_slice(&bytes[range.end..]);
+    let attributes: FunctionAttributes = parse_json(&rest)?;
+    Ok((
+        attributes,
+        Some(CodeUpload::Base64In(ZipText { body: bytes, range })),
+    ))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<&str> {
@@ -319,6 +510,24 @@ async fn delete_service(
     Ok(no_content())
 }
 
+/// A slot to unpack an upload in, or Function Compute's throttling error at once (the body is drained, not
+/// kept, so the client reads the answer). Taken before the body is read: the bound is on memory too.
+async fn upload_slot(
+    core: &Core,
+    body: Body,
+) -> Result<(super::code::UploadPermit, Body), ApiError> {
+    match core.code.try_upload() {
+        Some(permit) => Ok((permit, body)),
+        None => {
+            let limit = core.code.limits().max_concurrent_uploads;
+            drain(body, json_limit(core)).await;
+            Err(ApiError::unavailable(format!(
+                "{limit} code uploads are being unpacked, the most this runtime unpacks at once: retry later"
+            )))
+        }
+    }
+}
+
 async fn create_function(
     State(core): Shared,
     ApiPath(service): ApiPath<String>,
@@ -326,8 +535,9 @@ async fn create_function(
     body: Body,
 ) -> Result<Response, ApiError> {
     let service = resolve_service(&core, &service)?;
-    let attributes: FunctionAttributes = json_body(&core, &headers, body).await?;
-    let record = core.create_function(&service, attributes, None).await?;
+    let (_upload, body) = upload_slot(&core, body).await?;
+    let (attributes, code) = upload_body(&core, &headers, body).await?;
+    let record = core.create_function(&service, attributes, code).await?;
     Ok(json_response(function_json(&record)))
 }
 
@@ -356,9 +566,10 @@ async fn update_function(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
-    let attributes: FunctionAttributes = json_body(&core, &headers, body).await?;
+    let (_upload, body) = upload_slot(&core, body).await?;
+    let (attributes, code) = upload_body(&core, &headers, body).await?;
     let record = core
-        .update_function(&service, &function, attributes, None, if_match(&headers))
+        .update_function(&service, &function, attributes, code, if_match(&headers))
         .await?;
     Ok(json_response(function_json(&record)))
 }
@@ -442,7 +653,10 @@ async fn code_archive(
     if core.config.access_key.is_some() {
         let valid = match (token.expires, token.signature.as_deref()) {
             (Some(expires), Some(signature)) => {
-                expires >= now_ms() / 1000 && core.archive_signature(checksum, expires) == signature
+                use subtle::ConstantTimeEq as _;
+                let expected = core.archive_signature(checksum, expires);
+                let matches: bool = expected.as_bytes().ct_eq(signature.as_bytes()).into();
+                expires >= now_ms() / 1000 && matches
             }
             _ => false,
         };
@@ -583,4 +797,59 @@ async fn invoke(
             .body(Body::from(body)),
     };
     response.map_err(|e| ApiError::internal(format!("cannot build the invocation response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(zip_file: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"functionName":"f","runtime":"python3","handler":"index.handler","code":{{"zipFile":"{zip_file}"}}}}"#
+        ))
+    }
+
+    #[test]
+    fn an_upload_is_read_where_it_lies_in_the_body() {
+        let bytes = body("UEsDBAo/AAAA+w==");
+        let (attributes, code) = split_upload(bytes).unwrap();
+        assert_eq!(attributes.function_name.as_deref(), Some("f"));
+        match code {
+            Some(CodeUpload::Base64In(text)) => {
+                assert_eq!(&text.body[text.range.clone()], b"UEsDBAo/AAAA+w==");
+            }
+            _ => panic!("the zip's text was copied out of the body"),
+        }
+        // With escapes the text is not the bytes of the body: parsed (and copied) the usual way.
+        let (attributes, code) = split_upload(body("UEsDBAo\\/AAAA+w==")).unwrap();
+        assert!(code.is_none());
+        assert_eq!(
+            attributes.code.and_then(|c| c.zip_file).as_deref(),
+            Some("UEsDBAo/AAAA+w==")
+        );
+    }
+
+    #[test]
+    fn content_md5_in_each_form_the_sdks_send() {
+        let digest: [u8; 16] = hex::decode("5d41402abc4b2a76b9719d911017c592")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for form in [
+            "XUFAKrxLKna5cZ2REBfFkg==",
+            "5d41402abc4b2a76b9719d911017c592",
+            "5D41402ABC4B2A76B9719D911017C592",
+            "NWQ0MTQwMmFiYzRiMmE3NmI5NzE5ZDkxMTAxN2M1OTI=",
+        ] {
+            assert_eq!(parse_content_md5(form), Some(digest), "{form}");
+        }
+        for bad in [
+            "",
+            "hello",
+            "XUFAKrxLKna5cZ2REBfF",
+            "5d41402abc4b2a76b9719d911017c59",
+        ] {
+            assert_eq!(parse_content_md5(bad), None, "{bad}");
+        }
+    }
 }

@@ -163,6 +163,11 @@ impl ApiError {
         )
     }
 
+    /// 403 AccessDenied.
+    pub fn new_access_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AccessDenied", message)
+    }
+
     /// 500 InternalServerError: our own failure (the message says what broke).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
@@ -172,7 +177,7 @@ impl ApiError {
         )
     }
 
-    /// 503 ResourceThrottled: the runtime is shutting down.
+    /// 503 ResourceThrottled: the runtime is shutting down, or too many uploads are being unpacked.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

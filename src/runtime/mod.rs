@@ -2,14 +2,24 @@
 //! invocations, signatures) in front of a pool of warm python3 / node handler processes.
 //!
 //! ```text
-//! HTTP (axum, api) ─ request id ─ auth (fcsign + Date) ─ handlers
+//! HTTP (axum, api) ─ request id ─ handler peers (peer) ─ auth (fcsign + Date) ─ Content-MD5 ─ handlers
 //!     management ──► registry ──► storage (SQLite) + code (content-addressed zips under <data dir>/code)
 //!     invoke Sync ──► concurrency limit (429 over it) ──► pool
 //!     invoke Async ──► storage queue ──► queue worker (in order per function, retries, max age) ──► pool
+//! pool ──► sandbox: clone3 into mount / PID / IPC (/ user) namespaces, pivot_root, run_as ──► python3 / node
 //! ```
 //!
+//! Trust boundaries and where each is held:
+//! - uploaded archives: [`code`] unpacks them through folder handles, never following a link, refusing by name
+//!   whatever would leave the code folder;
+//! - requests: [`auth`] checks signatures and the Date window, [`api`] checks `Content-MD5` against the body;
+//!   an anonymous runtime refuses connections from its own handlers ([`peer`]);
+//! - handlers: [`pool::sandbox`] gives each instance its own root (system folders read-only, its code at
+//!   `/code`, private temporary folders), PID namespace and user; see the README's "The handler sandbox".
+//!
 //! The daemon runs it in-process with [`Runtime::open`] + [`Runtime::run`] and deploys functions with
-//! [`Runtime::deploy`]; `chaintrigger runtime` does the same from the command line.
+//! [`Runtime::deploy`]; `chaintrigger runtime` does the same from the command line. Relative folders in
+//! [`RuntimeConfig`] are made absolute (against the current folder) by [`Runtime::open`], before anything else.
 
 pub mod api;
 pub mod auth;
@@ -18,9 +28,11 @@ pub mod error;
 pub mod functions_dir;
 pub mod limits;
 pub mod names;
+pub mod peer;
 pub mod pool;
 pub mod queue;
 pub mod registry;
+pub mod run_as;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -33,12 +45,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use self::auth::AccessKey;
-use self::code::{CodeLimits, CodeStore};
+use self::code::{CodeLimits, CodeStore, StoreAccess};
 use self::limits::{AsyncPolicy, FunctionAttributes};
 use self::pool::{Pool, PoolConfig};
 use self::storage::{SqliteStorage, Storage};
 
+pub use self::pool::{Isolation, Namespaces};
 pub use self::registry::FunctionInfo;
+pub use self::run_as::RunAs;
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
@@ -126,6 +140,9 @@ pub(crate) struct Core {
     storage: Arc<dyn Storage>,
     /// Unpacked code per checksum.
     code: CodeStore,
+    /// Held while code is committed to the store together with the function record that refers to it, and
+    /// while unused code is collected: a collection never removes code a record is about to refer to.
+    code_lock: tokio::sync::Mutex<()>,
     /// Warm handler processes.
     pool: Pool,
     /// The account-wide concurrency limit, shared by sync calls and async events.
@@ -153,20 +170,48 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Opens the data directory (database, code store, pool) and deploys the `--functions` folder.
     /// Call inside a tokio runtime.
-    pub async fn open(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+    pub async fn open(mut config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        // Relative folders are taken from the current folder once, here, before anything checks or uses them:
+        // the handler sandbox and the messages then always see the same absolute paths.
+        config.data_dir = absolute(&config.data_dir)?;
+        if let Some(functions) = &config.functions_dir {
+            config.functions_dir = Some(absolute(functions)?);
+        }
+        if config.pool.data_dir.is_relative() {
+            config.pool.data_dir = absolute(&config.pool.data_dir)?;
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| RuntimeError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
+        let mut pool_config = config.pool.clone();
+        pool_config.hidden.extend(
+            [config.data_dir.clone()]
+                .into_iter()
+                .chain(config.functions_dir.clone()),
+        );
+        let pool = Pool::new(pool_config)?;
         let storage = SqliteStorage::open(&config.data_dir.join("runtime.sqlite"))?;
-        let code = CodeStore::open(config.data_dir.join("code"), config.code_limits)?;
-        let pool = Pool::new(config.pool.clone())?;
+        let access = if pool.isolation().private_code() {
+            StoreAccess::Private
+        } else {
+            StoreAccess::Traversable
+        };
+        restrict_dir(
+            &config.data_dir,
+            match access {
+                StoreAccess::Private => 0o700,
+                StoreAccess::Traversable => 0o711,
+            },
+        )?;
+        let code = CodeStore::open(config.data_dir.join("code"), config.code_limits, access)?;
         let core = Arc::new(Core {
             // A limit of 0 would refuse every call; at least one invocation can always run.
             limiter: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             config,
             storage: Arc::new(storage),
             code,
+            code_lock: tokio::sync::Mutex::new(()),
             pool,
             queue_wakeup: Notify::new(),
             base_url: OnceLock::new(),
@@ -175,6 +220,10 @@ impl Runtime {
         if let Some(dir) = runtime.core.config.functions_dir.clone() {
             let deployed = functions_dir::load(&runtime, &dir).await?;
             tracing::info!(count = deployed, dir = %dir.display(), "deployed functions from folder");
+        }
+        {
+            let _code_lock = runtime.core.code_lock.lock().await;
+            runtime.core.collect_code();
         }
         Ok(runtime)
     }
@@ -204,9 +253,19 @@ impl Runtime {
         tracing::info!(%address, signed = self.core.config.access_key.is_some(), "function runtime listening");
         let worker = tokio::spawn(queue::run(self.core.clone(), shutdown.clone()));
         let app = api::router(self.core.clone());
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        // Anonymous, the runtime tells its handlers' connections apart by their socket's uid (root only: not
+        // root, handlers run as the runtime's own uid).
+        let handler_uid = match &self.core.config.access_key {
+            Some(_) => None,
+            None => self.core.pool.isolation().run_as.map(|(uid, _)| uid),
+        };
+        let listener = peer::PeerListener::new(listener, handler_uid);
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<peer::Peer>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
         shutdown.cancel();
         let _ = worker.await;
         self.core.pool.shutdown().await;
@@ -236,4 +295,42 @@ impl Runtime {
     pub fn storage(&self) -> Arc<dyn Storage> {
         self.core.storage.clone()
     }
+
+    /// Where a function's log is written (`<data dir>/pool/logs/<service>/<function>.log`).
+    pub fn log_path(&self, service: &str, function: &str) -> PathBuf {
+        self.core.pool.log_path(service, function)
+    }
+
+    /// How handlers are isolated on this machine (decided once, when the runtime opened).
+    pub fn isolation(&self) -> Isolation {
+        self.core.pool.isolation()
+    }
+}
+
+/// `path` made absolute against the current folder.
+fn absolute(path: &std::path::Path) -> Result<PathBuf, RuntimeError> {
+    std::path::absolute(path).map_err(|source| RuntimeError::DataDir {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Takes away from a folder's mode the bits not in `allowed` (the data folder is the runtime's alone; handlers
+/// without namespaces keep the right to traverse it).
+fn restrict_dir(path: &std::path::Path, allowed: u32) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let failed = |source| RuntimeError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(failed)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & !allowed != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & allowed))
+            .map_err(failed)?;
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::Core;
-use super::code::StoredCode;
+use super::code::{StagedCode, StoredCode};
 use super::error::ApiError;
 use super::limits::{
     AsyncConfigInput, FunctionAttributes, FunctionConfig, MAX_FUNCTIONS_PER_SERVICE,
@@ -17,11 +17,21 @@ use super::pool::FunctionSpec;
 use super::storage::{FunctionRecord, ServiceRecord, StorageError};
 
 /// Code sent with a create / update.
-enum CodeUpload {
+pub(crate) enum CodeUpload {
     /// `code.zipFile` as sent.
     Base64(String),
+    /// `code.zipFile` where it lies in the request body, not copied out of it.
+    Base64In(ZipText),
     /// A zip built or read by the caller (`--functions`, [`super::Runtime::deploy`]).
     Zip(Vec<u8>),
+}
+
+/// The base64 text of `code.zipFile` inside a request body: the body is the only copy.
+pub(crate) struct ZipText {
+    /// The whole request body.
+    pub body: bytes::Bytes,
+    /// Where the base64 text lies in it.
+    pub range: std::ops::Range<usize>,
 }
 
 /// What [`super::Runtime::deploy`] reports about the deployed function.
@@ -290,34 +300,80 @@ impl Core {
         }
     }
 
-    async fn store_code(&self, upload: CodeUpload) -> Result<StoredCode, ApiError> {
+    /// Checks and unpacks an upload into the code store's staging area (on a blocking thread: it writes files).
+    async fn stage_code(&self, upload: CodeUpload) -> Result<StagedCode, ApiError> {
         let store = self.code.clone();
         tokio::task::spawn_blocking(move || match upload {
-            CodeUpload::Base64(text) => store.store_base64(&text),
-            CodeUpload::Zip(bytes) => store.store(&bytes),
+            CodeUpload::Base64(text) => store.stage_base64(&text),
+            CodeUpload::Base64In(text) => match std::str::from_utf8(&text.body[text.range.clone()])
+            {
+                Ok(base64) => store.stage_base64(base64),
+                Err(e) => Err(super::code::CodeError::Base64(e.to_string())),
+            },
+            CodeUpload::Zip(bytes) => store.stage(&bytes),
         })
         .await
         .map_err(|e| ApiError::internal(format!("unpacking the code failed: {e}")))?
         .map_err(ApiError::from)
     }
 
-    /// The code of a create / update request: `code.zipFile`, else the zip given directly, or nothing.
+    /// Makes staged code visible under its checksum; hold the code lock (see [`Core::code_lock`]).
+    fn commit_code(&self, staged: StagedCode) -> Result<StoredCode, ApiError> {
+        self.code.commit(staged).map_err(ApiError::from)
+    }
+
+    /// Removes stored code that no function refers to and no running instance uses (an instance still
+    /// finishing an invocation with old code keeps it until a later collection). Hold the code lock.
+    pub(crate) fn collect_code(&self) {
+        let referenced = match self.storage.code_checksums() {
+            Ok(referenced) => referenced,
+            Err(error) => {
+                tracing::warn!("code store: cannot list the code functions use: {error}");
+                return;
+            }
+        };
+        let stored = match self.code.checksums() {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!("code store: cannot list stored code: {error}");
+                return;
+            }
+        };
+        let in_use = self.pool.code_dirs_in_use();
+        for checksum in stored {
+            if referenced.contains(&checksum) || in_use.contains(&self.code.dir(checksum)) {
+                continue;
+            }
+            match self.code.remove(checksum) {
+                Ok(()) => tracing::debug!(checksum, "code store: removed code no function uses"),
+                Err(error) => {
+                    tracing::warn!(checksum, "code store: cannot remove unused code: {error}")
+                }
+            }
+        }
+    }
+
+    /// The code of a create / update request: the upload given with the attributes (the zip of a deploy, or
+    /// `code.zipFile` found in the body), else `code.zipFile` of the attributes, or nothing.
     fn code_source(
         attributes: &FunctionAttributes,
-        zip: Option<Vec<u8>>,
+        given: Option<CodeUpload>,
     ) -> Result<Option<CodeUpload>, ApiError> {
         match &attributes.code {
-            None => Ok(zip.map(CodeUpload::Zip)),
+            None => Ok(given),
             Some(code) if code.oss_bucket_name.is_some() || code.oss_object_name.is_some() => {
                 Err(ApiError::invalid(
                     "code: OSS buckets are not reachable from this runtime; send code.zipFile",
                 ))
             }
-            Some(code) => code
-                .zip_file
-                .clone()
-                .map(|text| Some(CodeUpload::Base64(text)))
-                .ok_or_else(|| ApiError::invalid("code.zipFile: required (a base64 zip)")),
+            Some(code) => match given {
+                Some(upload) => Ok(Some(upload)),
+                None => code
+                    .zip_file
+                    .clone()
+                    .map(|text| Some(CodeUpload::Base64(text)))
+                    .ok_or_else(|| ApiError::invalid("code.zipFile: required (a base64 zip)")),
+            },
         }
     }
 
@@ -325,7 +381,7 @@ impl Core {
         &self,
         service: &ServiceName,
         attributes: FunctionAttributes,
-        zip: Option<Vec<u8>>,
+        code: Option<CodeUpload>,
     ) -> Result<FunctionRecord, ApiError> {
         let name = attributes
             .function_name
@@ -341,9 +397,11 @@ impl Core {
             return Err(ApiError::function_exists(service.as_str(), name.as_str()));
         }
         let config = FunctionConfig::apply(None, &attributes)?;
-        let upload = Self::code_source(&attributes, zip)?
+        let upload = Self::code_source(&attributes, code)?
             .ok_or_else(|| ApiError::invalid("code: required (code.zipFile with a base64 zip)"))?;
-        let stored = self.store_code(upload).await?;
+        let staged = self.stage_code(upload).await?;
+        let _code_lock = self.code_lock.lock().await;
+        let stored = self.commit_code(staged)?;
         let now = now_ms();
         let record = FunctionRecord {
             service: service.to_string(),
@@ -355,10 +413,13 @@ impl Core {
             created_ms: now,
             modified_ms: now,
         };
-        match self
+        let inserted = self
             .storage
-            .insert_function(&record, MAX_FUNCTIONS_PER_SERVICE)
-        {
+            .insert_function(&record, MAX_FUNCTIONS_PER_SERVICE);
+        if inserted.is_err() {
+            self.collect_code();
+        }
+        match inserted {
             Ok(()) => Ok(record),
             Err(StorageError::AlreadyExists) => {
                 Err(ApiError::function_exists(service.as_str(), name.as_str()))
@@ -398,7 +459,7 @@ impl Core {
         service: &ServiceName,
         function: &FunctionName,
         attributes: FunctionAttributes,
-        zip: Option<Vec<u8>>,
+        code: Option<CodeUpload>,
         if_match: Option<&str>,
     ) -> Result<FunctionRecord, ApiError> {
         name_matches(
@@ -409,14 +470,21 @@ impl Core {
         let (_, mut record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
         record.config = FunctionConfig::apply(Some(&record.config), &attributes)?;
-        if let Some(upload) = Self::code_source(&attributes, zip)? {
-            let stored = self.store_code(upload).await?;
+        let staged = match Self::code_source(&attributes, code)? {
+            Some(upload) => Some(self.stage_code(upload).await?),
+            None => None,
+        };
+        let _code_lock = self.code_lock.lock().await;
+        if let Some(staged) = staged {
+            let stored = self.commit_code(staged)?;
             record.code_checksum = stored.checksum;
             record.code_size = stored.size;
         }
         record.modified_ms = now_ms();
-        self.storage.update_function(&record)?;
+        let updated = self.storage.update_function(&record);
         self.pool.evict(service.as_str(), function.as_str()).await;
+        self.collect_code();
+        updated?;
         Ok(record)
     }
 
@@ -428,9 +496,11 @@ impl Core {
     ) -> Result<(), ApiError> {
         let (_, record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
+        let _code_lock = self.code_lock.lock().await;
         self.storage
             .delete_function(service.as_str(), function.as_str())?;
         self.pool.evict(service.as_str(), function.as_str()).await;
+        self.collect_code();
         Ok(())
     }
 
@@ -564,19 +634,24 @@ impl Core {
             }
         }
         attributes.function_name = Some(function.to_owned());
+        let _upload = self.code.upload().await;
         let exists = self.storage.function(service, function)?.is_some();
         let record = if exists {
             self.update_function(
                 &service_name,
                 &function_name,
                 attributes,
-                Some(zip.to_vec()),
+                Some(CodeUpload::Zip(zip.to_vec())),
                 None,
             )
             .await?
         } else {
-            self.create_function(&service_name, attributes, Some(zip.to_vec()))
-                .await?
+            self.create_function(
+                &service_name,
+                attributes,
+                Some(CodeUpload::Zip(zip.to_vec())),
+            )
+            .await?
         };
         Ok(FunctionInfo {
             service: record.service,

@@ -189,6 +189,8 @@ pub trait Storage: Send + Sync + 'static {
     fn update_function(&self, function: &FunctionRecord) -> Result<(), StorageError>;
     /// Deletes a function and its async settings; false if absent.
     fn delete_function(&self, service: &str, name: &str) -> Result<bool, StorageError>;
+    /// Every code checksum some function refers to (the code store keeps these and removes the others).
+    fn code_checksums(&self) -> Result<std::collections::BTreeSet<u64>, StorageError>;
     /// A function's explicit async settings.
     fn async_config(
         &self,
@@ -628,6 +630,19 @@ impl Storage for SqliteStorage {
             ],
         )?;
         Ok(())
+    }
+
+    fn code_checksums(&self) -> Result<std::collections::BTreeSet<u64>, StorageError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT DISTINCT code_checksum FROM functions")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|row| {
+            let text = row?;
+            text.parse::<u64>()
+                .map_err(|e| corrupt(&format!("code checksum '{text}'"), e))
+        })
+        .collect()
     }
 
     fn delete_function(&self, service: &str, name: &str) -> Result<bool, StorageError> {

@@ -29,7 +29,7 @@
 //! the decoder cannot read inside an otherwise readable block produce no event (see `events::extract`); they are
 //! logged with the block number.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -167,6 +167,9 @@ pub struct ChannelFeed {
     height: watch::Sender<Option<u64>>,
     /// The feed's stream status (peer, reconnects), set when the stream is (re)created.
     stream: Mutex<Option<StatusHandle>>,
+    /// A stream of an earlier subscription (before the feed re-created it) was established: the current
+    /// subscription's status starts afresh, readiness must not.
+    connected_before: AtomicBool,
     /// The latest stream or decode error, with when it happened.
     last_error: Mutex<Option<TimedError>>,
     /// How the channel's events are rendered, and where that came from.
@@ -281,6 +284,7 @@ impl ChannelFeed {
             window: RwLock::new(BlockWindow::new(window_blocks)),
             height: watch::channel(None).0,
             stream: Mutex::new(None),
+            connected_before: AtomicBool::new(false),
             last_error: Mutex::new(None),
             rendering: Mutex::new(
                 config
@@ -518,6 +522,7 @@ impl ChannelFeed {
             peers: peer_snapshots(&stream),
             peer: stream.current_peer.filter(|_| stream.connected),
             connected: stream.connected,
+            connected_once: stream.connected_once || self.connected_before.load(Ordering::SeqCst),
             reconnects: stream.reconnects,
             last_error,
             catch_up,
@@ -557,11 +562,21 @@ impl ChannelFeed {
         let mut distrusted = self.distrusted.subscribe();
         loop {
             let mut subscription = Subscription::new(self.deliver.clone(), start, stop.clone());
-            *self
-                .stream
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                Some(subscription.status_handle());
+            {
+                let mut stream = self
+                    .stream
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Kept before the new status replaces the old, so no snapshot sees a connected channel as never
+                // connected.
+                if stream
+                    .as_ref()
+                    .is_some_and(|old| old.snapshot().connected_once)
+                {
+                    self.connected_before.store(true, Ordering::SeqCst);
+                }
+                *stream = Some(subscription.status_handle());
+            }
             let mut decoder = BlockDecoder::new();
             loop {
                 let next = tokio::select! {

@@ -49,6 +49,8 @@ pub struct ChannelSnapshot {
     pub last_error: Option<TimedError>,
     /// True while the stream is established (connection up, request sent), even before a block comes.
     pub connected: bool,
+    /// True once the channel's stream has been established, by any of its subscriptions, and from then on.
+    pub connected_once: bool,
     /// Every configured peer, in configuration order.
     pub peers: Vec<PeerSnapshot>,
     /// The streams of triggers reading blocks older than the channel's window.

@@ -17,17 +17,16 @@ use chaintrigger::trigger::state::Position;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fabric::{PEER_NAME, RunningPeer, TlsPki, fixture_path};
-use crate::support::runtime::{test_dir, writable_dir};
+use crate::support::runtime::test_dir;
 
 const TOKEN: &str = "smoke-test-admin-token-0123456789";
 
-/// Notes the id of every event it receives (one line per call) in `$MARKER_DIR/calls`.
-const RECORD_PY: &str = r#"import json, os
+/// Notes the id of every event it receives in its log (`MARK <id>`, one line per call).
+const RECORD_PY: &str = r#"import json
 
 def handler(event, context):
     payload = json.loads(event)
-    with open(os.path.join(os.environ["MARKER_DIR"], "calls"), "a") as calls:
-        calls.write(payload["id"] + "\n")
+    print("MARK " + payload["id"])
     return "ok"
 "#;
 
@@ -35,27 +34,28 @@ fn text(path: &Path) -> String {
     toml::Value::String(path.to_str().expect("UTF-8 test path").to_owned()).to_string()
 }
 
-/// A function `smoke/<name>` in the functions folder, noting its calls in its own marker folder.
-fn write_function(functions: &Path, markers: &Path, name: &str) -> PathBuf {
+/// A function `smoke/<name>` in the functions folder, noting its calls in its log; returns the log's path in
+/// the runtime's data folder `data`.
+fn write_function(functions: &Path, data: &Path, name: &str) -> PathBuf {
     let folder = functions.join("smoke").join(name);
     std::fs::create_dir_all(&folder).expect("function folder");
-    let marker = writable_dir(markers, name);
     std::fs::write(folder.join("index.py"), RECORD_PY).expect("handler");
     std::fs::write(
         folder.join("function.toml"),
-        format!(
-            "runtime = \"python3\"\nhandler = \"index.handler\"\ntimeout = 10\n\
-             [environmentVariables]\nMARKER_DIR = {}\n",
-            text(&marker)
-        ),
+        "runtime = \"python3\"\nhandler = \"index.handler\"\ntimeout = 10\n",
     )
     .expect("function.toml");
-    marker
+    data.join("pool/logs/smoke").join(format!("{name}.log"))
 }
 
-fn calls(marker: &Path) -> Vec<String> {
-    match std::fs::read_to_string(marker.join("calls")) {
-        Ok(text) => text.lines().map(str::to_owned).collect(),
+/// The event ids a function's log notes, in order.
+fn calls(log: &Path) -> Vec<String> {
+    match std::fs::read_to_string(log) {
+        Ok(text) => text
+            .lines()
+            .filter_map(|line| line.strip_prefix("MARK "))
+            .map(str::to_owned)
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -109,9 +109,9 @@ async fn events_reach_a_python_function_and_positions_survive_a_restart() {
 
     let dir = test_dir("engine-smoke-");
     let functions = dir.path().join("functions");
-    let markers = dir.path().join("markers");
-    let blocks_marker = write_function(&functions, &markers, "blocks");
-    let txs_marker = write_function(&functions, &markers, "txs");
+    let runtime_data = dir.path().join("runtime");
+    let blocks_log = write_function(&functions, &runtime_data, "blocks");
+    let txs_log = write_function(&functions, &runtime_data, "txs");
     let tls_ca = dir.path().join("tls-ca.pem");
     std::fs::write(&tls_ca, pki.ca.cert_pem()).expect("TLS CA");
     let token = dir.path().join("admin-token");
@@ -169,7 +169,7 @@ function = "txs"
 "#,
         database = text(&database),
         token = text(&token),
-        data = text(&writable_dir(dir.path(), "runtime")),
+        data = text(&runtime_data),
         functions = text(&functions),
         cert = text(&fixture_path("msp/user1_signcert.pem")),
         key = text(&fixture_path("msp/user1_key.pem")),
@@ -230,17 +230,16 @@ function = "txs"
     assert_eq!(want_blocks.len(), 7);
     assert!(!want_txs.is_empty(), "generated blocks invoke taskmgr");
     wait_until("every event to arrive", || {
-        calls(&blocks_marker).len() >= want_blocks.len()
-            && calls(&txs_marker).len() >= want_txs.len()
+        calls(&blocks_log).len() >= want_blocks.len() && calls(&txs_log).len() >= want_txs.len()
     })
     .await;
     assert_eq!(
-        calls(&blocks_marker),
+        calls(&blocks_log),
         want_blocks,
         "Block events in chain order"
     );
     assert_eq!(
-        calls(&txs_marker),
+        calls(&txs_log),
         want_txs,
         "filtered Tx events in chain order"
     );
@@ -314,14 +313,13 @@ function = "txs"
     let mut want_txs = want_txs;
     want_txs.extend(expected_ids(&peer, height..new_height, EventType::Tx));
     wait_until("the new block's events", || {
-        calls(&blocks_marker).len() >= want_blocks.len()
-            && calls(&txs_marker).len() >= want_txs.len()
+        calls(&blocks_log).len() >= want_blocks.len() && calls(&txs_log).len() >= want_txs.len()
     })
     .await;
     shutdown.cancel();
     app.wait().await.expect("a clean shutdown");
-    assert_eq!(calls(&blocks_marker), want_blocks);
-    assert_eq!(calls(&txs_marker), want_txs);
+    assert_eq!(calls(&blocks_log), want_blocks);
+    assert_eq!(calls(&txs_log), want_txs);
     assert_eq!(
         peer.handle.requests() - requests,
         3,

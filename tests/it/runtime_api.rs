@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::support::runtime::{KEY_ID, TestRuntime, test_dir, wait_for_file, writable_dir, zip};
+use crate::support::runtime::{KEY_ID, TestRuntime, marks, test_dir, wait_for_mark, zip};
 
 const PY: &str = r#"
 import os, time
@@ -20,25 +20,22 @@ def fail(event, context):
 
 def mark(event, context):
     name = event.decode()
-    with open(os.path.join(os.environ["MARKER_DIR"], name), "a") as f:
-        f.write(context.request_id + "\n")
+    print("MARK " + name + " " + context.request_id)
     if name.startswith("fail"):
         raise RuntimeError("asked to fail")
     return b"ok"
 
 def hold(event, context):
     name, seconds = event.decode().split(":")
-    open(os.path.join(os.environ["MARKER_DIR"], name), "w").close()
+    print("MARK " + name)
     time.sleep(float(seconds))
     return b"held"
 
 def slow_mark(event, context):
-    marker = os.path.join(os.environ["MARKER_DIR"], event.decode())
-    with open(marker + ".started", "a") as f:
-        f.write("x\n")
+    name = event.decode()
+    print("MARK " + name + ".started")
     time.sleep(1.5)
-    with open(marker + ".done", "a") as f:
-        f.write("x\n")
+    print("MARK " + name + ".done")
     return b"ok"
 "#;
 
@@ -550,23 +547,21 @@ async fn sync_invocations_return_raw_results_errors_and_logs() {
 #[tokio::test]
 async fn sync_calls_over_the_concurrency_limit_get_429() {
     let dir = test_dir("rt-throttle-");
-    let markers = writable_dir(dir.path(), "markers");
     let rt = TestRuntime::start(&dir.path().join("data"), |c| c.max_concurrency = 1).await;
     with_service(&rt).await;
-    let env = json!({"handler": "index.hold", "timeout": 10,
-                     "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    let env = json!({"handler": "index.hold", "timeout": 10});
     rt.create_function("svc", "hold", "python3", &[("index.py", PY)], env)
         .await;
     let (first, second) = tokio::join!(rt.invoke("svc", "hold", "first:1"), async {
         // The first call holds the only slot once its handler runs.
-        assert!(wait_for_file(&markers.join("first"), Duration::from_secs(20)).await);
+        assert!(wait_for_mark(&rt.runtime, "svc", "hold", "first", Duration::from_secs(20)).await);
         rt.invoke("svc", "hold", "second:0").await
     });
     assert_eq!(first.text(), "held");
     let message = second.assert_error(429, "ResourceExhausted");
     assert!(message.contains('1'), "{message}");
     assert!(
-        !markers.join("second").exists(),
+        !marks(&rt.runtime, "svc", "hold").contains(&"second".to_owned()),
         "a throttled call never runs"
     );
     assert_eq!(
@@ -580,10 +575,9 @@ async fn sync_calls_over_the_concurrency_limit_get_429() {
 #[tokio::test]
 async fn async_invocations_run_once_per_id_and_retry_function_errors() {
     let dir = test_dir("rt-async-");
-    let markers = writable_dir(dir.path(), "markers");
     let rt = TestRuntime::start(&dir.path().join("data"), |_| {}).await;
     with_service(&rt).await;
-    let env = json!({"handler": "index.mark", "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    let env = json!({"handler": "index.mark"});
     rt.create_function("svc", "mark", "python3", &[("index.py", PY)], env.clone())
         .await;
 
@@ -640,14 +634,19 @@ async fn async_invocations_run_once_per_id_and_retry_function_errors() {
         "{outcomes:?}"
     );
     assert_eq!(outcomes[0].invocation_id.as_deref(), Some("job_1"));
-    let one = std::fs::read_to_string(markers.join("one")).unwrap();
-    assert_eq!(one.lines().count(), 1, "job_1 ran once");
+    let ran = |name: &str| -> Vec<String> {
+        marks(&rt.runtime, "svc", "mark")
+            .iter()
+            .filter_map(|line| line.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(ran("one").len(), 1, "job_1 ran once");
     assert_eq!(
-        one.trim(),
+        ran("one")[0],
         outcomes[0].request_id,
         "the handler saw the 202's request id"
     );
-    assert!(markers.join("two").is_file());
+    assert_eq!(ran("two").len(), 1);
 
     let config_path = "/2016-08-15/services/svc.LATEST/functions/mark/async-invoke-config";
     rt.send("GET", config_path, &[], vec![])
@@ -692,14 +691,7 @@ async fn async_invocations_run_once_per_id_and_retry_function_errors() {
         "{outcomes:?}"
     );
     assert!(failed.detail.contains("asked to fail"), "{}", failed.detail);
-    assert_eq!(
-        std::fs::read_to_string(markers.join("fail-once"))
-            .unwrap()
-            .lines()
-            .count(),
-        2,
-        "1 run + 1 retry"
-    );
+    assert_eq!(ran("fail-once").len(), 2, "1 run + 1 retry");
 
     let deleted = rt.send("DELETE", config_path, &[], vec![]).await;
     assert_eq!(deleted.status, 204);
@@ -712,12 +704,10 @@ async fn async_invocations_run_once_per_id_and_retry_function_errors() {
 #[tokio::test]
 async fn async_events_in_flight_at_a_stop_run_again_after_the_restart() {
     let dir = test_dir("rt-restart-");
-    let markers = writable_dir(dir.path(), "markers");
     let data = dir.path().join("data");
     let rt = TestRuntime::start(&data, |_| {}).await;
     with_service(&rt).await;
-    let env = json!({"handler": "index.slow_mark", "timeout": 10,
-                     "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    let env = json!({"handler": "index.slow_mark", "timeout": 10});
     rt.create_function("svc", "slow", "python3", &[("index.py", PY)], env)
         .await;
     let accepted = rt
@@ -729,24 +719,34 @@ async fn async_events_in_flight_at_a_stop_run_again_after_the_restart() {
         )
         .await;
     assert_eq!(accepted.status, 202);
-    let started = markers.join("ev.started");
     assert!(
-        wait_for_file(&started, Duration::from_secs(20)).await,
+        wait_for_mark(
+            &rt.runtime,
+            "svc",
+            "slow",
+            "ev.started",
+            Duration::from_secs(20)
+        )
+        .await,
         "the event started"
     );
+    let count = |runtime: &chaintrigger::runtime::Runtime, mark: &str| {
+        marks(runtime, "svc", "slow")
+            .iter()
+            .filter(|line| *line == mark)
+            .count()
+    };
+    let first = rt.runtime.clone();
     rt.stop().await;
-    assert!(
-        !markers.join("ev.done").exists(),
-        "the stop cut the run short"
-    );
+    assert_eq!(count(&first, "ev.done"), 0, "the stop cut the run short");
 
     let rt = TestRuntime::start(&data, |_| {}).await;
     let outcomes = rt.outcomes("svc", "slow", 1, Duration::from_secs(20)).await;
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].status, "Succeeded");
-    assert!(markers.join("ev.done").exists());
+    assert_eq!(count(&rt.runtime, "ev.done"), 1);
     assert_eq!(
-        std::fs::read_to_string(&started).unwrap().lines().count(),
+        count(&rt.runtime, "ev.started"),
         2,
         "at least once: it ran twice"
     );
@@ -886,12 +886,10 @@ async fn functions_folder_is_deployed_at_start_and_bad_files_are_named() {
 #[tokio::test]
 async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
     let dir = test_dir("rt-async-throttle-");
-    let markers = writable_dir(dir.path(), "markers");
     let rt = TestRuntime::start(&dir.path().join("data"), |c| c.max_concurrency = 1).await;
     with_service(&rt).await;
-    let env = json!({"handler": "index.mark", "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
-    let hold = json!({"handler": "index.hold", "timeout": 10,
-                      "environmentVariables": {"MARKER_DIR": markers.to_str().unwrap()}});
+    let env = json!({"handler": "index.mark"});
+    let hold = json!({"handler": "index.hold", "timeout": 10});
     rt.create_function("svc", "hold", "python3", &[("index.py", PY)], hold)
         .await;
     rt.create_function(
@@ -916,7 +914,16 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
     assert_eq!(put.status, 200, "{}", put.text());
     let (held, ()) = tokio::join!(rt.invoke("svc", "hold", "holding:2.5"), async {
         // Queue both events while the only slot is held.
-        assert!(wait_for_file(&markers.join("holding"), Duration::from_secs(20)).await);
+        assert!(
+            wait_for_mark(
+                &rt.runtime,
+                "svc",
+                "hold",
+                "holding",
+                Duration::from_secs(20)
+            )
+            .await
+        );
         for function in ["patient", "hasty", "doomed"] {
             let accepted = rt
                 .send(
@@ -944,13 +951,13 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
         .await;
     assert_eq!(doomed[0].status, "Invalid", "{doomed:?}");
     assert!(doomed[0].detail.contains("deleted"), "{}", doomed[0].detail);
-    assert!(!markers.join("doomed").exists());
+    assert!(marks(&rt.runtime, "svc", "doomed").is_empty());
     let patient = rt
         .outcomes("svc", "patient", 1, Duration::from_secs(20))
         .await;
     assert_eq!(patient[0].status, "Succeeded", "{patient:?}");
     assert_eq!(patient[0].attempts, 1, "throttling does not use up retries");
-    assert!(markers.join("patient").is_file());
+    assert_eq!(marks(&rt.runtime, "svc", "patient").len(), 1);
     let hasty = rt
         .outcomes("svc", "hasty", 1, Duration::from_secs(20))
         .await;
@@ -961,7 +968,7 @@ async fn throttled_async_events_wait_for_a_slot_and_old_ones_are_dropped() {
         hasty[0].detail
     );
     assert!(
-        !markers.join("hasty").exists(),
+        marks(&rt.runtime, "svc", "hasty").is_empty(),
         "an expired event never runs"
     );
     rt.stop().await;

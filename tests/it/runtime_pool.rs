@@ -2,16 +2,19 @@
 //! `fixtures/functions/`, as Function Compute would run them.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chaintrigger::runtime::pool::{
-    Credentials, ErrorType, FunctionSpec, Invocation, InvokeOutcome, InvokeRequest, Language, Pool,
-    PoolConfig, remove_code_dir,
+    Credentials, ErrorType, FunctionSpec, Invocation, InvokeOutcome, InvokeRequest, Language,
+    Namespaces, Pool, PoolConfig, PoolError, remove_code_dir,
 };
 use serde_json::Value;
+
+use crate::support::runtime::{
+    processes_with, skipping, test_dir, wait_until_gone, wait_until_running,
+};
 
 /// A pool over its own data directory, and a copy of the fixture code (the pool makes code read-only).
 struct Harness {
@@ -26,13 +29,16 @@ impl Harness {
     }
 
     fn with_idle_timeout(language: Language, idle_timeout: Duration) -> Self {
-        // Outside /tmp (the pool can then give each instance a private /tmp), traversable by `nobody`.
-        let dir = tempfile::Builder::new()
-            .prefix("pool-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("temporary directory under the target dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("make the test directory traversable");
+        Self::with_config(language, |config| config.idle_timeout = idle_timeout)
+            .expect("pool starts")
+    }
+
+    /// A pool over a data folder inside a private (0700) test folder, configured by `configure`.
+    fn with_config(
+        language: Language,
+        configure: impl FnOnce(&mut PoolConfig),
+    ) -> Result<Self, PoolError> {
+        let dir = test_dir("pool-");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/functions")
             .join(match language {
@@ -46,13 +52,28 @@ impl Harness {
             std::fs::copy(entry.path(), code.join(entry.file_name())).expect("copy a fixture");
         }
         let mut config = PoolConfig::new(dir.path().join("data"));
-        config.idle_timeout = idle_timeout;
-        let pool = Pool::new(config).expect("pool starts");
-        Harness {
+        config.idle_timeout = Duration::from_secs(3600);
+        configure(&mut config);
+        let pool = Pool::new(config)?;
+        Ok(Harness {
             pool,
             code,
             _dir: dir,
+        })
+    }
+
+    /// `FC_FUNC_CODE_PATH` as handlers see it: `/code` in the sandbox, else the real path.
+    fn visible_code(&self) -> String {
+        if self.pool.isolation().private_code() {
+            "/code".to_owned()
+        } else {
+            self.code.display().to_string()
         }
+    }
+
+    /// Whether every process of an instance lives in its PID namespace here.
+    fn pid_namespace(&self) -> bool {
+        self.pool.isolation().namespaces != Namespaces::None
     }
 
     fn spec(&self, language: Language, function: &str, handler: &str) -> FunctionSpec {
@@ -293,7 +314,7 @@ async fn python_initializer_runs_once_per_instance() {
 #[tokio::test]
 async fn failing_initializer_is_reported_and_retried_on_a_fresh_instance() {
     let h = Harness::new(Language::Python3);
-    let mut spec = h.spec(Language::Python3, "bad-init", "index.pid");
+    let mut spec = h.spec(Language::Python3, "bad-init", "index.instance");
     spec.initializer = Some("index.failing_initializer".to_owned());
     for _ in 0..2 {
         let (error_type, body) = error(&h.call(&spec, b"").await);
@@ -309,7 +330,7 @@ async fn timeout_kills_the_instance_and_the_next_call_gets_a_fresh_one() {
     let h = Harness::new(Language::Python3);
     let mut spec = h.spec(Language::Python3, "hang", "index.hang_on_request");
     spec.timeout = Duration::from_secs(1);
-    let warm_pid = text(&h.call(&spec, b"").await);
+    let warm = text(&h.call(&spec, b"").await);
     let timed_out = h.call(&spec, b"hang").await;
     let (error_type, body) = error(&timed_out);
     assert_eq!(error_type, ErrorType::Unhandled);
@@ -320,8 +341,8 @@ async fn timeout_kills_the_instance_and_the_next_call_gets_a_fresh_one() {
     assert!(log(&timed_out).contains("going to sleep\n"));
     assert!(log(&timed_out).ends_with("FC Invoke End RequestId: req-1\n"));
     assert_eq!(h.pool.instance_count(), 0);
-    let fresh_pid = text(&h.call(&spec, b"").await);
-    assert_ne!(warm_pid, fresh_pid);
+    let fresh = text(&h.call(&spec, b"").await);
+    assert_ne!(warm, fresh);
 }
 
 #[tokio::test]
@@ -349,8 +370,7 @@ async fn python_exit_is_reported_as_an_unexpected_exit() {
         );
         assert_eq!(body.as_object().map(|o| o.len()), Some(1));
     }
-    let pid = text(&h.call(&spec, b"").await);
-    assert!(pid.parse::<u32>().is_ok());
+    assert!(!text(&h.call(&spec, b"").await).is_empty());
 }
 
 #[tokio::test]
@@ -385,8 +405,8 @@ async fn python_environment_and_context() {
     spec.initializer = Some("index.initializer".to_owned());
     let result = json(&h.call_as(&spec, "ctx-1", b"").await);
     let env = &result["env"];
-    assert_eq!(env["FC_FUNC_CODE_PATH"], h.code.display().to_string());
-    assert_eq!(result["cwd"], h.code.display().to_string());
+    assert_eq!(env["FC_FUNC_CODE_PATH"], h.visible_code());
+    assert_eq!(result["cwd"], h.visible_code());
     assert_eq!(env["FC_FUNCTION_HANDLER"], "index.environment");
     assert_eq!(env["FC_FUNCTION_MEMORY_SIZE"], "128");
     assert_eq!(env["FC_FUNCTION_NAME"], "env");
@@ -448,7 +468,7 @@ async fn python_code_is_read_only_and_tmp_is_writable() {
 #[tokio::test]
 async fn warm_instances_are_reused_and_the_pool_grows_under_concurrency() {
     let h = Harness::new(Language::Python3);
-    let spec = h.spec(Language::Python3, "slow", "index.slow_pid");
+    let spec = h.spec(Language::Python3, "slow", "index.slow_instance");
     let first = text(&h.call(&spec, b"").await);
     let second = text(&h.call(&spec, b"").await);
     assert_eq!(first, second, "a warm instance serves the next call");
@@ -462,7 +482,7 @@ async fn warm_instances_are_reused_and_the_pool_grows_under_concurrency() {
 #[tokio::test]
 async fn code_checksum_change_replaces_instances() {
     let h = Harness::new(Language::Python3);
-    let mut spec = h.spec(Language::Python3, "versioned", "index.pid");
+    let mut spec = h.spec(Language::Python3, "versioned", "index.instance");
     let old = text(&h.call(&spec, b"").await);
     spec.code_checksum = "2".to_owned();
     let new = text(&h.call(&spec, b"").await);
@@ -476,7 +496,7 @@ async fn code_checksum_change_replaces_instances() {
 #[tokio::test]
 async fn idle_instances_are_reaped() {
     let h = Harness::with_idle_timeout(Language::Python3, Duration::from_secs(300));
-    let spec = h.spec(Language::Python3, "idle", "index.pid");
+    let spec = h.spec(Language::Python3, "idle", "index.instance");
     text(&h.call(&spec, b"").await);
     assert_eq!(h.pool.instance_count(), 1);
     tokio::time::pause();
@@ -491,7 +511,7 @@ async fn idle_instances_are_reaped() {
 #[tokio::test]
 async fn shutdown_stops_instances_and_refuses_calls() {
     let h = Harness::new(Language::Python3);
-    let spec = h.spec(Language::Python3, "pid", "index.pid");
+    let spec = h.spec(Language::Python3, "pid", "index.instance");
     text(&h.call(&spec, b"").await);
     h.pool.shutdown().await;
     assert_eq!(h.pool.instance_count(), 0);
@@ -613,7 +633,7 @@ async fn node_missing_callback_times_out_and_exit_is_unexpected() {
                 .starts_with("Process exited unexpectedly before completing request (duration: ")),
         "{body}"
     );
-    assert!(text(&h.call(&exit, b"").await).parse::<u32>().is_ok());
+    assert!(!text(&h.call(&exit, b"").await).is_empty());
 }
 
 #[tokio::test]
@@ -647,7 +667,7 @@ async fn node_initializer_environment_and_filesystem() {
     assert_eq!(text(&h.call(&counter, b"").await), "2");
     assert_eq!(text(&h.call(&counter, b"").await), "3");
 
-    let mut bad_init = h.spec(Language::Nodejs, "bad-init", "index.pid");
+    let mut bad_init = h.spec(Language::Nodejs, "bad-init", "index.instance");
     bad_init.initializer = Some("index.failingInitializer".to_owned());
     let (error_type, body) = error(&h.call(&bad_init, b"").await);
     assert_eq!(error_type, ErrorType::Unhandled);
@@ -667,10 +687,7 @@ async fn node_initializer_environment_and_filesystem() {
         "a function may set its PATH"
     );
     assert_eq!(result["env"]["FC_FUNCTION_NAME"], "env");
-    assert_eq!(
-        result["env"]["FC_FUNC_CODE_PATH"],
-        h.code.display().to_string()
-    );
+    assert_eq!(result["env"]["FC_FUNC_CODE_PATH"], h.visible_code());
     assert!(result["env"].get("ALIBABA_CLOUD_SECURITY_TOKEN").is_none());
     assert_eq!(
         result["context"],
@@ -698,7 +715,7 @@ async fn node_initializer_environment_and_filesystem() {
 #[tokio::test]
 async fn initializer_timeout_is_reported_and_the_instance_replaced() {
     let h = Harness::new(Language::Python3);
-    let mut spec = h.spec(Language::Python3, "slow-init", "index.pid");
+    let mut spec = h.spec(Language::Python3, "slow-init", "index.instance");
     spec.initializer = Some("index.slow_initializer".to_owned());
     let invocation = h.call(&spec, b"").await;
     assert_eq!(
@@ -820,20 +837,155 @@ async fn a_timeout_kills_what_the_handler_started() {
     let h = Harness::new(Language::Python3);
     let mut spec = h.spec(Language::Python3, "sleeper", "index.spawn_sleeper");
     spec.timeout = Duration::from_secs(1);
-    let sleeper: u32 = text(&h.call(&spec, b"").await).parse().expect("a pid");
-    let alive = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
-    };
+    let token = format!("sleeper-{}", uuid::Uuid::new_v4().simple());
+    let payload: &'static [u8] = Box::leak(token.clone().into_bytes().into_boxed_slice());
+    assert_eq!(text(&h.call(&spec, payload).await), "started");
     assert!(
-        alive(sleeper),
+        wait_until_running(&token, Duration::from_secs(10)).await,
         "the handler's child runs between invocations"
     );
     let (_, body) = error(&h.call(&spec, b"hang").await);
     assert_eq!(body["errorMessage"], "Function timed out after 1 seconds");
-    assert!(!alive(sleeper), "the handler's child was killed with it");
+    assert!(
+        wait_until_gone(&token, Duration::from_secs(10)).await,
+        "the handler's child was killed with it: {:?}",
+        processes_with(&token)
+    );
 }
 
+#[tokio::test]
+async fn a_double_forked_setsid_escapee_dies_with_its_instance() {
+    let h = Harness::new(Language::Python3);
+    if !h.pid_namespace() {
+        skipping(
+            "a_double_forked_setsid_escapee_dies_with_its_instance",
+            "no PID namespace on this machine: a process that leaves the session survives its instance",
+        );
+        return;
+    }
+    let spec = h.spec(Language::Python3, "escape", "index.escape");
+    for ending in ["evict", "shutdown"] {
+        let token = format!("escapee-{ending}-{}", uuid::Uuid::new_v4().simple());
+        let payload: &'static [u8] = Box::leak(token.clone().into_bytes().into_boxed_slice());
+        assert_eq!(text(&h.call(&spec, payload).await), "escaped");
+        assert!(
+            wait_until_running(&token, Duration::from_secs(10)).await,
+            "the escapee runs after the invocation"
+        );
+        let escapee = processes_with(&token)[0];
+        let session = std::fs::read_to_string(format!("/proc/{escapee}/stat")).unwrap();
+        assert!(!session.is_empty());
+        match ending {
+            "evict" => h.pool.evict("svc", "escape").await,
+            _ => h.pool.shutdown().await,
+        }
+        assert!(
+            wait_until_gone(&token, Duration::from_secs(10)).await,
+            "the escapee outlived its instance ({ending}): {:?}",
+            processes_with(&token)
+        );
+    }
+}
+
+#[tokio::test]
+async fn tmp_var_tmp_and_dev_shm_are_private_per_instance() {
+    let h = Harness::new(Language::Python3);
+    if !h.pool.isolation().private_code() {
+        skipping(
+            "tmp_var_tmp_and_dev_shm_are_private_per_instance",
+            "no mount namespace on this machine: /tmp, /var/tmp and /dev/shm are the host's",
+        );
+        return;
+    }
+    let spec = h.spec(Language::Python3, "scratch", "index.scratch");
+    let (a, b) = tokio::join!(h.call(&spec, b""), h.call(&spec, b""));
+    let (a, b) = (json(&a), json(&b));
+    assert_ne!(a["instance"], b["instance"], "two instances answered");
+    for result in [&a, &b] {
+        for dir in ["/tmp", "/var/tmp", "/dev/shm"] {
+            assert_eq!(
+                result["listing"][dir],
+                serde_json::json!([result["instance"]]),
+                "{dir} holds only the instance's own file: {result}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_cannot_start_says_why() {
+    // /bin/sh as "python": it refuses the interpreter's options before reading anything.
+    let h = Harness::with_config(Language::Python3, |config| {
+        config.python = PathBuf::from("/bin/sh");
+    })
+    .expect("pool starts");
+    let (error_type, body) = error(
+        &h.call(&h.spec(Language::Python3, "broken", "index.instance"), b"")
+            .await,
+    );
+    assert_eq!(error_type, ErrorType::Unhandled);
+    let message = body["errorMessage"].as_str().expect("errorMessage");
+    assert!(
+        message.starts_with("Process exited unexpectedly before completing request")
+            && message.contains("The function's runtime did not start: ")
+            && message.contains("-B"),
+        "{message}"
+    );
+    // An interpreter that does not exist: the spawn itself fails, naming it.
+    let h = Harness::with_config(Language::Python3, |config| {
+        config.python = PathBuf::from("/nonexistent/python3");
+    })
+    .expect("pool starts");
+    let error = h
+        .pool
+        .invoke(
+            &h.spec(Language::Python3, "missing", "index.instance"),
+            InvokeRequest {
+                request_id: "r".to_owned(),
+                payload: Bytes::new(),
+                log_tail: false,
+            },
+        )
+        .await
+        .expect_err("no interpreter, no instance");
+    let message = error.to_string();
+    assert!(
+        message.contains("/nonexistent/python3") && message.contains("No such file"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn without_namespaces_handlers_reach_their_code_by_path_or_the_pool_says_why() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root, handlers run as the runtime's own user, who reaches its own folders: they run, by path.
+        let h = Harness::with_config(Language::Python3, |config| config.namespaces = false)
+            .expect("pool starts");
+        assert_eq!(h.pool.isolation().namespaces, Namespaces::None);
+        let result = json(
+            &h.call(&h.spec(Language::Python3, "env", "index.environment"), b"")
+                .await,
+        );
+        assert_eq!(
+            result["env"]["FC_FUNC_CODE_PATH"],
+            h.code.display().to_string()
+        );
+        return;
+    }
+    // The test folder is private (0700, root's): `nobody` cannot reach a data folder inside it by path.
+    let refused = Harness::with_config(Language::Python3, |config| config.namespaces = false);
+    let Err(error) = refused else {
+        panic!("a pool without namespaces started with its data under a private folder");
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(error, PoolError::Unreachable { mode: 0o700, .. })
+            && message.contains("cannot reach")
+            && message.contains("chmod o+x"),
+        "{message}"
+    );
+}
 #[tokio::test]
 async fn concurrent_calls_to_several_functions() {
     let python = Harness::new(Language::Python3);
@@ -882,6 +1034,7 @@ async fn handlers_cannot_read_the_function_logs() {
     let spec = h.spec(Language::Python3, "reader", "index.read_file");
     h.call(&spec, b"").await;
     let log_path = h.pool.log_path("svc", "reader");
+    assert!(log_path.is_file());
     let attempt = h
         .pool
         .invoke(
@@ -894,13 +1047,15 @@ async fn handlers_cannot_read_the_function_logs() {
         )
         .await
         .expect("invocation");
-    assert_eq!(text(&attempt), "EACCES");
+    // Not in the sandbox's view at all; without namespaces, not readable by the handlers' user.
+    let answer = text(&attempt);
+    assert!(answer == "ENOENT" || answer == "EACCES", "{answer}");
 }
 
 #[tokio::test]
 async fn the_background_reaper_stops_idle_instances() {
     let h = Harness::with_idle_timeout(Language::Nodejs, Duration::from_secs(60));
-    let spec = h.spec(Language::Nodejs, "idle", "index.pid");
+    let spec = h.spec(Language::Nodejs, "idle", "index.instance");
     text(&h.call(&spec, b"").await);
     assert_eq!(h.pool.instance_count(), 1);
     tokio::time::pause();

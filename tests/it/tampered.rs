@@ -10,10 +10,10 @@ use crate::support::daemon::{
     Daemon, Network, PATIENCE, Receiver, block_ids, blocks_daemon, eventually,
 };
 
-/// The daemon on two peers of one channel, the first one tampering with every block from 24 on; the daemon has
-/// pushed the recorded blocks 0-23 (from the honest ledger) before the tampering starts. Returns the pushed ids
-/// once blocks up to 26 were accepted, and the channel's status.
-async fn tampered_by_the_current_peer(how: Tampering) -> (Vec<String>, serde_json::Value) {
+/// The daemon on two peers of one channel, the first one tampering (`how`) with every block from 24 on, after the
+/// daemon pushed the recorded blocks 0-23: every block is pushed once, the true one, from the second peer, and the
+/// first peer's error says why (`reason`).
+async fn tampered_by_the_current_peer(how: Tampering, reason: &str) {
     let (network, second) = Network::start_with_replica(None).await;
     let receiver = Receiver::start().await;
     let (files, daemon) = blocks_daemon(
@@ -30,38 +30,35 @@ async fn tampered_by_the_current_peer(how: Tampering) -> (Vec<String>, serde_jso
     receiver.wait_accepted("blocks", 27, PATIENCE).await;
     let channel = daemon.admin.channel().await;
     assert_eq!(channel["peer"], second.address.to_string(), "{channel}");
+    let error = channel["peers"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("served block 24, which fails verification") && error.contains(reason),
+        "{channel}"
+    );
     let log = files.log();
     assert!(log.contains("block refused"), "{log}");
     daemon.terminate().await;
-    (receiver.accepted("blocks"), channel)
+    assert_eq!(
+        receiver.accepted("blocks"),
+        block_ids(0, 27),
+        "each block once, none skipped"
+    );
 }
 
 #[tokio::test]
 async fn a_block_whose_data_does_not_match_its_data_hash_is_read_from_the_next_peer() {
-    let (accepted, channel) = tampered_by_the_current_peer(Tampering::Data).await;
-    assert_eq!(accepted, block_ids(0, 27), "each block once, none skipped");
-    let error = channel["peers"][0]["last_error"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        error.contains("served block 24, which fails verification")
-            && error.contains("header.data_hash is"),
-        "{channel}"
-    );
+    tampered_by_the_current_peer(Tampering::Data, "header.data_hash is").await;
 }
 
 #[tokio::test]
 async fn a_block_that_does_not_chain_onto_the_previous_one_is_read_from_the_next_peer() {
-    let (accepted, channel) = tampered_by_the_current_peer(Tampering::PreviousHash).await;
-    assert_eq!(accepted, block_ids(0, 27), "each block once, none skipped");
-    let error = channel["peers"][0]["last_error"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        error.contains("served block 24, which fails verification")
-            && error.contains("does not chain onto the previous one"),
-        "{channel}"
-    );
+    tampered_by_the_current_peer(
+        Tampering::PreviousHash,
+        "does not chain onto the previous one",
+    )
+    .await;
 }
 
 #[tokio::test]

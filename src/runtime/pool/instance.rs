@@ -1,8 +1,8 @@
 //! One handler process: spawning it under the sandbox, and running initializations and invocations on it.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,8 +13,9 @@ use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 use super::logs::{FunctionLog, Tail};
+use super::process::HandlerProcess;
 use super::protocol::{self, Response};
-use super::sandbox::{self, ChildSetup, Mounts};
+use super::sandbox::{self, ChildSetup, ChildSpec, Plan};
 use super::{
     ErrorType, FunctionSpec, Invocation, InvokeOutcome, InvokeRequest, Language, PoolError,
 };
@@ -28,6 +29,15 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// The `PATH` handlers see: the system's, not the daemon's.
 const HANDLER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// How long a child may take from clone to exec (mounting its sandbox) before it is killed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a process printed before its shim said it was ready: kept to explain a failed start.
+const STARTUP_OUTPUT_BYTES: usize = 2048;
+
+/// Code folders of live instances, with how many instances use each: code still in use is not removed.
+pub type CodeInUse = Arc<Mutex<HashMap<PathBuf, usize>>>;
+
 /// What every instance of the pool shares: interpreters, shims, where instance directories go, the sandbox.
 #[derive(Debug)]
 pub struct Launcher {
@@ -35,11 +45,9 @@ pub struct Launcher {
     pub python: PathBuf,
     /// node interpreter.
     pub node: PathBuf,
-    /// `shim/worker.py` as written to the data directory.
-    pub python_shim: PathBuf,
-    /// `shim/worker.js` as written to the data directory.
-    pub node_shim: PathBuf,
-    /// Parent of the per-instance writable directories.
+    /// The folder holding `worker.py` and `worker.js` on the host.
+    pub shim_dir: PathBuf,
+    /// Parent of the per-instance directories.
     pub instances_dir: PathBuf,
     /// (uid, gid) handlers run as; `None` when the daemon is not root.
     pub run_as: Option<(u32, u32)>,
@@ -47,14 +55,13 @@ pub struct Launcher {
     pub fd_limit: u64,
     /// RLIMIT_NPROC of handlers.
     pub nproc_limit: u64,
-    /// Whether a mount namespace can be used (root and the probe succeeded).
-    pub mount_namespace: bool,
-    /// Whether the data directory lives outside `/tmp`, so `/tmp` can be replaced by the instance's directory.
-    pub data_outside_tmp: bool,
+    /// The sandbox's plan when namespaces are used.
+    pub plan: Option<Plan>,
     /// Live instances, for [`super::Pool::instance_count`]; each instance decrements it when dropped.
     pub live: Arc<AtomicUsize>,
+    /// Code folders in use by live instances.
+    pub code_in_use: CodeInUse,
 }
-
 /// How an initialization or invocation ended, seen from the runtime.
 enum Ending {
     /// The shim answered.
@@ -87,10 +94,8 @@ pub struct Instance {
     pub generation: u64,
     /// When it last finished an invocation, for the idle reaper.
     pub last_used: Instant,
-    /// The process id, also its process group id (the shim starts a session).
-    pid: i32,
-    /// Owns the process: killed on drop.
-    child: tokio::process::Child,
+    /// Owns the process: killed (with everything it started) on drop.
+    process: HandlerProcess,
     /// Frames to the shim (its fd 3).
     requests: pipe::Sender,
     /// Frames from the shim (its fd 4).
@@ -105,6 +110,14 @@ pub struct Instance {
     logs_open: bool,
     /// Whether the initializer ran (it runs once, before the first invocation).
     initialized: bool,
+    /// Whether the shim said it is ready (it read its setup): an exit before that is a failed start.
+    ready: bool,
+    /// The first output of the process, until it is ready: what a failed start printed.
+    startup_output: Vec<u8>,
+    /// The code folder, counted in [`CodeInUse`] while the instance lives.
+    code_dir: PathBuf,
+    /// Shared with the launcher.
+    code_in_use: CodeInUse,
     /// The instance's private writable directory (`TMPDIR`, or `/tmp` itself in a mount namespace).
     dir: PathBuf,
     /// The function's log file, shared with its other instances.
@@ -115,7 +128,7 @@ pub struct Instance {
     live: Arc<AtomicUsize>,
 }
 
-fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two new descriptors into `fds`, which we then own.
     unsafe {
@@ -156,8 +169,8 @@ fn memory_kb(pid: i32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// The JSON the shim turns into `context`, and where to find the handler.
-fn setup_json(spec: &FunctionSpec) -> Vec<u8> {
+/// The JSON the shim turns into `context`, and where to find the handler (`code_dir` as the handler sees it).
+fn setup_json(spec: &FunctionSpec, code_dir: &Path) -> Vec<u8> {
     let credentials = spec.credentials.as_ref();
     let version_id = if spec.qualifier.bytes().all(|b| b.is_ascii_digit()) {
         spec.qualifier.as_str()
@@ -165,7 +178,7 @@ fn setup_json(spec: &FunctionSpec) -> Vec<u8> {
         ""
     };
     serde_json::json!({
-        "codeDir": spec.code_dir,
+        "codeDir": code_dir,
         "handler": spec.handler,
         "initializer": spec.initializer,
         "context": {
@@ -202,6 +215,7 @@ fn handler_environment(
     spec: &FunctionSpec,
     instance_id: &str,
     tmp: &Path,
+    code_dir: &Path,
 ) -> Vec<(String, String)> {
     let tmp = tmp.display().to_string();
     // Defaults first, then the function's own variables (they may set PATH, say, for bundled tools), then the
@@ -221,7 +235,7 @@ fn handler_environment(
             .map(|(name, value)| (name.clone(), value.clone())),
     );
     let mut set = |name: &str, value: String| env.push((name.to_owned(), value));
-    set("FC_FUNC_CODE_PATH", spec.code_dir.display().to_string());
+    set("FC_FUNC_CODE_PATH", code_dir.display().to_string());
     set("FC_FUNCTION_HANDLER", spec.handler.clone());
     set("FC_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string());
     set("FC_FUNCTION_NAME", spec.function.clone());
@@ -254,110 +268,107 @@ impl Launcher {
         generation: u64,
         log_file: Arc<Mutex<FunctionLog>>,
     ) -> Result<Instance, PoolError> {
+        let interpreter = match spec.language {
+            Language::Python3 => &self.python,
+            Language::Nodejs => &self.node,
+        };
         let spawn_error = |source: std::io::Error| PoolError::Spawn {
-            interpreter: match spec.language {
-                Language::Python3 => self.python.clone(),
-                Language::Nodejs => self.node.clone(),
-            },
+            interpreter: interpreter.clone(),
             service: spec.service.clone(),
             function: spec.function.clone(),
             source,
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.instances_dir.join(&id);
-        std::fs::create_dir(&dir).map_err(|source| PoolError::DataDir {
+        let dir_error = |source| PoolError::DataDir {
             path: dir.clone(),
             source,
-        })?;
-        if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|source| {
-                PoolError::DataDir {
-                    path: dir.clone(),
-                    source,
-                }
-            })?;
+        };
+        std::fs::create_dir(&dir).map_err(dir_error)?;
+        let sandboxed = self.plan.is_some();
+        // Without namespaces the instance's folder is its TMPDIR, so its user must own it.
+        if !sandboxed && let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(dir_error)?;
         }
-        let code_outside_tmp = !spec.code_dir.starts_with("/tmp");
-        let private_tmp = self.mount_namespace && self.data_outside_tmp && code_outside_tmp;
-        let visible_tmp = if private_tmp {
-            PathBuf::from("/tmp")
+        let (visible_tmp, visible_code, shim_dir) = if sandboxed {
+            (
+                PathBuf::from("/tmp"),
+                PathBuf::from(sandbox::CODE_DIR),
+                PathBuf::from(sandbox::SHIM_DIR),
+            )
         } else {
-            dir.clone()
+            (dir.clone(), spec.code_dir.clone(), self.shim_dir.clone())
         };
 
         let (request_read, request_write) = pipe_pair().map_err(spawn_error)?;
         let (response_read, response_write) = pipe_pair().map_err(spawn_error)?;
         let (log_read, log_write) = pipe_pair().map_err(spawn_error)?;
-        let setup = ChildSetup {
-            request_fd: request_read.as_raw_fd(),
-            response_fd: response_write.as_raw_fd(),
+        let args = match spec.language {
+            Language::Python3 => vec![
+                "-u".to_owned(),
+                "-B".to_owned(),
+                shim_dir.join("worker.py").display().to_string(),
+            ],
+            Language::Nodejs => vec![
+                format!("--max-old-space-size={}", spec.memory_mb),
+                shim_dir.join("worker.js").display().to_string(),
+            ],
+        };
+        let setup = ChildSetup::new(ChildSpec {
+            plan: self.plan.as_ref(),
+            code_dir: &spec.code_dir,
+            instance_dir: &dir,
+            run_as: self.run_as,
             fd_limit: self.fd_limit,
             nproc_limit: self.nproc_limit,
-            run_as: self.run_as,
-            mount_namespace: if self.mount_namespace {
-                Some(Mounts {
-                    code_dir: sandbox::c_path(&spec.code_dir).map_err(spawn_error)?,
-                    private_tmp: if private_tmp {
-                        Some(sandbox::c_path(&dir).map_err(spawn_error)?)
-                    } else {
-                        None
-                    },
-                })
-            } else {
-                None
-            },
-            code_dir: sandbox::c_path(&spec.code_dir).map_err(spawn_error)?,
-        };
-
-        let mut command = match spec.language {
-            Language::Python3 => {
-                let mut command = tokio::process::Command::new(&self.python);
-                command.arg("-u").arg("-B").arg(&self.python_shim);
-                command
+            program: interpreter,
+            args,
+            env: handler_environment(spec, &id, &visible_tmp, &visible_code),
+            log: log_write,
+            requests: request_read,
+            responses: response_write,
+        })
+        .map_err(spawn_error)?;
+        let started = sandbox::start(&setup).map_err(spawn_error)?;
+        let mut process =
+            HandlerProcess::new(started.pid, started.pidfd, !sandboxed).map_err(spawn_error)?;
+        // The child closes its copy of the report pipe when it execs; a failed setup writes why first.
+        let mut report = Vec::new();
+        let mut reader = pipe::Receiver::from_owned_fd(started.report).map_err(spawn_error)?;
+        match tokio::time::timeout(SETUP_TIMEOUT, reader.read_to_end(&mut report)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(spawn_error(error)),
+            Err(_) => {
+                return Err(spawn_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the handler's sandbox was not ready within 10 seconds",
+                )));
             }
-            Language::Nodejs => {
-                let mut command = tokio::process::Command::new(&self.node);
-                command
-                    .arg(format!("--max-old-space-size={}", spec.memory_mb))
-                    .arg(&self.node_shim);
-                command
-            }
-        };
-        command
-            .env_clear()
-            .envs(handler_environment(spec, &id, &visible_tmp))
-            .current_dir(&spec.code_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_write.try_clone().map_err(spawn_error)?))
-            .stderr(Stdio::from(log_write))
-            .kill_on_drop(true);
-        // SAFETY: `ChildSetup::apply` only makes async-signal-safe syscalls on data prepared before the fork.
-        unsafe {
-            command.pre_exec(move || setup.apply());
         }
-        let child = command.spawn().map_err(spawn_error)?;
-        drop(command);
-        drop(request_read);
-        drop(response_write);
-        let pid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .ok_or_else(|| spawn_error(std::io::Error::other("the process ended at once")))?;
+        if let Some(error) = setup.reported_failure(&report) {
+            process.wait().await;
+            return Err(spawn_error(error));
+        }
+        drop(setup);
+        let pid = process.pid();
         self.live.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.code_in_use)
+            .entry(spec.code_dir.clone())
+            .or_default() += 1;
         tracing::debug!(
             service = %spec.service,
             function = %spec.function,
             runtime = %spec.runtime_name,
             instance = %id,
             pid,
+            sandboxed,
             "started a function instance"
         );
         let mut instance = Instance {
             id,
             generation,
             last_used: Instant::now(),
-            pid,
-            child,
+            process,
             requests: pipe::Sender::from_owned_fd(request_write).map_err(spawn_error)?,
             responses: pipe::Receiver::from_owned_fd(response_read).map_err(spawn_error)?,
             response_buf: BytesMut::with_capacity(8 * 1024),
@@ -365,18 +376,28 @@ impl Launcher {
             log_chunk: vec![0; 16 * 1024],
             logs_open: true,
             initialized: spec.initializer.is_none(),
+            ready: false,
+            startup_output: Vec::new(),
+            code_dir: spec.code_dir.clone(),
+            code_in_use: self.code_in_use.clone(),
             dir,
             log_file,
             peak_memory_kb: 0,
             live: self.live.clone(),
         };
-        // A shim that died before reading its setup shows at the first invocation as an unexpected exit.
+        // A shim that died before reading its setup shows at the first invocation as a failed start.
         let _ = instance
             .requests
-            .write_all(&protocol::setup_frame(&setup_json(spec)))
+            .write_all(&protocol::setup_frame(&setup_json(spec, &visible_code)))
             .await;
         Ok(instance)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The log of one invocation as it is produced: its tail, the function's log file, and tracing.
@@ -473,7 +494,7 @@ impl Instance {
         let duration = started.elapsed();
         if reusable {
             self.last_used = Instant::now();
-            if let Some((_, peak)) = memory_kb(self.pid) {
+            if let Some((_, peak)) = memory_kb(self.process.pid()) {
                 self.peak_memory_kb = self.peak_memory_kb.max(peak);
             }
         } else {
@@ -502,17 +523,25 @@ impl Instance {
     fn failure_body(&mut self, ending: Ending, started: Instant, phase: Phase) -> Bytes {
         self.kill();
         let elapsed = started.elapsed().as_millis();
+        // A process that never got as far as reading its setup did not start: say why (what it printed), or
+        // the operator only sees "exited unexpectedly" while the cause sits in the function's log.
+        let cause = (!self.ready).then(|| startup_cause(&self.startup_output));
         let exited = |used_mb: u64| {
-            error_json(format!(
+            let mut message = format!(
                 "Process exited unexpectedly before completing request (duration: {elapsed}ms, maxMemoryUsage: {used_mb}MB)"
-            ))
+            );
+            if let Some(cause) = &cause {
+                message.push_str(". The function's runtime did not start: ");
+                message.push_str(cause);
+            }
+            error_json(message)
         };
         match ending {
             Ending::Answered(
                 Response::Unhandled(body) | Response::Handled(body) | Response::Fatal(body),
             ) => body,
             // Not a failure; callers handle success before asking for a failure body.
-            Ending::Answered(Response::Success(_)) | Ending::Exited => {
+            Ending::Answered(Response::Success(_) | Response::Ready) | Ending::Exited => {
                 exited(self.peak_memory_kb.div_ceil(1024))
             }
             Ending::OutOfMemory(used_mb) => exited(used_mb),
@@ -579,6 +608,10 @@ impl Instance {
             tokio::time::interval_at(Instant::now() + MEMORY_CHECK_PERIOD, MEMORY_CHECK_PERIOD);
         loop {
             match protocol::take_response(&mut self.response_buf) {
+                Ok(Some(Response::Ready)) => {
+                    self.ready = true;
+                    continue;
+                }
                 Ok(Some(response)) => return Ending::Answered(response),
                 Ok(None) => {}
                 Err(error) => return Ending::Broken(error),
@@ -591,20 +624,31 @@ impl Instance {
                 },
                 // The end of the response pipe alone cannot tell: a process the handler forked (Python's
                 // multiprocessing, say) holds a copy of it.
-                _ = self.child.wait() => {
+                _ = self.process.wait() => {
                     self.read_pending_responses();
-                    return match protocol::take_response(&mut self.response_buf) {
-                        Ok(Some(response)) => Ending::Answered(response),
-                        Ok(None) => Ending::Exited,
-                        Err(error) => Ending::Broken(error),
-                    };
+                    loop {
+                        return match protocol::take_response(&mut self.response_buf) {
+                            Ok(Some(Response::Ready)) => {
+                                self.ready = true;
+                                continue;
+                            }
+                            Ok(Some(response)) => Ending::Answered(response),
+                            Ok(None) => Ending::Exited,
+                            Err(error) => Ending::Broken(error),
+                        };
+                    }
                 },
                 read = self.logs.read(&mut self.log_chunk), if self.logs_open => match read {
                     Ok(0) | Err(_) => self.logs_open = false,
-                    Ok(n) => log.push(&self.log_chunk[..n]),
+                    Ok(n) => {
+                        if !self.ready {
+                            keep_startup_output(&mut self.startup_output, &self.log_chunk[..n]);
+                        }
+                        log.push(&self.log_chunk[..n]);
+                    }
                 },
                 _ = memory_check.tick() => {
-                    if let Some((rss, peak)) = memory_kb(self.pid) {
+                    if let Some((rss, peak)) = memory_kb(self.process.pid()) {
                         self.peak_memory_kb = self.peak_memory_kb.max(peak);
                         if rss > limit_kb {
                             return Ending::OutOfMemory(rss.div_ceil(1024));
@@ -646,7 +690,13 @@ impl Instance {
                 unsafe { libc::read(fd, self.log_chunk.as_mut_ptr().cast(), self.log_chunk.len()) };
             match n {
                 0 => self.logs_open = false,
-                n if n > 0 => sink(&self.log_chunk[..n.unsigned_abs()]),
+                n if n > 0 => {
+                    let bytes = &self.log_chunk[..n.unsigned_abs()];
+                    if !self.ready {
+                        keep_startup_output(&mut self.startup_output, bytes);
+                    }
+                    sink(bytes);
+                }
                 _ => {
                     if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
                         break;
@@ -659,12 +709,17 @@ impl Instance {
     /// After the process was killed or exited: its last output, until the log pipe ends (bounded, in case a
     /// child process it started still holds the pipe).
     async fn finish_logs(&mut self, log: &mut InvocationLog<'_>) {
-        let _ = tokio::time::timeout(EXIT_GRACE, self.child.wait()).await;
+        let _ = tokio::time::timeout(EXIT_GRACE, self.process.wait()).await;
         let _ = tokio::time::timeout(EXIT_GRACE, async {
             while self.logs_open {
                 match self.logs.read(&mut self.log_chunk).await {
                     Ok(0) | Err(_) => self.logs_open = false,
-                    Ok(n) => log.push(&self.log_chunk[..n]),
+                    Ok(n) => {
+                        if !self.ready {
+                            keep_startup_output(&mut self.startup_output, &self.log_chunk[..n]);
+                        }
+                        log.push(&self.log_chunk[..n]);
+                    }
                 }
             }
         })
@@ -673,28 +728,53 @@ impl Instance {
 
     /// Whether the process already ended (an uncaught error while idle, an external kill).
     pub fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
+        self.process.try_wait().is_some()
     }
 
-    /// Kills the process and everything it started (its process group).
+    /// Kills the process and everything it started (its PID namespace, or its process group without one).
     fn kill(&mut self) {
-        // SAFETY: kill has no memory preconditions; the group id is our child's own session.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-        }
-        let _ = self.child.start_kill();
+        self.process.kill();
+    }
+}
+
+/// Keeps the start of a process's output, up to [`STARTUP_OUTPUT_BYTES`].
+fn keep_startup_output(kept: &mut Vec<u8>, bytes: &[u8]) {
+    let room = STARTUP_OUTPUT_BYTES.saturating_sub(kept.len());
+    kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// The first lines a process printed before it failed to start, on one line, or a hint when it printed none.
+fn startup_cause(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .take(5)
+        .collect();
+    if lines.is_empty() {
+        "it printed nothing (see the function's log)".to_owned()
+    } else {
+        lines.join(" | ")
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
         self.kill();
-        tracing::debug!(instance = %self.id, pid = self.pid, "stopped a function instance");
+        tracing::debug!(instance = %self.id, pid = self.process.pid(), "stopped a function instance");
         if let Err(error) = std::fs::remove_dir_all(&self.dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(dir = %self.dir.display(), %error, "cannot remove an instance directory");
         }
         self.live.fetch_sub(1, Ordering::SeqCst);
+        let mut in_use = lock(&self.code_in_use);
+        if let Some(count) = in_use.get_mut(&self.code_dir) {
+            *count -= 1;
+            if *count == 0 {
+                in_use.remove(&self.code_dir);
+            }
+        }
     }
 }

@@ -37,25 +37,29 @@
 //! - **Timeout**: `{"errorMessage":"Function timed out after N seconds"}` (`UnhandledInvocationError`); the
 //!   instance and everything it started are killed.
 //! - **Exit or crash**: `{"errorMessage":"Process exited unexpectedly before completing request (duration: Nms,
-//!   maxMemoryUsage: NMB)"}`.
+//!   maxMemoryUsage: NMB)"}`. When the process ended before its shim even read its setup (the interpreter could
+//!   not open the shim, the sandbox could not be built...), the message goes on with `. The function's runtime
+//!   did not start: ` and the first lines it printed, so the cause is in the answer, not only in the log.
 //! - **Memory**: resident memory is sampled every 50 ms during an invocation; above `memorySize` the instance is
 //!   killed, the log says so, and the answer is the unexpected-exit body (what Function Compute reports for an
 //!   out-of-memory kill). Node also gets `--max-old-space-size=<memorySize>`. This host has no writable cgroup v2,
 //!   and RLIMIT_AS breaks V8, so a burst shorter than the sampling period can exceed the limit unnoticed; child
 //!   processes of the handler are not counted.
-//! - **Environment**: only `PATH=/usr/local/bin:/usr/bin:/bin`, `LANG=C.UTF-8`, `HOME`/`TMPDIR`/`TEMP`/`TMP` (the
-//!   instance's own directory), the `FC_*` variables, `ALIBABA_CLOUD_ACCESS_KEY_*` when the service has a role,
-//!   and the function's own variables (which may replace the defaults, not `FC_*`). The working directory is the
-//!   code, and `FC_FUNC_CODE_PATH` its real path (Function Compute uses `/code`; a handler that finds its files
-//!   through `FC_FUNC_CODE_PATH`, `__file__` or `__dirname` works unchanged, one that hard-codes `/code` does not).
-//! - **Isolation**: handlers run in their own session (killed as a group) with RLIMIT_NOFILE and
-//!   RLIMIT_NPROC. As root they run as `nobody` (or `run_as`) in a mount namespace where the code directory is a
-//!   read-only bind mount and `/tmp` is the instance's own directory; group/other write bits are removed from the
-//!   code. Not root, the code is made read-only with file modes (0444/0555), which the handler, running as the
-//!   same user, could undo: that protects against accidents only; delete such a directory with
-//!   [`remove_code_dir`]. Without a mount namespace (not root, no CAP_SYS_ADMIN, or the data or code directory
-//!   under `/tmp`), `/tmp` is the shared one and only `TMPDIR` is private. RLIMIT_NPROC counts all processes of
-//!   the user, so instances running as the same user share it.
+//! - **Environment**: only `PATH=/usr/local/bin:/usr/bin:/bin`, `LANG=C.UTF-8`, `HOME`/`TMPDIR`/`TEMP`/`TMP`
+//!   (`/tmp` in the sandbox, else the instance's own directory), the `FC_*` variables, `ALIBABA_CLOUD_ACCESS_KEY_*`
+//!   when the service has a role, and the function's own variables (which may replace the defaults, not `FC_*`).
+//!   The working directory is the code: `/code` in the sandbox, as in Function Compute (`FC_FUNC_CODE_PATH`),
+//!   else its real path.
+//! - **Isolation** ([`Isolation`], decided once when the pool starts; see [`sandbox`] for the file-system view):
+//!   - root, namespaces allowed: handlers run as `nobody` (or `run_as`) in their own mount, PID and IPC
+//!     namespaces: they see the system folders read-only, their own code at `/code`, private `/tmp`,
+//!     `/var/tmp` and `/dev/shm`, and nothing of the runtime's data; every process they start dies with the
+//!     instance (it is the PID namespace's init).
+//!   - not root, user namespaces allowed: the same, in a user namespace that maps only the runtime's own uid, so
+//!     handlers keep that uid (and RLIMIT_NPROC counts the runtime's own processes too).
+//!   - no namespaces: their own session (killed as a group) with the limits, as `nobody` when root, with the
+//!     real paths: the code folder must be reachable by that user (the pool refuses to start otherwise, naming
+//!     the folder), `/tmp` is shared, and a process that calls `setsid()` after a double fork survives.
 //!
 //! # Log
 //!
@@ -217,6 +221,22 @@ pub struct Invocation {
     pub max_memory_mb: Option<u64>,
 }
 
+/// How handlers are isolated, as decided when the pool started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Isolation {
+    /// The namespaces each instance gets.
+    pub namespaces: Namespaces,
+    /// The (uid, gid) handlers run as; `None`: the runtime's own.
+    pub run_as: Option<(u32, u32)>,
+}
+
+impl Isolation {
+    /// Whether handlers reach their code through the sandbox (the code store can be private to the runtime).
+    pub fn private_code(&self) -> bool {
+        self.namespaces != Namespaces::None
+    }
+}
+
 /// How the pool runs handler processes.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -234,6 +254,11 @@ pub struct PoolConfig {
     pub python: PathBuf,
     /// The node interpreter; must be executable by the `run_as` user.
     pub node: PathBuf,
+    /// Use namespaces when the kernel allows them (the default); `false` keeps only a session per instance.
+    pub namespaces: bool,
+    /// Folders handlers must never see (the runtime's data folder, the functions folder): covered inside the
+    /// sandbox if a folder it shows contains them.
+    pub hidden: Vec<PathBuf>,
 }
 
 impl PoolConfig {
@@ -249,6 +274,8 @@ impl PoolConfig {
             nproc_limit: 1024,
             python: find_interpreter("python3"),
             node: find_interpreter("node"),
+            namespaces: true,
+            hidden: Vec::new(),
         }
     }
 }
@@ -296,12 +323,43 @@ pub enum PoolError {
     /// The pool was shut down.
     #[error("the function runtime is shutting down")]
     ShuttingDown,
+    /// Without namespaces, handlers reach their files by path, and a folder on the way is closed to them.
+    #[error(
+        "handlers run as uid {uid} and cannot reach {path}: {blocking} is mode {mode:04o} (owner uid {owner}) and \
+         namespaces are not available here to show them their code another way. Move the data folder \
+         (--data-dir / [runtime] data_dir) under a folder every user may traverse, or give others search \
+         permission on {blocking} (chmod o+x), or run the runtime where it may create mount namespaces"
+    )]
+    Unreachable {
+        /// The folder handlers need.
+        path: PathBuf,
+        /// The first folder on the way they cannot traverse.
+        blocking: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+        /// The handlers' uid.
+        uid: u32,
+    },
+    /// `run_as` was given to a runtime that is not root (it cannot change user).
+    #[error(
+        "run_as needs the runtime to run as root: not root, handlers run as the runtime's own user (in a user \
+         namespace when the kernel allows it)"
+    )]
+    RunAsNeedsRoot,
+    /// `run_as` names root.
+    #[error(
+        "run_as must not be root (uid 0): handlers would run with every privilege of the machine"
+    )]
+    RunAsRoot,
 }
 
 mod instance;
 mod logs;
+mod process;
 mod protocol;
-mod sandbox;
+pub mod sandbox;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -312,8 +370,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use instance::{Instance, Launcher};
+use instance::{CodeInUse, Instance, Launcher};
 use logs::FunctionLog;
+pub use sandbox::Namespaces;
 
 /// The Python shim, embedded so the binary is self-contained; written to `<data dir>/shim/` at start.
 const PYTHON_SHIM: &str = include_str!("shim/worker.py");
@@ -340,7 +399,8 @@ struct Function {
     generation: u64,
     /// Free instances, most recently used last (taken first, so the others age out).
     idle: Vec<Instance>,
-    /// Whether the code directory of this generation has had its write permissions removed.
+    /// Whether the code directory of this generation has had its write permissions removed (only done
+    /// without namespaces: with them the code is a read-only mount).
     code_prepared: bool,
 }
 
@@ -353,6 +413,8 @@ struct Shared {
     idle_timeout: Duration,
     /// Whether the daemon is root (handlers then run as another user).
     root: bool,
+    /// How handlers are isolated.
+    isolation: Isolation,
     /// `<data dir>/logs`: one log file per function.
     logs_dir: PathBuf,
     /// Warm instances per function; never held across an await.
@@ -439,22 +501,25 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Prepares the data directory (writes the shims, clears instance directories left by a previous run) and
-    /// starts the idle reaper. Call inside a tokio runtime.
+    /// Prepares the data directory (writes the shims, clears instance directories left by a previous run),
+    /// decides how handlers are isolated (trying the sandbox once) and starts the idle reaper. Call inside a
+    /// tokio runtime.
     pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
+        if !root && config.run_as.is_some() {
+            return Err(PoolError::RunAsNeedsRoot);
+        }
         let run_as = root.then(|| sandbox::unprivileged_user(config.run_as));
-        // As root, handlers run as another user: they may traverse the data directory but not list it.
-        let traverse_only = root.then_some(0o711);
+        if run_as.is_some_and(|(uid, _)| uid == 0) {
+            return Err(PoolError::RunAsRoot);
+        }
         let data_dir = &config.data_dir;
-        prepare_dir(data_dir, traverse_only)?;
+        prepare_dir(data_dir, Some(0o700))?;
         let shim_dir = data_dir.join("shim");
         prepare_dir(&shim_dir, Some(0o755))?;
-        let python_shim = shim_dir.join("worker.py");
-        let node_shim = shim_dir.join("worker.js");
-        write_file(&python_shim, PYTHON_SHIM)?;
-        write_file(&node_shim, NODE_SHIM)?;
+        write_file(&shim_dir.join("worker.py"), PYTHON_SHIM)?;
+        write_file(&shim_dir.join("worker.js"), NODE_SHIM)?;
         let instances_dir = data_dir.join("instances");
         if instances_dir.exists() {
             std::fs::remove_dir_all(&instances_dir).map_err(|source| PoolError::DataDir {
@@ -462,37 +527,83 @@ impl Pool {
                 source,
             })?;
         }
-        prepare_dir(&instances_dir, traverse_only)?;
+        prepare_dir(&instances_dir, Some(0o700))?;
         let logs_dir = data_dir.join("logs");
         // Function logs are the daemon's to read: a handler must not read another function's log.
-        prepare_dir(&logs_dir, root.then_some(0o700))?;
-        let mount_namespace = root && sandbox::mount_namespace_works(&instances_dir);
-        let data_outside_tmp = !std::fs::canonicalize(data_dir)
-            .unwrap_or_else(|_| data_dir.clone())
-            .starts_with("/tmp");
-        tracing::debug!(
-            root,
-            mount_namespace,
-            ?run_as,
-            "function runtime pool sandbox"
-        );
+        prepare_dir(&logs_dir, Some(0o700))?;
+
+        let wanted = match (config.namespaces, root) {
+            (false, _) => Namespaces::None,
+            (true, true) => Namespaces::Root,
+            (true, false) => Namespaces::User,
+        };
+        let plan = match wanted {
+            Namespaces::None => None,
+            namespaces => {
+                let plan = sandbox::Plan::new(namespaces, &shim_dir, &config.hidden);
+                match probe(&plan, &instances_dir, run_as, &config) {
+                    Ok(()) => Some(plan),
+                    Err(error) => {
+                        tracing::warn!(
+                            "handlers run without namespaces (no private file-system view, no PID namespace): \
+                             the sandbox cannot be built here: {error}"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let isolation = Isolation {
+            namespaces: plan.as_ref().map_or(Namespaces::None, |p| p.namespaces),
+            run_as,
+        };
+        if let Some(plan) = &plan {
+            for interpreter in [&config.python, &config.node] {
+                if interpreter.exists() && !plan.shows(interpreter) {
+                    tracing::warn!(
+                        interpreter = %interpreter.display(),
+                        "this interpreter is not inside the folders handlers see (/usr, /bin, /lib*, /etc, /opt): \
+                         functions needing it will not start; install it under /usr or /opt"
+                    );
+                }
+            }
+        } else {
+            // Handlers reach the shims, their TMPDIR and their code by path: the way must be open to them.
+            prepare_dir(data_dir, Some(0o711))?;
+            prepare_dir(&instances_dir, Some(0o711))?;
+            if let Some((uid, gid)) = run_as {
+                for needed in [&shim_dir, &instances_dir] {
+                    if let Some((blocking, mode, owner)) = sandbox::unreachable_by(needed, uid, gid)
+                    {
+                        return Err(PoolError::Unreachable {
+                            path: needed.clone(),
+                            blocking,
+                            mode,
+                            owner,
+                            uid,
+                        });
+                    }
+                }
+            }
+        }
+        tracing::debug!(?isolation, "function runtime pool sandbox");
 
         let shared = Arc::new(Shared {
             launcher: Launcher {
                 python: config.python,
                 node: config.node,
-                python_shim,
-                node_shim,
+                shim_dir,
                 instances_dir,
                 run_as,
                 fd_limit: config.fd_limit,
                 nproc_limit: config.nproc_limit,
-                mount_namespace,
-                data_outside_tmp,
+                plan,
                 live: Arc::new(AtomicUsize::new(0)),
+                code_in_use: CodeInUse::default(),
             },
             idle_timeout: config.idle_timeout,
             root,
+            isolation,
             logs_dir,
             functions: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
@@ -507,6 +618,19 @@ impl Pool {
             period,
         ));
         Ok(Pool { shared })
+    }
+
+    /// How handlers are isolated.
+    pub fn isolation(&self) -> Isolation {
+        self.shared.isolation
+    }
+
+    /// The code folders live instances use (busy or idle): code that must not be removed yet.
+    pub fn code_dirs_in_use(&self) -> std::collections::HashSet<PathBuf> {
+        lock(&self.shared.launcher.code_in_use)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Runs one invocation on a warm instance of `spec`, starting one if none is free.
@@ -558,7 +682,7 @@ impl Pool {
         let mut instance = match warm {
             Some(instance) => instance,
             None => {
-                if !code_prepared {
+                if !code_prepared && shared.launcher.plan.is_none() {
                     sandbox::remove_write_permission(&spec.code_dir, shared.root).map_err(
                         |source| PoolError::DataDir {
                             path: spec.code_dir.clone(),
@@ -673,6 +797,61 @@ impl Shared {
         }
         reaped.len()
     }
+}
+
+/// Builds the sandbox once around `true`: the namespaces are used only if this works from start to exit.
+fn probe(
+    plan: &sandbox::Plan,
+    instances_dir: &Path,
+    run_as: Option<(u32, u32)>,
+    config: &PoolConfig,
+) -> std::io::Result<()> {
+    let id = uuid::Uuid::new_v4().simple();
+    let dir = instances_dir.join(format!("probe-{id}"));
+    let code = instances_dir.join(format!("probe-code-{id}"));
+    std::fs::create_dir(&dir)?;
+    std::fs::create_dir(&code)?;
+    let result = (|| {
+        let program = ["/usr/bin/true", "/bin/true"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or_else(|| std::io::Error::other("no `true` program to try the sandbox with"))?;
+        let (_log_read, log) = instance::pipe_pair()?;
+        let (requests, _requests_write) = instance::pipe_pair()?;
+        let (_responses_read, responses) = instance::pipe_pair()?;
+        let setup = sandbox::ChildSetup::new(sandbox::ChildSpec {
+            plan: Some(plan),
+            code_dir: &code,
+            instance_dir: &dir,
+            run_as,
+            fd_limit: config.fd_limit,
+            nproc_limit: config.nproc_limit,
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            log,
+            requests,
+            responses,
+        })?;
+        let started = sandbox::start(&setup)?;
+        let mut report = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(started.report), &mut report)?;
+        let status = process::reap(started.pid, true).unwrap_or(-1);
+        drop(started.pidfd);
+        if let Some(error) = setup.reported_failure(&report) {
+            return Err(error);
+        }
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            return Err(std::io::Error::other(format!(
+                "the trial process ended with wait status {status}"
+            )));
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(&code);
+    result
 }
 
 async fn reap_periodically(shared: Weak<Shared>, shutdown: CancellationToken, period: Duration) {

@@ -4,8 +4,9 @@
 //! A frame is a 4-byte big-endian length of what follows, one kind byte, then the body:
 //! - to the shim: `S` setup (JSON, once), `N` initialize (the request id), `I` invoke (u16 big-endian request-id
 //!   length, the request id, the event);
-//! - from the shim: `O` success (raw body), `H` handled error (JSON), `U` unhandled error (JSON), `X` unhandled
-//!   error after which the instance must not be reused (Node's uncaught exception).
+//! - from the shim: `R` ready (empty, once, after the setup frame: an exit before it is a failed start), `O`
+//!   success (raw body), `H` handled error (JSON), `U` unhandled error (JSON), `X` unhandled error after which the
+//!   instance must not be reused (Node's uncaught exception).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -15,6 +16,8 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// What a shim answered to an initialize or invoke frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
+    /// The shim read its setup and waits for requests (sent once, before any answer).
+    Ready,
     /// The handler (or initializer) returned; the converted body.
     Success(Bytes),
     /// Node `callback(err)`: the JSON error body.
@@ -89,6 +92,7 @@ pub fn take_response(buf: &mut BytesMut) -> Result<Option<Response>, ProtocolErr
     }
     let kind = frame.get_u8();
     match kind {
+        b'R' => Ok(Some(Response::Ready)),
         b'O' => Ok(Some(Response::Success(frame))),
         b'H' => Ok(Some(Response::Handled(frame))),
         b'U' => Ok(Some(Response::Unhandled(frame))),

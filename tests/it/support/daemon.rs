@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::fabric::{PEER_NAME, RunningPeer, TlsPki};
-use super::runtime::{KEY_ID, KEY_SECRET, TestRuntime, test_dir, writable_dir};
+use super::runtime::{KEY_ID, KEY_SECRET, TestRuntime, marks, test_dir};
 
 /// The admin token of every test daemon (the configuration refuses short ones).
 pub const ADMIN_TOKEN: &str = "engine-test-admin-token-0123456789";
@@ -224,13 +224,13 @@ fn path_text(path: &Path) -> &str {
 // ---------------------------------------------------------------------------------------------------------------
 // Functions in the bundled runtime
 
-/// The bundled runtime (signed, on port 0) with the `engine` service, and a marker folder per function where the
-/// test handlers note every call.
+/// The bundled runtime (signed, on port 0) with the `engine` service; the test handlers note every call in
+/// their log (`MARK <event id>`).
 pub struct Functions {
     /// The runtime and its signed client.
     pub runtime: TestRuntime,
-    /// Runtime data and markers.
-    dir: tempfile::TempDir,
+    /// Runtime data, under a private folder.
+    _dir: tempfile::TempDir,
 }
 
 /// A test handler under `fixtures/functions/engine/`.
@@ -248,10 +248,10 @@ impl Functions {
         let dir = test_dir("engine-fc-");
         let runtime = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
         runtime.create_service(SERVICE).await;
-        Functions { runtime, dir }
+        Functions { runtime, _dir: dir }
     }
 
-    /// Creates `function` from a test handler through the runtime's API; its calls are noted in its marker folder.
+    /// Creates `function` from a test handler through the runtime's API; its calls are noted in its log.
     pub async fn create(&self, function: &str, handler: Handler) {
         let (runtime, file, folder) = match handler {
             Handler::Fail => ("python3", "index.py", "fail"),
@@ -263,25 +263,14 @@ impl Functions {
             .join(file);
         let source = std::fs::read_to_string(&source_path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", source_path.display()));
-        let markers = writable_dir(self.dir.path(), function);
         self.runtime
-            .create_function(
-                SERVICE,
-                function,
-                runtime,
-                &[(file, &source)],
-                json!({"environmentVariables": {"MARKER_DIR": path_text(&markers)}}),
-            )
+            .create_function(SERVICE, function, runtime, &[(file, &source)], json!({}))
             .await;
     }
 
     /// The event ids `function` was called with, in call order.
     pub fn calls(&self, function: &str) -> Vec<String> {
-        match std::fs::read_to_string(self.dir.path().join(function).join("calls")) {
-            Ok(text) => text.lines().map(str::to_owned).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => panic!("reading the calls of {function}: {e}"),
-        }
+        marks(&self.runtime.runtime, SERVICE, function)
     }
 
     /// A `[triggers.target.function_compute]` table for `function`, signing with the test key from a file.

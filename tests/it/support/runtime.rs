@@ -1,7 +1,6 @@
 //! A real function runtime on port 0 (real SQLite, real pool with python3 / node) and a small signed client.
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,37 +17,111 @@ pub const KEY_ID: &str = "testAccessKeyId";
 /// Access key secret the signed tests use.
 pub const KEY_SECRET: &str = "testAccessKeySecret";
 
-/// A directory under the target dir (not /tmp: the pool gives handlers a private /tmp), traversable by the
-/// unprivileged user handlers run as.
+/// A private folder (mode 0700, root's when the tests run as root) under the temporary folder cargo gives
+/// integration tests: every runtime the tests start keeps its data below one, as an operator's `/root` or a
+/// fresh `mktemp -d` would, so handlers that work here work from any folder.
 pub fn test_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temporary directory under the target dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("make the test directory traversable");
+        .expect("temporary directory under cargo's temporary folder");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("make the test folder private");
     dir
 }
 
-/// A folder handlers may write into (markers of async runs).
-pub fn writable_dir(parent: &Path, name: &str) -> PathBuf {
-    let dir = parent.join(name);
-    std::fs::create_dir_all(&dir).expect("create a writable folder");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-        .expect("make the folder writable for handlers");
-    dir
+/// The lines a function printed that start with `MARK ` (without that prefix), in the order its log has them:
+/// handlers cannot write outside their sandbox, so the tests read what they did from the function's log.
+pub fn marks(runtime: &Runtime, service: &str, function: &str) -> Vec<String> {
+    let path = runtime.log_path(service, function);
+    let mut text = String::new();
+    let mut rotated = path.clone().into_os_string();
+    rotated.push(".1");
+    for file in [PathBuf::from(rotated), path] {
+        if let Ok(part) = std::fs::read_to_string(&file) {
+            text.push_str(&part);
+        }
+    }
+    text.lines()
+        .filter_map(|line| line.strip_prefix("MARK "))
+        .map(str::to_owned)
+        .collect()
 }
 
-/// Waits (bounded) until a handler has written a file; true if it appeared.
-pub async fn wait_for_file(path: &Path, within: Duration) -> bool {
+/// Waits (bounded) until `function` has printed `MARK <mark>` (a line starting with it); true if it did.
+pub async fn wait_for_mark(
+    runtime: &Runtime,
+    service: &str,
+    function: &str,
+    mark: &str,
+    within: Duration,
+) -> bool {
     let deadline = Instant::now() + within;
-    while !path.exists() {
+    loop {
+        if marks(runtime, service, function)
+            .iter()
+            .any(|line| line.starts_with(mark))
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Host pids of the live processes (zombies left out) whose command line contains `token`: how the tests find
+/// what a handler started, from outside its PID namespace.
+pub fn processes_with(token: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'));
+            alive
+                && cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == token.as_bytes())
+        })
+        .collect()
+}
+
+/// Waits (bounded) until no live process carries `token`; true if they all went.
+pub async fn wait_until_gone(token: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !processes_with(token).is_empty() {
         if Instant::now() > deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
+}
+
+/// Waits (bounded) until a process carries `token`; true if one did.
+pub async fn wait_until_running(token: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while processes_with(token).is_empty() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Prints why a test checks less than it could on this machine (the suite runs everywhere; what it cannot
+/// prove here it says).
+pub fn skipping(what: &str, why: &str) {
+    println!("SKIPPED {what}: {why}");
+    eprintln!("SKIPPED {what}: {why}");
 }
 
 /// A zip of the given files.
@@ -63,20 +136,34 @@ pub fn zip(files: &[(&str, &str)]) -> Vec<u8> {
     writer.finish().expect("zip finish").into_inner()
 }
 
-/// A running runtime and a client for it.
+/// A running runtime and a client for it (its [`ApiClient`] methods are the runtime's: `rt.send(...)`).
 pub struct TestRuntime {
-    /// `http://127.0.0.1:<port>`.
-    pub url: String,
     /// The in-process runtime (for its storage and `deploy`).
     pub runtime: Runtime,
-    /// Signs requests when set.
-    pub key: Option<(String, String)>,
-    /// Keep-alive client.
-    pub client: reqwest::Client,
+    /// Signs requests when the runtime has a key.
+    pub api: ApiClient,
     /// Stops the runtime (cancelled on drop too, so a failed test leaves no server behind).
     shutdown: CancellationToken,
     /// The runtime's `run`, awaited by `stop` to see it end cleanly.
     task: Option<tokio::task::JoinHandle<Result<(), chaintrigger::runtime::RuntimeError>>>,
+}
+
+impl std::ops::Deref for TestRuntime {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+/// A signed (or anonymous) client of one runtime.
+pub struct ApiClient {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Signs requests when set.
+    pub key: Option<(String, String)>,
+    /// Keep-alive client.
+    pub client: reqwest::Client,
 }
 
 /// One response, read whole.
@@ -147,10 +234,12 @@ impl TestRuntime {
             async move { runtime.run(listener, shutdown).await }
         });
         TestRuntime {
-            url,
             runtime,
-            key,
-            client: reqwest::Client::new(),
+            api: ApiClient {
+                url,
+                key,
+                client: reqwest::Client::new(),
+            },
             shutdown,
             task: Some(task),
         }
@@ -174,56 +263,21 @@ impl TestRuntime {
         }
     }
 
-    /// Sends a request (signed when the runtime has a key) and reads the whole response.
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Reply {
-        let date = httpdate::fmt_http_date(SystemTime::now());
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
-            all.push(("date".into(), date));
+    /// A client of another runtime at `url` (a `chaintrigger` process), signing with the test key or not.
+    pub fn client_for(url: &str, signed: bool) -> ApiClient {
+        ApiClient {
+            url: url.to_owned(),
+            key: signed.then(|| (KEY_ID.to_owned(), KEY_SECRET.to_owned())),
+            client: reqwest::Client::new(),
         }
-        if let Some((id, secret)) = &self.key
-            && !all
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        {
-            let refs: Vec<(&str, &str)> =
-                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let signed_path = path.split('?').next().unwrap_or(path);
-            let parts = SignedParts {
-                method,
-                headers: &refs,
-                path: signed_path,
-                queries: &[],
-            };
-            all.push((
-                "authorization".into(),
-                fcsign::authorization(id, secret, &parts),
-            ));
-        }
-        let mut request = self
-            .client
-            .request(
-                method.parse().expect("method"),
-                format!("{}{path}", self.url),
-            )
-            .body(body);
-        for (k, v) in &all {
-            request = request.header(k, v);
-        }
-        let response = request.send().await.expect("request reaches the runtime");
-        Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: response.bytes().await.expect("response body"),
+    }
+
+    /// A client of the runtime at `url` signing with this key.
+    pub fn client_with_key(url: &str, id: &str, secret: &str) -> ApiClient {
+        ApiClient {
+            url: url.to_owned(),
+            key: Some((id.to_owned(), secret.to_owned())),
+            client: reqwest::Client::new(),
         }
     }
 
@@ -314,6 +368,58 @@ impl TestRuntime {
     }
 }
 
+impl ApiClient {
+    /// Sends a request (signed when the client has a key) and reads the whole response.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let (client, url, key) = (&self.client, &self.url, self.key.as_ref());
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
+            all.push(("date".into(), date));
+        }
+        if let Some((id, secret)) = key
+            && !all
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            let refs: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let signed_path = path.split('?').next().unwrap_or(path);
+            let parts = SignedParts {
+                method,
+                headers: &refs,
+                path: signed_path,
+                queries: &[],
+            };
+            all.push((
+                "authorization".into(),
+                fcsign::authorization(id, secret, &parts),
+            ));
+        }
+        let mut request = client
+            .request(method.parse().expect("method"), format!("{url}{path}"))
+            .body(body);
+        for (k, v) in &all {
+            request = request.header(k, v);
+        }
+        let response = request.send().await.expect("request reaches the runtime");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("response body"),
+        }
+    }
+}
+
 impl Drop for TestRuntime {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -325,19 +431,37 @@ fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the SDKs are installed: cargo's temporary folder for integration tests, wherever the target folder is.
+fn sdk_root() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk")
+}
+
 /// Where the Python SDK is installed (`pip install --target`).
 pub fn python_sdk_dir() -> PathBuf {
-    repository().join("target/sdk-python")
+    sdk_root().join("python")
+}
+
+/// Where the Node.js SDK's `node_modules` are installed (`npm ci` in a copy of `tests/sdk/node`).
+pub fn node_sdk_dir() -> PathBuf {
+    sdk_root().join("node")
 }
 
 /// Runs an install command once for all test threads and processes: under an exclusive `flock`, and only when
-/// `installed` is missing afterwards-checked again inside the lock.
+/// `installed` is missing (checked again inside the lock).
 fn install_once(installed: &Path, command: &mut std::process::Command) {
     if installed.exists() {
         return;
     }
-    let lock_path = repository().join("target/sdk-install.lock");
-    let lock = std::fs::File::create(&lock_path).expect("create the SDK install lock file");
+    let root = sdk_root();
+    std::fs::create_dir_all(&root)
+        .unwrap_or_else(|e| panic!("create the SDK folder {}: {e}", root.display()));
+    let lock_path = root.join("install.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap_or_else(|e| {
+        panic!(
+            "create the SDK install lock file {}: {e}",
+            lock_path.display()
+        )
+    });
     // SAFETY: flock on a file descriptor we own for the whole call; released when `lock` is dropped.
     let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     assert_eq!(locked, 0, "lock {}", lock_path.display());
@@ -354,7 +478,7 @@ fn install_once(installed: &Path, command: &mut std::process::Command) {
     );
 }
 
-/// Installs aliyun-fc2 (pinned in tests/sdk/python/requirements.txt) into target/sdk-python when missing.
+/// Installs aliyun-fc2 (pinned in tests/sdk/python/requirements.txt) into [`python_sdk_dir`] when missing.
 pub fn install_python_sdk() {
     let target = python_sdk_dir();
     install_once(
@@ -374,9 +498,18 @@ pub fn install_python_sdk() {
     );
 }
 
-/// Installs @alicloud/fc2 (pinned by tests/sdk/node/package-lock.json) with `npm ci` when missing.
+/// Installs @alicloud/fc2 (pinned by tests/sdk/node/package-lock.json) with `npm ci` into [`node_sdk_dir`]
+/// when missing: the checkout itself is never written.
 pub fn install_node_sdk() {
-    let prefix = repository().join("tests/sdk/node");
+    let prefix = node_sdk_dir();
+    std::fs::create_dir_all(&prefix).expect("the Node.js SDK folder");
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(
+            repository().join("tests/sdk/node").join(file),
+            prefix.join(file),
+        )
+        .unwrap_or_else(|e| panic!("copy tests/sdk/node/{file}: {e}"));
+    }
     install_once(
         &prefix.join("node_modules/@alicloud/fc2/package.json"),
         std::process::Command::new("npm")
@@ -385,25 +518,27 @@ pub fn install_node_sdk() {
     );
 }
 
-/// Runs one SDK test script against a signed runtime; panics with its output unless it exits with 0.
-pub async fn run_sdk_script(
-    rt: &TestRuntime,
-    marker_dir: &Path,
-    program: &str,
-    script: &str,
-    python_path: Option<&Path>,
-) {
+/// Runs one SDK test script against a signed runtime; panics with its output unless it exits with 0. The script
+/// gets a scratch folder and the runtime's log folder (to see what async invocations did).
+pub async fn run_sdk_script(rt: &TestRuntime, work_dir: &Path, program: &str, script: &str) {
+    let log_dir = rt
+        .runtime
+        .log_path("s", "f")
+        .parent()
+        .and_then(Path::parent)
+        .expect("the log folder")
+        .to_owned();
     let mut command = tokio::process::Command::new(program);
     command
         .arg(repository().join(script))
         .env("SDK_TEST_ENDPOINT", &rt.url)
         .env("SDK_TEST_ACCESS_KEY_ID", KEY_ID)
         .env("SDK_TEST_ACCESS_KEY_SECRET", KEY_SECRET)
-        .env("SDK_TEST_MARKER_DIR", marker_dir)
+        .env("SDK_TEST_WORK_DIR", work_dir)
+        .env("SDK_TEST_LOG_DIR", log_dir)
+        .env("PYTHONPATH", python_sdk_dir())
+        .env("NODE_PATH", node_sdk_dir().join("node_modules"))
         .kill_on_drop(true);
-    if let Some(path) = python_path {
-        command.env("PYTHONPATH", path);
-    }
     let output = tokio::time::timeout(Duration::from_secs(180), command.output())
         .await
         .unwrap_or_else(|_| panic!("{script} did not finish within 180 s"))

@@ -7,7 +7,8 @@
 //   fd 4 (write): frames to the runtime
 // A frame is a 4-byte big-endian length of what follows, then one kind byte, then the body:
 //   runtime -> here: "S" setup (JSON), "N" initialize (request id), "I" invoke (u16 id length, id, event)
-//   here -> runtime: "O" success (raw body), "H" handled error (JSON), "U" unhandled error (JSON),
+//   here -> runtime: "R" ready (once, after the setup), "O" success (raw body), "H" handled error (JSON),
+//                    "U" unhandled error (JSON),
 //                    "X" unhandled error after which this process must not be reused (an uncaught exception)
 // An exit of this process (process.exit, a crash) is seen by the runtime as the end of fd 4.
 'use strict';
@@ -176,6 +177,7 @@ function run(fn, args) {
 function onFrame(kind, body) {
   if (kind === 'S') {
     setup = JSON.parse(body.toString('utf8'));
+    writeFrame('R', Buffer.alloc(0));
     return;
   }
   if (kind === 'N') {

@@ -7,7 +7,7 @@
 #   fd 4 (write): frames to the runtime
 # A frame is a 4-byte big-endian length of what follows, then one kind byte, then the body:
 #   runtime -> here: b"S" setup (JSON), b"N" initialize (request id), b"I" invoke (u16 id length, id, event)
-#   here -> runtime: b"O" success (raw body), b"U" unhandled error (JSON)
+#   here -> runtime: b"R" ready (once, after the setup), b"O" success (raw body), b"U" unhandled error (JSON)
 # An exit of this process (sys.exit, os._exit, a crash) is seen by the runtime as the end of fd 4.
 
 import datetime
@@ -218,6 +218,7 @@ def main():
     shim_dir = os.path.dirname(SHIM_FILE)
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != shim_dir]
     sys.path.insert(0, code_dir)
+    _write_frame(b"R", b"")
     handler = None
     while True:
         kind, body = _read_frame()
