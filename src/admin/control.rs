@@ -151,7 +151,7 @@ pub struct FilterTest {
     pub channel: String,
     /// The event type the trigger would listen to: `Block`, `Tx`, `Contract`, `Config` or `*`.
     pub event: String,
-    /// The filter; none (or `null`) pushes every event whole.
+    /// The filter; none (`null`, or only blanks) pushes every event whole.
     #[serde(default)]
     pub filter: Option<String>,
     /// The filter's language (`jq` by default, as in the configuration).
@@ -160,11 +160,17 @@ pub struct FilterTest {
     /// Whether the trigger would receive Contract events of invalid transactions.
     #[serde(default)]
     pub include_invalid: bool,
-    /// The first block read.
-    pub from: u64,
-    /// The last block read (inclusive), at most [`MAX_FILTER_TEST_BLOCKS`] after `from`.
-    pub to: u64,
+    /// The first block read; by default the last [`DEFAULT_FILTER_TEST_BLOCKS`] blocks up to `to`.
+    #[serde(default)]
+    pub from: Option<u64>,
+    /// The last block read (inclusive), at most [`MAX_FILTER_TEST_BLOCKS`] after `from`; by default the channel's
+    /// newest block.
+    #[serde(default)]
+    pub to: Option<u64>,
 }
+
+/// How many blocks a filter test reads when `from` is not given.
+pub const DEFAULT_FILTER_TEST_BLOCKS: u64 = 10;
 
 /// The answer to a filter test: every event of the blocks, in chain order, with what would be pushed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

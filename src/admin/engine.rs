@@ -6,10 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::control::{
-    CatchUpStatus, ChannelStatus, ControlError, DeadLetter, DeletedTrigger, EnableFrom,
-    EngineControl, EventSelector, FilterTest, FilterTestAnswer, InvokeLatency, LastError,
-    MAX_FILTER_TEST_BLOCKS, PeerStatus, Position, ReloadReport, RepushResult, TimeResolution,
-    TriggerState, TriggerStatus,
+    CatchUpStatus, ChannelStatus, ControlError, DEFAULT_FILTER_TEST_BLOCKS, DeadLetter,
+    DeletedTrigger, EnableFrom, EngineControl, EventSelector, FilterTest, FilterTestAnswer,
+    InvokeLatency, LastError, MAX_FILTER_TEST_BLOCKS, PeerStatus, Position, ReloadReport,
+    RepushResult, TimeResolution, TriggerState, TriggerStatus,
 };
 use crate::config;
 use crate::events::EventType;
@@ -240,7 +240,23 @@ impl EngineControl for Engine {
         })?;
         let selector = config::EventSelector::try_from(request.event.clone())
             .map_err(|e| invalid(format!("`event`: {e}")))?;
-        let (from, to) = (request.from, request.to);
+        let newest = || {
+            feed.height()
+                .and_then(|height| height.checked_sub(1))
+                .ok_or_else(|| {
+                    ControlError::Unavailable(format!(
+                        "the height of channel `{}` is not known yet: give `from` and `to`, or try again shortly",
+                        request.channel
+                    ))
+                })
+        };
+        let to = match request.to {
+            Some(to) => to,
+            None => newest()?,
+        };
+        let from = request
+            .from
+            .unwrap_or_else(|| to.saturating_sub(DEFAULT_FILTER_TEST_BLOCKS - 1));
         if to < from {
             return Err(invalid(format!("`to` ({to}) is below `from` ({from})")));
         }
@@ -254,6 +270,7 @@ impl EngineControl for Engine {
         let filter = request
             .filter
             .as_deref()
+            .filter(|source| !source.trim().is_empty())
             .map(|source| Filter::compile(request.language, source))
             .transpose()
             .map_err(|e| invalid(format!("`filter`: {e}")))?;

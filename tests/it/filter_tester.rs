@@ -156,6 +156,22 @@ async fn hostile_requests_are_refused_or_bounded_and_the_api_keeps_serving() {
         last["error"].as_str().unwrap().contains("time limit of 1s"),
         "{last}"
     );
+    // Without `from` and `to`: the last 10 blocks; a blank filter pushes every event whole.
+    let (status, answer, _) = post_test(
+        &url,
+        &json!({"channel": "mychannel", "event": "Block", "filter": " "}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let blocks: Vec<u64> = answer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "pushed")
+        .map(|e| e["outputs"][0]["content"]["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(blocks, (RECORDED - 10..RECORDED).collect::<Vec<_>>());
+
     // Meanwhile and after, the API serves.
     let (status, _) = daemon
         .admin
