@@ -38,9 +38,24 @@ enum Command {
     CheckConfig(cmd::check_config::Args),
     /// Manage a running daemon's triggers over its admin API.
     Triggers(cmd::triggers::Args),
+    /// Try a filter on blocks with the daemon's own engine: what a trigger would push, event by event.
+    Filter(cmd::filter::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One clear message with its causes, never a backtrace: the errors that reach here are an operator's
+            // mistake or the world's (a file, a peer, the admin API), and each names what to fix. Bugs panic, and a
+            // panic still honours RUST_BACKTRACE.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     chaintrigger::install_crypto_provider();
     let cli = Cli::parse();
     // The demo draws its own progress display; the daemon's routine logs would scroll it away.
@@ -60,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::CheckConfig(args) => cmd::check_config::run(args).await,
             Command::Triggers(args) => cmd::triggers::run(args).await,
+            Command::Filter(args) => cmd::filter::run(args).await,
         }
     });
     // Dropping the runtime would wait for every blocking task (a store write, a filter still running, a handler's

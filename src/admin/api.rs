@@ -15,7 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{AdminToken, bearer_credential};
-use super::control::{ChannelStatus, ControlError, EnableFrom, EngineControl, TriggerStatus};
+use super::control::{
+    ChannelStatus, ControlError, EnableAt, EnableFrom, EngineControl, FilterTest, FilterTestAnswer,
+    TriggerStatus,
+};
 use super::metrics;
 
 /// The largest request body accepted: commands carry at most a small JSON object.
@@ -147,6 +150,7 @@ pub fn router<C: EngineControl>(control: Arc<C>, token: AdminToken) -> Router {
         )
         .route("/v1/reload", post(reload::<C>))
         .route("/v1/channels", get(list_channels::<C>))
+        .route("/v1/filters/test", post(test_filter::<C>))
         .route("/metrics", get(render_metrics::<C>))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -290,10 +294,25 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     )
 }
 
+/// `?deleted=true` lists the deleted triggers instead.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// List the triggers deleted over the API (kept by the store) instead of the live ones.
+    #[serde(default)]
+    deleted: bool,
+}
+
 async fn list_triggers<C: EngineControl>(
     State(state): State<Arc<AdminState<C>>>,
-) -> Json<serde_json::Value> {
-    Json(json!({"triggers": state.control.triggers().await}))
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
+    if query.deleted {
+        let deleted = state.control.deleted_triggers().await?;
+        return Ok(Json(json!({"triggers": deleted})));
+    }
+    Ok(Json(json!({"triggers": state.control.triggers().await})))
 }
 
 async fn show_trigger<C: EngineControl>(
@@ -334,10 +353,10 @@ enum FromValue {
 }
 
 /// Reads where to enable from: the `from` query parameter or a JSON body, `latest` when neither says.
-fn enable_from(query: EnableQuery, body: &[u8]) -> Result<EnableFrom, ApiError> {
+fn enable_from(query: EnableQuery, body: &[u8]) -> Result<EnableAt, ApiError> {
     let from_query = query
         .from
-        .map(|text| text.parse::<EnableFrom>())
+        .map(|text| text.parse::<EnableAt>())
         .transpose()
         .map_err(ApiError::bad_request)?;
     let from_body = if body.trim_ascii().is_empty() {
@@ -345,14 +364,14 @@ fn enable_from(query: EnableQuery, body: &[u8]) -> Result<EnableFrom, ApiError> 
     } else {
         let parsed: EnableBody = serde_json::from_slice(body).map_err(|error| {
             ApiError::bad_request(format!(
-                "expected an empty body or a JSON object like {{\"from\": \"latest\" | \"position\" | <block>}}: {error}"
+                "expected an empty body or a JSON object like {{\"from\": \"latest\" | \"position\" | <block> | \"time:<RFC 3339>\"}}: {error}"
             ))
         })?;
         match parsed.from {
             None => None,
-            Some(FromValue::Block(block)) => Some(EnableFrom::Block(block)),
+            Some(FromValue::Block(block)) => Some(EnableAt::From(EnableFrom::Block(block))),
             Some(FromValue::Text(text)) => {
-                Some(text.parse::<EnableFrom>().map_err(ApiError::bad_request)?)
+                Some(text.parse::<EnableAt>().map_err(ApiError::bad_request)?)
             }
         }
     };
@@ -369,13 +388,43 @@ async fn enable_trigger<C: EngineControl>(
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<EnableQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<TriggerStatus>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(name) = name?;
     let Query(query) = query?;
-    let from = enable_from(query, &body?)?;
+    let (from, resolved) = match enable_from(query, &body?)? {
+        EnableAt::From(from) => (from, None),
+        EnableAt::Time(time) => {
+            // Resolved first, then applied: the answer says which block the time came to.
+            let resolved = state.control.resolve_time(&name, time).await?;
+            tracing::info!(trigger = %name, time = %resolved.time, block = resolved.block, block_time = %resolved.block_time, "enable from a time: resolved to the first block created at or after it");
+            (EnableFrom::Block(resolved.block), Some(resolved))
+        }
+    };
     let status = state.control.enable(&name, from).await?;
     tracing::info!(trigger = %name, %from, "trigger enabled over the admin API");
-    Ok(Json(status))
+    let mut answer = json!(status);
+    if let (Some(resolved), Some(object)) = (resolved, answer.as_object_mut()) {
+        object.insert("resolved".to_owned(), json!(resolved));
+    }
+    Ok(Json(answer))
+}
+
+/// `POST /v1/filters/test`: what a trigger with the given filter would push for some blocks of a channel.
+async fn test_filter<C: EngineControl>(
+    State(state): State<Arc<AdminState<C>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<FilterTestAnswer>, ApiError> {
+    let body = body?;
+    let request: FilterTest = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "expected a JSON object like {{\"channel\": \"mychannel\", \"event\": \"Tx\", \"filter\": \"...\", \
+             \"language\": \"jq\" | \"jmespath\", \"include_invalid\": false, \"from\": 5, \"to\": 9}}: {error}"
+        ))
+    })?;
+    let channel = request.channel.clone();
+    let answer = state.control.test_filter(request).await?;
+    tracing::info!(%channel, events = answer.events.len(), held = answer.held, "filter tested over the admin API");
+    Ok(Json(answer))
 }
 
 async fn disable_trigger<C: EngineControl>(
@@ -517,25 +566,54 @@ mod tests {
 
     #[test]
     fn enable_from_reads_query_or_body_and_defaults_to_latest() {
-        assert_eq!(enable_from(query(None), b""), Ok(EnableFrom::Latest));
-        assert_eq!(enable_from(query(None), b"  \n"), Ok(EnableFrom::Latest));
-        assert_eq!(enable_from(query(None), b"{}"), Ok(EnableFrom::Latest));
+        assert_eq!(
+            enable_from(query(None), b""),
+            Ok(EnableAt::From(EnableFrom::Latest))
+        );
+        assert_eq!(
+            enable_from(query(None), b"  \n"),
+            Ok(EnableAt::From(EnableFrom::Latest))
+        );
+        assert_eq!(
+            enable_from(query(None), b"{}"),
+            Ok(EnableAt::From(EnableFrom::Latest))
+        );
         assert_eq!(
             enable_from(query(Some("position")), b""),
-            Ok(EnableFrom::StoredPosition)
+            Ok(EnableAt::From(EnableFrom::StoredPosition))
         );
         assert_eq!(
             enable_from(query(None), br#"{"from": 12}"#),
-            Ok(EnableFrom::Block(12))
+            Ok(EnableAt::From(EnableFrom::Block(12)))
         );
         assert_eq!(
             enable_from(query(None), br#"{"from": "12"}"#),
-            Ok(EnableFrom::Block(12))
+            Ok(EnableAt::From(EnableFrom::Block(12)))
         );
         assert_eq!(
             enable_from(query(Some("7")), br#"{"from": 7}"#),
-            Ok(EnableFrom::Block(7))
+            Ok(EnableAt::From(EnableFrom::Block(7)))
         );
+    }
+
+    #[test]
+    fn enable_from_takes_a_time_to_resolve() {
+        let time = chrono::DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            enable_from(query(Some("time:2026-11-29T10:00:00Z")), b""),
+            Ok(EnableAt::Time(time))
+        );
+        assert_eq!(
+            enable_from(
+                query(None),
+                br#"{"from": "time:2026-11-29T11:00:00+01:00"}"#
+            ),
+            Ok(EnableAt::Time(time))
+        );
+        let error = enable_from(query(Some("time:yesterday")), b"").unwrap_err();
+        assert!(error.message.contains("RFC 3339"), "{}", error.message);
     }
 
     #[test]

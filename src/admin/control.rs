@@ -80,6 +80,171 @@ pub trait EngineControl: Send + Sync + 'static {
     /// The invoke latency histogram of every trigger listed by [`EngineControl::triggers`]; the engine
     /// records into one [`super::metrics::LatencyHistogram`] per trigger and snapshots it here.
     fn invoke_latencies(&self) -> impl Future<Output = Vec<InvokeLatency>> + Send;
+
+    /// Every trigger deleted over the API that the store keeps, ordered by name (`GET /v1/triggers?deleted=true`).
+    /// An engine without a store answers none.
+    fn deleted_triggers(
+        &self,
+    ) -> impl Future<Output = Result<Vec<DeletedTrigger>, ControlError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Tries a filter on blocks of a channel, read from its peers: what a trigger with it would push, event by
+    /// event (see [`crate::trigger::tester`]). An unknown channel is `NotFound`; a filter that does not compile,
+    /// a bad or too large range, or blocks beyond the chain's head are `Invalid`; peers that cannot be read are
+    /// `Unavailable`. An engine that cannot read channels answers `Unavailable`.
+    fn test_filter(
+        &self,
+        request: FilterTest,
+    ) -> impl Future<Output = Result<FilterTestAnswer, ControlError>> + Send {
+        let _ = request;
+        async {
+            Err(ControlError::Unavailable(
+                "this daemon cannot read its channels to test filters".to_owned(),
+            ))
+        }
+    }
+
+    /// The first block of the trigger's channel created at or after `time`, for `enable --from time:...` (see
+    /// [`crate::trigger::replay`]). A time after the newest block's is `Invalid`.
+    fn resolve_time(
+        &self,
+        name: &str,
+        time: DateTime<Utc>,
+    ) -> impl Future<Output = Result<TimeResolution, ControlError>> + Send {
+        let _ = (name, time);
+        async {
+            Err(ControlError::Unavailable(
+                "this daemon cannot read its channels to find a block by time".to_owned(),
+            ))
+        }
+    }
+}
+
+/// A trigger deleted over the API, as the store keeps it: what an operator needs to bring it back under a new name
+/// (its position) and to know whether its entry still holds its name (`in_configuration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTrigger {
+    /// Its name: deleted for good while an entry of this name is in the configuration.
+    pub name: String,
+    /// Where it was when deleted: a trigger under a new name can start there (`start = <block>`).
+    pub position: Position,
+    /// Payloads it had delivered.
+    pub delivered: u64,
+    /// Payloads it had discarded.
+    pub discarded: u64,
+    /// When it was deleted (its record's last change).
+    #[serde(with = "rfc3339")]
+    pub deleted_at: DateTime<Utc>,
+    /// Whether the configuration still has an entry of this name (which the daemon keeps deleted).
+    pub in_configuration: bool,
+}
+
+/// The most blocks one filter test reads (`to - from + 1`): each is read from a peer and every event filtered.
+pub const MAX_FILTER_TEST_BLOCKS: u64 = 100;
+
+/// `POST /v1/filters/test`: a filter to try on blocks `from..=to` of a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTest {
+    /// The channel whose blocks are read (from its configured peers, with its identity).
+    pub channel: String,
+    /// The event type the trigger would listen to: `Block`, `Tx`, `Contract`, `Config` or `*`.
+    pub event: String,
+    /// The filter; none (`null`, or only blanks) pushes every event whole.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The filter's language (`jq` by default, as in the configuration).
+    #[serde(default)]
+    pub language: crate::filter::Language,
+    /// Whether the trigger would receive Contract events of invalid transactions.
+    #[serde(default)]
+    pub include_invalid: bool,
+    /// The first block read; by default the last [`DEFAULT_FILTER_TEST_BLOCKS`] blocks up to `to`.
+    #[serde(default)]
+    pub from: Option<u64>,
+    /// The last block read (inclusive), at most [`MAX_FILTER_TEST_BLOCKS`] after `from`; by default the channel's
+    /// newest block.
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+/// How many blocks a filter test reads when `from` is not given.
+pub const DEFAULT_FILTER_TEST_BLOCKS: u64 = 10;
+
+/// The answer to a filter test: every event of the blocks, in chain order, with what would be pushed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterTestAnswer {
+    /// Each event: `block`, `index`, `type`, `id`, `outputs` (the payloads), `error` (the filter's run-time
+    /// error, or `null`) and `reason` (`pushed`, `filtered_out`, `not_of_type`, `invalid_left_out`,
+    /// `filter_error`).
+    pub events: Vec<crate::trigger::tester::TestedEvent>,
+    /// True when the last event's filter error ended the test (a trigger would hold there in Exception).
+    pub held: bool,
+}
+
+/// Where `enable --from time:...` resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeResolution {
+    /// The time asked for.
+    #[serde(with = "rfc3339")]
+    pub time: DateTime<Utc>,
+    /// The first block created at or after it.
+    pub block: u64,
+    /// That block's create time (whole seconds, as the Block event's `create_time`).
+    #[serde(with = "rfc3339")]
+    pub block_time: DateTime<Utc>,
+}
+
+/// Where `enable` starts: one of [`EnableFrom`], or the first block at or after a time (`time:<RFC 3339>`), which
+/// the API resolves to a block before enabling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnableAt {
+    /// A position the engine understands directly.
+    From(EnableFrom),
+    /// The first block created at or after this time.
+    Time(DateTime<Utc>),
+}
+
+impl Default for EnableAt {
+    fn default() -> Self {
+        EnableAt::From(EnableFrom::default())
+    }
+}
+
+impl FromStr for EnableAt {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(time) = text.strip_prefix("time:") {
+            return DateTime::parse_from_rfc3339(time)
+                .map(|time| EnableAt::Time(time.with_timezone(&Utc)))
+                .map_err(|error| {
+                    format!(
+                        "expected an RFC 3339 time after `time:`, e.g. time:2026-11-29T10:00:00Z, found {time:?}: {error}"
+                    )
+                });
+        }
+        text.parse::<EnableFrom>().map(EnableAt::From).map_err(|_| {
+            format!(
+                "expected `latest`, `position` or a block number for `from` (or time:<RFC 3339 time>, e.g. \
+                 time:2026-11-29T10:00:00Z), found {text:?}"
+            )
+        })
+    }
+}
+
+impl fmt::Display for EnableAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnableAt::From(from) => from.fmt(f),
+            EnableAt::Time(time) => write!(
+                f,
+                "time:{}",
+                time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            ),
+        }
+    }
 }
 
 /// Where an enabled trigger starts pushing from.
@@ -308,6 +473,18 @@ pub struct TriggerStatus {
     /// When the trigger was last enabled over the API, if ever: explains a jump in its position.
     #[serde(with = "rfc3339_option", default)]
     pub enabled_at: Option<DateTime<Utc>>,
+}
+
+impl TriggerStatus {
+    /// The failure count against the threshold, written one way everywhere (CLI table, `triggers show`, the demo,
+    /// the README): `3/10`, or `3 (no limit)` for a threshold of -1 (the trigger never fails).
+    pub fn failures_text(&self) -> String {
+        if self.failure_threshold < 0 {
+            format!("{} (no limit)", self.failure_count)
+        } else {
+            format!("{}/{}", self.failure_count, self.failure_threshold)
+        }
+    }
 }
 
 /// One channel's stream as the admin API shows it.

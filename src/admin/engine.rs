@@ -1,16 +1,26 @@
 //! The trigger engine behind [`EngineControl`]: its own status types and errors mapped to the API's JSON shapes
 //! and HTTP errors. The engine knows nothing of the API; this is the only place the two meet.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
 use super::control::{
-    CatchUpStatus, ChannelStatus, ControlError, DeadLetter, EnableFrom, EngineControl,
-    EventSelector, InvokeLatency, LastError, PeerStatus, Position, ReloadReport, RenderingStatus,
-    RepushResult, TriggerState, TriggerStatus,
+    CatchUpStatus, ChannelStatus, ControlError, DEFAULT_FILTER_TEST_BLOCKS, DeadLetter,
+    DeletedTrigger, EnableFrom, EngineControl, EventSelector, FilterTest, FilterTestAnswer,
+    InvokeLatency, LastError, MAX_FILTER_TEST_BLOCKS, PeerStatus, Position, ReloadReport,
+    RenderingStatus, RepushResult, TimeResolution, TriggerState, TriggerStatus,
 };
 use crate::config;
 use crate::events::EventType;
+use crate::fabric::decode::BlockDecoder;
+use crate::fabric::deliver::{ChannelConfig, DeliverError, StatusCode, fetch_block, fetch_blocks};
+use crate::filter::{Filter, Limits};
 use crate::trigger::channel::ChannelRendering;
 use crate::trigger::checkpoint::CommandError;
+use crate::trigger::replay::{self, Found};
 use crate::trigger::status::{ChannelSnapshot, Reloaded, Repushed, TimedError, TriggerSnapshot};
+use crate::trigger::tester::{self, TestSpec};
 use crate::trigger::{Engine, RequestError};
 
 impl From<RequestError> for ControlError {
@@ -215,6 +225,154 @@ impl EngineControl for Engine {
             .collect()
     }
 
+    async fn deleted_triggers(&self) -> Result<Vec<DeletedTrigger>, ControlError> {
+        Ok(Engine::deleted_triggers(self)
+            .await?
+            .into_iter()
+            .map(|(record, in_configuration)| DeletedTrigger {
+                name: record.name.to_string(),
+                position: Position::from(record.position),
+                delivered: record.delivered,
+                discarded: record.discarded,
+                deleted_at: DateTime::<Utc>::from(record.updated_at),
+                in_configuration,
+            })
+            .collect())
+    }
+
+    async fn test_filter(&self, request: FilterTest) -> Result<FilterTestAnswer, ControlError> {
+        let invalid = |message: String| ControlError::Invalid(message);
+        let feed = Engine::channel_feed(self, &request.channel).ok_or_else(|| {
+            let configured: Vec<String> = Engine::channels(self)
+                .into_iter()
+                .map(|channel| channel.name.to_string())
+                .collect();
+            ControlError::NotFound(format!(
+                "no channel named {:?} (configured: {})",
+                request.channel,
+                configured.join(", ")
+            ))
+        })?;
+        let selector = config::EventSelector::try_from(request.event.clone())
+            .map_err(|e| invalid(format!("`event`: {e}")))?;
+        let newest = || {
+            feed.height()
+                .and_then(|height| height.checked_sub(1))
+                .ok_or_else(|| {
+                    ControlError::Unavailable(format!(
+                        "the height of channel `{}` is not known yet: give `from` and `to`, or try again shortly",
+                        request.channel
+                    ))
+                })
+        };
+        let to = match request.to {
+            Some(to) => to,
+            None => newest()?,
+        };
+        let from = request
+            .from
+            .unwrap_or_else(|| to.saturating_sub(DEFAULT_FILTER_TEST_BLOCKS - 1));
+        if to < from {
+            return Err(invalid(format!("`to` ({to}) is below `from` ({from})")));
+        }
+        if to - from >= MAX_FILTER_TEST_BLOCKS {
+            return Err(invalid(format!(
+                "blocks {from}..{to} are {} blocks; a test reads at most {MAX_FILTER_TEST_BLOCKS}",
+                (to - from).saturating_add(1)
+            )));
+        }
+        // Checked as the configuration checks a trigger's filter: the message names the line and column.
+        let filter = request
+            .filter
+            .as_deref()
+            .filter(|source| !source.trim().is_empty())
+            .map(|source| Filter::compile(request.language, source))
+            .transpose()
+            .map_err(|e| invalid(format!("`filter`: {e}")))?;
+        if let Some(height) = feed.height()
+            && to >= height
+        {
+            return Err(invalid(beyond_head(&request.channel, to, height)));
+        }
+        let fetched = fetch_blocks(feed.deliver(), from, to, READ_TIMEOUT)
+            .await
+            .map_err(|error| read_error(&request.channel, error))?;
+        let mut decoder = BlockDecoder::new();
+        let mut blocks = Vec::with_capacity(fetched.len());
+        for delivered in fetched {
+            let number = delivered.number;
+            blocks.push(feed.prepare(&mut decoder, delivered).map_err(|e| {
+                ControlError::Unavailable(format!(
+                    "block {number} of channel `{}` {e}",
+                    request.channel
+                ))
+            })?);
+        }
+        let spec = TestSpec {
+            selector,
+            include_invalid: request.include_invalid,
+            filter,
+            limits: Limits::default(),
+        };
+        let report = tester::test(&blocks, &spec).await;
+        Ok(FilterTestAnswer {
+            events: report.events,
+            held: report.held,
+        })
+    }
+
+    async fn resolve_time(
+        &self,
+        name: &str,
+        time: DateTime<Utc>,
+    ) -> Result<TimeResolution, ControlError> {
+        let trigger = Engine::trigger(self, name)
+            .ok_or_else(|| ControlError::NotFound(format!("no trigger named {name:?}")))?;
+        let channel = trigger.channel.to_string();
+        let feed = Engine::channel_feed(self, &channel).ok_or_else(|| {
+            ControlError::Internal(format!(
+                "the channel `{channel}` of trigger `{name}` has no feed"
+            ))
+        })?;
+        let height = feed.height().ok_or_else(|| {
+            ControlError::Unavailable(format!(
+                "the height of channel `{channel}` is not known yet (no peer has answered): try again shortly"
+            ))
+        })?;
+        let deliver = feed.deliver();
+        let found = replay::first_block_at_or_after(time.timestamp(), height, |number| {
+            read_create_time(deliver, number)
+        })
+        .await
+        .map_err(|error| match error {
+            TimeReadError::Read(error) => read_error(&channel, error),
+            TimeReadError::Decode(message) => ControlError::Unavailable(message),
+        })?;
+        let at = |seconds: i64| DateTime::from_timestamp(seconds, 0).unwrap_or_default();
+        match found {
+            Found::Block {
+                block,
+                time: block_time,
+            } => Ok(TimeResolution {
+                time,
+                block,
+                block_time: at(block_time),
+            }),
+            Found::NotYet {
+                newest,
+                time: newest_time,
+            } => Err(ControlError::Invalid(format!(
+                "no block of channel `{channel}` was created at or after {} yet: the newest, block {newest}, was \
+                 created at {}; enable from `latest` to push only what comes next",
+                time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                at(newest_time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ))),
+            Found::Empty => Err(ControlError::Invalid(format!(
+                "channel `{channel}` has no block yet"
+            ))),
+        }
+    }
+
     async fn invoke_latencies(&self) -> Vec<InvokeLatency> {
         Engine::invoke_latencies(self)
             .into_iter()
@@ -223,5 +381,43 @@ impl EngineControl for Engine {
                 histogram,
             })
             .collect()
+    }
+}
+
+/// How long one bounded read of a filter test or a time search may take on one peer.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a block's time could not be read.
+enum TimeReadError {
+    Read(DeliverError),
+    Decode(String),
+}
+
+/// Block `number`'s create time, read from the channel's peers.
+async fn read_create_time(deliver: &ChannelConfig, number: u64) -> Result<i64, TimeReadError> {
+    let block = fetch_block(deliver, number, READ_TIMEOUT)
+        .await
+        .map_err(TimeReadError::Read)?;
+    replay::create_time(block.bytes)
+        .map_err(|e| TimeReadError::Decode(format!("block {number} cannot be decoded: {e}")))
+}
+
+fn beyond_head(channel: &str, block: u64, height: u64) -> String {
+    format!(
+        "block {block} is beyond the head of channel `{channel}`: its newest block is {}",
+        height.saturating_sub(1)
+    )
+}
+
+/// A failed bounded read: blocks the peers do not have are the request's fault, anything else the network's.
+fn read_error(channel: &str, error: DeliverError) -> ControlError {
+    match error {
+        DeliverError::Refused {
+            status: StatusCode::NOT_FOUND,
+            ..
+        } => ControlError::Invalid(format!(
+            "the peers of channel `{channel}` do not have those blocks (beyond the head?): {error}"
+        )),
+        error => ControlError::Unavailable(format!("cannot read channel `{channel}`: {error}")),
     }
 }

@@ -106,7 +106,7 @@ async fn read_block(decoder: &mut BlockDecoder, file: &Path) -> Option<Block> {
 
 /// The rendering of the newest config block among `files` (unreadable files are left to the second pass to
 /// report); v2.5 with a note when there is none.
-async fn rendering_of_inputs(files: &[PathBuf]) -> Rendering {
+pub async fn rendering_of_inputs(files: &[PathBuf]) -> Rendering {
     let mut decoder = BlockDecoder::new();
     let mut newest: Option<(u64, Rendering)> = None;
     for file in files {

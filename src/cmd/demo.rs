@@ -176,7 +176,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = (args.duration > 0).then(|| started + Duration::from_secs(args.duration));
     let interactive = std::io::stdout().is_terminal();
     let logs_dir = function_logs_dir(data.path());
-    let mut logs = FunctionLogs::default();
+    // A kept `--data-dir` holds the previous runs' logs: only what this run's handlers write is shown and counted.
+    let mut logs = FunctionLogs::after_existing(&logs_dir);
     let first = EngineControl::triggers(engine.as_ref()).await;
     let mut previous = first.clone();
     let mut drawn_lines = 0;
@@ -528,6 +529,22 @@ struct FunctionLogs {
 }
 
 impl FunctionLogs {
+    /// Follows the log files under `logs_dir` from their current ends: what earlier runs wrote is neither shown
+    /// nor counted.
+    fn after_existing(logs_dir: &Path) -> Self {
+        let offsets = log_files(logs_dir)
+            .into_iter()
+            .filter_map(|(_, file)| {
+                let length = std::fs::metadata(&file).ok()?.len();
+                Some((file, length))
+            })
+            .collect();
+        FunctionLogs {
+            offsets,
+            invocations: 0,
+        }
+    }
+
     /// For each function with new output: its first new line written by the handler itself (the runtime's
     /// `FC Invoke Start/End` markers are counted, not shown), prefixed with `service/function`, and how many
     /// more there were, so a high `--rate` does not scroll the status away.
@@ -675,5 +692,21 @@ mod tests {
         std::fs::write(&file, text).unwrap();
         assert_eq!(logs.poll(dir.path()), ["[demo/on_task] task 2  (+2 more)"]);
         assert_eq!(logs.invocations, 4);
+    }
+
+    #[test]
+    fn function_logs_of_a_previous_run_are_neither_shown_nor_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("demo").join("on_task.log");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let earlier = "FC Invoke Start RequestId: r1\n2026-11-21T10:00:00.123Z r1 [INFO] task 1\nFC Invoke End RequestId: r1\n";
+        std::fs::write(&file, earlier).unwrap();
+        let mut logs = FunctionLogs::after_existing(dir.path());
+        assert!(logs.poll(dir.path()).is_empty());
+        assert_eq!(logs.invocations, 0);
+        let now = "FC Invoke Start RequestId: r2\n2026-11-21T11:00:00.123Z r2 [INFO] task 2\nFC Invoke End RequestId: r2\n";
+        std::fs::write(&file, format!("{earlier}{now}")).unwrap();
+        assert_eq!(logs.poll(dir.path()), ["[demo/on_task] task 2"]);
+        assert_eq!(logs.invocations, 1);
     }
 }

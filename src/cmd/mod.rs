@@ -4,6 +4,7 @@
 pub mod check_config;
 pub mod decode;
 pub mod demo;
+pub mod filter;
 pub mod peersim;
 pub mod runtime;
 pub mod serve;

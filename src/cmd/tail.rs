@@ -40,8 +40,25 @@ use crate::trigger::channel::{ChannelRendering, LastConfig, read_last_config};
 /// Arguments of `chaintrigger tail`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A TOML file with a `[channel]` section (see `chaintrigger tail --help`); flags override its values.
-    #[arg(long, value_name = "FILE")]
+    /// A small TOML file of its own with a `[channel]` section (not the daemon's configuration); flags override it.
+    ///
+    /// It reads only a `[channel]` table with these keys (relative paths are relative to the file):
+    ///
+    ///   name = "mychannel"                            the channel (--channel)
+    ///   address = "127.0.0.1:7051"                    one peer (--peer), or:
+    ///   peers = [{ address = "...", tls_server_name = "peer0.org1.example.com" }]
+    ///   tls_server_name = "peer0.org1.example.com"    with `address` (--server-name)
+    ///   tls_ca = "msp/org1_tlsca.pem"                 the peers' TLS CA (--tls-ca)
+    ///   plaintext = false                             plaintext gRPC, test networks only (--plaintext)
+    ///   client_cert = "...", client_key = "..."       mutual TLS (--client-cert, --client-key)
+    ///   msp_id = "Org1MSP"                            the signing identity (--msp-id)
+    ///   cert = "msp/user1_signcert.pem"               its certificate (--cert)
+    ///   key = "msp/user1_key.pem"                     its key, PKCS#8 PEM (--key)
+    ///   start = "newest"                              or "oldest", or a block number (--start)
+    ///
+    /// Any other key is an error. To read a channel of a daemon configuration instead, use
+    /// `chaintrigger filter test --config FILE --channel-blocks FROM..TO`.
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     pub config: Option<PathBuf>,
     /// Peer address `host:port`; repeat for failover (tried in turn).
     #[arg(long = "peer", value_name = "HOST:PORT")]

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::admin::{
-    ChannelStatus, DeadLetter, EnableFrom, ReloadReport, RepushResult, TriggerStatus,
+    ChannelStatus, DeadLetter, DeletedTrigger, EnableAt, ReloadReport, RepushResult,
+    TimeResolution, TriggerStatus,
 };
 use crate::config::{redact_url, redact_url_text};
 use crate::dispatch::{error_chain, find_rustls_error};
@@ -25,17 +26,22 @@ const TABLE_ERROR_WIDTH: usize = 60;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The daemon's admin API: http://127.0.0.1:PORT, or https://HOST:PORT when it serves TLS.
-    #[arg(long, env = "CHAINTRIGGER_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
+    #[arg(long, global = true, env = "CHAINTRIGGER_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
     admin: String,
     /// The environment variable holding the admin token.
-    #[arg(long, default_value = crate::admin::DEFAULT_TOKEN_ENV)]
+    #[arg(long, global = true, default_value = crate::admin::DEFAULT_TOKEN_ENV)]
     token_env: String,
     /// A file holding the admin token (overrides --token-env).
-    #[arg(long)]
+    #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// PEM CA certificate(s) to verify an https:// admin API with (instead of the system's roots), e.g. the CA of
     /// a self-signed `tls_certificate`.
-    #[arg(long, env = "CHAINTRIGGER_ADMIN_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHAINTRIGGER_ADMIN_CA",
+        value_name = "FILE"
+    )]
     admin_ca: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
@@ -47,7 +53,11 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// List every trigger with its state and progress.
-    List,
+    List {
+        /// List the triggers deleted over the API instead (kept by the daemon's store), with where each was.
+        #[arg(long)]
+        deleted: bool,
+    },
     /// Show one trigger in full.
     Show {
         /// The trigger's name.
@@ -57,9 +67,12 @@ enum Command {
     Enable {
         /// The trigger's name.
         name: String,
-        /// Where to start: `latest`, `position` (the stored position) or a block number.
-        #[arg(long, default_value = "latest")]
-        from: EnableFrom,
+        /// Where to start: `latest`, `position` (the stored position), a block number, or
+        /// `time:2026-11-29T10:00:00Z` (the first block created at or after that time; the daemon finds it with a
+        /// few one-block reads and the answer shows the block and its time; a time after the newest block is
+        /// refused).
+        #[arg(long, default_value = "latest", value_name = "WHERE")]
+        from: EnableAt,
     },
     /// Disable a trigger: it stops pushing and events meanwhile are discarded.
     Disable {
@@ -102,7 +115,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.admin, args.admin_ca.as_deref(), token)?;
     let json = args.json;
     match args.command {
-        Command::List => {
+        Command::List { deleted: true } => {
+            let answer = client
+                .call(Method::GET, &["v1", "triggers"], &[("deleted", "true")])
+                .await?;
+            if json {
+                return print_json(&answer);
+            }
+            let list: DeletedList = decode(answer)?;
+            print!("{}", deleted_table(&list.triggers));
+        }
+        Command::List { deleted: false } => {
             let answer = client.call(Method::GET, &["v1", "triggers"], &[]).await?;
             if json {
                 return print_json(&answer);
@@ -130,6 +153,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
             if json {
                 return print_json(&answer);
+            }
+            let resolved: EnableAnswer = decode(answer.clone())?;
+            if let Some(resolved) = resolved.resolved {
+                println!(
+                    "{from} is block {} (created {}), the first block at or after that time",
+                    resolved.block,
+                    resolved
+                        .block_time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
             }
             let status: TriggerStatus = decode(answer)?;
             println!(
@@ -247,6 +280,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 #[derive(Debug, Deserialize)]
 struct TriggerList {
     triggers: Vec<TriggerStatus>,
+}
+
+/// `POST /v1/triggers/{name}/enable`: the status, plus where a time resolved to.
+#[derive(Debug, Deserialize)]
+struct EnableAnswer {
+    resolved: Option<TimeResolution>,
+}
+
+/// `GET /v1/triggers?deleted=true`.
+#[derive(Debug, Deserialize)]
+struct DeletedList {
+    triggers: Vec<DeletedTrigger>,
 }
 
 /// `GET /v1/channels`.
@@ -543,7 +588,7 @@ fn trigger_table(triggers: &[TriggerStatus]) -> String {
                     optional(trigger.chain_height)
                 ),
                 optional(trigger.lag),
-                format!("{}/{}", trigger.failure_count, trigger.failure_threshold),
+                trigger.failures_text(),
                 trigger.delivered.to_string(),
                 trigger.discarded.to_string(),
                 trigger
@@ -570,6 +615,49 @@ fn trigger_table(triggers: &[TriggerStatus]) -> String {
     )
 }
 
+fn deleted_table(triggers: &[DeletedTrigger]) -> String {
+    if triggers.is_empty() {
+        return "no deleted triggers\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = triggers
+        .iter()
+        .map(|trigger| {
+            vec![
+                trigger.name.clone(),
+                format!(
+                    "block {} event {}",
+                    trigger.position.block, trigger.position.event_index
+                ),
+                trigger.delivered.to_string(),
+                trigger.discarded.to_string(),
+                trigger.deleted_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                if trigger.in_configuration {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        &[
+            "NAME",
+            "POSITION",
+            "DELIVERED",
+            "DISCARDED",
+            "DELETED AT",
+            "IN CONFIG",
+        ],
+        &rows,
+    );
+    text.push_str(
+        "A deleted name stays deleted. To bring a trigger back, give its entry a new name (with `start = <block>` to \
+         resume where it was) and run `chaintrigger triggers reload`.\n",
+    );
+    text
+}
+
 fn trigger_details(status: &TriggerStatus) -> String {
     let last_error = status.last_error.as_ref().map_or_else(
         || "-".to_owned(),
@@ -585,13 +673,7 @@ fn trigger_details(status: &TriggerStatus) -> String {
         ("position", position_text(status)),
         ("chain height", optional(status.chain_height)),
         ("lag", optional(status.lag)),
-        (
-            "failures",
-            format!(
-                "{} (threshold {})",
-                status.failure_count, status.failure_threshold
-            ),
-        ),
+        ("failures", status.failures_text()),
         ("delivered", status.delivered.to_string()),
         ("discarded", status.discarded.to_string()),
         ("retries", status.retries.to_string()),

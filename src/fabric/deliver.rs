@@ -28,6 +28,7 @@
 
 mod backoff;
 mod error;
+mod fetch;
 pub mod peers;
 mod stream;
 mod tls;
@@ -45,6 +46,7 @@ use tonic::transport::Channel;
 
 pub use backoff::BackoffPolicy;
 pub use error::{DeliverError, StatusCode};
+pub use fetch::{DEFAULT_FETCH_TIMEOUT, MAX_FETCH_BLOCKS, fetch_block, fetch_blocks};
 pub use peers::PeerStatus;
 pub use stream::{DELIVER_PATH, DeliverStream, endpoint, open_deliver_stream, tls_rejection};
 pub use tls::{ClientCertificate, ClientTls, TlsCa, TlsError};

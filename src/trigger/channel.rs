@@ -363,6 +363,11 @@ impl ChannelFeed {
         &self.name
     }
 
+    /// How the channel is reached (identity, peers, TLS): for bounded reads beside the feed's stream.
+    pub fn deliver(&self) -> &ChannelConfig {
+        &self.deliver
+    }
+
     /// The chain height (number of blocks): the highest the channel's stream has seen or any peer reports; what
     /// lag is measured against.
     pub fn height(&self) -> Option<u64> {

@@ -85,11 +85,19 @@ impl TriggerDef {
     /// Whether an event goes to this trigger (before its filter): its type is selected, and a Contract event of
     /// an invalid transaction only when the trigger asked for those.
     pub fn receives(&self, event: &ChainEvent) -> bool {
-        self.selector.matches(event.event_type)
-            && (event.valid_transaction
-                || self.include_invalid
-                || event.event_type != EventType::Contract)
+        receives(self.selector, self.include_invalid, event)
     }
+}
+
+/// Whether an event goes to a trigger of `selector` and `include_invalid` (before its filter); shared by the
+/// worker and the filter tester, so the tester answers what the worker does.
+pub fn receives(
+    selector: config::EventSelector,
+    include_invalid: bool,
+    event: &ChainEvent,
+) -> bool {
+    selector.matches(event.event_type)
+        && (event.valid_transaction || include_invalid || event.event_type != EventType::Contract)
 }
 
 /// The target as operators see it, without secrets: `fc:embedded/demo/echo`, `http:POST https://host/path`.

@@ -596,6 +596,21 @@ impl Engine {
             .collect()
     }
 
+    /// Every trigger the store keeps as deleted, by name, with whether its entry is still in the configuration
+    /// (it then stays deleted across restarts and reloads).
+    pub async fn deleted_triggers(&self) -> Result<Vec<(TriggerRecord, bool)>, RequestError> {
+        let records = store::blocking(&self.store, |store| store.triggers()).await?;
+        let configured = self.triggers_lock();
+        Ok(records
+            .into_iter()
+            .filter(|record| record.status.state == State::Deleted)
+            .map(|record| {
+                let in_file = configured.contains_key(&record.name);
+                (record, in_file)
+            })
+            .collect())
+    }
+
     /// One trigger, unless it is unknown or deleted.
     pub fn trigger(&self, name: &str) -> Option<TriggerSnapshot> {
         self.live_entry(name)
@@ -695,6 +710,15 @@ impl Engine {
             },
         )?;
         self.reload_from(&config).await
+    }
+
+    /// The feed of channel `name`, when it is configured: for reads beside its stream (the filter tester, replay
+    /// by time).
+    pub fn channel_feed(&self, name: &str) -> Option<Arc<ChannelFeed>> {
+        self.channels_lock()
+            .iter()
+            .find(|(channel, _)| channel.as_str() == name)
+            .map(|(_, entry)| Arc::clone(&entry.feed))
     }
 
     /// Every configured channel, by name.

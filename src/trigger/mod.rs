@@ -10,6 +10,8 @@
 //! | [`channel`] | a channel's feed: one Deliver stream, decode, window, height | network |
 //! | [`worker`] | one trigger's worker: blocks in, filter, push, record | network, store |
 //! | [`engine`] | every channel and trigger, operators' commands, reload | all of it |
+//! | [`replay`] | the first block at or after a time: a binary search over single-block reads | none (reads given) |
+//! | [`tester`] | what a trigger would push for given blocks, through the worker's own path | none (filter pool) |
 //! | [`status`], [`latency`] | what the engine reports | none |
 //!
 //! Lower modules never reach up: the admin API maps the engine's [`status`] types to its own JSON.
@@ -20,8 +22,10 @@ pub mod def;
 pub mod engine;
 pub mod latency;
 pub mod outcome;
+pub mod replay;
 pub mod state;
 pub mod status;
+pub mod tester;
 pub mod window;
 pub mod worker;
 

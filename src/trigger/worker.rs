@@ -34,7 +34,7 @@ use crate::dispatch::retry::ExceptionSchedule;
 use crate::dispatch::{Delivery, Dispatcher, PushKey};
 use crate::fabric::decode::{BlockDecoder, VerifyError};
 use crate::fabric::deliver::DeliverError;
-use crate::filter::{Envelope, FilterPool};
+use crate::filter::{Envelope, Filter, FilterError, FilterPool, Limits};
 use crate::store::StoreError;
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
@@ -78,6 +78,29 @@ struct EventEnvelope {
 impl AsRef<Envelope> for EventEnvelope {
     fn as_ref(&self) -> &Envelope {
         &self.block.events[self.index].envelope
+    }
+}
+
+/// The payloads event `index` of `block` yields for a trigger with `filter` (none: the envelope whole), the filter
+/// evaluated on the shared [`FilterPool`] under `limits`. The worker and the filter tester both call this, so the
+/// tester shows what the worker pushes. Dropping the future abandons the evaluation.
+pub async fn payloads(
+    filter: Option<&Filter>,
+    limits: Limits,
+    block: &Arc<BlockEvents>,
+    index: usize,
+) -> Result<Vec<Value>, FilterError> {
+    match filter {
+        None => Ok(vec![block.events[index].envelope.json().clone()]),
+        Some(filter) => {
+            let envelope = EventEnvelope {
+                block: Arc::clone(block),
+                index,
+            };
+            FilterPool::shared()
+                .evaluate(filter, envelope, limits)
+                .await
+        }
     }
 }
 
@@ -377,29 +400,15 @@ impl Worker {
                 index += 1;
                 continue;
             }
-            let payloads = match &def.filter {
-                None => Ok(vec![event.envelope.json().clone()]),
-                Some(filter) => {
-                    // Off the async runtime, under the trigger's limits; a stopped worker stops waiting at once
-                    // (and the evaluation stops at its next step).
-                    let evaluation = FilterPool::shared().evaluate(
-                        filter,
-                        EventEnvelope {
-                            block: Arc::clone(block),
-                            index,
-                        },
-                        def.filter_limits,
-                    );
-                    let evaluated = tokio::select! {
-                        _ = self.stop.cancelled() => return Err(Halt::Stopped),
-                        _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
-                        evaluated = evaluation => evaluated,
-                    };
-                    evaluated.map_err(|error| {
-                        format!("the filter failed on event {} ({at}): {error}", event.id)
-                    })
-                }
-            };
+            // Off the async runtime, under the trigger's limits; a stopped worker stops waiting at once (and the
+            // evaluation stops at its next step).
+            let evaluation = payloads(def.filter.as_ref(), def.filter_limits, block, index);
+            let payloads = tokio::select! {
+                _ = self.stop.cancelled() => return Err(Halt::Stopped),
+                _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
+                evaluated = evaluation => evaluated,
+            }
+            .map_err(|error| format!("the filter failed on event {} ({at}): {error}", event.id));
             let pushed = match payloads {
                 Ok(payloads) if payloads.is_empty() => {
                     self.checkpoint().skip_to(after, block.anchor());

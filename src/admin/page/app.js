@@ -684,11 +684,21 @@
         el("div", { class: "sub mono", text: `block ${item.block}, event ${item.index} · ${item.type} · ${item.id}` }),
       );
       if (item.error) node.appendChild(el("pre", { class: "problem", text: `error: ${item.error}` }));
-      else if (outputs.length === 0) node.appendChild(el("p", { class: "muted", text: "nothing pushed (the filter gave no output)" }));
+      else if (outputs.length === 0) node.appendChild(el("p", { class: "muted", text: `nothing pushed: ${NOT_PUSHED[item.reason] || "the filter gave no output"}` }));
       for (const value of outputs) node.appendChild(el("pre", { class: "output", text: JSON.stringify(value, null, 2) }));
       output.appendChild(node);
     }
+    if (result.body && result.body.held) {
+      output.appendChild(el("p", { class: "problem", text: "A trigger with this filter would hold at the failing event (Exception): nothing after it is tested." }));
+    }
   }
+
+  /** Why an event pushed nothing, by the tester's `reason`. */
+  const NOT_PUSHED = {
+    filtered_out: "the filter gave no output",
+    not_of_type: "not of the chosen event type",
+    invalid_left_out: "an invalid transaction, left out (include invalid to test it)",
+  };
 
   // ---------------------------------------------------------------------------------------------------------
 

@@ -261,11 +261,7 @@ fn short_error(message: &str) -> String {
 }
 
 fn failures(t: &TriggerStatus) -> String {
-    if t.failure_threshold < 0 {
-        format!("{} (no limit)", t.failure_count)
-    } else {
-        format!("{}/{}", t.failure_count, t.failure_threshold)
-    }
+    t.failures_text()
 }
 
 fn plural(count: u64) -> &'static str {

@@ -969,13 +969,25 @@ pub fn first_arrivals(ids: &[String]) -> Vec<String> {
 /// Runs `chaintrigger triggers <args>` against the daemon with the token from its file; returns
 /// `(success, stdout, stderr)`.
 pub async fn cli(files: &DaemonFiles, args: &[&str]) -> (bool, String, String) {
+    let token = files.dir.path().join("admin-token");
+    let admin = files.admin_url();
+    let mut all: Vec<&std::ffi::OsStr> = vec![
+        "triggers".as_ref(),
+        "--admin".as_ref(),
+        admin.as_ref(),
+        "--token-file".as_ref(),
+        token.as_os_str(),
+    ];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    run_cli(&all).await
+}
+
+/// Runs the `chaintrigger` binary with `args`, without the admin API's environment variables and with
+/// `RUST_BACKTRACE=1` (so a backtrace on an operator's mistake would show); returns `(success, stdout, stderr)`.
+pub async fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
-        .arg("triggers")
-        .arg("--admin")
-        .arg(files.admin_url())
-        .arg("--token-file")
-        .arg(files.dir.path().join("admin-token"))
         .args(args)
+        .env("RUST_BACKTRACE", "1")
         .env_remove("CHAINTRIGGER_ADMIN_TOKEN")
         .env_remove("CHAINTRIGGER_ADMIN_URL")
         .stdin(Stdio::null())
