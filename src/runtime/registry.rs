@@ -65,7 +65,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    fn limit(&self) -> Result<usize, ApiError> {
+    pub(crate) fn limit(&self) -> Result<usize, ApiError> {
         match self.limit.as_deref().filter(|l| !l.is_empty()) {
             None => Ok(100),
             Some(text) => match text.parse::<usize>() {
@@ -77,7 +77,7 @@ impl ListQuery {
         }
     }
 
-    fn start(&self) -> String {
+    pub(crate) fn start(&self) -> String {
         let start = self.start_key.clone().unwrap_or_default();
         let token = self.next_token.clone().unwrap_or_default();
         start.max(token)
@@ -93,7 +93,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// ISO-8601 UTC with a `Z`, as Function Compute writes `createdTime`.
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%SZ")
@@ -157,7 +157,7 @@ pub(crate) fn function_json(function: &FunctionRecord) -> Value {
 }
 
 /// Refuses the call when `If-Match` is given and differs from the resource's current ETag.
-fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<(), ApiError> {
     let Some(given) = if_match else { return Ok(()) };
     let current = etag(current);
     let given_bare = given.trim().trim_start_matches("W/").trim_matches('"');
@@ -296,6 +296,9 @@ impl Core {
             Err(StorageError::NotEmpty(count)) => {
                 Err(ApiError::service_not_empty(name.as_str(), count))
             }
+            Err(StorageError::HasVersions { versions, aliases }) => Err(
+                ApiError::service_has_versions(name.as_str(), versions, aliases),
+            ),
             Err(e) => Err(e.into()),
         }
     }
@@ -497,8 +500,20 @@ impl Core {
         let (_, record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
         let _code_lock = self.code_lock.lock().await;
-        self.storage
-            .delete_function(service.as_str(), function.as_str())?;
+        match self
+            .storage
+            .delete_function(service.as_str(), function.as_str())
+        {
+            Ok(_) => {}
+            Err(StorageError::HasTriggers(count)) => {
+                return Err(ApiError::function_not_empty(
+                    service.as_str(),
+                    function.as_str(),
+                    count,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.pool.evict(service.as_str(), function.as_str()).await;
         self.collect_code();
         Ok(())
@@ -506,13 +521,7 @@ impl Core {
 
     /// GetFunctionCode: the checksum and a URL of ours serving the zip (signed when the runtime has a key), on
     /// the `host` the client used when known.
-    pub(crate) fn function_code(
-        &self,
-        service: &ServiceName,
-        function: &FunctionName,
-        host: Option<&str>,
-    ) -> Result<Value, ApiError> {
-        let (_, record) = self.function_record(service, function)?;
+    pub(crate) fn function_code(&self, record: &FunctionRecord, host: Option<&str>) -> Value {
         let base = match host {
             Some(host) => format!("http://{host}"),
             None => self.base_url.get().cloned().unwrap_or_default(),
@@ -526,7 +535,7 @@ impl Core {
                 self.archive_signature(checksum, expires)
             ),
         };
-        Ok(json!({"checksum": checksum.to_string(), "url": url}))
+        json!({"checksum": checksum.to_string(), "url": url})
     }
 
     /// The token of a code archive URL: HMAC of the checksum and expiry under the access key secret.
