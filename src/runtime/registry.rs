@@ -84,6 +84,27 @@ impl ListQuery {
     }
 }
 
+/// One page of a List call: the first `limit` items (the caller read one more when there is more) as JSON under
+/// `field`, and `nextToken`, the name of the next page's first item, when there is a next page.
+pub(crate) fn page<T>(
+    field: &str,
+    mut items: Vec<T>,
+    limit: usize,
+    name: impl Fn(&T) -> String,
+    to_json: impl Fn(&T) -> Value,
+) -> Value {
+    let next = (items.len() > limit).then(|| name(&items.remove(limit)));
+    let mut body = serde_json::Map::new();
+    body.insert(
+        field.to_owned(),
+        Value::Array(items.iter().map(to_json).collect()),
+    );
+    if let Some(next) = next {
+        body.insert("nextToken".to_owned(), json!(next));
+    }
+    Value::Object(body)
+}
+
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -255,17 +276,18 @@ impl Core {
 
     pub(crate) fn list_services(&self, query: &ListQuery) -> Result<Value, ApiError> {
         let limit = query.limit()?;
-        let mut services = self.storage.services(
+        let services = self.storage.services(
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (services.len() > limit).then(|| services.remove(limit).name);
-        let mut body = json!({"services": services.iter().map(service_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "services",
+            services,
+            limit,
+            |item| item.name.clone(),
+            service_json,
+        ))
     }
 
     pub(crate) fn update_service(
@@ -442,19 +464,19 @@ impl Core {
     ) -> Result<Value, ApiError> {
         let limit = query.limit()?;
         self.service_record(service)?;
-        let mut functions = self.storage.functions(
+        let functions = self.storage.functions(
             service.as_str(),
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (functions.len() > limit).then(|| functions.remove(limit).name);
-        let mut body =
-            json!({"functions": functions.iter().map(function_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "functions",
+            functions,
+            limit,
+            |item| item.name.clone(),
+            function_json,
+        ))
     }
 
     pub(crate) async fn update_function(

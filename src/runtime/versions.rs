@@ -26,7 +26,7 @@ use super::Core;
 use super::error::ApiError;
 use super::limits::MAX_FUNCTIONS_PER_SERVICE;
 use super::names::{FunctionName, LATEST, Qualifier, ServiceName};
-use super::registry::{ListQuery, check_if_match, function_json, iso, now_ms, service_json};
+use super::registry::{ListQuery, check_if_match, function_json, iso, now_ms, page, service_json};
 use super::storage::{AliasRecord, FunctionRecord, ServiceRecord, StorageError, VersionRecord};
 
 /// A PublishServiceVersion body.
@@ -286,20 +286,20 @@ impl Core {
         query: &ListQuery,
     ) -> Result<Value, ApiError> {
         let limit = query.limit()?;
-        let mut functions = self.storage.version_functions(
+        let functions = self.storage.version_functions(
             service.as_str(),
             version.id,
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (functions.len() > limit).then(|| functions.remove(limit).name);
-        let mut body =
-            json!({"functions": functions.iter().map(function_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "functions",
+            functions,
+            limit,
+            |item| item.name.clone(),
+            function_json,
+        ))
     }
 
     pub(crate) fn publish_version(
@@ -496,18 +496,19 @@ impl Core {
     ) -> Result<Value, ApiError> {
         self.service_record(service)?;
         let limit = query.limit()?;
-        let mut aliases = self.storage.aliases(
+        let aliases = self.storage.aliases(
             service.as_str(),
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (aliases.len() > limit).then(|| aliases.remove(limit).name);
-        let mut body = json!({"aliases": aliases.iter().map(alias_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "aliases",
+            aliases,
+            limit,
+            |item| item.name.clone(),
+            alias_json,
+        ))
     }
 
     pub(crate) fn update_alias(

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Timelike as _, Utc};
 use serde_json::{Value, json};
 
-use crate::support::runtime::{
-    TestRuntime, install_node_sdk, install_python_sdk, marks, run_sdk_script, test_dir,
-};
+use crate::runtime_versions::sdk_script;
+use crate::support::runtime::{TestRuntime, marks, test_dir};
 
 /// Notes every event it gets: `MARK <triggerTime> <triggerName> <payload> <FC_QUALIFIER>`.
 const TIMER_HANDLER: &str = "import json, os\n\ndef handler(event, context):\n    e = json.loads(event)\n    \
@@ -544,33 +543,13 @@ async fn a_cron_timer_fires_at_its_second_through_its_qualifier() {
 /// Every trigger call of the Python SDK (aliyun-fc2), and a timer it created firing.
 #[tokio::test]
 async fn python_sdk_manages_triggers() {
-    tokio::task::spawn_blocking(install_python_sdk)
-        .await
-        .expect("install the Python SDK");
-    let dir = test_dir("rt-triggers-python-");
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).expect("scratch folder");
-    let rt = TestRuntime::start(&dir.path().join("data"), |config| {
-        TestRuntime::signed(config);
-        config.timer_min_interval = Duration::from_secs(1);
-    })
-    .await;
-    run_sdk_script(&rt, &work, "python3", "tests/sdk/python/test_triggers.py").await;
-    rt.stop().await;
+    sdk_script("python3", "tests/sdk/python/test_triggers.py").await;
 }
 
 /// Every trigger call of the Node.js SDK (@alicloud/fc2).
 #[tokio::test]
 async fn node_sdk_manages_triggers() {
-    tokio::task::spawn_blocking(install_node_sdk)
-        .await
-        .expect("install the Node SDK");
-    let dir = test_dir("rt-triggers-node-");
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).expect("scratch folder");
-    let rt = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
-    run_sdk_script(&rt, &work, "node", "tests/sdk/node/test_triggers.js").await;
-    rt.stop().await;
+    sdk_script("node", "tests/sdk/node/test_triggers.js").await;
 }
 
 /// Handlers written for the event sources that do not fire here can still be tried: each sample event of the

@@ -490,32 +490,39 @@ async fn forged_qualifiers_and_weights_are_refused() {
     rt.stop().await;
 }
 
-/// Every version and alias call of the Python SDK (aliyun-fc2) against a signed runtime.
-#[tokio::test]
-async fn python_sdk_publishes_versions_and_routes_aliases() {
-    tokio::task::spawn_blocking(install_python_sdk)
+/// Runs one SDK script (tests/sdk/) against a fresh signed runtime whose timers may fire every second, installing
+/// the SDK first.
+pub(crate) async fn sdk_script(program: &str, script: &str) {
+    let install = if program == "node" {
+        install_node_sdk
+    } else {
+        install_python_sdk
+    };
+    tokio::task::spawn_blocking(install)
         .await
-        .expect("install the Python SDK");
-    let dir = test_dir("rt-versions-python-");
+        .expect("install the SDK");
+    let dir = test_dir("rt-sdk-script-");
     let work = dir.path().join("work");
     std::fs::create_dir(&work).expect("scratch folder");
-    let rt = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
-    run_sdk_script(&rt, &work, "python3", "tests/sdk/python/test_versions.py").await;
+    let rt = TestRuntime::start(&dir.path().join("data"), |config| {
+        TestRuntime::signed(config);
+        config.timer_min_interval = Duration::from_secs(1);
+    })
+    .await;
+    run_sdk_script(&rt, &work, program, script).await;
     rt.stop().await;
 }
 
-/// Every version and alias call of the Node.js SDK (@alicloud/fc2) against a signed runtime.
+/// Every version and alias call of the Python SDK (aliyun-fc2).
+#[tokio::test]
+async fn python_sdk_publishes_versions_and_routes_aliases() {
+    sdk_script("python3", "tests/sdk/python/test_versions.py").await;
+}
+
+/// Every version and alias call of the Node.js SDK (@alicloud/fc2).
 #[tokio::test]
 async fn node_sdk_publishes_versions_and_routes_aliases() {
-    tokio::task::spawn_blocking(install_node_sdk)
-        .await
-        .expect("install the Node SDK");
-    let dir = test_dir("rt-versions-node-");
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).expect("scratch folder");
-    let rt = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
-    run_sdk_script(&rt, &work, "node", "tests/sdk/node/test_versions.js").await;
-    rt.stop().await;
+    sdk_script("node", "tests/sdk/node/test_versions.js").await;
 }
 
 /// A Node handler that notes which code answered each event (`MARK <tag> <event id>`).

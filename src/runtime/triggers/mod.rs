@@ -24,7 +24,7 @@ use super::Core;
 use super::error::ApiError;
 use super::limits::MAX_ASYNC_PAYLOAD;
 use super::names::{FunctionName, LATEST, Qualifier, ServiceName, TriggerName};
-use super::registry::{ListQuery, check_if_match, iso, now_ms};
+use super::registry::{ListQuery, check_if_match, iso, now_ms, page};
 use super::storage::{StorageError, TriggerRecord};
 
 /// Most triggers on one function (Function Compute 2.0's limit).
@@ -479,19 +479,20 @@ impl Core {
     ) -> Result<Value, ApiError> {
         self.function_record(service, function)?;
         let limit = query.limit()?;
-        let mut triggers = self.storage.triggers(
+        let triggers = self.storage.triggers(
             service.as_str(),
             function.as_str(),
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (triggers.len() > limit).then(|| triggers.remove(limit).name);
-        let mut body = json!({"triggers": triggers.iter().map(trigger_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "triggers",
+            triggers,
+            limit,
+            |item| item.name.clone(),
+            trigger_json,
+        ))
     }
 
     pub(crate) fn update_trigger(

@@ -6,13 +6,14 @@ may fire every second. Exits non-zero on the first failed check.
 """
 
 import io
-import json
 import os
 import sys
 import time
 import zipfile
 
 import fc2
+
+from test_sdk import check, expect_fc_error
 
 SERVICE = "sdk_python_triggers"
 
@@ -24,24 +25,6 @@ def handler(event, context):
     print("MARK %s %s %s" % (e["triggerName"], e["payload"], e["triggerTime"]))
     return b"ok"
 """
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-    print("ok -", message)
-
-
-def expect_fc_error(call, status, code):
-    try:
-        call()
-    except fc2.fc_exceptions.FcError as error:
-        check(
-            error.status_code == status and error.err_code == code,
-            "FcError %s %s (got %s %r: %s)" % (status, code, error.status_code, error.err_code, error.message),
-        )
-        return error
-    raise AssertionError("expected FcError %s %s, the call succeeded" % (status, code))
 
 
 def main():

@@ -12,6 +12,8 @@ import zipfile
 
 import fc2
 
+from test_sdk import check, expect_fc_error
+
 SERVICE = "sdk_python_versions"
 
 
@@ -24,24 +26,6 @@ def zip_of(text):
 
 def code(tag):
     return "def handler(event, context):\n    return b'%s:' + event\n" % tag
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-    print("ok -", message)
-
-
-def expect_fc_error(call, status, code):
-    try:
-        call()
-    except fc2.fc_exceptions.FcError as error:
-        check(
-            error.status_code == status and error.err_code == code,
-            "FcError %s %s (got %s %r: %s)" % (status, code, error.status_code, error.err_code, error.message),
-        )
-        return error
-    raise AssertionError("expected FcError %s %s, the call succeeded" % (status, code))
 
 
 def main():
