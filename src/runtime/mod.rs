@@ -7,6 +7,8 @@
 //!     invoke Sync ──► concurrency limit (429 over it) ──► pool
 //!     invoke Async ──► storage queue ──► queue worker (in order per function, retries, max age) ──► pool
 //! pool ──► sandbox: clone3 into mount / PID / IPC (/ user) namespaces, pivot_root, run_as ──► python3 / node
+//!     versions ──► published snapshots (service + functions + code) and aliases; qualifiers resolve through them
+//!     triggers ──► management of every trigger type; timer ──► firings queued as async events (storage queue)
 //! ```
 //!
 //! Trust boundaries and where each is held:
