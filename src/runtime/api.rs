@@ -34,11 +34,15 @@ use super::error::ApiError;
 use super::limits::{
     AsyncConfigInput, FunctionAttributes, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD, ServiceAttributes,
 };
-use super::names::{FunctionName, InvocationId, Qualifier, ServiceName, parse_service_segment};
+use super::names::{
+    FunctionName, InvocationId, LATEST, Qualifier, ServiceName, parse_service_segment,
+};
 use super::peer::Peer;
 use super::pool::{InvokeOutcome, InvokeRequest, PoolError};
-use super::registry::{CodeUpload, ListQuery, ZipText, etag, function_json, now_ms, service_json};
-use super::storage::{AsyncEvent, Enqueued};
+use super::registry::{CodeUpload, ListQuery, ZipText, etag, function_json, now_ms};
+use super::storage::{AsyncEvent, Enqueued, VersionRecord};
+use super::triggers::TriggerInput;
+use super::versions::{AliasInput, PublishInput, VersionQuery};
 
 /// The `X-Fc-Request-Id` of the request being handled; also the invocation's `context.request_id`.
 #[derive(Debug, Clone)]
@@ -78,6 +82,8 @@ const SERVICES: &str = "/2016-08-15/services";
 const SERVICE: &str = "/2016-08-15/services/{service}";
 const FUNCTIONS: &str = "/2016-08-15/services/{service}/functions";
 const FUNCTION: &str = "/2016-08-15/services/{service}/functions/{function}";
+const VERSIONS: &str = "/2016-08-15/services/{service}/versions";
+const ALIASES: &str = "/2016-08-15/services/{service}/aliases";
 
 /// Every route of the runtime.
 pub(crate) fn router(core: Arc<Core>) -> Router {
@@ -101,6 +107,24 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
             get(get_async_config)
                 .put(put_async_config)
                 .delete(delete_async_config),
+        )
+        .route(VERSIONS, post(publish_version).get(list_versions))
+        .route(
+            &format!("{VERSIONS}/{{version}}"),
+            axum::routing::delete(delete_version),
+        )
+        .route(ALIASES, post(create_alias).get(list_aliases))
+        .route(
+            &format!("{ALIASES}/{{alias}}"),
+            get(get_alias).put(update_alias).delete(delete_alias),
+        )
+        .route(
+            &format!("{FUNCTION}/triggers"),
+            post(create_trigger).get(list_triggers),
+        )
+        .route(
+            &format!("{FUNCTION}/triggers/{{trigger}}"),
+            get(get_trigger).put(update_trigger).delete(delete_trigger),
         )
         .route("/code-archives/{file}", get(code_archive))
         .fallback(unsupported)
@@ -435,20 +459,18 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The service of a path segment, refusing versions and aliases (after checking the service exists).
+/// The service of a path segment for a change: only LATEST changes (a published version is immutable). An unknown
+/// service, version or alias answers 404 first.
 fn resolve_service(core: &Core, segment: &str) -> Result<ServiceName, ApiError> {
     let (service, qualifier) = parse_service_segment(segment)?;
-    match qualifier {
-        Qualifier::Latest => Ok(service),
-        Qualifier::Version(version) => {
-            core.service_record(&service)?;
-            Err(ApiError::version_not_found(service.as_str(), &version))
-        }
-        Qualifier::Alias(alias) => {
-            core.service_record(&service)?;
-            Err(ApiError::alias_not_found(service.as_str(), &alias))
-        }
+    if qualifier == Qualifier::Latest {
+        return Ok(service);
     }
+    core.resolve_version(&service, &qualifier, None)?;
+    Err(ApiError::invalid(format!(
+        "'{segment}': a published version cannot be changed (nor can what an alias shows); send the request to \
+         '{service}' (LATEST)"
+    )))
 }
 
 fn resolve_function(
@@ -459,6 +481,17 @@ fn resolve_function(
     let service = resolve_service(core, segment)?;
     let function = FunctionName::parse(function)?;
     Ok((service, function))
+}
+
+/// The service of a path segment for a read, and the version its qualifier shows (`None`: LATEST; an alias
+/// shows its primary version).
+fn read_service(
+    core: &Core,
+    segment: &str,
+) -> Result<(ServiceName, Option<VersionRecord>), ApiError> {
+    let (service, qualifier) = parse_service_segment(segment)?;
+    let version = core.resolve_version(&service, &qualifier, None)?;
+    Ok((service, version))
 }
 
 async fn create_service(
@@ -481,8 +514,8 @@ async fn get_service(
     State(core): Shared,
     ApiPath(service): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let service = resolve_service(&core, &service)?;
-    Ok(json_response(service_json(&core.service_record(&service)?)))
+    let (service, version) = read_service(&core, &service)?;
+    Ok(json_response(core.service_at(&service, version.as_ref())?))
 }
 
 async fn update_service(
@@ -546,16 +579,20 @@ async fn list_functions(
     ApiPath(service): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let service = resolve_service(&core, &service)?;
-    Ok(json_response(core.list_functions(&service, &query)?))
+    let (service, version) = read_service(&core, &service)?;
+    Ok(json_response(match &version {
+        None => core.list_functions(&service, &query)?,
+        Some(version) => core.list_functions_at(&service, version, &query)?,
+    }))
 }
 
 async fn get_function(
     State(core): Shared,
     ApiPath((service, function)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (service, function) = resolve_function(&core, &service, &function)?;
-    let (_, record) = core.function_record(&service, &function)?;
+    let (service, version) = read_service(&core, &service)?;
+    let function = FunctionName::parse(&function)?;
+    let (_, record) = core.function_at(&service, version.as_ref(), &function)?;
     Ok(json_response(function_json(&record)))
 }
 
@@ -590,13 +627,13 @@ async fn get_function_code(
     ApiPath((service, function)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (service, function) = resolve_function(&core, &service, &function)?;
+    let (service, version) = read_service(&core, &service)?;
+    let function = FunctionName::parse(&function)?;
+    let (_, record) = core.function_at(&service, version.as_ref(), &function)?;
     // The client reached us under this Host; the Node SDK sends it without the port, so only a Host with a
     // port is trusted, else the bound address is used.
     let host = header_text(&headers, "host").filter(|host| host.contains(':'));
-    Ok(json_response(
-        core.function_code(&service, &function, host)?,
-    ))
+    Ok(json_response(core.function_code(&record, host)))
 }
 
 async fn get_async_config(
@@ -626,6 +663,157 @@ async fn delete_async_config(
 ) -> Result<Response, ApiError> {
     let (service, function) = resolve_function(&core, &service, &function)?;
     core.delete_async_config(&service, &function)?;
+    Ok(no_content())
+}
+
+async fn publish_version(
+    State(core): Shared,
+    ApiPath(service): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    let input: PublishInput = json_body(&core, &headers, body).await?;
+    Ok(json_response(core.publish_version(
+        &service,
+        input,
+        if_match(&headers),
+    )?))
+}
+
+async fn list_versions(
+    State(core): Shared,
+    ApiPath(service): ApiPath<String>,
+    ApiQuery(query): ApiQuery<VersionQuery>,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    Ok(json_response(core.list_versions(&service, &query)?))
+}
+
+async fn delete_version(
+    State(core): Shared,
+    ApiPath((service, version)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    core.delete_version(&service, &version).await?;
+    Ok(no_content())
+}
+
+async fn create_alias(
+    State(core): Shared,
+    ApiPath(service): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    let input: AliasInput = json_body(&core, &headers, body).await?;
+    Ok(json_response(core.create_alias(&service, input)?))
+}
+
+async fn list_aliases(
+    State(core): Shared,
+    ApiPath(service): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    Ok(json_response(core.list_aliases(&service, &query)?))
+}
+
+async fn get_alias(
+    State(core): Shared,
+    ApiPath((service, alias)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    Ok(json_response(core.get_alias(&service, &alias)?))
+}
+
+async fn update_alias(
+    State(core): Shared,
+    ApiPath((service, alias)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    let input: AliasInput = json_body(&core, &headers, body).await?;
+    Ok(json_response(core.update_alias(
+        &service,
+        &alias,
+        input,
+        if_match(&headers),
+    )?))
+}
+
+async fn delete_alias(
+    State(core): Shared,
+    ApiPath((service, alias)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let service = resolve_service(&core, &service)?;
+    core.delete_alias(&service, &alias, if_match(&headers))?;
+    Ok(no_content())
+}
+
+/// The largest trigger body: a timer's payload is at most 127 KB, the other configurations are small.
+const MAX_TRIGGER_BODY: usize = 1024 * 1024;
+
+async fn create_trigger(
+    State(core): Shared,
+    ApiPath((service, function)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    let input: TriggerInput = parse_json(&read_body(&headers, body, MAX_TRIGGER_BODY).await?)?;
+    Ok(json_response(
+        core.create_trigger(&service, &function, input)?,
+    ))
+}
+
+async fn list_triggers(
+    State(core): Shared,
+    ApiPath((service, function)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    Ok(json_response(
+        core.list_triggers(&service, &function, &query)?,
+    ))
+}
+
+async fn get_trigger(
+    State(core): Shared,
+    ApiPath((service, function, trigger)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    Ok(json_response(
+        core.get_trigger(&service, &function, &trigger)?,
+    ))
+}
+
+async fn update_trigger(
+    State(core): Shared,
+    ApiPath((service, function, trigger)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    let input: TriggerInput = parse_json(&read_body(&headers, body, MAX_TRIGGER_BODY).await?)?;
+    Ok(json_response(core.update_trigger(
+        &service,
+        &function,
+        &trigger,
+        input,
+        if_match(&headers),
+    )?))
+}
+
+async fn delete_trigger(
+    State(core): Shared,
+    ApiPath((service, function, trigger)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (service, function) = resolve_function(&core, &service, &function)?;
+    core.delete_trigger(&service, &function, &trigger, if_match(&headers))?;
     Ok(no_content())
 }
 
@@ -689,7 +877,22 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (service, function) = resolve_function(&core, &service, &function)?;
+    let (service, mut qualifier) = parse_service_segment(&service)?;
+    // The qualifier may also come as a header; the path's wins, and the two must agree.
+    if let Some(text) = header_text(&headers, "x-fc-qualifier") {
+        let given = Qualifier::parse(text)?;
+        if qualifier == Qualifier::Latest {
+            qualifier = given;
+        } else if qualifier != given {
+            return Err(ApiError::invalid(format!(
+                "X-Fc-Qualifier '{text}' differs from the qualifier in the path"
+            )));
+        }
+    }
+    let function = FunctionName::parse(&function)?;
+    // An alias with an additional version picks one per invocation.
+    let version = core.resolve_version(&service, &qualifier, Some(rand::random::<f64>()))?;
+    let version_id = version.as_ref().map(|v| v.id);
     let asynchronous = match header_text(&headers, "x-fc-invocation-type") {
         None => false,
         Some(kind) if kind.eq_ignore_ascii_case("Sync") => false,
@@ -700,7 +903,8 @@ async fn invoke(
             )));
         }
     };
-    let (service_record, function_record) = core.function_record(&service, &function)?;
+    let (service_record, function_record) =
+        core.function_at(&service, version.as_ref(), &function)?;
     if asynchronous {
         let invocation_id = header_text(&headers, "x-fc-stateful-async-invocation-id")
             .map(InvocationId::parse)
@@ -711,6 +915,7 @@ async fn invoke(
             seq: 0,
             service: service.to_string(),
             function: function.to_string(),
+            version: version_id,
             invocation_id: invocation_id.as_ref().map(ToString::to_string),
             request_id: request_id.clone(),
             payload: payload.to_vec(),
@@ -745,7 +950,10 @@ async fn invoke(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::throttled(core.config.max_concurrency))?;
-    let spec = core.function_spec(&service_record, &function_record)?;
+    let mut spec = core.function_spec(&service_record, &function_record)?;
+    let shown_version = version_id.map_or_else(|| LATEST.to_owned(), |id| id.to_string());
+    // Instances are kept per version: LATEST and each version may run different code.
+    spec.qualifier = shown_version.clone();
     let result = core
         .pool
         .invoke(
@@ -776,7 +984,7 @@ async fn invoke(
             "x-fc-invocation-duration",
             invocation.duration.as_millis().max(1).to_string(),
         )
-        .header("x-fc-invocation-service-version", "LATEST")
+        .header("x-fc-invocation-service-version", shown_version.as_str())
         .header("x-fc-code-checksum", spec.code_checksum.as_str());
     if let Some(memory) = invocation.max_memory_mb {
         response = response.header("x-fc-max-memory-usage", memory.to_string());

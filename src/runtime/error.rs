@@ -72,25 +72,87 @@ impl ApiError {
         )
     }
 
-    /// 404 VersionNotFound: this runtime keeps no versions.
+    /// 404 VersionNotFound: no published version of that number (never published, or deleted).
     pub fn version_not_found(service: &str, version: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "VersionNotFound",
-            format!(
-                "version '{version}' does not exist in service '{service}' (this runtime serves LATEST only)"
-            ),
+            format!("version '{version}' does not exist in service '{service}'"),
         )
     }
 
-    /// 404 AliasNotFound: this runtime keeps no aliases.
+    /// 404 AliasNotFound.
     pub fn alias_not_found(service: &str, alias: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "AliasNotFound",
+            format!("alias '{alias}' does not exist in service '{service}'"),
+        )
+    }
+
+    /// 409 ServiceNotEmpty: versions and aliases go before their service.
+    pub fn service_has_versions(service: &str, versions: usize, aliases: usize) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "ServiceNotEmpty",
             format!(
-                "alias '{alias}' does not exist in service '{service}' (this runtime serves LATEST only)"
+                "service '{service}' still has {versions} published version(s) and {aliases} alias(es): delete \
+                 them first"
             ),
+        )
+    }
+
+    /// 409 FunctionNotEmpty: triggers go before their function.
+    pub fn function_not_empty(service: &str, function: &str, triggers: usize) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "FunctionNotEmpty",
+            format!(
+                "function '{function}' in service '{service}' has {triggers} trigger(s): delete them first"
+            ),
+        )
+    }
+
+    /// 409 TriggerAlreadyExists.
+    pub fn trigger_exists(service: &str, function: &str, trigger: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "TriggerAlreadyExists",
+            format!(
+                "trigger '{trigger}' already exists in function '{function}' of service '{service}'"
+            ),
+        )
+    }
+
+    /// 404 TriggerNotFound.
+    pub fn trigger_not_found(service: &str, function: &str, trigger: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "TriggerNotFound",
+            format!(
+                "trigger '{trigger}' does not exist in function '{function}' of service '{service}'"
+            ),
+        )
+    }
+
+    /// 400 LimitExceededError: too many triggers on one function.
+    pub fn too_many_triggers(service: &str, function: &str, limit: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "LimitExceededError",
+            format!(
+                "function '{function}' in service '{service}' already has {limit} triggers, the most a function \
+                 can have"
+            ),
+        )
+    }
+
+    /// 409 AliasAlreadyExists.
+    pub fn alias_exists(service: &str, alias: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "AliasAlreadyExists",
+            format!("alias '{alias}' already exists in service '{service}'"),
         )
     }
 

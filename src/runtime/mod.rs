@@ -7,6 +7,8 @@
 //!     invoke Sync ──► concurrency limit (429 over it) ──► pool
 //!     invoke Async ──► storage queue ──► queue worker (in order per function, retries, max age) ──► pool
 //! pool ──► sandbox: clone3 into mount / PID / IPC (/ user) namespaces, pivot_root, run_as ──► python3 / node
+//!     versions ──► published snapshots (service + functions + code) and aliases; qualifiers resolve through them
+//!     triggers ──► management of every trigger type; timer ──► firings queued as async events (storage queue)
 //! ```
 //!
 //! Trust boundaries and where each is held:
@@ -34,6 +36,8 @@ pub mod queue;
 pub mod registry;
 pub mod run_as;
 pub mod storage;
+pub mod triggers;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +83,8 @@ pub struct RuntimeConfig {
     pub region: String,
     /// How handler processes are run.
     pub pool: PoolConfig,
+    /// The shortest `@every` of a timer trigger (a minute, as in Function Compute; tests use less).
+    pub timer_min_interval: Duration,
 }
 
 impl RuntimeConfig {
@@ -97,6 +103,7 @@ impl RuntimeConfig {
             code_limits: CodeLimits::default(),
             account_id: "0".into(),
             region: "local".into(),
+            timer_min_interval: triggers::schedule::MIN_INTERVAL,
         }
     }
 }
@@ -149,6 +156,8 @@ pub(crate) struct Core {
     limiter: Arc<Semaphore>,
     /// Wakes the queue worker when an event is queued.
     queue_wakeup: Notify,
+    /// Wakes the timer scheduler when a trigger is created or changed.
+    timer_wakeup: Notify,
     /// `http://<bound address>`: the base of GetFunctionCode's URLs, known once `run` binds.
     base_url: OnceLock<String>,
 }
@@ -214,6 +223,7 @@ impl Runtime {
             code_lock: tokio::sync::Mutex::new(()),
             pool,
             queue_wakeup: Notify::new(),
+            timer_wakeup: Notify::new(),
             base_url: OnceLock::new(),
         });
         let runtime = Runtime { core };
@@ -252,6 +262,7 @@ impl Runtime {
         let _ = self.core.base_url.set(format!("http://{reachable}"));
         tracing::info!(%address, signed = self.core.config.access_key.is_some(), "function runtime listening");
         let worker = tokio::spawn(queue::run(self.core.clone(), shutdown.clone()));
+        let timers = tokio::spawn(triggers::timer::run(self.core.clone(), shutdown.clone()));
         let app = api::router(self.core.clone());
         // Anonymous, the runtime tells its handlers' connections apart by their socket's uid (root only: not
         // root, handlers run as the runtime's own uid).
@@ -268,6 +279,7 @@ impl Runtime {
         .await;
         shutdown.cancel();
         let _ = worker.await;
+        let _ = timers.await;
         self.core.pool.shutdown().await;
         served.map_err(RuntimeError::Serve)
     }

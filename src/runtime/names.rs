@@ -75,12 +75,22 @@ name_type!(
     "function"
 );
 name_type!(
+    /// A trigger of a function.
+    TriggerName,
+    "trigger"
+);
+name_type!(
+    /// An alias of a service's version.
+    AliasName,
+    "alias"
+);
+name_type!(
     /// The `X-Fc-Stateful-Async-Invocation-Id` of an async call: de-duplicates repeated submissions.
     InvocationId,
     "stateful async invocation id"
 );
 
-/// The only qualifier this runtime serves: it keeps no versions or aliases.
+/// The qualifier of the unpublished, changeable service (and of a path without a qualifier).
 pub const LATEST: &str = "LATEST";
 
 /// What the `{service}[.{qualifier}]` path segment asked for.
@@ -88,24 +98,32 @@ pub const LATEST: &str = "LATEST";
 pub enum Qualifier {
     /// No qualifier, or `LATEST`.
     Latest,
-    /// A version number: we keep no versions, so the call answers 404 `VersionNotFound`.
+    /// A version number (digits, as written).
     Version(String),
-    /// An alias name: we keep no aliases, so the call answers 404 `AliasNotFound`.
+    /// An alias name.
     Alias(String),
+}
+
+impl Qualifier {
+    /// A qualifier as written after the service's dot (or in `X-Fc-Qualifier`): `LATEST`, digits (a version), or
+    /// an alias name.
+    pub fn parse(text: &str) -> Result<Qualifier, NameError> {
+        if text == LATEST {
+            Ok(Qualifier::Latest)
+        } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Qualifier::Version(text.to_owned()))
+        } else {
+            check("qualifier", text)?;
+            Ok(Qualifier::Alias(text.to_owned()))
+        }
+    }
 }
 
 /// Splits a path's service segment into the service name and the qualifier.
 pub fn parse_service_segment(segment: &str) -> Result<(ServiceName, Qualifier), NameError> {
     let (name, qualifier) = match segment.split_once('.') {
         None => (segment, Qualifier::Latest),
-        Some((name, LATEST)) => (name, Qualifier::Latest),
-        Some((name, q)) if !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit()) => {
-            (name, Qualifier::Version(q.to_owned()))
-        }
-        Some((name, q)) => {
-            check("qualifier", q)?;
-            (name, Qualifier::Alias(q.to_owned()))
-        }
+        Some((name, q)) => (name, Qualifier::parse(q)?),
     };
     Ok((ServiceName::parse(name)?, qualifier))
 }

@@ -158,13 +158,11 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
         finish(EventStatus::Expired, event.attempts, &detail);
         return RunResult::Done;
     }
-    let records = core.storage.service(&event.service).and_then(|service| {
-        Ok(service.zip(core.storage.function(&event.service, &event.function)?))
-    });
+    let records = core.records_at(&event.service, event.version, &event.function);
     let (service, function) = match records {
         Ok(Some(records)) => records,
         Ok(None) => {
-            let detail = "dropped: the function was deleted before the event ran";
+            let detail = "dropped: the function (or its version) was deleted before the event ran";
             tracing::warn!(service = %event.service, function = %event.function, "{detail}");
             finish(EventStatus::Invalid, event.attempts, detail);
             return RunResult::Done;
@@ -178,7 +176,12 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
         return RunResult::Throttled(event.attempts);
     };
     let spec = match core.function_spec(&service, &function) {
-        Ok(spec) => spec,
+        Ok(mut spec) => {
+            if let Some(version) = event.version {
+                spec.qualifier = version.to_string();
+            }
+            spec
+        }
         Err(error) => {
             finish(EventStatus::Invalid, event.attempts, &error.message);
             return RunResult::Done;

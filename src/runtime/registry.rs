@@ -65,7 +65,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    fn limit(&self) -> Result<usize, ApiError> {
+    pub(crate) fn limit(&self) -> Result<usize, ApiError> {
         match self.limit.as_deref().filter(|l| !l.is_empty()) {
             None => Ok(100),
             Some(text) => match text.parse::<usize>() {
@@ -77,11 +77,32 @@ impl ListQuery {
         }
     }
 
-    fn start(&self) -> String {
+    pub(crate) fn start(&self) -> String {
         let start = self.start_key.clone().unwrap_or_default();
         let token = self.next_token.clone().unwrap_or_default();
         start.max(token)
     }
+}
+
+/// One page of a List call: the first `limit` items (the caller read one more when there is more) as JSON under
+/// `field`, and `nextToken`, the name of the next page's first item, when there is a next page.
+pub(crate) fn page<T>(
+    field: &str,
+    mut items: Vec<T>,
+    limit: usize,
+    name: impl Fn(&T) -> String,
+    to_json: impl Fn(&T) -> Value,
+) -> Value {
+    let next = (items.len() > limit).then(|| name(&items.remove(limit)));
+    let mut body = serde_json::Map::new();
+    body.insert(
+        field.to_owned(),
+        Value::Array(items.iter().map(to_json).collect()),
+    );
+    if let Some(next) = next {
+        body.insert("nextToken".to_owned(), json!(next));
+    }
+    Value::Object(body)
 }
 
 /// Milliseconds since the epoch.
@@ -93,7 +114,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// ISO-8601 UTC with a `Z`, as Function Compute writes `createdTime`.
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%SZ")
@@ -157,7 +178,7 @@ pub(crate) fn function_json(function: &FunctionRecord) -> Value {
 }
 
 /// Refuses the call when `If-Match` is given and differs from the resource's current ETag.
-fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<(), ApiError> {
     let Some(given) = if_match else { return Ok(()) };
     let current = etag(current);
     let given_bare = given.trim().trim_start_matches("W/").trim_matches('"');
@@ -255,17 +276,18 @@ impl Core {
 
     pub(crate) fn list_services(&self, query: &ListQuery) -> Result<Value, ApiError> {
         let limit = query.limit()?;
-        let mut services = self.storage.services(
+        let services = self.storage.services(
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (services.len() > limit).then(|| services.remove(limit).name);
-        let mut body = json!({"services": services.iter().map(service_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "services",
+            services,
+            limit,
+            |item| item.name.clone(),
+            service_json,
+        ))
     }
 
     pub(crate) fn update_service(
@@ -296,6 +318,9 @@ impl Core {
             Err(StorageError::NotEmpty(count)) => {
                 Err(ApiError::service_not_empty(name.as_str(), count))
             }
+            Err(StorageError::HasVersions { versions, aliases }) => Err(
+                ApiError::service_has_versions(name.as_str(), versions, aliases),
+            ),
             Err(e) => Err(e.into()),
         }
     }
@@ -439,19 +464,19 @@ impl Core {
     ) -> Result<Value, ApiError> {
         let limit = query.limit()?;
         self.service_record(service)?;
-        let mut functions = self.storage.functions(
+        let functions = self.storage.functions(
             service.as_str(),
             query.prefix.as_deref().unwrap_or_default(),
             &query.start(),
             limit + 1,
         )?;
-        let next = (functions.len() > limit).then(|| functions.remove(limit).name);
-        let mut body =
-            json!({"functions": functions.iter().map(function_json).collect::<Vec<_>>()});
-        if let Some(next) = next {
-            body["nextToken"] = json!(next);
-        }
-        Ok(body)
+        Ok(page(
+            "functions",
+            functions,
+            limit,
+            |item| item.name.clone(),
+            function_json,
+        ))
     }
 
     pub(crate) async fn update_function(
@@ -497,8 +522,20 @@ impl Core {
         let (_, record) = self.function_record(service, function)?;
         check_if_match(if_match, &function_json(&record))?;
         let _code_lock = self.code_lock.lock().await;
-        self.storage
-            .delete_function(service.as_str(), function.as_str())?;
+        match self
+            .storage
+            .delete_function(service.as_str(), function.as_str())
+        {
+            Ok(_) => {}
+            Err(StorageError::HasTriggers(count)) => {
+                return Err(ApiError::function_not_empty(
+                    service.as_str(),
+                    function.as_str(),
+                    count,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.pool.evict(service.as_str(), function.as_str()).await;
         self.collect_code();
         Ok(())
@@ -506,13 +543,7 @@ impl Core {
 
     /// GetFunctionCode: the checksum and a URL of ours serving the zip (signed when the runtime has a key), on
     /// the `host` the client used when known.
-    pub(crate) fn function_code(
-        &self,
-        service: &ServiceName,
-        function: &FunctionName,
-        host: Option<&str>,
-    ) -> Result<Value, ApiError> {
-        let (_, record) = self.function_record(service, function)?;
+    pub(crate) fn function_code(&self, record: &FunctionRecord, host: Option<&str>) -> Value {
         let base = match host {
             Some(host) => format!("http://{host}"),
             None => self.base_url.get().cloned().unwrap_or_default(),
@@ -526,7 +557,7 @@ impl Core {
                 self.archive_signature(checksum, expires)
             ),
         };
-        Ok(json!({"checksum": checksum.to_string(), "url": url}))
+        json!({"checksum": checksum.to_string(), "url": url})
     }
 
     /// The token of a code archive URL: HMAC of the checksum and expiry under the access key secret.

@@ -23,6 +23,14 @@ pub enum StorageError {
     NotEmpty(usize),
     #[error("the service already has {0} functions")]
     TooManyFunctions(usize),
+    #[error("the service still has {versions} published version(s) and {aliases} alias(es)")]
+    HasVersions { versions: usize, aliases: usize },
+    #[error("nothing changed since version {0}")]
+    NoChanges(u64),
+    #[error("the function still has {0} trigger(s)")]
+    HasTriggers(usize),
+    #[error("the function already has {0} triggers")]
+    TooManyTriggers(usize),
     #[error("runtime database {}: cannot make it private to the runtime's user: {source}", path.display())]
     Permissions {
         path: std::path::PathBuf,
@@ -66,6 +74,77 @@ pub struct FunctionRecord {
     pub modified_ms: i64,
 }
 
+/// A published version of a service: its number, and the snapshot of the service it was published from (the
+/// functions are in [`Storage::version_functions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    /// The service.
+    pub service: String,
+    /// `versionId`: 1, 2, ... per service, never reused (not even after a delete).
+    pub id: u64,
+    /// The version's own description (GetService at this version shows it).
+    pub description: String,
+    /// The service as it was when the version was published.
+    pub snapshot: ServiceRecord,
+    /// A digest of the service and its functions (configuration and code): publishing again without a change
+    /// is refused.
+    pub fingerprint: String,
+    /// `createdTime` = `lastModifiedTime`, ms: a version never changes.
+    pub created_ms: i64,
+}
+
+/// An alias: a name for a version, optionally sending a share of calls to a second version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasRecord {
+    /// The service.
+    pub service: String,
+    /// `aliasName`.
+    pub name: String,
+    /// `versionId`: the primary version.
+    pub version: u64,
+    /// Free text.
+    pub description: String,
+    /// `additionalVersionWeight`: version -> share of calls in [0, 1] (at most one entry).
+    pub weights: std::collections::BTreeMap<u64, f64>,
+    /// `createdTime`, ms.
+    pub created_ms: i64,
+    /// `lastModifiedTime`, ms.
+    pub modified_ms: i64,
+}
+
+/// A trigger of a function, as created through the API, with the state of its timer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerRecord {
+    /// The service.
+    pub service: String,
+    /// The function.
+    pub function: String,
+    /// `triggerName`, unique in the function.
+    pub name: String,
+    /// `triggerId`: stable across updates.
+    pub id: String,
+    /// `triggerType` (`timer`, `http`, `oss`, ...).
+    pub trigger_type: String,
+    /// `triggerConfig` as given (checked when it was set).
+    pub config: serde_json::Value,
+    /// `sourceArn`.
+    pub source_arn: String,
+    /// `invocationRole`.
+    pub invocation_role: String,
+    /// `qualifier`: the version or alias the trigger invokes; empty for LATEST.
+    pub qualifier: String,
+    /// Free text.
+    pub description: String,
+    /// `createdTime`, ms.
+    pub created_ms: i64,
+    /// `lastModifiedTime`, ms.
+    pub modified_ms: i64,
+    /// Timers: where the schedule counts from (`@every`), reset when the configuration changes.
+    pub anchor_ms: i64,
+    /// Timers: the time up to which firings have been handled (queued or skipped); `None` before the first.
+    pub fired_through_ms: Option<i64>,
+}
+
 /// A function's explicit async settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AsyncConfigRecord {
@@ -86,6 +165,8 @@ pub struct AsyncEvent {
     pub service: String,
     /// Target function.
     pub function: String,
+    /// The published version the event runs (an alias is resolved when the event is accepted); `None`: LATEST.
+    pub version: Option<u64>,
     /// `X-Fc-Stateful-Async-Invocation-Id`, if the caller gave one.
     pub invocation_id: Option<String>,
     /// The request id of the 202 answer, reused as the invocation's request id.
@@ -228,10 +309,106 @@ pub trait Storage: Send + Sync + 'static {
     fn prune_outcomes(&self, finished_before_ms: i64) -> Result<usize, StorageError>;
     /// Recorded outcomes of a function's events, oldest first.
     fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError>;
+    /// Publishes the service as it is now (its record and every function, code included) under the next
+    /// version number, in one transaction; `NoChanges` when its fingerprint is the latest version's.
+    fn publish_version(
+        &self,
+        service: &str,
+        description: &str,
+        fingerprint: &dyn Fn(&ServiceRecord, &[FunctionRecord]) -> String,
+        now_ms: i64,
+    ) -> Result<VersionRecord, StorageError>;
+    /// One version.
+    fn version(&self, service: &str, id: u64) -> Result<Option<VersionRecord>, StorageError>;
+    /// Versions from `start` (inclusive; `None`: the newest or the oldest), newest first when `backward`.
+    fn versions(
+        &self,
+        service: &str,
+        start: Option<u64>,
+        backward: bool,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StorageError>;
+    /// Deletes a version and its function snapshots; false if absent.
+    fn delete_version(&self, service: &str, id: u64) -> Result<bool, StorageError>;
+    /// One function as published in a version.
+    fn version_function(
+        &self,
+        service: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<Option<FunctionRecord>, StorageError>;
+    /// A version's functions in name order, from `start` (inclusive), with a name prefix.
+    fn version_functions(
+        &self,
+        service: &str,
+        version: u64,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<FunctionRecord>, StorageError>;
+    /// Adds an alias; `AlreadyExists` if the name is taken.
+    fn insert_alias(&self, alias: &AliasRecord) -> Result<(), StorageError>;
+    /// One alias.
+    fn alias(&self, service: &str, name: &str) -> Result<Option<AliasRecord>, StorageError>;
+    /// Aliases in name order, from `start` (inclusive), with a name prefix.
+    fn aliases(
+        &self,
+        service: &str,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<AliasRecord>, StorageError>;
+    /// Replaces an alias's version, description and weights.
+    fn update_alias(&self, alias: &AliasRecord) -> Result<(), StorageError>;
+    /// Deletes an alias; false if absent.
+    fn delete_alias(&self, service: &str, name: &str) -> Result<bool, StorageError>;
+    /// Adds a trigger, refusing more than `max_per_function` on its function.
+    fn insert_trigger(
+        &self,
+        trigger: &TriggerRecord,
+        max_per_function: usize,
+    ) -> Result<(), StorageError>;
+    /// One trigger.
+    fn trigger(
+        &self,
+        service: &str,
+        function: &str,
+        name: &str,
+    ) -> Result<Option<TriggerRecord>, StorageError>;
+    /// A function's triggers in name order, from `start` (inclusive), with a name prefix.
+    fn triggers(
+        &self,
+        service: &str,
+        function: &str,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StorageError>;
+    /// Every trigger of a type (the timer scheduler reads the timers).
+    fn triggers_of_type(&self, trigger_type: &str) -> Result<Vec<TriggerRecord>, StorageError>;
+    /// Replaces a trigger's attributes and timer state.
+    fn update_trigger(&self, trigger: &TriggerRecord) -> Result<(), StorageError>;
+    /// Deletes a trigger; false if absent.
+    fn delete_trigger(
+        &self,
+        service: &str,
+        function: &str,
+        name: &str,
+    ) -> Result<bool, StorageError>;
+    /// Records that a timer handled its firings up to `through_ms` and queues `event` (if any), in one
+    /// transaction, unless the timer already handled them (then false and nothing is queued): a firing is queued
+    /// once, whatever stops the runtime.
+    fn fire_timer(
+        &self,
+        trigger: &TriggerRecord,
+        through_ms: i64,
+        event: Option<&AsyncEvent>,
+    ) -> Result<bool, StorageError>;
 }
 
 /// Schema versions, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE services (
     name TEXT PRIMARY KEY,
     id TEXT NOT NULL,
@@ -286,7 +463,69 @@ CREATE TABLE async_outcomes (
     finished_ms INTEGER NOT NULL
 );
 CREATE INDEX async_outcomes_by_invocation_id ON async_outcomes (service, function, invocation_id);
-"];
+",
+    r"
+CREATE TABLE version_counters (
+    service TEXT PRIMARY KEY,
+    last INTEGER NOT NULL
+);
+CREATE TABLE versions (
+    service TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    service_id TEXT NOT NULL,
+    service_config TEXT NOT NULL,
+    service_created_ms INTEGER NOT NULL,
+    service_modified_ms INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, id)
+);
+CREATE TABLE version_functions (
+    service TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    code_checksum TEXT NOT NULL,
+    code_size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, version, name)
+);
+CREATE TABLE aliases (
+    service TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    weights TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, name)
+);
+ALTER TABLE async_events ADD COLUMN version INTEGER;
+",
+    r"
+CREATE TABLE triggers (
+    service TEXT NOT NULL,
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    id TEXT NOT NULL,
+    trigger_type TEXT NOT NULL,
+    config TEXT NOT NULL,
+    source_arn TEXT NOT NULL,
+    invocation_role TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    anchor_ms INTEGER NOT NULL,
+    fired_through_ms INTEGER,
+    PRIMARY KEY (service, function, name)
+);
+CREATE INDEX triggers_by_type ON triggers (trigger_type);
+",
+];
 
 /// The SQLite store.
 pub struct SqliteStorage {
@@ -448,12 +687,134 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsyncEvent> {
         enqueued_ms: row.get(6)?,
         attempts: row.get(7)?,
         next_attempt_ms: row.get(8)?,
+        version: row
+            .get::<_, Option<i64>>(9)?
+            .and_then(|v| u64::try_from(v).ok()),
     })
 }
 
 const FUNCTION_COLUMNS: &str =
     "service, name, id, config, code_checksum, code_size, created_ms, modified_ms";
-const EVENT_COLUMNS: &str = "seq, service, function, invocation_id, request_id, payload, enqueued_ms, attempts, next_attempt_ms";
+const EVENT_COLUMNS: &str = "seq, service, function, invocation_id, request_id, payload, enqueued_ms, attempts, next_attempt_ms, version";
+
+const VERSION_COLUMNS: &str = "service, id, description, service_id, service_config, service_created_ms, \
+                               service_modified_ms, fingerprint, created_ms";
+const TRIGGER_COLUMNS: &str = "service, function, name, id, trigger_type, config, source_arn, invocation_role, \
+                               qualifier, description, created_ms, modified_ms, anchor_ms, fired_through_ms";
+
+fn trigger_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TriggerRecord, String)> {
+    Ok((
+        TriggerRecord {
+            service: row.get(0)?,
+            function: row.get(1)?,
+            name: row.get(2)?,
+            id: row.get(3)?,
+            trigger_type: row.get(4)?,
+            config: serde_json::Value::Null,
+            source_arn: row.get(6)?,
+            invocation_role: row.get(7)?,
+            qualifier: row.get(8)?,
+            description: row.get(9)?,
+            created_ms: row.get(10)?,
+            modified_ms: row.get(11)?,
+            anchor_ms: row.get(12)?,
+            fired_through_ms: row.get(13)?,
+        },
+        row.get(5)?,
+    ))
+}
+
+fn to_trigger(
+    (mut trigger, config): (TriggerRecord, String),
+) -> Result<TriggerRecord, StorageError> {
+    trigger.config = serde_json::from_str(&config).map_err(|e| {
+        corrupt(
+            &format!(
+                "trigger '{}/{}/{}'",
+                trigger.service, trigger.function, trigger.name
+            ),
+            e,
+        )
+    })?;
+    Ok(trigger)
+}
+
+const ALIAS_COLUMNS: &str = "service, name, version, description, weights, created_ms, modified_ms";
+
+type VersionRow = (String, i64, String, String, String, i64, i64, String, i64);
+
+fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    ))
+}
+
+fn to_version(
+    (
+        service,
+        id,
+        description,
+        service_id,
+        config,
+        service_created,
+        service_modified,
+        fingerprint,
+        created,
+    ): VersionRow,
+) -> Result<VersionRecord, StorageError> {
+    let snapshot = to_service((
+        service.clone(),
+        service_id,
+        config,
+        service_created,
+        service_modified,
+    ))?;
+    Ok(VersionRecord {
+        id: u64::try_from(id).map_err(|e| corrupt(&format!("version {id} of '{service}'"), e))?,
+        service,
+        description,
+        snapshot,
+        fingerprint,
+        created_ms: created,
+    })
+}
+
+type AliasRow = (String, String, i64, String, String, i64, i64);
+
+fn alias_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AliasRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn to_alias(
+    (service, name, version, description, weights, created_ms, modified_ms): AliasRow,
+) -> Result<AliasRecord, StorageError> {
+    let what = || format!("alias '{service}/{name}'");
+    Ok(AliasRecord {
+        version: u64::try_from(version).map_err(|e| corrupt(&what(), e))?,
+        weights: serde_json::from_str(&weights).map_err(|e| corrupt(&what(), e))?,
+        service,
+        name,
+        description,
+        created_ms,
+        modified_ms,
+    })
+}
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("configuration types serialize to JSON without fail")
@@ -542,6 +903,20 @@ impl Storage for SqliteStorage {
         if count > 0 {
             return Err(StorageError::NotEmpty(count));
         }
+        let versions = count_rows(
+            &tx,
+            "SELECT COUNT(*) FROM versions WHERE service = ?1",
+            [name],
+        )?;
+        let aliases = count_rows(
+            &tx,
+            "SELECT COUNT(*) FROM aliases WHERE service = ?1",
+            [name],
+        )?;
+        if versions + aliases > 0 {
+            return Err(StorageError::HasVersions { versions, aliases });
+        }
+        tx.execute("DELETE FROM version_counters WHERE service = ?1", [name])?;
         let deleted = tx.execute("DELETE FROM services WHERE name = ?1", [name])? > 0;
         tx.commit()?;
         Ok(deleted)
@@ -635,7 +1010,10 @@ impl Storage for SqliteStorage {
     fn code_checksums(&self) -> Result<std::collections::BTreeSet<u64>, StorageError> {
         let connection = self.lock();
         let mut statement =
-            connection.prepare_cached("SELECT DISTINCT code_checksum FROM functions")?;
+            // Published versions keep their code: it is theirs as much as LATEST's.
+            connection.prepare_cached(
+                "SELECT code_checksum FROM functions UNION SELECT code_checksum FROM version_functions",
+            )?;
         let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
         rows.map(|row| {
             let text = row?;
@@ -648,6 +1026,14 @@ impl Storage for SqliteStorage {
     fn delete_function(&self, service: &str, name: &str) -> Result<bool, StorageError> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
+        let triggers = count_rows(
+            &tx,
+            "SELECT COUNT(*) FROM triggers WHERE service = ?1 AND function = ?2",
+            [service, name],
+        )?;
+        if triggers > 0 {
+            return Err(StorageError::HasTriggers(triggers));
+        }
         tx.execute(
             "DELETE FROM async_configs WHERE service = ?1 AND function = ?2",
             [service, name],
@@ -729,8 +1115,8 @@ impl Storage for SqliteStorage {
             }
         }
         tx.execute(
-            "INSERT INTO async_events (service, function, invocation_id, request_id, payload, enqueued_ms, attempts, next_attempt_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO async_events (service, function, invocation_id, request_id, payload, enqueued_ms, attempts, next_attempt_ms, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 event.service,
                 event.function,
@@ -739,7 +1125,8 @@ impl Storage for SqliteStorage {
                 event.payload,
                 event.enqueued_ms,
                 event.attempts,
-                event.next_attempt_ms
+                event.next_attempt_ms,
+                event.version.map(|v| v as i64)
             ],
         )?;
         let seq = tx.last_insert_rowid();
@@ -831,6 +1218,450 @@ impl Storage for SqliteStorage {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn publish_version(
+        &self,
+        service: &str,
+        description: &str,
+        fingerprint: &dyn Fn(&ServiceRecord, &[FunctionRecord]) -> String,
+        now_ms: i64,
+    ) -> Result<VersionRecord, StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let snapshot = tx
+            .query_row(
+                "SELECT name, id, config, created_ms, modified_ms FROM services WHERE name = ?1",
+                [service],
+                service_from_row,
+            )
+            .map_err(StorageError::from)
+            .and_then(to_service)?;
+        let functions: Vec<FunctionRecord> = {
+            let mut statement = tx.prepare(&format!(
+                "SELECT {FUNCTION_COLUMNS} FROM functions WHERE service = ?1 ORDER BY name"
+            ))?;
+            let rows = statement.query_map([service], function_from_row)?;
+            rows.map(|row| to_function(row?))
+                .collect::<Result<_, _>>()?
+        };
+        let digest = fingerprint(&snapshot, &functions);
+        let latest: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, fingerprint FROM versions WHERE service = ?1 ORDER BY id DESC LIMIT 1",
+                [service],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, previous)) = latest
+            && previous == digest
+        {
+            return Err(StorageError::NoChanges(id as u64));
+        }
+        let last: i64 = tx
+            .query_row(
+                "SELECT last FROM version_counters WHERE service = ?1",
+                [service],
+                |row| row.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let id = last + 1;
+        tx.execute(
+            "INSERT INTO version_counters (service, last) VALUES (?1, ?2)
+             ON CONFLICT (service) DO UPDATE SET last = excluded.last",
+            params![service, id],
+        )?;
+        tx.execute(
+            "INSERT INTO versions (service, id, description, service_id, service_config, service_created_ms,
+                 service_modified_ms, fingerprint, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                service,
+                id,
+                description,
+                snapshot.id,
+                json(&snapshot.config),
+                snapshot.created_ms,
+                snapshot.modified_ms,
+                digest,
+                now_ms
+            ],
+        )?;
+        for function in &functions {
+            tx.execute(
+                "INSERT INTO version_functions (service, version, name, id, config, code_checksum, code_size,
+                     created_ms, modified_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    service,
+                    id,
+                    function.name,
+                    function.id,
+                    json(&function.config),
+                    function.code_checksum.to_string(),
+                    function.code_size as i64,
+                    function.created_ms,
+                    function.modified_ms
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(VersionRecord {
+            service: service.to_owned(),
+            id: id as u64,
+            description: description.to_owned(),
+            snapshot,
+            fingerprint: digest,
+            created_ms: now_ms,
+        })
+    }
+
+    fn version(&self, service: &str, id: u64) -> Result<Option<VersionRecord>, StorageError> {
+        let row = self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE service = ?1 AND id = ?2"
+            ))?
+            .query_row(params![service, id as i64], version_from_row)
+            .optional()?;
+        row.map(to_version).transpose()
+    }
+
+    fn versions(
+        &self,
+        service: &str,
+        start: Option<u64>,
+        backward: bool,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StorageError> {
+        let connection = self.lock();
+        let sql = if backward {
+            format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE service = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"
+            )
+        } else {
+            format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE service = ?1 AND id >= ?2 ORDER BY id LIMIT ?3"
+            )
+        };
+        let start = match (start, backward) {
+            (Some(start), _) => i64::try_from(start).unwrap_or(i64::MAX),
+            (None, true) => i64::MAX,
+            (None, false) => 0,
+        };
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![service, start, limit as i64], version_from_row)?;
+        rows.map(|row| to_version(row?)).collect()
+    }
+
+    fn delete_version(&self, service: &str, id: u64) -> Result<bool, StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "DELETE FROM version_functions WHERE service = ?1 AND version = ?2",
+            params![service, id as i64],
+        )?;
+        let deleted = tx.execute(
+            "DELETE FROM versions WHERE service = ?1 AND id = ?2",
+            params![service, id as i64],
+        )? > 0;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    fn version_function(
+        &self,
+        service: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<Option<FunctionRecord>, StorageError> {
+        let row = self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {FUNCTION_COLUMNS} FROM version_functions
+                 WHERE service = ?1 AND version = ?2 AND name = ?3"
+            ))?
+            .query_row(params![service, version as i64, name], function_from_row)
+            .optional()?;
+        row.map(to_function).transpose()
+    }
+
+    fn version_functions(
+        &self,
+        service: &str,
+        version: u64,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<FunctionRecord>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {FUNCTION_COLUMNS} FROM version_functions
+             WHERE service = ?1 AND version = ?2 AND name LIKE ?3 ESCAPE '\\' AND name >= ?4
+             ORDER BY name LIMIT ?5"
+        ))?;
+        let rows = statement.query_map(
+            params![
+                service,
+                version as i64,
+                like_prefix(prefix),
+                start,
+                limit as i64
+            ],
+            function_from_row,
+        )?;
+        rows.map(|row| to_function(row?)).collect()
+    }
+
+    fn insert_alias(&self, alias: &AliasRecord) -> Result<(), StorageError> {
+        let result = self.lock().execute(
+            &format!("INSERT INTO aliases ({ALIAS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                alias.service,
+                alias.name,
+                alias.version as i64,
+                alias.description,
+                json(&alias.weights),
+                alias.created_ms,
+                alias.modified_ms
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_constraint(&e) => Err(StorageError::AlreadyExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn alias(&self, service: &str, name: &str) -> Result<Option<AliasRecord>, StorageError> {
+        let row = self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {ALIAS_COLUMNS} FROM aliases WHERE service = ?1 AND name = ?2"
+            ))?
+            .query_row([service, name], alias_from_row)
+            .optional()?;
+        row.map(to_alias).transpose()
+    }
+
+    fn aliases(
+        &self,
+        service: &str,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<AliasRecord>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {ALIAS_COLUMNS} FROM aliases
+             WHERE service = ?1 AND name LIKE ?2 ESCAPE '\\' AND name >= ?3 ORDER BY name LIMIT ?4"
+        ))?;
+        let rows = statement.query_map(
+            params![service, like_prefix(prefix), start, limit as i64],
+            alias_from_row,
+        )?;
+        rows.map(|row| to_alias(row?)).collect()
+    }
+
+    fn update_alias(&self, alias: &AliasRecord) -> Result<(), StorageError> {
+        self.lock().execute(
+            "UPDATE aliases SET version = ?3, description = ?4, weights = ?5, modified_ms = ?6
+             WHERE service = ?1 AND name = ?2",
+            params![
+                alias.service,
+                alias.name,
+                alias.version as i64,
+                alias.description,
+                json(&alias.weights),
+                alias.modified_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_alias(&self, service: &str, name: &str) -> Result<bool, StorageError> {
+        Ok(self.lock().execute(
+            "DELETE FROM aliases WHERE service = ?1 AND name = ?2",
+            [service, name],
+        )? > 0)
+    }
+
+    fn insert_trigger(
+        &self,
+        trigger: &TriggerRecord,
+        max_per_function: usize,
+    ) -> Result<(), StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let count = count_rows(
+            &tx,
+            "SELECT COUNT(*) FROM triggers WHERE service = ?1 AND function = ?2",
+            [&trigger.service, &trigger.function],
+        )?;
+        if count >= max_per_function {
+            return Err(StorageError::TooManyTriggers(count));
+        }
+        let result = tx.execute(
+            &format!(
+                "INSERT INTO triggers ({TRIGGER_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ),
+            params![
+                trigger.service,
+                trigger.function,
+                trigger.name,
+                trigger.id,
+                trigger.trigger_type,
+                json(&trigger.config),
+                trigger.source_arn,
+                trigger.invocation_role,
+                trigger.qualifier,
+                trigger.description,
+                trigger.created_ms,
+                trigger.modified_ms,
+                trigger.anchor_ms,
+                trigger.fired_through_ms
+            ],
+        );
+        match result {
+            Ok(_) => {}
+            Err(e) if is_constraint(&e) => return Err(StorageError::AlreadyExists),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn trigger(
+        &self,
+        service: &str,
+        function: &str,
+        name: &str,
+    ) -> Result<Option<TriggerRecord>, StorageError> {
+        let row = self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE service = ?1 AND function = ?2 AND name = ?3"
+            ))?
+            .query_row([service, function, name], trigger_from_row)
+            .optional()?;
+        row.map(to_trigger).transpose()
+    }
+
+    fn triggers(
+        &self,
+        service: &str,
+        function: &str,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {TRIGGER_COLUMNS} FROM triggers
+             WHERE service = ?1 AND function = ?2 AND name LIKE ?3 ESCAPE '\\' AND name >= ?4
+             ORDER BY name LIMIT ?5"
+        ))?;
+        let rows = statement.query_map(
+            params![service, function, like_prefix(prefix), start, limit as i64],
+            trigger_from_row,
+        )?;
+        rows.map(|row| to_trigger(row?)).collect()
+    }
+
+    fn triggers_of_type(&self, trigger_type: &str) -> Result<Vec<TriggerRecord>, StorageError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE trigger_type = ?1 ORDER BY service, function, name"
+        ))?;
+        let rows = statement.query_map([trigger_type], trigger_from_row)?;
+        rows.map(|row| to_trigger(row?)).collect()
+    }
+
+    fn update_trigger(&self, trigger: &TriggerRecord) -> Result<(), StorageError> {
+        self.lock().execute(
+            "UPDATE triggers SET config = ?4, invocation_role = ?5, qualifier = ?6, description = ?7,
+                 modified_ms = ?8, anchor_ms = ?9, fired_through_ms = ?10
+             WHERE service = ?1 AND function = ?2 AND name = ?3",
+            params![
+                trigger.service,
+                trigger.function,
+                trigger.name,
+                json(&trigger.config),
+                trigger.invocation_role,
+                trigger.qualifier,
+                trigger.description,
+                trigger.modified_ms,
+                trigger.anchor_ms,
+                trigger.fired_through_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_trigger(
+        &self,
+        service: &str,
+        function: &str,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        Ok(self.lock().execute(
+            "DELETE FROM triggers WHERE service = ?1 AND function = ?2 AND name = ?3",
+            [service, function, name],
+        )? > 0)
+    }
+
+    fn fire_timer(
+        &self,
+        trigger: &TriggerRecord,
+        through_ms: i64,
+        event: Option<&AsyncEvent>,
+    ) -> Result<bool, StorageError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        // The stored state, not the caller's copy: the trigger may have been changed, disabled or deleted since.
+        let stored: Option<(Option<i64>, i64)> = tx
+            .query_row(
+                "SELECT fired_through_ms, anchor_ms FROM triggers
+                 WHERE service = ?1 AND function = ?2 AND name = ?3",
+                [&trigger.service, &trigger.function, &trigger.name],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((fired_through, anchor)) = stored else {
+            return Ok(false);
+        };
+        if fired_through != trigger.fired_through_ms
+            || anchor != trigger.anchor_ms
+            || fired_through.is_some_and(|t| t >= through_ms)
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE triggers SET fired_through_ms = ?4 WHERE service = ?1 AND function = ?2 AND name = ?3",
+            params![trigger.service, trigger.function, trigger.name, through_ms],
+        )?;
+        if let Some(event) = event {
+            tx.execute(
+                "INSERT INTO async_events (service, function, invocation_id, request_id, payload, enqueued_ms,
+                     attempts, next_attempt_ms, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    event.service,
+                    event.function,
+                    event.invocation_id,
+                    event.request_id,
+                    event.payload,
+                    event.enqueued_ms,
+                    event.attempts,
+                    event.next_attempt_ms,
+                    event.version.map(|v| v as i64)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -848,6 +1679,7 @@ mod tests {
             seq: 0,
             service: "s".into(),
             function: function.into(),
+            version: None,
             invocation_id: invocation_id.map(Into::into),
             request_id: "r".into(),
             payload: b"p".to_vec(),

@@ -31,6 +31,8 @@ mod runtime_pool;
 mod runtime_requests;
 mod runtime_sandbox;
 mod runtime_sdk;
+mod runtime_triggers;
+mod runtime_versions;
 mod shutdown;
 mod status_page;
 mod store_crash;
