@@ -20,6 +20,7 @@ mod identity;
 mod logs;
 mod peers;
 mod peersim;
+mod postgres;
 mod readyz;
 mod replays;
 mod runtime_api;
