@@ -279,8 +279,7 @@ mod tests {
             // As `check-config` and `serve` report it: located, and without the secret.
             let file = format!("instance_id = \"a\"\n{text}\n[admin]\ntoken = {{ env = \"T\" }}\n");
             let problems = crate::config::Config::parse(&file, Path::new("/etc/ct/test.toml"))
-                .err()
-                .expect("refused")
+                .expect_err("refused")
                 .problems()
                 .iter()
                 .map(ToString::to_string)

@@ -155,17 +155,20 @@ impl PgServer {
             data = data.display(),
             dir = dir.display(),
         );
-        std::os::unix::process::CommandExt::process_group(
+        // Started in the background by a shell that exits at once, so it outlives this process and is nobody's
+        // zombie; in a process group of its own, so a Ctrl-C of the tests does not stop it before it cleaned up.
+        let status = std::os::unix::process::CommandExt::process_group(
             Command::new("sh")
                 .arg("-c")
-                .arg(stop)
+                .arg(format!("({stop}) </dev/null >/dev/null 2>&1 &"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
             0,
         )
-        .spawn()
+        .status()
         .expect("start the server's watchdog");
+        assert!(status.success(), "the server's watchdog: {status}");
 
         let mut initdb = as_owner(&bin.join("initdb"));
         initdb
