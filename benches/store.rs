@@ -1,17 +1,42 @@
-//! How fast the store records outcomes (one SQLite transaction each, WAL, synchronous = NORMAL) on a real file:
-//! the ceiling on events per second that checkpointing puts on one trigger.
+//! How fast the store records outcomes: the ceiling on events per second that checkpointing puts on one trigger.
+//! SQLite: one transaction each (WAL, synchronous = NORMAL) on a real file. PostgreSQL: one transaction each on a
+//! server started for the run with its default durability (fsync on, synchronous_commit on), over its Unix socket;
+//! or on the server `CHAINTRIGGER_TEST_POSTGRES` names.
+
+#[path = "../tests/it/support/postgres.rs"]
+mod postgres_server;
 
 use std::time::SystemTime;
 
+use chaintrigger::config::Secret;
 use chaintrigger::config::TriggerName;
-use chaintrigger::store::{NewDeadLetter, OutcomeRecord, SqliteStore, Store};
+use chaintrigger::store::{
+    NewDeadLetter, OutcomeRecord, PostgresOptions, PostgresStore, SqliteStore, Store,
+};
 use chaintrigger::trigger::state::{Position, Status};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn record_outcome(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary folder for the benchmark database");
-    let store =
+    let sqlite =
         SqliteStore::open(&dir.path().join("bench.db")).expect("the benchmark database opens");
+    record_outcomes(c, "", &sqlite);
+    let server = match std::env::var("CHAINTRIGGER_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => postgres_server::server(),
+        _ => Box::leak(Box::new(postgres_server::PgServer::start(&[]))),
+    };
+    let database = server.create_database();
+    let postgres = PostgresStore::open(&PostgresOptions {
+        url: database.url.clone(),
+        password: Some(Secret::new(database.password.clone())),
+        tls_ca: None,
+    })
+    .expect("the benchmark database opens");
+    record_outcomes(c, "postgres/", &postgres);
+}
+
+/// Benchmarks one store; `prefix` tells the backends apart in the names.
+fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
     let trigger = TriggerName::new("bench").expect("a valid trigger name");
     let running = Status::new(true);
     store
@@ -33,7 +58,7 @@ fn record_outcome(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(1));
     let mut index = 0u32;
-    group.bench_function("record_outcome/delivered", |b| {
+    group.bench_function(format!("{prefix}record_outcome/delivered"), |b| {
         b.iter(|| {
             index += 1;
             store
@@ -50,23 +75,26 @@ fn record_outcome(c: &mut Criterion) {
                 .expect("the outcome is recorded")
         })
     });
-    group.bench_function("record_outcome/discarded_with_dead_letter", |b| {
-        b.iter(|| {
-            index += 1;
-            store
-                .record_outcome(&OutcomeRecord {
-                    anchor: None,
-                    trigger: &trigger,
-                    status: &running,
-                    position: Position { block: 1, index },
-                    delivered: 0,
-                    discarded: 1,
-                    dead_letters: std::slice::from_ref(&letter),
-                    at: SystemTime::now(),
-                })
-                .expect("the outcome is recorded")
-        })
-    });
+    group.bench_function(
+        format!("{prefix}record_outcome/discarded_with_dead_letter"),
+        |b| {
+            b.iter(|| {
+                index += 1;
+                store
+                    .record_outcome(&OutcomeRecord {
+                        anchor: None,
+                        trigger: &trigger,
+                        status: &running,
+                        position: Position { block: 1, index },
+                        delivered: 0,
+                        discarded: 1,
+                        dead_letters: std::slice::from_ref(&letter),
+                        at: SystemTime::now(),
+                    })
+                    .expect("the outcome is recorded")
+            })
+        },
+    );
     group.finish();
 }
 

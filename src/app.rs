@@ -34,7 +34,7 @@ use crate::config::{self, Config};
 use crate::dispatch::EmbeddedRuntime;
 use crate::runtime::auth::AccessKey;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::store::SqliteStore;
+use crate::store;
 use crate::trigger::{Engine, EngineOptions};
 
 /// How long workers may take to finish the events in flight at shutdown by default.
@@ -119,7 +119,10 @@ impl App {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create the folder of {}", database.display()))?;
         }
-        let store = Arc::new(SqliteStore::open(&database)?);
+        let store = {
+            let database = database.clone();
+            tokio::task::spawn_blocking(move || store::open(&database)).await??
+        };
         tracing::info!(database = %database.display(), "store opened");
 
         let token = config.admin.token.get_ref().read().map_err(|message| {

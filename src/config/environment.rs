@@ -40,6 +40,22 @@ impl Config {
                 }
             }
         }
+        if let super::Database::Postgres(postgres) = self.database.get_ref() {
+            if let Some(ca) = postgres.tls_ca.as_ref().filter(|ca| !ca.is_file()) {
+                problems.push(self.source.problem(
+                    Some(self.database.span()),
+                    "database.tls_ca",
+                    format!("file {} does not exist or is not a file", ca.display()),
+                ));
+            }
+            if let Some(Err(message)) = postgres.password.as_ref().map(SecretSource::read) {
+                problems.push(self.source.problem(
+                    Some(self.database.span()),
+                    "database.password",
+                    message,
+                ));
+            }
+        }
         if let Some(functions) = self
             .runtime
             .functions

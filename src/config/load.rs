@@ -270,7 +270,7 @@ struct Reader {
 /// What the top-level values gave: the parts that read, and which did not.
 struct Parts {
     instance_id: Reading<InstanceId>,
-    database: Reading<Spanned<PathBuf>>,
+    database: Reading<Spanned<super::Database>>,
     /// `None`: absent, the default (or `--log-format`) applies.
     log_format: Option<Reading<crate::logging::LogFormat>>,
     /// Unread also when the section is absent (it is required; its problem is reported).
@@ -575,7 +575,7 @@ impl Parts {
         });
         let database = self.database.complete().unwrap_or_else(|| {
             placeholder(&mut cross, &mut environment, "database");
-            Spanned::new(0..0, PathBuf::new())
+            Spanned::new(0..0, super::Database::Sqlite(PathBuf::new()))
         });
         // A log format that did not read is reported; nothing else depends on it.
         let log_format = self.log_format.and_then(Reading::complete);
@@ -725,7 +725,9 @@ impl Config {
                 resolve(path);
             }
         };
-        resolve(self.database.get_mut());
+        for path in self.database.get_mut().paths_mut() {
+            resolve(path);
+        }
         resolve_secret(&mut self.admin.token);
         for path in [&mut self.admin.tls_certificate, &mut self.admin.tls_key]
             .into_iter()

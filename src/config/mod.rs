@@ -13,12 +13,14 @@
 //! |---|---|
 //! | `schema` | the serde types, one per table (`deny_unknown_fields`) |
 //! | `names` | parse-don't-validate newtypes for names, durations, positions |
+//! | `database` | the `database` setting: a SQLite file or a PostgreSQL server |
 //! | `secrets` | where secrets come from and the redacting [`Secret`] |
 //! | `load` | text to [`Config`], relative paths anchored, located [`Problem`]s |
 //! | `validate` | checks across values (duplicates, unknown channels, filters, conflicts) |
 //! | `environment` | checks of what the file refers to (files, folders, secrets) |
 //! | `tls` | the admin API's certificate and key, read into the configuration it serves HTTPS with |
 
+mod database;
 mod environment;
 mod load;
 mod names;
@@ -27,6 +29,7 @@ mod secrets;
 pub mod tls;
 mod validate;
 
+pub use database::{Database, PostgresDatabase, PostgresUrl, postgres_error_text};
 pub use load::{ConfigError, Problem};
 pub use names::{
     ChannelName, FailureThreshold, FcName, FcQualifier, HumanDuration, InstanceId, MspId,

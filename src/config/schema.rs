@@ -31,8 +31,9 @@ use crate::filter::{Filter, Language, Limits};
 pub struct Config {
     /// Put in every event's `instance_id`, so receivers can tell bridges apart.
     pub instance_id: InstanceId,
-    /// The SQLite file holding trigger positions, states and dead letters (relative to the configuration file).
-    pub database: Spanned<PathBuf>,
+    /// Where trigger positions, states and dead letters are kept: a SQLite file (relative to the configuration
+    /// file) or a PostgreSQL server.
+    pub database: Spanned<super::Database>,
     /// The admin HTTP API (enable / disable / delete triggers, status, metrics).
     pub admin: Admin,
     /// The bundled function runtime, for functions run on this machine (`endpoint = "embedded"`); off when absent.

@@ -1,20 +1,26 @@
 //! Durable trigger progress: each trigger's state, position, failure count and counters, and the dead letters,
-//! in SQLite ([`SqliteStore`]) behind the small [`Store`] trait.
+//! behind the small [`Store`] trait, with one backend per module: SQLite ([`SqliteStore`], the embedded default)
+//! and PostgreSQL ([`PostgresStore`], a server several machines can reach). [`open`] picks one from the
+//! configuration's `database`. Both keep the same tables, each with its own migrations, and pass the same test
+//! suite (`tests.rs`, run against each backend).
 //!
 //! The rule that makes delivery at-least-once: an event's outcome (new position, state, failure count, counters
 //! and its dead letter) is written in ONE transaction by [`Store::record_outcome`], after the push. A crash before
 //! the commit leaves the old position, so the event is pushed again; never lost.
 
+mod postgres;
 mod sqlite;
+mod values;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::config::TriggerName;
+use crate::config::{Database, TriggerName};
 use crate::trigger::state::{Anchor, Position, State, Status};
 
+pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// What the store knows about one trigger.
@@ -101,7 +107,7 @@ pub struct DeadLetterQuery<'a> {
     pub limit: Option<u32>,
 }
 
-/// A store failure: names the file or the trigger concerned.
+/// A store failure: names the database (its file, or its URL, which holds no password) and the trigger concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
@@ -110,6 +116,11 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The client's error with its causes as text (see [`crate::config::postgres_error_text`]).
+    #[error("database {path}: {message}")]
+    Postgres { path: String, message: String },
+    #[error("database {path}: {message}")]
+    Setup { path: String, message: String },
     #[error(
         "database {path} has schema version {found}, newer than this program knows ({known}); upgrade chaintrigger"
     )]
@@ -169,6 +180,31 @@ pub trait Store: Send + Sync {
 
     /// Marks a dead letter as re-pushed successfully.
     fn mark_repushed(&self, id: i64, at: SystemTime) -> Result<(), StoreError>;
+}
+
+/// Opens the store the configuration names: a SQLite file, or a PostgreSQL server (its password read from its
+/// secret source now). Blocks (files, network): call it off the async threads, e.g. through
+/// `tokio::task::spawn_blocking`.
+pub fn open(database: &Database) -> Result<Arc<dyn Store>, StoreError> {
+    match database {
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        Database::Postgres(postgres) => {
+            let password = postgres
+                .password
+                .as_ref()
+                .map(|source| source.read())
+                .transpose()
+                .map_err(|message| StoreError::Setup {
+                    path: postgres.url.to_string(),
+                    message: format!("password: {message}"),
+                })?;
+            Ok(Arc::new(PostgresStore::open(&PostgresOptions {
+                url: postgres.url.to_string(),
+                password,
+                tls_ca: postgres.tls_ca.clone(),
+            })?))
+        }
+    }
 }
 
 /// Runs a store call off the async threads (SQLite blocks); a panic inside it resumes in the caller.

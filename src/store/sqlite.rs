@@ -10,10 +10,13 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::values::{
+    anchor_block, anchor_hash, from_millis, read_anchor, to_i64, to_millis, to_u64,
+};
 use super::{
     DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
 };
@@ -432,38 +435,4 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
-}
-
-/// The stored anchor; one that is half there or of the wrong length counts as unknown (the check is skipped, never
-/// failed, for it).
-fn read_anchor(block: Option<i64>, hash: Option<Vec<u8>>) -> Option<Anchor> {
-    Some(Anchor {
-        block: to_u64(block?),
-        hash: hash?.try_into().ok()?,
-    })
-}
-
-fn anchor_block(anchor: Option<Anchor>) -> Option<i64> {
-    anchor.map(|anchor| to_i64(anchor.block))
-}
-
-fn anchor_hash(anchor: Option<Anchor>) -> Option<Vec<u8>> {
-    anchor.map(|anchor| anchor.hash.to_vec())
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn to_millis(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn from_millis(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(to_u64(millis))
 }

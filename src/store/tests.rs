@@ -1,8 +1,139 @@
+//! The store suite, run against both backends: SQLite in a temporary folder, PostgreSQL on a throwaway server
+//! (see `tests/it/support/postgres.rs`), each test on a database of its own. A test takes a [`Backend`] and opens
+//! stores through it; opening again is a restart.
+
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
 use super::*;
+
+#[path = "../../tests/it/support/postgres.rs"]
+mod postgres_server;
+
+/// One database of one backend, for one test.
+trait Backend {
+    /// Opens a store on the database (again: a restart).
+    fn try_open(&self) -> Result<Arc<dyn Store>, StoreError>;
+    /// [`Backend::try_open`], which must succeed.
+    fn open(&self) -> Arc<dyn Store> {
+        self.try_open().unwrap()
+    }
+    /// What the store's errors must name: the file, or the database.
+    fn name(&self) -> String;
+    /// Runs SQL on the database behind the store's back (an operator's shell, a corrupting hand).
+    fn execute(&self, sql: &str);
+    /// The schema version this program writes.
+    fn known_version(&self) -> i64;
+}
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn new() -> Sqlite {
+        Sqlite {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("state").join("chaintrigger.db")
+    }
+}
+
+impl Backend for Sqlite {
+    fn try_open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(SqliteStore::open(&self.path())?))
+    }
+
+    fn name(&self) -> String {
+        "chaintrigger.db".into()
+    }
+
+    fn execute(&self, sql: &str) {
+        rusqlite::Connection::open(self.path())
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    fn known_version(&self) -> i64 {
+        super::sqlite::MIGRATIONS.len() as i64
+    }
+}
+
+struct Postgres {
+    database: postgres_server::TestDatabase,
+}
+
+impl Postgres {
+    fn new() -> Postgres {
+        Postgres {
+            database: postgres_server::server().create_database(),
+        }
+    }
+
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions {
+            url: self.database.url.clone(),
+            password: Some(crate::config::Secret::new(self.database.password.clone())),
+            tls_ca: None,
+        }
+    }
+}
+
+impl Backend for Postgres {
+    fn try_open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(PostgresStore::open(&self.options())?))
+    }
+
+    fn name(&self) -> String {
+        self.database.name.clone()
+    }
+
+    fn execute(&self, sql: &str) {
+        postgres_server::server().psql(&self.database.name, sql);
+    }
+
+    fn known_version(&self) -> i64 {
+        super::postgres::MIGRATIONS.len() as i64
+    }
+}
+
+/// Runs each named test (a function taking `&dyn Backend`) once per backend.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Sqlite::new());
+            })*
+        }
+        mod postgres_backend {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Postgres::new());
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_new_trigger_is_created_once_and_keeps_its_progress,
+    an_outcome_writes_position_state_counters_and_dead_letter_together,
+    an_outcome_is_all_or_nothing,
+    an_outcome_for_an_unknown_trigger_is_refused,
+    progress_survives_reopening_the_database,
+    commands_save_status_and_move_the_position_when_asked,
+    dead_letters_are_listed_filtered_and_marked_repushed,
+    a_database_from_a_newer_program_is_refused,
+    corrupt_values_are_reported_not_misread,
+    the_store_is_shareable_between_threads,
+    anchors_and_payloads_are_kept_exactly,
+);
 
 fn name(text: &str) -> TriggerName {
     TriggerName::new(text).unwrap()
@@ -27,14 +158,8 @@ fn letter(block: u64, index: u32, attempts: u32) -> NewDeadLetter {
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("state").join("chaintrigger.db")).unwrap()
-}
-
-#[test]
-fn a_new_trigger_is_created_once_and_keeps_its_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn a_new_trigger_is_created_once_and_keeps_its_progress(backend: &dyn Backend) {
+    let store = backend.open();
     let t = name("tasks");
     let created = store
         .ensure_trigger(&t, &running(), Position::block_start(10), at(0))
@@ -79,10 +204,8 @@ fn a_new_trigger_is_created_once_and_keeps_its_progress() {
     assert_eq!(store.trigger(&name("other")).unwrap(), None);
 }
 
-#[test]
-fn an_outcome_writes_position_state_counters_and_dead_letter_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn an_outcome_writes_position_state_counters_and_dead_letter_together(backend: &dyn Backend) {
+    let store = backend.open();
     let t = name("tasks");
     store
         .ensure_trigger(&t, &running(), Position::block_start(3), at(0))
@@ -116,10 +239,8 @@ fn an_outcome_writes_position_state_counters_and_dead_letter_together() {
     assert_eq!(letters[0].repushed_at, None);
 }
 
-#[test]
-fn an_outcome_is_all_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn an_outcome_is_all_or_nothing(backend: &dyn Backend) {
+    let store = backend.open();
     let t = name("tasks");
     store
         .ensure_trigger(&t, &running(), Position::block_start(3), at(0))
@@ -144,7 +265,7 @@ fn an_outcome_is_all_or_nothing() {
             at: at(5),
         })
         .unwrap_err();
-    assert!(error.to_string().contains("chaintrigger.db"), "{error}");
+    assert!(error.to_string().contains(&backend.name()), "{error}");
     assert_eq!(store.trigger(&t).unwrap().unwrap(), before);
     assert!(
         store
@@ -168,10 +289,8 @@ fn an_outcome_is_all_or_nothing() {
     assert_eq!(store.trigger(&t).unwrap().unwrap().delivered, 1);
 }
 
-#[test]
-fn an_outcome_for_an_unknown_trigger_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn an_outcome_for_an_unknown_trigger_is_refused(backend: &dyn Backend) {
+    let store = backend.open();
     let error = store
         .record_outcome(&OutcomeRecord {
             anchor: None,
@@ -193,13 +312,11 @@ fn an_outcome_for_an_unknown_trigger_is_refused() {
     );
 }
 
-#[test]
-fn progress_survives_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
+fn progress_survives_reopening_the_database(backend: &dyn Backend) {
     let t = name("tasks");
     let gone = name("gone");
     {
-        let store = open(&dir);
+        let store = backend.open();
         store
             .ensure_trigger(&t, &running(), Position::block_start(0), at(0))
             .unwrap();
@@ -238,7 +355,7 @@ fn progress_survives_reopening_the_file() {
         };
         store.save_status(&gone, &deleted, None, at(200)).unwrap();
     }
-    let store = open(&dir);
+    let store = backend.open();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!(
         record.position,
@@ -263,10 +380,8 @@ fn progress_survives_reopening_the_file() {
     assert!(is_deleted(&gone_record));
 }
 
-#[test]
-fn commands_save_status_and_move_the_position_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn commands_save_status_and_move_the_position_when_asked(backend: &dyn Backend) {
+    let store = backend.open();
     let t = name("tasks");
     store
         .ensure_trigger(&t, &running(), Position { block: 5, index: 2 }, at(0))
@@ -297,10 +412,8 @@ fn commands_save_status_and_move_the_position_when_asked() {
     ));
 }
 
-#[test]
-fn dead_letters_are_listed_filtered_and_marked_repushed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn dead_letters_are_listed_filtered_and_marked_repushed(backend: &dyn Backend) {
+    let store = backend.open();
     let (a, b) = (name("a"), name("b"));
     for t in [&a, &b] {
         store
@@ -365,7 +478,7 @@ fn dead_letters_are_listed_filtered_and_marked_repushed() {
 }
 
 #[test]
-fn the_database_is_in_wal_mode_with_a_schema_version() {
+fn the_sqlite_database_is_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ct.db");
     drop(SqliteStore::open(&path).unwrap());
@@ -374,43 +487,27 @@ fn the_database_is_in_wal_mode_with_a_schema_version() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    let version: i64 = connection
-        .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
-            row.get(0)
-        })
-        .unwrap();
-    assert_eq!(version, 2);
-    // A database from a newer chaintrigger is refused, not misread.
-    connection
-        .execute("INSERT INTO schema_version (version) VALUES (99)", [])
-        .unwrap();
-    drop(connection);
-    let error = SqliteStore::open(&path).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            StoreError::NewerSchema {
-                found: 99,
-                known: 2,
-                ..
-            }
-        ),
-        "{error}"
-    );
 }
 
-#[test]
-fn corrupt_values_are_reported_not_misread() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ct.db");
-    let store = SqliteStore::open(&path).unwrap();
+fn a_database_from_a_newer_program_is_refused(backend: &dyn Backend) {
+    drop(backend.open());
+    // A database from a newer chaintrigger is refused, not misread.
+    backend.execute("INSERT INTO schema_version (version) VALUES (99)");
+    let error = backend.try_open().err().expect("refused");
+    let known = backend.known_version();
+    assert!(
+        matches!(error, StoreError::NewerSchema { found: 99, known: k, .. } if k == known),
+        "{error}"
+    );
+    assert!(error.to_string().contains(&backend.name()), "{error}");
+}
+
+fn corrupt_values_are_reported_not_misread(backend: &dyn Backend) {
+    let store = backend.open();
     store
         .ensure_trigger(&name("t"), &running(), Position::block_start(0), at(0))
         .unwrap();
-    let connection = rusqlite::Connection::open(&path).unwrap();
-    connection
-        .execute("UPDATE triggers SET state = 'Sleeping'", [])
-        .unwrap();
+    backend.execute("UPDATE triggers SET state = 'Sleeping'");
     let error = store.trigger(&name("t")).unwrap_err();
     assert!(
         error
@@ -418,14 +515,14 @@ fn corrupt_values_are_reported_not_misread() {
             .contains("bad stored value for state of trigger `t`: Sleeping"),
         "{error}"
     );
+    assert!(error.to_string().contains(&backend.name()), "{error}");
 }
 
-#[test]
-fn the_store_is_shareable_between_threads() {
+fn the_store_is_shareable_between_threads(backend: &dyn Backend) {
     fn assert_store<T: Store + 'static>() {}
     assert_store::<SqliteStore>();
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(open(&dir));
+    assert_store::<PostgresStore>();
+    let store = backend.open();
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let store = store.clone();
@@ -498,5 +595,281 @@ fn a_database_from_before_block_anchors_keeps_its_progress() {
     assert_eq!(
         record.anchor, None,
         "no anchor is invented for old progress"
+    );
+}
+
+fn anchors_and_payloads_are_kept_exactly(backend: &dyn Backend) {
+    let store = backend.open();
+    let t = name("exact");
+    let far = Position {
+        block: i64::MAX as u64,
+        index: u32::MAX,
+    };
+    store
+        .ensure_trigger(&t, &running(), Position::block_start(7), at(0))
+        .unwrap();
+    let anchor = Anchor {
+        block: 6,
+        hash: [0xab; 32],
+    };
+    // Key order, unicode, escapes and big numbers of a payload come back as they were pushed.
+    let payload = json!({"z": 1, "a": "ünïcødé \u{1F600} \"q\" \\", "n": 18_446_744_073_709_551_615u64, "m": [null, 1.5]});
+    let mut dead = letter(7, 3, 2);
+    dead.payload = payload.clone();
+    store
+        .record_outcome(&OutcomeRecord {
+            anchor: Some(anchor),
+            trigger: &t,
+            status: &running(),
+            position: Position { block: 7, index: 4 },
+            delivered: 0,
+            discarded: 1,
+            dead_letters: &[dead],
+            at: at(1),
+        })
+        .unwrap();
+    let record = store.trigger(&t).unwrap().unwrap();
+    assert_eq!(record.anchor, Some(anchor));
+    let stored = &store.dead_letters(&DeadLetterQuery::default()).unwrap()[0];
+    assert_eq!(stored.letter.payload, payload);
+    assert_eq!(
+        stored.letter.payload.to_string(),
+        payload.to_string(),
+        "same keys in the same order"
+    );
+    // A status change that does not move the position keeps the anchor; one that moves it sets the new one.
+    store.save_status(&t, &running(), None, at(2)).unwrap();
+    assert_eq!(store.trigger(&t).unwrap().unwrap().anchor, Some(anchor));
+    store
+        .save_status(&t, &running(), Some((far, None)), at(3))
+        .unwrap();
+    let record = store.trigger(&t).unwrap().unwrap();
+    assert_eq!((record.position, record.anchor), (far, None));
+}
+
+// PostgreSQL only: what a server adds (logins, the network, several daemons on one database).
+
+fn postgres_config(
+    database: &postgres_server::TestDatabase,
+    password: crate::config::SecretSource,
+) -> Database {
+    Database::Postgres(crate::config::PostgresDatabase {
+        url: crate::config::PostgresUrl::new(&database.url).unwrap(),
+        password: Some(password),
+        tls_ca: None,
+    })
+}
+
+#[test]
+fn postgres_the_password_comes_from_its_secret_source_and_is_never_shown() {
+    let database = postgres_server::server().create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, format!("{}\n", database.password)).unwrap();
+    let store = open(&postgres_config(
+        &database,
+        crate::config::SecretSource::File(file.clone()),
+    ))
+    .unwrap();
+    store
+        .ensure_trigger(&name("t"), &running(), Position::block_start(0), at(0))
+        .unwrap();
+
+    std::fs::write(&file, "not-the-password-4711").unwrap();
+    let error = open(&postgres_config(
+        &database,
+        crate::config::SecretSource::File(file.clone()),
+    ))
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(error.contains(&database.url), "{error}");
+    assert!(error.contains("password authentication failed"), "{error}");
+    assert!(!error.contains("not-the-password-4711"), "{error}");
+
+    let missing = dir.path().join("absent");
+    let error = open(&postgres_config(
+        &database,
+        crate::config::SecretSource::File(missing),
+    ))
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        error.contains(&database.url) && error.contains("absent"),
+        "{error}"
+    );
+}
+
+#[test]
+fn postgres_an_unreachable_server_fails_at_once_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://chaintrigger@127.0.0.1:{port}/ct?sslmode=disable");
+    let started = std::time::Instant::now();
+    let error = PostgresStore::open(&PostgresOptions {
+        url: url.clone(),
+        password: None,
+        tls_ca: None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(error.starts_with(&format!("database {url}: ")), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+}
+
+#[test]
+fn postgres_daemons_starting_at_once_migrate_the_database_once() {
+    let backend = Postgres::new();
+    let stores: Vec<_> = std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| backend.open())).collect();
+        opening.into_iter().map(|o| o.join().unwrap()).collect()
+    });
+    let version = postgres_server::server().psql(
+        &backend.database.name,
+        "SELECT count(*) || ' ' || max(version) FROM schema_version",
+    );
+    assert_eq!(version.trim(), format!("{0} {0}", backend.known_version()));
+    for (i, store) in stores.iter().enumerate() {
+        store
+            .ensure_trigger(
+                &name(&format!("t{i}")),
+                &running(),
+                Position::block_start(0),
+                at(0),
+            )
+            .unwrap();
+    }
+    assert_eq!(stores[0].triggers().unwrap().len(), 4);
+}
+
+#[test]
+fn postgres_connections_the_server_closed_are_replaced() {
+    let backend = Postgres::new();
+    let store = backend.open();
+    let t = name("t");
+    store
+        .ensure_trigger(&t, &running(), Position::block_start(0), at(0))
+        .unwrap();
+    // The server ends every connection of the store (an administrator, a failover, an idle timeout).
+    backend.execute(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        backend.database.name
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    store
+        .record_outcome(&OutcomeRecord {
+            anchor: None,
+            trigger: &t,
+            status: &running(),
+            position: Position::block_start(1),
+            delivered: 1,
+            discarded: 0,
+            dead_letters: &[],
+            at: at(1),
+        })
+        .unwrap();
+    assert_eq!(store.trigger(&t).unwrap().unwrap().delivered, 1);
+}
+
+/// A second throwaway server that speaks TLS on 127.0.0.1 with a certificate for `localhost` from a test CA.
+fn tls_server() -> (
+    postgres_server::PgServer,
+    crate::peersim::pki::TestCa,
+    tempfile::TempDir,
+) {
+    crate::install_crypto_provider();
+    let ca = crate::peersim::pki::TestCa::new("postgres test CA", "chaintrigger test").unwrap();
+    let leaf = ca.issue("localhost", &["localhost"]).unwrap();
+    // The server reads its key as its own user, with no access for others.
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        files.path().join("server.crt"),
+        files.path().join("server.key"),
+    );
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        for path in [files.path(), &cert, &key] {
+            std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = port.to_string();
+    let server = postgres_server::PgServer::start(&[
+        ("fsync", "off"),
+        ("listen_addresses", "127.0.0.1"),
+        ("port", &port),
+        ("ssl", "on"),
+        ("ssl_cert_file", &cert.display().to_string()),
+        ("ssl_key_file", &key.display().to_string()),
+    ]);
+    (server, ca, files)
+}
+
+#[test]
+fn postgres_tls_verifies_the_server_against_the_configured_ca() {
+    let (server, ca, files) = tls_server();
+    let database = server.create_database();
+    let port = server.psql("postgres", "SHOW port");
+    let url = |mode: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/{}?sslmode={mode}",
+            port.trim(),
+            database.name
+        )
+    };
+    let ca_file = files.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let options = |mode: &str, tls_ca: Option<std::path::PathBuf>| PostgresOptions {
+        url: url(mode),
+        password: Some(crate::config::Secret::new(database.password.clone())),
+        tls_ca,
+    };
+    let store = PostgresStore::open(&options("require", Some(ca_file.clone()))).unwrap();
+    store
+        .ensure_trigger(&name("t"), &running(), Position::block_start(0), at(0))
+        .unwrap();
+    let encrypted = server.psql(
+        &database.name,
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND application_name = 'chaintrigger'",
+    );
+    assert_ne!(encrypted.trim(), "0", "the store's connection uses TLS");
+
+    // Verification is always on: a server whose certificate does not chain to a trusted root is refused, with
+    // `require` and with `prefer` alike (no silent fallback to an unverified or plaintext connection).
+    for mode in ["require", "prefer"] {
+        let error = PostgresStore::open(&options(mode, None))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&url(mode)), "{error}");
+        assert!(error.to_lowercase().contains("certificate"), "{error}");
+    }
+    let other = crate::peersim::pki::TestCa::new("another CA", "elsewhere").unwrap();
+    let other_file = files.path().join("other.pem");
+    std::fs::write(&other_file, other.cert_pem()).unwrap();
+    let error = PostgresStore::open(&options("require", Some(other_file)))
+        .unwrap_err()
+        .to_string();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+
+    // A CA file that is not one is named.
+    let junk = files.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let error = PostgresStore::open(&options("require", Some(junk)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("junk.pem") && error.contains("no PEM certificate"),
+        "{error}"
     );
 }

@@ -22,6 +22,7 @@ mod logs;
 mod operator_cli;
 mod peers;
 mod peersim;
+mod postgres;
 mod readyz;
 mod replay_by_time;
 mod replays;

@@ -3,4 +3,5 @@
 pub mod admin;
 pub mod daemon;
 pub mod fabric;
+pub mod postgres;
 pub mod runtime;

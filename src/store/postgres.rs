@@ -1,0 +1,669 @@
+//! The PostgreSQL store: the same tables and the same one-transaction-per-outcome rule as SQLite, on a server that
+//! can be run highly available and shared.
+//!
+//! The [`Store`] trait is synchronous (its callers run it on blocking threads, see [`super::blocking`]), while the
+//! client, tokio-postgres, is async. The store therefore owns a small runtime of its own (one worker thread, which
+//! drives the connections) and each call blocks on it; it never blocks a thread of the daemon's runtime, and it can
+//! be dropped anywhere (its runtime is shut down in the background).
+//!
+//! Connections: a pool of at most [`POOL_SIZE`], opened on demand and kept; a connection that broke is dropped and
+//! a new one opened by the next call, so a server restart costs the calls in flight, nothing more. A call waits for
+//! a free connection. Each connection keeps its prepared statements.
+//!
+//! Durability is the server's: a transaction is committed when `COMMIT` returns (with the server's default
+//! `synchronous_commit = on`, it is on the server's disk, or its synchronous standby's).
+//!
+//! Errors name the database by its URL, which never holds a password (the configuration refuses one in it; the
+//! password is sent from [`PostgresOptions::password`] and appears nowhere else).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::values::{
+    anchor_block, anchor_hash, from_millis, read_anchor, to_i64, to_millis, to_u64,
+};
+use super::{
+    DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
+};
+use crate::config::{Secret, TriggerName};
+use crate::trigger::state::{Anchor, Position, State, Status};
+
+/// The schema, one migration per version; the database records the last version applied. The same tables and
+/// columns as the SQLite store (times in milliseconds since the Unix epoch), with PostgreSQL's types.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE triggers (
+    name         TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    block        BIGINT NOT NULL CHECK (block >= 0),
+    event_index  BIGINT NOT NULL CHECK (event_index >= 0),
+    failures     BIGINT NOT NULL DEFAULT 0 CHECK (failures >= 0),
+    last_error   TEXT,
+    delivered    BIGINT NOT NULL DEFAULT 0,
+    discarded    BIGINT NOT NULL DEFAULT 0,
+    updated_at   BIGINT NOT NULL,
+    anchor_block BIGINT,
+    anchor_hash  BYTEA CHECK (anchor_hash IS NULL OR length(anchor_hash) = 32)
+);
+CREATE TABLE dead_letters (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    trigger     TEXT NOT NULL REFERENCES triggers(name),
+    event_id    TEXT NOT NULL,
+    block       BIGINT NOT NULL,
+    event_index BIGINT NOT NULL,
+    output      BIGINT NOT NULL,
+    payload     JSON NOT NULL,
+    error       TEXT NOT NULL,
+    attempts    BIGINT NOT NULL CHECK (attempts >= 1),
+    created_at  BIGINT NOT NULL,
+    repushed_at BIGINT
+);
+CREATE INDEX dead_letters_by_trigger ON dead_letters(trigger, id);
+"#];
+
+/// Connections kept open to the server: enough for the daemon's concurrent outcomes (each is one short
+/// transaction) without taking many of the server's `max_connections`.
+pub const POOL_SIZE: usize = 4;
+
+/// How long opening a connection (TCP, TLS, authentication) may take before the call fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The advisory lock key that serialises migrations of daemons starting at once on one database.
+const MIGRATION_LOCK: i64 = 0x6368_6169_6e74_7267; // "chaintrg"
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user@host:port/database?sslmode=...`, without a password.
+    pub url: String,
+    /// The password, read from its secret source.
+    pub password: Option<Secret>,
+    /// PEM file of the certificate authorities the server's certificate must chain to; `None`: the platform's
+    /// trusted roots. Certificates are always verified; `sslmode` in the URL says whether TLS is required
+    /// (`require`), tried (`prefer`, the default) or off (`disable`).
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Trigger progress and dead letters in a PostgreSQL database.
+pub struct PostgresStore {
+    /// Drives the connections; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    /// The URL (no password), to name the database in every error.
+    path: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pool {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+/// One open connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// A connection taken from the pool; it goes back when dropped, unless it broke.
+struct Lease<'a> {
+    connection: Option<Connection>,
+    pool: &'a Pool,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && !connection.client.is_closed()
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(connection);
+        }
+    }
+}
+
+impl Lease<'_> {
+    fn connection(&mut self) -> &mut Connection {
+        self.connection.as_mut().expect("a leased connection")
+    }
+}
+
+impl Connection {
+    async fn statement(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Callable from anywhere, an async task included: the connection tasks are cancelled, their sockets
+            // closed.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The URL as it may be shown: the one given, or when it carries a password (it should not), rebuilt from its
+/// user, hosts and database.
+fn display_name(url: &str, config: &tokio_postgres::Config) -> String {
+    if config.get_password().is_none() {
+        return url.to_owned();
+    }
+    crate::config::redact_url_text(url)
+}
+
+impl PostgresStore {
+    /// Connects to the server (failing at once when it cannot be reached or refuses the login) and brings the
+    /// schema up to date. Must not be called on an async thread (it blocks).
+    pub fn open(options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let mut config =
+            options
+                .url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| StoreError::Setup {
+                    path: crate::config::redact_url_text(&options.url),
+                    message: format!(
+                        "not a PostgreSQL URL: {}",
+                        crate::config::postgres_error_text(&e)
+                    ),
+                })?;
+        let path = display_name(&options.url, &config);
+        let setup = |message: String| StoreError::Setup {
+            path: path.clone(),
+            message,
+        };
+        if let Some(password) = &options.password {
+            config.password(password.expose());
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("chaintrigger");
+        }
+        let tls = MakeRustlsConnect::new(tls_config(options.tls_ca.as_deref()).map_err(setup)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("postgres-store")
+            .enable_all()
+            .build()
+            .map_err(|e| setup(format!("cannot start the store's runtime: {e}")))?;
+        let store = PostgresStore {
+            runtime: Some(runtime),
+            pool: Pool {
+                config,
+                tls,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(POOL_SIZE),
+            },
+            path,
+        };
+        store.block_on(store.migrate())?;
+        Ok(store)
+    }
+
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        self.runtime
+            .as_ref()
+            .expect("the store's runtime runs until the store is dropped")
+            .block_on(future)
+    }
+
+    fn error(&self, source: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres {
+            path: self.path.clone(),
+            message: crate::config::postgres_error_text(&source),
+        }
+    }
+
+    fn corrupt(&self, what: &str, found: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            found,
+        }
+    }
+
+    /// A connection from the pool, opened if none is idle; waits while all are in use.
+    async fn lease(&self) -> Result<Lease<'_>, StoreError> {
+        let permit = self
+            .pool
+            .permits
+            .acquire()
+            .await
+            .expect("the pool's semaphore is never closed");
+        // A connection the server closed meanwhile (restart, idle timeout, pg_terminate_backend) is dropped here
+        // rather than failing the call.
+        let idle = {
+            let mut idle = self
+                .pool
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            idle.retain(|connection| !connection.client.is_closed());
+            idle.pop()
+        };
+        let connection = match idle {
+            Some(connection) => connection,
+            None => {
+                let (client, connection) = self
+                    .pool
+                    .config
+                    .connect(self.pool.tls.clone())
+                    .await
+                    .map_err(|e| self.error(e))?;
+                let path = self.path.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::warn!(database = %path, %error, "connection to the database lost");
+                    }
+                });
+                Connection {
+                    client,
+                    statements: HashMap::new(),
+                }
+            }
+        };
+        Ok(Lease {
+            connection: Some(connection),
+            pool: &self.pool,
+            _permit: permit,
+        })
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut lease = self.lease().await?;
+        let client = &mut lease.connection().client;
+        let transaction = client.transaction().await.map_err(|e| self.error(e))?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| self.error(e))?;
+        transaction
+            .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .await
+            .map_err(|e| self.error(e))?;
+        let current: i64 = transaction
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+                &[],
+            )
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| self.error(e))?;
+        let known = MIGRATIONS.len() as i64;
+        if current > known {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: current,
+                known,
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            transaction
+                .batch_execute(sql)
+                .await
+                .map_err(|e| self.error(e))?;
+            transaction
+                .execute(
+                    "INSERT INTO schema_version (version) VALUES ($1)",
+                    &[&(version as i32 + 1)],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        transaction.commit().await.map_err(|e| self.error(e))
+    }
+
+    /// Runs one statement on a pooled connection and returns its rows.
+    async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut lease = self.lease().await?;
+        let connection = lease.connection();
+        let statement = connection.statement(sql).await.map_err(|e| self.error(e))?;
+        connection
+            .client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Runs one statement on a pooled connection and returns how many rows it changed.
+    async fn execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let mut lease = self.lease().await?;
+        let connection = lease.connection();
+        let statement = connection.statement(sql).await.map_err(|e| self.error(e))?;
+        connection
+            .client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    fn read_trigger(&self, row: &Row) -> Result<TriggerRecord, StoreError> {
+        let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| self.error(e));
+        let name: String = row.try_get(0).map_err(|e| self.error(e))?;
+        let state: String = row.try_get(1).map_err(|e| self.error(e))?;
+        let trigger =
+            TriggerName::new(name.clone()).map_err(|e| self.corrupt("trigger name", e))?;
+        let state = State::parse(&state)
+            .ok_or_else(|| self.corrupt(&format!("state of trigger `{name}`"), state))?;
+        Ok(TriggerRecord {
+            name: trigger,
+            status: Status {
+                state,
+                failures: to_u64(get(4)?),
+                last_error: row.try_get(5).map_err(|e| self.error(e))?,
+            },
+            position: Position {
+                block: to_u64(get(2)?),
+                index: u32::try_from(get(3)?).unwrap_or(u32::MAX),
+            },
+            anchor: read_anchor(
+                row.try_get(9).map_err(|e| self.error(e))?,
+                row.try_get(10).map_err(|e| self.error(e))?,
+            ),
+            delivered: to_u64(get(6)?),
+            discarded: to_u64(get(7)?),
+            updated_at: from_millis(get(8)?),
+        })
+    }
+
+    fn read_dead_letter(&self, row: &Row) -> Result<DeadLetter, StoreError> {
+        let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| self.error(e));
+        let id = get(0)?;
+        let trigger: String = row.try_get(1).map_err(|e| self.error(e))?;
+        let payload: String = row.try_get(6).map_err(|e| self.error(e))?;
+        Ok(DeadLetter {
+            id,
+            trigger: TriggerName::new(trigger).map_err(|e| self.corrupt("trigger name", e))?,
+            letter: NewDeadLetter {
+                event_id: row.try_get(2).map_err(|e| self.error(e))?,
+                position: Position {
+                    block: to_u64(get(3)?),
+                    index: u32::try_from(get(4)?).unwrap_or(u32::MAX),
+                },
+                output: u32::try_from(get(5)?).unwrap_or(u32::MAX),
+                payload: serde_json::from_str(&payload).map_err(|e| {
+                    self.corrupt(&format!("payload of dead letter {id}"), e.to_string())
+                })?,
+                error: row.try_get(7).map_err(|e| self.error(e))?,
+                attempts: u32::try_from(get(8)?).unwrap_or(u32::MAX),
+            },
+            created_at: from_millis(get(9)?),
+            repushed_at: row
+                .try_get::<_, Option<i64>>(10)
+                .map_err(|e| self.error(e))?
+                .map(from_millis),
+        })
+    }
+}
+
+/// The TLS settings: verification always on, against the given CA file or the platform's roots.
+fn tls_config(tls_ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?;
+    let Some(path) = tls_ca else {
+        use rustls_platform_verifier::BuilderVerifierExt;
+        return builder
+            .with_platform_verifier()
+            .map(|builder| builder.with_no_client_auth())
+            .map_err(|e| format!("TLS setup with the platform's trusted roots: {e}"));
+    };
+    let pem =
+        std::fs::read(path).map_err(|e| format!("tls_ca: cannot read {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (index, certificate) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let certificate = certificate.map_err(|e| {
+            format!(
+                "tls_ca: {}: certificate {} is not valid PEM: {e}",
+                path.display(),
+                index + 1
+            )
+        })?;
+        roots.add(certificate).map_err(|e| {
+            format!(
+                "tls_ca: {}: certificate {} is not a usable CA certificate: {e}",
+                path.display(),
+                index + 1
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "tls_ca: {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+const SELECT_TRIGGER: &str = "SELECT name, state, block, event_index, failures, last_error, delivered, discarded, updated_at, anchor_block, anchor_hash FROM triggers WHERE name = $1";
+const SELECT_TRIGGERS: &str = "SELECT name, state, block, event_index, failures, last_error, delivered, discarded, updated_at, anchor_block, anchor_hash FROM triggers ORDER BY name";
+const INSERT_TRIGGER: &str =
+    "INSERT INTO triggers (name, state, block, event_index, failures, last_error, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING";
+const UPDATE_OUTCOME: &str = "UPDATE triggers SET state = $2, block = $3, event_index = $4, failures = $5, last_error = $6,
+     delivered = delivered + $7, discarded = discarded + $8, updated_at = $9, anchor_block = $10, anchor_hash = $11
+     WHERE name = $1";
+const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (trigger, event_id, block, event_index, output, payload, error, attempts, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6::TEXT::JSON, $7, $8, $9)";
+const UPDATE_STATUS: &str =
+    "UPDATE triggers SET state = $2, failures = $3, last_error = $4, updated_at = $5,
+     block = COALESCE($6, block), event_index = COALESCE($7, event_index),
+     anchor_block = CASE WHEN $6::BIGINT IS NULL THEN anchor_block ELSE $8 END,
+     anchor_hash = CASE WHEN $6::BIGINT IS NULL THEN anchor_hash ELSE $9 END WHERE name = $1";
+const SELECT_DEAD_LETTERS: &str = "SELECT id, trigger, event_id, block, event_index, output, payload::TEXT, error, attempts, created_at, repushed_at
+     FROM dead_letters WHERE ($1::TEXT IS NULL OR trigger = $1) AND ($2 OR repushed_at IS NULL) ORDER BY id LIMIT $3";
+const SELECT_DEAD_LETTER: &str = "SELECT id, trigger, event_id, block, event_index, output, payload::TEXT, error, attempts, created_at, repushed_at
+     FROM dead_letters WHERE id = $1";
+const MARK_REPUSHED: &str = "UPDATE dead_letters SET repushed_at = $2 WHERE id = $1";
+
+impl Store for PostgresStore {
+    fn trigger(&self, name: &TriggerName) -> Result<Option<TriggerRecord>, StoreError> {
+        let rows = self.block_on(self.query(SELECT_TRIGGER, &[&name.as_str()]))?;
+        rows.first().map(|row| self.read_trigger(row)).transpose()
+    }
+
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        let rows = self.block_on(self.query(SELECT_TRIGGERS, &[]))?;
+        rows.iter().map(|row| self.read_trigger(row)).collect()
+    }
+
+    fn ensure_trigger(
+        &self,
+        name: &TriggerName,
+        status: &Status,
+        position: Position,
+        at: SystemTime,
+    ) -> Result<TriggerRecord, StoreError> {
+        self.block_on(self.execute(
+            INSERT_TRIGGER,
+            &[
+                &name.as_str(),
+                &status.state.as_str(),
+                &to_i64(position.block),
+                &i64::from(position.index),
+                &to_i64(status.failures),
+                &status.last_error,
+                &to_millis(at),
+            ],
+        ))?;
+        self.trigger(name)?
+            .ok_or_else(|| StoreError::UnknownTrigger {
+                path: self.path.clone(),
+                trigger: name.to_string(),
+            })
+    }
+
+    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError> {
+        self.block_on(async {
+            let mut lease = self.lease().await?;
+            let connection = lease.connection();
+            let update = connection
+                .statement(UPDATE_OUTCOME)
+                .await
+                .map_err(|e| self.error(e))?;
+            let insert = if outcome.dead_letters.is_empty() {
+                None
+            } else {
+                Some(
+                    connection
+                        .statement(INSERT_DEAD_LETTER)
+                        .await
+                        .map_err(|e| self.error(e))?,
+                )
+            };
+            let transaction = connection
+                .client
+                .transaction()
+                .await
+                .map_err(|e| self.error(e))?;
+            let updated = transaction
+                .execute(
+                    &update,
+                    &[
+                        &outcome.trigger.as_str(),
+                        &outcome.status.state.as_str(),
+                        &to_i64(outcome.position.block),
+                        &i64::from(outcome.position.index),
+                        &to_i64(outcome.status.failures),
+                        &outcome.status.last_error,
+                        &to_i64(outcome.delivered),
+                        &to_i64(outcome.discarded),
+                        &to_millis(outcome.at),
+                        &anchor_block(outcome.anchor),
+                        &anchor_hash(outcome.anchor),
+                    ],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            if updated == 0 {
+                return Err(StoreError::UnknownTrigger {
+                    path: self.path.clone(),
+                    trigger: outcome.trigger.to_string(),
+                });
+            }
+            if let Some(insert) = insert {
+                for letter in outcome.dead_letters {
+                    transaction
+                        .execute(
+                            &insert,
+                            &[
+                                &outcome.trigger.as_str(),
+                                &letter.event_id,
+                                &to_i64(letter.position.block),
+                                &i64::from(letter.position.index),
+                                &i64::from(letter.output),
+                                &letter.payload.to_string(),
+                                &letter.error,
+                                &i64::from(letter.attempts),
+                                &to_millis(outcome.at),
+                            ],
+                        )
+                        .await
+                        .map_err(|e| self.error(e))?;
+                }
+            }
+            transaction.commit().await.map_err(|e| self.error(e))
+        })
+    }
+
+    fn save_status(
+        &self,
+        name: &TriggerName,
+        status: &Status,
+        position: Option<(Position, Option<Anchor>)>,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let anchor = position.and_then(|(_, anchor)| anchor);
+        let updated = self.block_on(self.execute(
+            UPDATE_STATUS,
+            &[
+                &name.as_str(),
+                &status.state.as_str(),
+                &to_i64(status.failures),
+                &status.last_error,
+                &to_millis(at),
+                &position.map(|(p, _)| to_i64(p.block)),
+                &position.map(|(p, _)| i64::from(p.index)),
+                &anchor_block(anchor),
+                &anchor_hash(anchor),
+            ],
+        ))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownTrigger {
+                path: self.path.clone(),
+                trigger: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn dead_letters(&self, query: &DeadLetterQuery<'_>) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = self.block_on(self.query(
+            SELECT_DEAD_LETTERS,
+            &[
+                &query.trigger.map(TriggerName::as_str),
+                &query.include_repushed,
+                &query.limit.map(i64::from),
+            ],
+        ))?;
+        rows.iter().map(|row| self.read_dead_letter(row)).collect()
+    }
+
+    fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        let rows = self.block_on(self.query(SELECT_DEAD_LETTER, &[&id]))?;
+        rows.first()
+            .map(|row| self.read_dead_letter(row))
+            .transpose()
+    }
+
+    fn mark_repushed(&self, id: i64, at: SystemTime) -> Result<(), StoreError> {
+        let updated = self.block_on(self.execute(MARK_REPUSHED, &[&id, &to_millis(at)]))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownDeadLetter {
+                path: self.path.clone(),
+                id,
+            });
+        }
+        Ok(())
+    }
+}
