@@ -56,11 +56,24 @@ pub fn server() -> &'static PgServer {
 }
 
 /// The folder holding `initdb`, `pg_ctl` and `psql`: `PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else
-/// the folder on `PATH` that has `initdb`.
+/// the folder on `PATH` that has `initdb`. When none has it, `.ci/setup` installs Debian's `postgresql` first (once,
+/// under a file lock shared by every test process), as on a fresh machine.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PG_BIN") {
         return PathBuf::from(dir);
     }
+    installed_bin_dir()
+        .or_else(|| {
+            install_postgres();
+            installed_bin_dir()
+        })
+        .expect(
+            "PostgreSQL's initdb is not installed and .ci/setup could not install it (Debian package `postgresql`): \
+             install it, set PG_BIN, or point CHAINTRIGGER_TEST_POSTGRES at a server",
+        )
+}
+
+fn installed_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -73,16 +86,25 @@ pub fn bin_dir() -> PathBuf {
         .collect();
     versions.sort();
     if let Some((_, bin)) = versions.pop() {
-        return bin;
+        return Some(bin);
     }
     std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file())
-        })
-        .expect(
-            "PostgreSQL's initdb is not installed: run .ci/setup (Debian package `postgresql`), set PG_BIN, or \
-             point CHAINTRIGGER_TEST_POSTGRES at a server",
-        )
+        .and_then(|path| std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file()))
+}
+
+/// Runs `.ci/setup` under a file lock (the unit and the integration tests may both get here at once).
+fn install_postgres() {
+    let lock_path = std::env::temp_dir().join("chaintrigger-postgres-setup.lock");
+    let Ok(lock) = std::fs::File::create(&lock_path) else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own for the whole call; released when `lock` is dropped.
+    let _ = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    if installed_bin_dir().is_some() {
+        return;
+    }
+    let setup = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/setup");
+    let _ = std::process::Command::new(setup).status();
 }
 
 fn is_root() -> bool {
