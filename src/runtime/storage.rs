@@ -207,7 +207,7 @@ impl EventStatus {
 
 /// A finished async event, kept for inspection and for de-duplication of stateful invocation ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventOutcome {
+pub struct FinishedAsyncEvent {
     /// Target service.
     pub service: String,
     /// Target function.
@@ -308,7 +308,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Forgets outcomes recorded before `finished_before_ms` (and with them their stateful invocation ids).
     fn prune_outcomes(&self, finished_before_ms: i64) -> Result<usize, StorageError>;
     /// Recorded outcomes of a function's events, oldest first.
-    fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError>;
+    fn outcomes(
+        &self,
+        service: &str,
+        function: &str,
+    ) -> Result<Vec<FinishedAsyncEvent>, StorageError>;
     /// Publishes the service as it is now (its record and every function, code included) under the next
     /// version number, in one transaction; `NoChanges` when its fingerprint is the latest version's.
     fn publish_version(
@@ -1199,14 +1203,18 @@ impl Storage for SqliteStorage {
         )?)
     }
 
-    fn outcomes(&self, service: &str, function: &str) -> Result<Vec<EventOutcome>, StorageError> {
+    fn outcomes(
+        &self,
+        service: &str,
+        function: &str,
+    ) -> Result<Vec<FinishedAsyncEvent>, StorageError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT service, function, invocation_id, request_id, status, attempts, detail FROM async_outcomes
              WHERE service = ?1 AND function = ?2 ORDER BY finished_ms, seq",
         )?;
         let rows = statement.query_map([service, function], |row| {
-            Ok(EventOutcome {
+            Ok(FinishedAsyncEvent {
                 service: row.get(0)?,
                 function: row.get(1)?,
                 invocation_id: row.get(2)?,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use chaintrigger::fcsign::{self, SignedParts};
 use chaintrigger::runtime::auth::{AccessKey, Secret};
-use chaintrigger::runtime::storage::EventOutcome;
+use chaintrigger::runtime::storage::FinishedAsyncEvent;
 use chaintrigger::runtime::{Runtime, RuntimeConfig};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -352,7 +352,7 @@ impl TestRuntime {
         function: &str,
         count: usize,
         within: Duration,
-    ) -> Vec<EventOutcome> {
+    ) -> Vec<FinishedAsyncEvent> {
         let deadline = Instant::now() + within;
         loop {
             let outcomes = self
