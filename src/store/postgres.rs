@@ -29,13 +29,13 @@ use tokio_postgres::{Client, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::values::{
-    anchor_block, anchor_hash, from_millis, read_anchor, to_i64, to_millis, to_u64,
+    TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
     DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
 };
 use crate::config::{Secret, TriggerName};
-use crate::trigger::state::{Anchor, Position, State, Status};
+use crate::trigger::state::{Anchor, Position, Status};
 
 /// The schema, one migration per version; the database records the last version applied. The same tables and
 /// columns as the SQLite store (times in milliseconds since the Unix epoch), with PostgreSQL's types.
@@ -376,31 +376,21 @@ impl PostgresStore {
 
     fn read_trigger(&self, row: &Row) -> Result<TriggerRecord, StoreError> {
         let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| self.error(e));
-        let name: String = row.try_get(0).map_err(|e| self.error(e))?;
-        let state: String = row.try_get(1).map_err(|e| self.error(e))?;
-        let trigger =
-            TriggerName::new(name.clone()).map_err(|e| self.corrupt("trigger name", e))?;
-        let state = State::parse(&state)
-            .ok_or_else(|| self.corrupt(&format!("state of trigger `{name}`"), state))?;
-        Ok(TriggerRecord {
-            name: trigger,
-            status: Status {
-                state,
-                failures: to_u64(get(4)?),
-                last_error: row.try_get(5).map_err(|e| self.error(e))?,
-            },
-            position: Position {
-                block: to_u64(get(2)?),
-                index: u32::try_from(get(3)?).unwrap_or(u32::MAX),
-            },
-            anchor: read_anchor(
-                row.try_get(9).map_err(|e| self.error(e))?,
-                row.try_get(10).map_err(|e| self.error(e))?,
-            ),
-            delivered: to_u64(get(6)?),
-            discarded: to_u64(get(7)?),
-            updated_at: from_millis(get(8)?),
-        })
+        let row = TriggerRow {
+            name: row.try_get(0).map_err(|e| self.error(e))?,
+            state: row.try_get(1).map_err(|e| self.error(e))?,
+            block: get(2)?,
+            index: get(3)?,
+            failures: get(4)?,
+            last_error: row.try_get(5).map_err(|e| self.error(e))?,
+            delivered: get(6)?,
+            discarded: get(7)?,
+            updated_at: get(8)?,
+            anchor_block: row.try_get(9).map_err(|e| self.error(e))?,
+            anchor_hash: row.try_get(10).map_err(|e| self.error(e))?,
+        };
+        row.into_record()
+            .map_err(|(what, found)| self.corrupt(&what, found))
     }
 
     fn read_dead_letter(&self, row: &Row) -> Result<DeadLetter, StoreError> {

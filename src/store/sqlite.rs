@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::values::{
-    anchor_block, anchor_hash, from_millis, read_anchor, to_i64, to_millis, to_u64,
+    TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
     DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
 };
 use crate::config::TriggerName;
-use crate::trigger::state::{Anchor, Position, State, Status};
+use crate::trigger::state::{Anchor, Position, Status};
 
 /// The schema, one migration per version; a database records the last version applied.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -120,36 +120,26 @@ impl SqliteStore {
     }
 
     fn read_trigger(&self, row: &Row<'_>) -> Result<TriggerRecord, StoreError> {
-        let get = |i| row.get::<_, i64>(i).map_err(|e| self.sqlite(e));
-        let name: String = row.get(0).map_err(|e| self.sqlite(e))?;
-        let state: String = row.get(1).map_err(|e| self.sqlite(e))?;
-        let corrupt = |what: &str, found: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            what: what.to_owned(),
-            found,
+        let get = |i: usize| row.get::<_, i64>(i).map_err(|e| self.sqlite(e));
+        let row = TriggerRow {
+            name: row.get(0).map_err(|e| self.sqlite(e))?,
+            state: row.get(1).map_err(|e| self.sqlite(e))?,
+            block: get(2)?,
+            index: get(3)?,
+            failures: get(4)?,
+            last_error: row.get(5).map_err(|e| self.sqlite(e))?,
+            delivered: get(6)?,
+            discarded: get(7)?,
+            updated_at: get(8)?,
+            anchor_block: row.get(9).map_err(|e| self.sqlite(e))?,
+            anchor_hash: row.get(10).map_err(|e| self.sqlite(e))?,
         };
-        let trigger = TriggerName::new(name.clone()).map_err(|e| corrupt("trigger name", e))?;
-        let state = State::parse(&state)
-            .ok_or_else(|| corrupt(&format!("state of trigger `{name}`"), state))?;
-        Ok(TriggerRecord {
-            name: trigger,
-            status: Status {
-                state,
-                failures: to_u64(get(4)?),
-                last_error: row.get(5).map_err(|e| self.sqlite(e))?,
-            },
-            position: Position {
-                block: to_u64(get(2)?),
-                index: u32::try_from(get(3)?).unwrap_or(u32::MAX),
-            },
-            anchor: read_anchor(
-                row.get(9).map_err(|e| self.sqlite(e))?,
-                row.get(10).map_err(|e| self.sqlite(e))?,
-            ),
-            delivered: to_u64(get(6)?),
-            discarded: to_u64(get(7)?),
-            updated_at: from_millis(get(8)?),
-        })
+        row.into_record()
+            .map_err(|(what, found)| StoreError::Corrupt {
+                path: self.path.clone(),
+                what,
+                found,
+            })
     }
 
     fn read_dead_letter(&self, row: &Row<'_>) -> Result<DeadLetter, StoreError> {
