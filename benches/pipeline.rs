@@ -15,7 +15,10 @@
 //!    following the channel), next to the same daemon with one trigger.
 //!
 //! `cargo bench --bench pipeline` prints one table per part. Env: BENCH_BACKLOG (default 1000 blocks),
-//! BENCH_PACED (default 300 blocks), BENCH_RATE (default 50 blocks/s), BENCH_TRIGGERS (default 1000).
+//! BENCH_PACED (default 300 blocks), BENCH_RATE (default 50 blocks/s), BENCH_TRIGGERS (default 1000),
+//! BENCH_PARTS (`pipeline,memory`, the default, or one of them), BENCH_BASE_BIN (another `chaintrigger` binary,
+//! e.g. one built from an earlier commit: the memory rows are then measured for both, one after the other, in
+//! this run).
 //! The handler reports its start time on its log (`STAMP <ns> <event id>`), which the runtime writes to
 //! `pool/logs/bench/noop.log` in its data folder: no file the sandboxed handler would need to be allowed to write.
 
@@ -126,6 +129,7 @@ fn free_port() -> BenchResult<u16> {
 /// Writes the configuration (the channel on `chain`, then `triggers`) and starts the daemon; returns once its
 /// admin API answers.
 async fn start_daemon(
+    bin: &Path,
     dir: &Path,
     chain: &Chain,
     runtime: bool,
@@ -181,7 +185,7 @@ server_name = "{PEER_NAME}"
     let path = dir.join("chaintrigger.toml");
     std::fs::write(&path, config)?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
-    let child = Command::new(env!("CARGO_BIN_EXE_chaintrigger"))
+    let child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(&path)
         .env("BENCH_ADMIN_TOKEN", TOKEN)
@@ -339,7 +343,8 @@ function = "noop"
 invocation = "{mode}"
 "#
     );
-    let mut daemon = start_daemon(dir.path(), &chain, true, &trigger).await?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_chaintrigger"));
+    let mut daemon = start_daemon(bin, dir.path(), &chain, true, &trigger).await?;
 
     // Backlog: the daemon's delivered count over time, then the handler's stamps.
     let started = Instant::now();
@@ -445,15 +450,25 @@ struct MemoryRow {
     blocks: u64,
 }
 
-/// A filter that never matches a Block event, in each language.
-fn never_matching_filter(language: &str) -> &'static str {
+/// A filter that never matches a Block event, in each language: the same for every trigger, or (`distinct`) one
+/// text per trigger (`index`), so no two triggers can share a compiled filter.
+fn never_matching_filter(language: &str, distinct: bool, index: u64) -> String {
+    let bound = if distinct { -(index as i64) } else { 0 };
     match language {
-        "jmespath" => "filter_language = \"jmespath\"\nfilter = 'content.number < `0`'",
-        _ => "filter = 'select(.content.number < 0)'",
+        "jmespath" => {
+            format!("filter_language = \"jmespath\"\nfilter = 'content.number < `{bound}`'")
+        }
+        _ => format!("filter = 'select(.content.number < {bound})'"),
     }
 }
 
-async fn memory(triggers: u64, language: &str, blocks: u64) -> BenchResult<MemoryRow> {
+async fn memory(
+    bin: &Path,
+    triggers: u64,
+    language: &str,
+    distinct: bool,
+    blocks: u64,
+) -> BenchResult<MemoryRow> {
     let dir = tempfile::tempdir()?;
     let chain = start_chain(0).await?;
     let mut config = String::new();
@@ -461,10 +476,10 @@ async fn memory(triggers: u64, language: &str, blocks: u64) -> BenchResult<Memor
         config.push_str(&format!(
             "[[triggers]]\nname = \"block-{i}\"\nchannel = \"mychannel\"\nevent = \"Block\"\n{}\n\
              [triggers.target.http]\nurl = \"http://127.0.0.1:9/never\"\n\n",
-            never_matching_filter(language)
+            never_matching_filter(language, distinct, i)
         ));
     }
-    let mut daemon = start_daemon(dir.path(), &chain, false, &config).await?;
+    let mut daemon = start_daemon(bin, dir.path(), &chain, false, &config).await?;
     // Settled: every trigger is at the chain's head.
     let head = chain.handle.height();
     wait_at_height(&mut daemon, head, triggers).await?;
@@ -515,8 +530,23 @@ fn main() -> BenchResult<()> {
     let paced = env_number("BENCH_PACED", 300);
     let rate = env_number("BENCH_RATE", 50);
     let trigger_count = env_number("BENCH_TRIGGERS", 1000);
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "pipeline,memory".to_owned());
     let runtime = tokio::runtime::Runtime::new()?;
+    if parts.split(',').any(|p| p == "pipeline") {
+        pipeline_part(&runtime, backlog, paced, rate)?;
+    }
+    if parts.split(',').any(|p| p == "memory") {
+        memory_part(&runtime, trigger_count)?;
+    }
+    Ok(())
+}
 
+fn pipeline_part(
+    runtime: &tokio::runtime::Runtime,
+    backlog: u64,
+    paced: u64,
+    rate: u64,
+) -> BenchResult<()> {
     println!(
         "pipeline: 1 Tx trigger, no filter, no-op Python handler through the bundled runtime; backlog {backlog} blocks, then {paced} blocks at {rate} blocks/s"
     );
@@ -538,29 +568,48 @@ fn main() -> BenchResult<()> {
             row.max
         );
     }
+    Ok(())
+}
 
+fn memory_part(runtime: &tokio::runtime::Runtime, trigger_count: u64) -> BenchResult<()> {
+    let mut binaries = vec![(
+        "this build".to_owned(),
+        PathBuf::from(env!("CARGO_BIN_EXE_chaintrigger")),
+    )];
+    if let Ok(base) = std::env::var("BENCH_BASE_BIN") {
+        binaries.push((format!("base ({base})"), PathBuf::from(base)));
+    }
     println!(
         "\nmemory: Block triggers with a filter that never matches (nothing pushed), one channel"
     );
     println!(
-        "| triggers | filter | RSS idle (MiB) | RSS after blocks (MiB) | peak RSS (MiB) | blocks processed by every trigger |"
+        "| binary | triggers | filter | RSS idle (MiB) | RSS after blocks (MiB) | peak RSS (MiB) | blocks processed by every trigger |"
     );
-    println!("|---:|---|---:|---:|---:|---:|");
-    for (count, language) in [
-        (1, "jq"),
-        (trigger_count, "jq"),
-        (trigger_count, "jmespath"),
+    println!("|---|---:|---|---:|---:|---:|---:|");
+    for (count, language, distinct) in [
+        (1, "jq", false),
+        (trigger_count, "jq", false),
+        (trigger_count, "jq", true),
+        (trigger_count, "jmespath", false),
     ] {
-        let row = runtime.block_on(memory(count, language, 100))?;
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        println!(
-            "| {} | {language} | {:.1} | {:.1} | {:.1} | {} |",
-            row.triggers,
-            mib(row.idle_kib),
-            mib(row.after_kib),
-            mib(row.peak_kib),
-            row.blocks
-        );
+        // The binaries one after the other for each row, so both see the same machine.
+        for (label, bin) in &binaries {
+            let row = runtime.block_on(memory(bin, count, language, distinct, 100))?;
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            let filter = if distinct {
+                format!("{language}, one text per trigger")
+            } else {
+                format!("{language}, the same text")
+            };
+            println!(
+                "| {label} | {} | {filter} | {:.1} | {:.1} | {:.1} | {} |",
+                row.triggers,
+                mib(row.idle_kib),
+                mib(row.after_kib),
+                mib(row.peak_kib),
+                row.blocks
+            );
+        }
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::OnceLock;
 
+use jaq_core::load::parse::Def;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::native::{Fun, v};
 use jaq_core::{Ctx, DataT, Exn, ValX, ValXs, Vars};
@@ -68,11 +70,24 @@ pub enum JqError {
 
 /// Compiles `source`, refusing recursive definitions.
 pub fn compile(source: &str) -> Result<Program, CompileError> {
+    compile_with(source, false)
+}
+
+/// Compiles `source` with every library definition, used or not: what [`compile`] did before it kept only the
+/// reachable ones, so tests can compare the two.
+#[cfg(test)]
+pub fn compile_with_whole_library(source: &str) -> Result<Program, CompileError> {
+    compile_with(source, true)
+}
+
+fn compile_with(source: &str, whole_library: bool) -> Result<Program, CompileError> {
     let error = |message: String| CompileError {
         language: Language::Jq,
         message,
     };
-    if let Some(name) = recursive_definition(source) {
+    let parsed: Option<jaq_core::load::parse::Term<&str>> =
+        jaq_core::load::parse(source, |p| p.term());
+    if let Some(name) = parsed.as_ref().and_then(recursive_definition) {
         return Err(error(format!(
             "`def {name}` calls itself: recursive definitions are refused in filters, because one that recurses \
              without end would only stop at the evaluation's depth guard, on every event (jq's own functions such \
@@ -83,10 +98,12 @@ pub fn compile(source: &str) -> Result<Program, CompileError> {
         code: source,
         path: (),
     };
-    let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
-    let loader = Loader::new(defs);
+    // Only the library definitions the filter can reach are compiled into its program (a program holds every
+    // definition it was compiled with); a filter that does not parse gets them all, and the loader's error.
+    let loader = Loader::new(match &parsed {
+        Some(term) if !whole_library => Prelude::get().reachable_from(term),
+        _ => Prelude::get().all(),
+    });
     let arena = Arena::default();
     let modules = loader.load(&arena, program).map_err(|errors| {
         let messages: Vec<String> = errors
@@ -310,13 +327,10 @@ pub fn bounded_display(value: &impl fmt::Display, max: usize) -> String {
 /// depth guard stops it, on every event, and check-config cannot tell. Functions are matched by name, whatever
 /// their scope or arity, which can only refuse more than needed. A program that does not parse returns `None`: the
 /// loader then reports the syntax error.
-fn recursive_definition(source: &str) -> Option<String> {
-    use jaq_core::load::parse::Term;
-
-    let term: Term<&str> = jaq_core::load::parse(source, |p| p.term())?;
+fn recursive_definition<'s>(term: &jaq_core::load::parse::Term<&'s str>) -> Option<String> {
     let mut graph: Vec<(&str, Vec<&str>)> = Vec::new();
     let mut top_level_calls = Vec::new();
-    collect_calls(&term, &mut top_level_calls, &mut graph);
+    collect_calls(term, &mut top_level_calls, &mut graph);
 
     let defined: HashSet<&str> = graph.iter().map(|(name, _)| *name).collect();
     let callees = |name: &str| -> Vec<&str> {
@@ -342,7 +356,89 @@ fn recursive_definition(source: &str) -> Option<String> {
     None
 }
 
-/// Adds the functions `term` calls to `calls`, and every definition inside it to `graph` with its own calls.
+/// The jq library definitions (jaq's core, standard and JSON definitions, in the order jq sees them), parsed once
+/// per process, with the names each one calls.
+///
+/// Compiling a filter against the whole library puts every library definition into the filter's program: about
+/// 120 KiB per filter, the same for `select(.a)` as for a long program. A filter gets only the definitions it can
+/// reach instead: those named by a function it calls, then those named by a function they call, and so on. That
+/// changes nothing the filter can observe: a name is resolved among the definitions before it with that name
+/// (and then the native functions), and every definition with a name that is called anywhere on the way is kept,
+/// in its order, whatever its arity; only definitions nothing can call are left out.
+struct Prelude {
+    /// The definitions in library order.
+    defs: Vec<Def<&'static str>>,
+    /// The names each definition calls (anywhere in its body, local definitions included), by index in `defs`.
+    calls: Vec<Vec<&'static str>>,
+}
+
+impl Prelude {
+    fn get() -> &'static Prelude {
+        static PRELUDE: OnceLock<Prelude> = OnceLock::new();
+        PRELUDE.get_or_init(|| {
+            let defs: Vec<Def<&'static str>> = jaq_core::defs()
+                .chain(jaq_std::defs())
+                .chain(jaq_json::defs())
+                .collect();
+            let calls = defs.iter().map(|def| calls_anywhere(&def.body)).collect();
+            Prelude { defs, calls }
+        })
+    }
+
+    /// The definitions `term` can reach, in library order.
+    fn reachable_from<'s>(&self, term: &jaq_core::load::parse::Term<&'s str>) -> Vec<Def<&'s str>> {
+        let mut wanted: Vec<&str> = calls_anywhere(term);
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut kept = vec![false; self.defs.len()];
+        while let Some(name) = wanted.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            for (index, def) in self.defs.iter().enumerate() {
+                if def.name == name && !kept[index] {
+                    kept[index] = true;
+                    wanted.extend(self.calls[index].iter().copied());
+                }
+            }
+        }
+        self.defs
+            .iter()
+            .zip(kept)
+            .filter(|(_, kept)| *kept)
+            .map(|(def, _)| -> Def<&'s str> { def.clone() })
+            .collect()
+    }
+
+    /// Every definition, in library order.
+    fn all<'s>(&self) -> Vec<Def<&'s str>> {
+        self.defs
+            .iter()
+            .map(|def| -> Def<&'s str> { def.clone() })
+            .collect()
+    }
+}
+
+/// The name and arity of every library definition, in library order.
+#[cfg(test)]
+pub fn library_signatures() -> Vec<(&'static str, usize)> {
+    Prelude::get()
+        .defs
+        .iter()
+        .map(|def| (def.name, def.args.len()))
+        .collect()
+}
+
+/// Every name `term` calls, its local definitions' calls included.
+fn calls_anywhere<'s>(term: &jaq_core::load::parse::Term<&'s str>) -> Vec<&'s str> {
+    let mut calls = Vec::new();
+    let mut graph = Vec::new();
+    collect_calls(term, &mut calls, &mut graph);
+    calls.extend(graph.into_iter().flat_map(|(_, own)| own));
+    calls
+}
+
+/// Adds the functions `term` calls to `calls` (string formats such as `@base64` included), and every definition
+/// inside it to `graph` with its own calls.
 fn collect_calls<'s>(
     term: &jaq_core::load::parse::Term<&'s str>,
     calls: &mut Vec<&'s str>,
@@ -372,10 +468,11 @@ fn collect_calls<'s>(
     let mut each = |t: &Term<&'s str>| collect_calls(t, calls, graph);
     match term {
         Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
-        Term::Str(_, parts) => {
+        Term::Str(format, parts) => {
+            calls.extend(format.iter().copied());
             for part in parts {
                 if let StrPart::Term(t) = part {
-                    each(t);
+                    collect_calls(t, calls, graph);
                 }
             }
         }

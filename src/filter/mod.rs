@@ -28,9 +28,10 @@
 //! | `meter` | the global allocator's per-thread count of what an evaluation holds |
 //! | `pool` | the threads evaluations run on, their time-outs and their replacement |
 
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use jaq_json::Val;
@@ -58,7 +59,9 @@ use budget::Budget;
 use output::Outputs;
 
 /// The language a filter is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     /// jq, the language of BaaS filters (the default, so BaaS filters move over unchanged).
@@ -134,17 +137,56 @@ pub enum ErrorKind {
 
 /// A compiled filter: compile once at configuration load, apply to every event (Send + Sync; cloning it is
 /// cheap and shares the compiled program).
+///
+/// Filters with the same text in the same language share one compiled program, however many triggers use it
+/// (see [`Filter::compile`]); what happens to one trigger's filter (an overrun) stays with that trigger.
 #[derive(Clone)]
 pub struct Filter {
     inner: Arc<Compiled>,
+    /// Set when an evaluation of this filter overran its time limit and its thread was abandoned: why. Shared
+    /// by the clones of one compiled filter (one trigger), not by other filters with the same program.
+    overran: Arc<OnceLock<String>>,
 }
 
 struct Compiled {
     /// Kept so the filter can be shown back to the operator (admin API, logs).
     source: String,
     program: Program,
-    /// Set when an evaluation of this filter overran its time limit and its thread was abandoned: why.
-    overran: OnceLock<String>,
+}
+
+/// Compiled programs by language and text, so identical filters share one (a program is immutable once
+/// compiled). Weak: a program no trigger uses any more (a reload changed it) is freed, and its entry dropped the
+/// next time a filter is compiled.
+fn compiled_programs() -> &'static std::sync::Mutex<HashMap<(Language, String), Weak<Compiled>>> {
+    static PROGRAMS: OnceLock<std::sync::Mutex<HashMap<(Language, String), Weak<Compiled>>>> =
+        OnceLock::new();
+    PROGRAMS.get_or_init(Default::default)
+}
+
+/// The compiled program for `source` in `language`, if a filter alive somewhere holds one.
+fn shared_program(language: Language, source: &str) -> Option<Arc<Compiled>> {
+    let programs = compiled_programs()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    programs
+        .get(&(language, source.to_owned()))
+        .and_then(Weak::upgrade)
+}
+
+/// Keeps `compiled` for later filters with the same text, unless another thread kept one meanwhile: that one is
+/// returned then, so every filter with this text shares one program.
+fn share_program(language: Language, compiled: Compiled) -> Arc<Compiled> {
+    let mut programs = compiled_programs()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = (language, compiled.source.clone());
+    if let Some(kept) = programs.get(&key).and_then(Weak::upgrade) {
+        return kept;
+    }
+    programs.retain(|_, program| program.strong_count() > 0);
+    let compiled = Arc::new(compiled);
+    programs.insert(key, Arc::downgrade(&compiled));
+    compiled
 }
 
 enum Program {
@@ -168,7 +210,17 @@ impl Filter {
     /// text is limited to [`MAX_SOURCE_BYTES`] and compiled on a thread of its own with a stack sized for it, so a
     /// deeply nested filter is refused or compiled, never a stack overflow, whichever thread loads the
     /// configuration.
+    ///
+    /// A filter with the same text and language as one compiled before (and still used) shares that one's program
+    /// and is not compiled again: 1,000 triggers with one filter hold one program. Only the jq library definitions
+    /// the filter can reach are compiled into its program (see `jq`).
     pub fn compile(language: Language, source: &str) -> Result<Filter, CompileError> {
+        if let Some(inner) = shared_program(language, source) {
+            return Ok(Filter {
+                inner,
+                overran: Arc::default(),
+            });
+        }
         let error = |message: String| CompileError { language, message };
         if source.len() > MAX_SOURCE_BYTES {
             return Err(error(format!(
@@ -197,13 +249,22 @@ impl Filter {
                 )))
             })
         })?;
-        Ok(Filter {
-            inner: Arc::new(Compiled {
+        let inner = share_program(
+            language,
+            Compiled {
                 source: source.to_owned(),
                 program: compiled,
-                overran: OnceLock::new(),
-            }),
+            },
+        );
+        Ok(Filter {
+            inner,
+            overran: Arc::default(),
         })
+    }
+
+    /// Whether `self` and `other` run one compiled program (same language and text).
+    pub fn shares_program_with(&self, other: &Filter) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The language this filter is written in.
@@ -221,12 +282,12 @@ impl Filter {
 
     /// Why the filter is no longer run, when an evaluation of it overran its time limit on the pool.
     pub fn overran(&self) -> Option<&str> {
-        self.inner.overran.get().map(String::as_str)
+        self.overran.get().map(String::as_str)
     }
 
     /// Records that an evaluation of this filter overran (the first reason is kept).
     fn mark_overran(&self, reason: String) {
-        let _ = self.inner.overran.set(reason);
+        let _ = self.overran.set(reason);
     }
 
     /// Runs the filter on an event envelope under the default [`Limits`], on the current thread, and returns the

@@ -567,3 +567,112 @@ fn a_deep_recursion_stops_at_the_depth_guard_on_any_thread() {
     let error = pooled(&deep, json!(0)).unwrap_err();
     assert_eq!(error.kind, ErrorKind::Output, "{error}");
 }
+
+#[test]
+fn identical_filters_share_one_compiled_program_and_keep_their_own_overrun() {
+    let source = "select(.content.to == \"shared-program\")";
+    let first = jq(source);
+    let second = jq(source);
+    assert!(first.shares_program_with(&second));
+    assert!(first.shares_program_with(&first.clone()));
+    // The same text in another language, or another text, is another program.
+    assert!(!jq("length").shares_program_with(&jmespath("length")));
+    assert!(!first.shares_program_with(&jq("select(.content.to == \"other\")")));
+    // Both filters behave as one compiled alone.
+    let event = fixture("tx_taskmgr_valid.json");
+    assert_eq!(first.apply(&event).unwrap(), second.apply(&event).unwrap());
+    // An overrun is one trigger's: the other trigger with the same filter keeps running it.
+    first.mark_overran("on an earlier event it ran too long".to_owned());
+    assert!(first.overran().is_some());
+    assert_eq!(second.overran(), None);
+    assert_eq!(jq(source).overran(), None);
+}
+
+#[test]
+fn a_program_no_filter_uses_is_freed() {
+    let filter = jq("select(.content.to == \"freed-program\")");
+    let program = Arc::downgrade(&filter.inner);
+    let clone = filter.clone();
+    drop(filter);
+    assert!(program.upgrade().is_some(), "a clone still uses it");
+    drop(clone);
+    assert!(program.upgrade().is_none());
+    // Compiling it again works and makes a new program.
+    assert!(
+        jq("select(.content.to == \"freed-program\")")
+            .apply(&json!({"content": {"to": "freed-program"}}))
+            .is_ok()
+    );
+}
+
+/// A filter compiled with only the library definitions it reaches gives what the same filter compiled with the
+/// whole library gives, for a call of every library definition (arguments `.`, at most 5 outputs, errors caught)
+/// and a few filters that define their own functions over library names, on several inputs.
+#[test]
+fn reachable_library_definitions_behave_as_the_whole_library() {
+    let whole = |source: &str| Filter {
+        inner: Arc::new(Compiled {
+            source: source.to_owned(),
+            program: Program::Jq(
+                jq::compile_with_whole_library(source).unwrap_or_else(|e| panic!("{source}: {e}")),
+            ),
+        }),
+        overran: Arc::default(),
+    };
+    let mut sources: Vec<String> = jq::library_signatures()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+        // Side effects on stderr only; both print.
+        .filter(|(name, _)| !matches!(*name, "debug" | "stderr"))
+        .map(|(name, arity)| {
+            let call = if arity == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}({})", vec!["."; arity].join("; "))
+            };
+            format!("try [limit(5; {call})] catch [\"error\", .]")
+        })
+        .collect();
+    sources.extend(
+        [
+            "def map(f): [.[] | f, 1]; [.[]?] | map(. + 1)",
+            "def select(f): .; [.[]? | select(false)]",
+            "def length: 7; [length, (.. | numbers)]",
+            "@base64 \"x\\(.)\", @json, @html \"\\(.)\"",
+            "[paths] | length",
+            "to_entries? // \"none\"",
+            EXAMPLE_4,
+            EXAMPLE_6,
+        ]
+        .map(str::to_owned),
+    );
+    let inputs = [
+        json!(null),
+        json!("a,b,c"),
+        json!([3, 1, 2]),
+        json!({"a": {"b": [1, "x"]}, "c": 2.5}),
+    ];
+    let mut compared = 0;
+    for source in &sources {
+        let shaken = jq(source);
+        let whole = whole(source);
+        for input in &inputs {
+            let started = std::time::Instant::now();
+            let envelope = Envelope::new(input.clone());
+            let limits = Limits::with_timeout(std::time::Duration::from_millis(20));
+            let expected = whole.evaluate(&envelope, &limits, &|| false);
+            let found = shaken.evaluate(&envelope, &limits, &|| false);
+            let same = match (&found, &expected) {
+                // A time limit is where the evaluation happened to be: the kind is what must agree.
+                (Err(a), Err(b)) if b.kind == ErrorKind::Time => a.kind == ErrorKind::Time,
+                _ => found == expected,
+            };
+            assert!(same, "{source} on {input}: {found:?} against {expected:?}");
+            if started.elapsed() > std::time::Duration::from_secs(2) {
+                eprintln!("{source} on {input} took {:?}", started.elapsed());
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 4 * 100, "only {compared} comparisons");
+}
