@@ -3,6 +3,7 @@
 //! The API and the queue worker see it through the [`Storage`] trait; [`SqliteStorage`] is the one
 //! implementation (a file under the data directory, WAL mode, schema versions in `PRAGMA user_version`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -535,6 +536,33 @@ CREATE INDEX triggers_by_type ON triggers (trigger_type);
 pub struct SqliteStorage {
     /// One connection: every statement is short, and one writer is what SQLite allows anyway.
     connection: Mutex<Connection>,
+    /// Services and functions as last read: every invocation reads its service and function, and they change
+    /// only through this store's own writes. Invariants: an entry is only added while `connection` is held, with
+    /// what was just read through it; every write of a service or function empties the cache once the write is
+    /// done. So a reader that read before a write added its entry before the write began, and the write's end
+    /// removes it: a read that starts after a write returned never sees what was there before.
+    records: Mutex<Records>,
+}
+
+/// The cached services and functions (existing ones only: a miss always reads the database).
+#[derive(Default)]
+struct Records {
+    services: HashMap<String, ServiceRecord>,
+    functions: HashMap<(String, String), FunctionRecord>,
+}
+
+/// Empties the record cache when dropped: held by every write of a service or function for its whole length.
+struct ForgetRecords<'a>(&'a Mutex<Records>);
+
+impl Drop for ForgetRecords<'_> {
+    fn drop(&mut self) {
+        let mut records = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        records.services.clear();
+        records.functions.clear();
+    }
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -613,7 +641,19 @@ impl SqliteStorage {
         }
         Ok(SqliteStorage {
             connection: Mutex::new(connection),
+            records: Mutex::default(),
         })
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// For a write of a service or function: the cache is emptied when the returned guard goes.
+    fn forget_records(&self) -> ForgetRecords<'_> {
+        ForgetRecords(&self.records)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -842,6 +882,7 @@ fn is_constraint(error: &rusqlite::Error) -> bool {
 
 impl Storage for SqliteStorage {
     fn insert_service(&self, service: &ServiceRecord) -> Result<(), StorageError> {
+        let _forget = self.forget_records();
         let result = self.lock().execute(
             "INSERT INTO services (name, id, config, created_ms, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -860,14 +901,25 @@ impl Storage for SqliteStorage {
     }
 
     fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StorageError> {
-        let row = self
-            .lock()
+        if let Some(service) = self.records().services.get(name) {
+            return Ok(Some(service.clone()));
+        }
+        let connection = self.lock();
+        let row = connection
             .prepare_cached(
                 "SELECT name, id, config, created_ms, modified_ms FROM services WHERE name = ?1",
             )?
             .query_row([name], service_from_row)
             .optional()?;
-        row.map(to_service).transpose()
+        let service = row.map(to_service).transpose()?;
+        if let Some(service) = &service {
+            // Still holding the connection: no write can have come between the read and this.
+            self.records()
+                .services
+                .insert(name.to_owned(), service.clone());
+        }
+        drop(connection);
+        Ok(service)
     }
 
     fn services(
@@ -889,6 +941,7 @@ impl Storage for SqliteStorage {
     }
 
     fn update_service(&self, service: &ServiceRecord) -> Result<(), StorageError> {
+        let _forget = self.forget_records();
         self.lock().execute(
             "UPDATE services SET config = ?2, modified_ms = ?3 WHERE name = ?1",
             params![service.name, json(&service.config), service.modified_ms],
@@ -897,6 +950,7 @@ impl Storage for SqliteStorage {
     }
 
     fn delete_service(&self, name: &str) -> Result<bool, StorageError> {
+        let _forget = self.forget_records();
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let count = count_rows(
@@ -931,6 +985,7 @@ impl Storage for SqliteStorage {
         function: &FunctionRecord,
         max_per_service: usize,
     ) -> Result<(), StorageError> {
+        let _forget = self.forget_records();
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let count = count_rows(
@@ -966,14 +1021,24 @@ impl Storage for SqliteStorage {
     }
 
     fn function(&self, service: &str, name: &str) -> Result<Option<FunctionRecord>, StorageError> {
-        let row = self
-            .lock()
+        let key = (service.to_owned(), name.to_owned());
+        if let Some(function) = self.records().functions.get(&key) {
+            return Ok(Some(function.clone()));
+        }
+        let connection = self.lock();
+        let row = connection
             .prepare_cached(&format!(
                 "SELECT {FUNCTION_COLUMNS} FROM functions WHERE service = ?1 AND name = ?2"
             ))?
             .query_row([service, name], function_from_row)
             .optional()?;
-        row.map(to_function).transpose()
+        let function = row.map(to_function).transpose()?;
+        if let Some(function) = &function {
+            // Still holding the connection: no write can have come between the read and this.
+            self.records().functions.insert(key, function.clone());
+        }
+        drop(connection);
+        Ok(function)
     }
 
     fn functions(
@@ -996,6 +1061,7 @@ impl Storage for SqliteStorage {
     }
 
     fn update_function(&self, function: &FunctionRecord) -> Result<(), StorageError> {
+        let _forget = self.forget_records();
         self.lock().execute(
             "UPDATE functions SET config = ?3, code_checksum = ?4, code_size = ?5, modified_ms = ?6
              WHERE service = ?1 AND name = ?2",
@@ -1028,6 +1094,7 @@ impl Storage for SqliteStorage {
     }
 
     fn delete_function(&self, service: &str, name: &str) -> Result<bool, StorageError> {
+        let _forget = self.forget_records();
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let triggers = count_rows(
@@ -1695,6 +1762,83 @@ mod tests {
             attempts: 0,
             next_attempt_ms: 1,
         }
+    }
+
+    fn service_record(name: &str, description: &str) -> ServiceRecord {
+        let mut attributes = crate::runtime::limits::ServiceAttributes::default();
+        attributes.description = Some(description.to_owned());
+        ServiceRecord {
+            name: name.into(),
+            id: "id".into(),
+            config: ServiceConfig::apply(None, &attributes),
+            created_ms: 1,
+            modified_ms: 1,
+        }
+    }
+
+    #[test]
+    fn reads_after_a_write_see_the_write() {
+        let (_dir, storage) = storage();
+        storage
+            .insert_service(&service_record("s", "first"))
+            .unwrap();
+        // Read twice: the second answer comes from the cache.
+        for _ in 0..2 {
+            assert_eq!(
+                storage.service("s").unwrap().unwrap().config.description,
+                "first"
+            );
+        }
+        storage
+            .update_service(&service_record("s", "second"))
+            .unwrap();
+        assert_eq!(
+            storage.service("s").unwrap().unwrap().config.description,
+            "second"
+        );
+
+        let function = FunctionRecord {
+            service: "s".into(),
+            name: "f".into(),
+            id: "fid".into(),
+            config: FunctionConfig {
+                runtime: "python3".into(),
+                handler: "index.first".into(),
+                description: String::new(),
+                memory_size: 128,
+                timeout: 3,
+                initializer: String::new(),
+                initialization_timeout: 3,
+                environment_variables: Default::default(),
+                instance_concurrency: 1,
+                instance_type: "e1".into(),
+            },
+            code_checksum: 1,
+            code_size: 1,
+            created_ms: 1,
+            modified_ms: 1,
+        };
+        assert!(storage.function("s", "f").unwrap().is_none());
+        storage.insert_function(&function, 100).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                storage.function("s", "f").unwrap().unwrap().config.handler,
+                "index.first"
+            );
+        }
+        let mut updated = function.clone();
+        updated.config.handler = "index.second".into();
+        updated.code_checksum = 2;
+        storage.update_function(&updated).unwrap();
+        let read = storage.function("s", "f").unwrap().unwrap();
+        assert_eq!(
+            (read.config.handler.as_str(), read.code_checksum),
+            ("index.second", 2)
+        );
+        assert!(storage.delete_function("s", "f").unwrap());
+        assert!(storage.function("s", "f").unwrap().is_none());
+        assert!(storage.delete_service("s").unwrap());
+        assert!(storage.service("s").unwrap().is_none());
     }
 
     #[test]

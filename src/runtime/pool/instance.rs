@@ -124,6 +124,8 @@ pub struct Instance {
     log_file: Arc<Mutex<FunctionLog>>,
     /// Peak resident memory seen, in kB.
     peak_memory_kb: u64,
+    /// Where the process's memory is read.
+    status: StatusFile,
     /// Decremented on drop.
     live: Arc<AtomicUsize>,
 }
@@ -151,22 +153,53 @@ fn error_json(message: String) -> Bytes {
     Bytes::from(serde_json::json!({ "errorMessage": message }).to_string())
 }
 
-/// Resident and peak resident memory of a process in kB, from `/proc/<pid>/status`.
-fn memory_kb(pid: i32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
+/// `/proc/<pid>/status` of one process, opened once: each reading of its memory is one `pread` into a buffer
+/// sized for the file (about 1.5 KB), instead of an open, a read per doubling of a growing buffer and a close.
+///
+/// Opened while the process is a child not yet reaped, so the pid is still its own; the handle then stays with
+/// that process whatever happens to the number (a read after its end fails, it never reads another process).
+#[derive(Debug)]
+struct StatusFile {
+    file: Option<std::fs::File>,
+    buf: Box<[u8; STATUS_BYTES]>,
+}
+
+/// Larger than any `/proc/<pid>/status` (the memory lines come in its first kilobyte anyway).
+const STATUS_BYTES: usize = 8 * 1024;
+
+impl StatusFile {
+    fn open(pid: i32) -> Self {
+        StatusFile {
+            file: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+            buf: Box::new([0; STATUS_BYTES]),
+        }
+    }
+
+    /// Resident and peak resident memory in kB (`VmRSS`, `VmHWM`).
+    fn memory_kb(&mut self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.as_ref()?.read_at(&mut self.buf[..], 0).ok()?;
+        status_memory_kb(&self.buf[..n])
+    }
+}
+
+/// `VmRSS` and `VmHWM` in kB from the text of `/proc/<pid>/status`.
+fn status_memory_kb(status: &[u8]) -> Option<(u64, u64)> {
+    let field = |name: &[u8]| {
         status
-            .lines()
+            .split(|&b| b == b'\n')
             .find_map(|line| line.strip_prefix(name))
             .and_then(|rest| {
-                rest.trim()
+                std::str::from_utf8(rest)
+                    .ok()?
+                    .trim()
                     .trim_end_matches("kB")
                     .trim()
                     .parse::<u64>()
                     .ok()
             })
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((field(b"VmRSS:")?, field(b"VmHWM:")?))
 }
 
 /// The JSON the shim turns into `context`, and where to find the handler (`code_dir` as the handler sees it).
@@ -383,6 +416,7 @@ impl Launcher {
             dir,
             log_file,
             peak_memory_kb: 0,
+            status: StatusFile::open(pid),
             live: self.live.clone(),
         };
         // A shim that died before reading its setup shows at the first invocation as a failed start.
@@ -400,16 +434,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The log of one invocation as it is produced: its tail, the function's log file, and tracing.
+/// The log of one invocation as it is produced: its tail, and the function's log file.
+///
+/// What goes to the file is gathered and written in one append where the order allows: the `FC ... Start` line
+/// with the first output (or with the `End` line when the handler printed nothing), the output read after the
+/// answer with the `End` line. Output read while the handler runs is written at once (with what was gathered
+/// before it), so the file follows a long invocation as it goes. Dropped (the caller went away mid-invocation),
+/// it writes what it gathered.
 struct InvocationLog<'a> {
     tail: Tail,
     file: &'a Mutex<FunctionLog>,
+    /// Gathered for the file, not yet written.
+    pending: Vec<u8>,
 }
 
 impl InvocationLog<'_> {
+    /// Adds to the tail and to what the file gets next.
     fn push(&mut self, bytes: &[u8]) {
         self.tail.push(bytes);
-        write_log(self.file, bytes);
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// Writes what was gathered.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            write_log(self.file, &self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+impl Drop for InvocationLog<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -432,6 +489,7 @@ impl Instance {
         let mut log = InvocationLog {
             tail: Tail::default(),
             file: &log_file,
+            pending: Vec::new(),
         };
         // Whatever the process printed between invocations belongs to no invocation: file only.
         self.drain_logs(&mut |bytes| write_log(&log_file, bytes));
@@ -494,7 +552,7 @@ impl Instance {
         let duration = started.elapsed();
         if reusable {
             self.last_used = Instant::now();
-            if let Some((_, peak)) = memory_kb(self.process.pid()) {
+            if let Some((_, peak)) = self.status.memory_kb() {
                 self.peak_memory_kb = self.peak_memory_kb.max(peak);
             }
         } else {
@@ -510,6 +568,7 @@ impl Instance {
                 "function invocation log (tail)"
             );
         }
+        log.flush();
         let invocation = Invocation {
             outcome,
             log_tail: request.log_tail.then(|| log.tail.text()),
@@ -645,10 +704,11 @@ impl Instance {
                             keep_startup_output(&mut self.startup_output, &self.log_chunk[..n]);
                         }
                         log.push(&self.log_chunk[..n]);
+                        log.flush();
                     }
                 },
                 _ = memory_check.tick() => {
-                    if let Some((rss, peak)) = memory_kb(self.process.pid()) {
+                    if let Some((rss, peak)) = self.status.memory_kb() {
                         self.peak_memory_kb = self.peak_memory_kb.max(peak);
                         if rss > limit_kb {
                             return Ending::OutOfMemory(rss.div_ceil(1024));
@@ -776,5 +836,33 @@ impl Drop for Instance {
                 in_use.remove(&self.code_dir);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_read_again_through_the_open_status_file() {
+        let mut status = StatusFile::open(std::process::id() as i32);
+        let (rss, peak) = status.memory_kb().expect("this process's memory");
+        assert!(rss > 0 && peak >= rss, "rss {rss} kB, peak {peak} kB");
+        // Touch 64 MiB: the same handle reads the process as it is now, not as it was when opened.
+        let touched = vec![1u8; 64 << 20];
+        std::hint::black_box(&touched);
+        let (later_rss, later_peak) = status.memory_kb().expect("read again");
+        assert!(
+            later_rss >= 64 * 1024,
+            "rss {later_rss} kB while holding 64 MiB"
+        );
+        assert!(later_peak >= later_rss.max(peak), "peak {later_peak} kB");
+    }
+
+    #[test]
+    fn status_fields_are_parsed_wherever_they_are() {
+        let text = b"Name:\tpython3\nVmPeak:\t  20000 kB\nVmHWM:\t    9000 kB\nVmRSS:\t    8000 kB\nThreads:\t1\n";
+        assert_eq!(status_memory_kb(text), Some((8000, 9000)));
+        assert_eq!(status_memory_kb(b"Name:\tgone\n"), None);
     }
 }

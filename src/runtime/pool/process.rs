@@ -48,11 +48,14 @@ impl HandlerProcess {
     }
 
     /// Waits until it exits; cancel-safe.
+    ///
+    /// Asks the kernel (`waitid`) only once the pidfd says the process ended: an invocation polls this at every
+    /// step of its exchange with the handler, which would otherwise cost a system call each time.
     pub async fn wait(&mut self) -> i32 {
+        if let Some(status) = self.status {
+            return status;
+        }
         loop {
-            if let Some(status) = self.try_wait() {
-                return status;
-            }
             match self.pidfd.readable().await {
                 // Readable means exited: it becomes waitable at once, or within moments.
                 Ok(_) => loop {
@@ -61,7 +64,13 @@ impl HandlerProcess {
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 },
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                // The reactor cannot watch it: ask the kernel now and then instead.
+                Err(_) => {
+                    if let Some(status) = self.try_wait() {
+                        return status;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     }
