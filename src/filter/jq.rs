@@ -327,7 +327,7 @@ pub fn bounded_display(value: &impl fmt::Display, max: usize) -> String {
 /// depth guard stops it, on every event, and check-config cannot tell. Functions are matched by name, whatever
 /// their scope or arity, which can only refuse more than needed. A program that does not parse returns `None`: the
 /// loader then reports the syntax error.
-fn recursive_definition<'s>(term: &jaq_core::load::parse::Term<&'s str>) -> Option<String> {
+fn recursive_definition(term: &jaq_core::load::parse::Term<&str>) -> Option<String> {
     let mut graph: Vec<(&str, Vec<&str>)> = Vec::new();
     let mut top_level_calls = Vec::new();
     collect_calls(term, &mut top_level_calls, &mut graph);
@@ -411,10 +411,7 @@ impl Prelude {
 
     /// Every definition, in library order.
     fn all<'s>(&self) -> Vec<Def<&'s str>> {
-        self.defs
-            .iter()
-            .map(|def| -> Def<&'s str> { def.clone() })
-            .collect()
+        self.defs.to_vec()
     }
 }
 
