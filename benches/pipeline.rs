@@ -189,7 +189,9 @@ server_name = "{PEER_NAME}"
         .args(["serve", "--config"])
         .arg(&path)
         .env("BENCH_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
+        // The per-event stage timings the paced part breaks its latency down with.
+        .env("RUST_LOG", "warn,chaintrigger::stages=debug")
+        .env("CHAINTRIGGER_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
@@ -269,6 +271,29 @@ impl Daemon {
             .collect()
     }
 
+    /// The daemon's stage timings by event id (its `chaintrigger::stages` log lines).
+    fn stage_marks(&self) -> HashMap<String, StageMarks> {
+        let text = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        text.lines()
+            .filter(|line| line.contains("\"chaintrigger::stages\""))
+            .filter_map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                let micros = |field: &str| value[field].as_u64().map(|us| us as f64 / 1e3);
+                Some((
+                    value["event"].as_str()?.to_owned(),
+                    StageMarks {
+                        received_ns: u128::from(value["received_unix_ns"].as_u64()?),
+                        decode: micros("decode_us")?,
+                        wait: micros("wait_us")?,
+                        filter: micros("filter_us")?,
+                        push: micros("push_us")?,
+                        commit: micros("commit_us")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     fn check_alive(&mut self) -> BenchResult<()> {
         if let Some(status) = self.child.try_wait()? {
             return Err(format!(
@@ -308,6 +333,47 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// One event's stage timings as the daemon logged them (milliseconds, the arrival in wall-clock nanoseconds).
+struct StageMarks {
+    received_ns: u128,
+    decode: f64,
+    wait: f64,
+    filter: f64,
+    push: f64,
+    commit: f64,
+}
+
+/// The stages of the added latency, in an event's order: the first seven add up to block appended -> handler
+/// answered, plus the commit.
+const BREAKDOWN: [&str; 8] = [
+    "deliver (appended -> daemon received)",
+    "decode + verify + extract",
+    "wait (for the worker)",
+    "filter",
+    "push -> handler started (HTTP, runtime, pipe)",
+    "handler started -> push answered",
+    "commit (outcome + position)",
+    "total (appended -> handler started)",
+];
+
+/// The breakdown of one event's latency, in [`BREAKDOWN`] order.
+fn breakdown(appended: u128, handler: u128, marks: &StageMarks) -> [f64; 8] {
+    let ms = |ns: u128| ns as f64 / 1e6;
+    let deliver = ms(marks.received_ns.saturating_sub(appended));
+    let pushed_ns = marks.received_ns + ((marks.decode + marks.wait + marks.filter) * 1e6) as u128;
+    let to_handler = ms(handler.saturating_sub(pushed_ns));
+    [
+        deliver,
+        marks.decode,
+        marks.wait,
+        marks.filter,
+        to_handler,
+        (marks.push - to_handler).max(0.0),
+        marks.commit,
+        ms(handler.saturating_sub(appended)),
+    ]
+}
+
 struct PipelineRow {
     mode: &'static str,
     backlog_events: usize,
@@ -317,6 +383,10 @@ struct PipelineRow {
     p50: f64,
     p99: f64,
     max: f64,
+    /// Per [`BREAKDOWN`] stage: p50, p99, max (ms) over the paced events.
+    stages: Vec<[f64; 3]>,
+    /// The slowest paced events' breakdowns.
+    slowest: Vec<[f64; 8]>,
 }
 
 async fn pipeline(
@@ -403,6 +473,30 @@ invocation = "{mode}"
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let marks = daemon.stage_marks();
+    let mut breakdowns: Vec<[f64; 8]> = paced_ids
+        .iter()
+        .filter_map(|(id, block)| {
+            Some(breakdown(
+                *appended.get(block)?,
+                *stamps.get(id)?,
+                marks.get(id)?,
+            ))
+        })
+        .collect();
+    let stages = (0..BREAKDOWN.len())
+        .map(|stage| {
+            let mut values: Vec<f64> = breakdowns.iter().map(|b| b[stage]).collect();
+            values.sort_by(f64::total_cmp);
+            [
+                percentile(&values, 0.5),
+                percentile(&values, 0.99),
+                values.last().copied().unwrap_or(f64::NAN),
+            ]
+        })
+        .collect();
+    breakdowns.sort_by(|a, b| b[7].total_cmp(&a[7]));
+    breakdowns.truncate(3);
     Ok(PipelineRow {
         mode,
         backlog_events: backlog_ids.len(),
@@ -412,6 +506,8 @@ invocation = "{mode}"
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         max: latencies.last().copied().unwrap_or(f64::NAN),
+        stages,
+        slowest: breakdowns,
     })
 }
 
@@ -554,6 +650,7 @@ fn pipeline_part(
         "| invocation | backlog events | handler starts/s | daemon pushes/s | paced events | p50 (ms) | p99 (ms) | max (ms) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
     for mode in ["Sync", "Async"] {
         let row = runtime.block_on(pipeline(mode, backlog, paced, rate))?;
         println!(
@@ -567,6 +664,28 @@ fn pipeline_part(
             row.p99,
             row.max
         );
+        rows.push(row);
+    }
+    for row in &rows {
+        println!();
+        println!(
+            "where the paced events' time went, {} ({} events; ms):",
+            row.mode, row.paced_events
+        );
+        println!("| stage | p50 | p99 | max | slowest 3 events |");
+        println!("|---|---:|---:|---:|---|");
+        for (stage, name) in BREAKDOWN.iter().enumerate() {
+            let [p50, p99, max] = row.stages[stage];
+            let slowest: Vec<String> = row
+                .slowest
+                .iter()
+                .map(|b| format!("{:.2}", b[stage]))
+                .collect();
+            println!(
+                "| {name} | {p50:.2} | {p99:.2} | {max:.2} | {} |",
+                slowest.join(" / ")
+            );
+        }
     }
     Ok(())
 }

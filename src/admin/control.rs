@@ -519,6 +519,9 @@ pub struct ChannelStatus {
     /// them) and why: so an operator comparing a pushed event with their own tools knows which to compare with.
     #[serde(default)]
     pub rendering: RenderingStatus,
+    /// Where the channel's events spent their time, per stage (metrics only: a histogram is not a status).
+    #[serde(skip)]
+    pub stages: Vec<crate::trigger::latency::StageSnapshot>,
 }
 
 /// A channel's rendering as the admin API shows it.

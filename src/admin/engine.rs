@@ -137,6 +137,7 @@ fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
             limit: snapshot.catch_up.limit,
         },
         rendering: rendering_status(snapshot.rendering),
+        stages: snapshot.stages,
     }
 }
 

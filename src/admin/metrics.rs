@@ -152,22 +152,7 @@ pub fn render(
             .get(trigger.name.as_str())
             .copied()
             .unwrap_or(&empty);
-        let mut cumulative = 0;
-        for (bound, count) in bounds.iter().zip(&histogram.buckets) {
-            cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{labels},le=\"+Inf\"}} {}",
-            histogram.count()
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{labels}}} {}",
-            histogram.sum_nanos as f64 / 1e9
-        );
-        let _ = writeln!(out, "{name}_count{labels}}} {}", histogram.count());
+        write_histogram(&mut out, name, labels, &bounds, histogram);
     }
 
     let channel_labels: Vec<String> = channels
@@ -217,7 +202,72 @@ pub fn render(
         );
     }
     render_peers(&mut out, channels, &channel_labels);
+    render_stages(&mut out, channels, &channel_labels, &bounds);
     out
+}
+
+/// One histogram's series; `labels` lacks its closing brace.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[String],
+    histogram: &HistogramSnapshot,
+) {
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().zip(&histogram.buckets) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{labels},le=\"+Inf\"}} {}",
+        histogram.count()
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum{labels}}} {}",
+        histogram.sum_nanos as f64 / 1e9
+    );
+    let _ = writeln!(out, "{name}_count{labels}}} {}", histogram.count());
+}
+
+/// Where each channel's events spend their time: one histogram and one maximum per stage.
+fn render_stages(
+    out: &mut String,
+    channels: &[ChannelStatus],
+    channel_labels: &[String],
+    bounds: &[String],
+) {
+    let name = "chaintrigger_event_stage_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Time an event spends in each stage: decode (per block), wait, filter, push, commit.",
+    );
+    for (channel, labels) in channels.iter().zip(channel_labels) {
+        for stage in &channel.stages {
+            let labels = format!("{labels},stage=\"{}\"", stage.stage.as_str());
+            write_histogram(out, name, &labels, bounds, &stage.histogram);
+        }
+    }
+    family(
+        out,
+        "chaintrigger_event_stage_max_seconds",
+        "gauge",
+        "The longest time one event spent in each stage since the daemon started.",
+    );
+    for (channel, labels) in channels.iter().zip(channel_labels) {
+        for stage in &channel.stages {
+            let _ = writeln!(
+                out,
+                "chaintrigger_event_stage_max_seconds{labels},stage=\"{}\"}} {}",
+                stage.stage.as_str(),
+                stage.max_nanos as f64 / 1e9
+            );
+        }
+    }
 }
 
 /// The per-peer and catch-up families of each channel.
@@ -404,6 +454,14 @@ mod tests {
                 limit: 4,
             },
             rendering: Default::default(),
+            stages: {
+                let stages = crate::trigger::latency::StageHistograms::default();
+                stages.record(
+                    crate::trigger::latency::Stage::Commit,
+                    Duration::from_millis(27),
+                );
+                stages.snapshot()
+            },
         }];
         let histogram = LatencyHistogram::default();
         histogram.record(Duration::from_millis(2));
@@ -454,6 +512,15 @@ mod tests {
             "{name}_count{{trigger=\"we\\\"ird\\\\name\",channel=\"mychannel\"}} 0\n"
         )));
         assert!(text.contains("chaintrigger_channel_chain_height{channel=\"mychannel\"} 12\n"));
+        assert!(text.contains(
+            "chaintrigger_event_stage_seconds_bucket{channel=\"mychannel\",stage=\"commit\",le=\"0.05\"} 1\n"
+        ));
+        assert!(text.contains(
+            "chaintrigger_event_stage_seconds_count{channel=\"mychannel\",stage=\"push\"} 0\n"
+        ));
+        assert!(text.contains(
+            "chaintrigger_event_stage_max_seconds{channel=\"mychannel\",stage=\"commit\"} 0.027\n"
+        ));
         assert!(text.contains("chaintrigger_channel_connected{channel=\"mychannel\"} 1\n"));
         assert!(text.contains(
             "chaintrigger_channel_peer_height{channel=\"mychannel\",peer=\"peer1:7051\"} 3\n"

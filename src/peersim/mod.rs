@@ -568,7 +568,13 @@ pub async fn run(
     let gate = sim.shared.gate.clone();
     let incoming = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
-        move |accepted| accepted.map(|io| connection::SimConnection::new(io, gate.clone())),
+        move |accepted| {
+            accepted.map(|io| {
+                // As a Fabric peer (Go sets it on every TCP connection): a block's frames go out as written.
+                let _ = io.set_nodelay(true);
+                connection::SimConnection::new(io, gate.clone())
+            })
+        },
     );
     let cutter = {
         let gate = sim.shared.gate.clone();

@@ -45,6 +45,8 @@ impl Listener for PeerListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
+        // A response goes out as soon as it is written, not after the client acknowledges the previous segment.
+        let _ = stream.set_nodelay(true);
         let is_handler = match (self.handler_uid, stream.local_addr()) {
             (Some(uid), Ok(local)) => socket_uid(addr, local) == Some(uid),
             _ => false,

@@ -37,6 +37,7 @@ use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::latency::{Stage, StageHistograms};
 use super::status::{CatchUpSnapshot, ChannelSnapshot, PeerSnapshot, TimedError};
 use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
 use crate::config::{self, ChannelName};
@@ -181,6 +182,8 @@ pub struct ChannelFeed {
     /// A block of the window a trigger found not to chain onto the block it finished before (with why): the
     /// channel drops it and the blocks after it and reads them again from the next peer.
     distrusted: watch::Sender<Option<(u64, String)>>,
+    /// Where its events' time goes, over all its triggers (metrics, and the end-to-end bench's breakdown).
+    stages: StageHistograms,
 }
 
 /// A trigger's own stream of the channel, from a block older than the window; it holds one of the channel's
@@ -338,6 +341,7 @@ impl ChannelFeed {
             catch_up_slots: Arc::new(Semaphore::new(slots)),
             catch_up_waiting: Arc::new(AtomicU64::new(0)),
             distrusted: watch::channel(None).0,
+            stages: StageHistograms::default(),
             name,
             deliver: config.deliver,
             extract: ExtractOptions {
@@ -458,6 +462,7 @@ impl ChannelFeed {
             ..self.extract.clone()
         };
         let events = extract(&block, &options);
+        self.stages.record(Stage::Decode, received_at.elapsed());
         Ok(Arc::new(BlockEvents::new(&block, events, received_at)))
     }
 
@@ -561,7 +566,13 @@ impl ChannelFeed {
                 .rendering
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            stages: self.stages.snapshot(),
         }
+    }
+
+    /// Where its events' time goes; the workers record into it.
+    pub fn stages(&self) -> &StageHistograms {
+        &self.stages
     }
 
     /// Tells the channel that its block `number` does not chain onto what a trigger read before it (`reason`):

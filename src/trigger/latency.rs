@@ -62,3 +62,104 @@ impl HistogramSnapshot {
         self.buckets.iter().sum()
     }
 }
+
+/// A stage of an event's way from its block's arrival to its outcome's commit: where an event waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The block's bytes decoded, its data hash verified, its events extracted (once per block).
+    Decode,
+    /// From the block's events being ready to the trigger's worker starting on the event: the events before
+    /// it in the block, and the worker finishing the block before.
+    Wait,
+    /// The filter's evaluation, on the filter pool (including its queue).
+    Filter,
+    /// Every push of the event's outputs, retries included: the round trip to the target.
+    Push,
+    /// The event's outcome and new position written to the store.
+    Commit,
+}
+
+impl Stage {
+    /// Every stage, in an event's order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Decode,
+        Stage::Wait,
+        Stage::Filter,
+        Stage::Push,
+        Stage::Commit,
+    ];
+
+    /// Its label value in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Wait => "wait",
+            Stage::Filter => "filter",
+            Stage::Push => "push",
+            Stage::Commit => "commit",
+        }
+    }
+}
+
+/// One channel's time per [`Stage`], over all its triggers, recorded from any task without locking: the
+/// breakdown that says where an event's latency goes.
+#[derive(Debug, Default)]
+pub struct StageHistograms {
+    /// One histogram per stage, in [`Stage::ALL`] order.
+    histograms: [LatencyHistogram; Stage::ALL.len()],
+    /// The longest duration seen per stage, in nanoseconds: the tail a histogram's buckets blur.
+    max_nanos: [AtomicU64; Stage::ALL.len()],
+}
+
+impl StageHistograms {
+    /// Records one duration of `stage`.
+    pub fn record(&self, stage: Stage, duration: Duration) {
+        let slot = stage as usize;
+        self.histograms[slot].record(duration);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.max_nanos[slot].fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// The counts right now, in [`Stage::ALL`] order.
+    pub fn snapshot(&self) -> Vec<StageSnapshot> {
+        Stage::ALL
+            .iter()
+            .map(|&stage| StageSnapshot {
+                stage,
+                histogram: self.histograms[stage as usize].snapshot(),
+                max_nanos: self.max_nanos[stage as usize].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+/// A copy of one stage's counts, taken for one scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSnapshot {
+    /// The stage.
+    pub stage: Stage,
+    /// Its durations.
+    pub histogram: HistogramSnapshot,
+    /// The longest of them, in nanoseconds.
+    pub max_nanos: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stage_keeps_its_own_counts_and_longest_duration() {
+        let stages = StageHistograms::default();
+        stages.record(Stage::Push, Duration::from_millis(3));
+        stages.record(Stage::Push, Duration::from_millis(40));
+        stages.record(Stage::Commit, Duration::from_micros(200));
+        let snapshot = stages.snapshot();
+        let push = &snapshot[Stage::Push as usize];
+        assert_eq!(push.stage, Stage::Push);
+        assert_eq!(push.histogram.count(), 2);
+        assert_eq!(push.max_nanos, 40_000_000);
+        assert_eq!(snapshot[Stage::Commit as usize].max_nanos, 200_000);
+        assert_eq!(snapshot[Stage::Decode as usize].histogram.count(), 0);
+    }
+}

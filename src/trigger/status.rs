@@ -57,6 +57,8 @@ pub struct ChannelSnapshot {
     pub catch_up: CatchUpSnapshot,
     /// How its events are rendered now, and where that came from (pinned, or learned from a config block).
     pub rendering: super::channel::ChannelRendering,
+    /// Where its events' time went since the daemon started, per stage.
+    pub stages: Vec<super::latency::StageSnapshot>,
 }
 
 /// One peer of a channel.

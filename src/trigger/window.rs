@@ -44,6 +44,8 @@ pub struct BlockEvents {
     pub previous_hash: Bytes,
     /// When the block arrived: the start of the latency each trigger measures.
     pub received_at: Instant,
+    /// When its events were ready (decoded, verified, extracted): where a trigger's wait for it starts.
+    pub ready_at: Instant,
     /// The events, Block event first.
     pub events: Vec<ChainEvent>,
 }
@@ -65,6 +67,7 @@ impl BlockEvents {
             hash: block.hash,
             previous_hash: block.previous_hash.clone(),
             received_at,
+            ready_at: Instant::now(),
             events,
         }
     }
@@ -198,6 +201,7 @@ mod tests {
             hash: [0; 32],
             previous_hash: Bytes::new(),
             received_at: Instant::now(),
+            ready_at: Instant::now(),
             events: Vec::new(),
         })
     }

@@ -18,6 +18,7 @@
 //!   evaluation in flight at once: nothing was pushed for that event yet.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::channel::{CatchUp, ChannelFeed, DECODE_RETRY, PrepareError};
 use super::checkpoint::{Checkpoint, Next};
 use super::def::TriggerDef;
-use super::latency::LatencyHistogram;
+use super::latency::{LatencyHistogram, Stage};
 use super::outcome::{EventResult, PayloadDelivery, event_result};
 use super::state::{Anchor, EventOutcome, Position};
 use super::window::{BlockEvents, ChainEvent, Lookup};
@@ -400,6 +401,12 @@ impl Worker {
                 index += 1;
                 continue;
             }
+            let stages = self.feed.stages();
+            let started = Instant::now();
+            stages.record(
+                Stage::Wait,
+                started.saturating_duration_since(block.ready_at),
+            );
             // Off the async runtime, under the trigger's limits; a stopped worker stops waiting at once (and the
             // evaluation stops at its next step).
             let evaluation = payloads(def.filter.as_ref(), def.filter_limits, block, index);
@@ -409,6 +416,8 @@ impl Worker {
                 evaluated = evaluation => evaluated,
             }
             .map_err(|error| format!("the filter failed on event {} ({at}): {error}", event.id));
+            let filtered = Instant::now();
+            stages.record(Stage::Filter, filtered - started);
             let pushed = match payloads {
                 Ok(payloads) if payloads.is_empty() => {
                     self.checkpoint().skip_to(after, block.anchor());
@@ -426,7 +435,13 @@ impl Worker {
                     retries: 0,
                 },
             };
-            match self.record(&pushed, (at, after), block.anchor()).await? {
+            let pushed_at = Instant::now();
+            let next = self.record(&pushed, (at, after), block.anchor()).await?;
+            let committed = Instant::now();
+            stages.record(Stage::Push, pushed_at - filtered);
+            stages.record(Stage::Commit, committed - pushed_at);
+            trace_stages(def, event, block, [started, filtered, pushed_at, committed]);
+            match next {
                 Next::Continue => {
                     moving.exception = None;
                     index += 1;
@@ -541,6 +556,39 @@ impl Worker {
     }
 }
 
+/// Logs where a pushed event's time went (target `chaintrigger::stages`, debug level, off by default): the
+/// block's arrival as wall-clock nanoseconds, so it can be matched with a peer's or a handler's clock on the same
+/// machine, then microseconds per [`Stage`]. `marks` are the worker's start, filter end, push end and commit end.
+fn trace_stages(def: &TriggerDef, event: &ChainEvent, block: &BlockEvents, marks: [Instant; 4]) {
+    if !tracing::enabled!(target: "chaintrigger::stages", tracing::Level::DEBUG) {
+        return;
+    }
+    let [started, filtered, pushed, committed] = marks;
+    let since_arrival = block.received_at.elapsed();
+    let received_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(since_arrival)
+        .as_nanos();
+    let received_unix_ns = u64::try_from(received_unix_ns).unwrap_or(u64::MAX);
+    let micros = |from: Instant, to: Instant| {
+        u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
+    };
+    tracing::debug!(
+        target: "chaintrigger::stages",
+        trigger = %def.name,
+        event = %event.id,
+        block = block.number,
+        received_unix_ns,
+        decode_us = micros(block.received_at, block.ready_at),
+        wait_us = micros(block.ready_at, started),
+        filter_us = micros(started, filtered),
+        push_us = micros(filtered, pushed),
+        commit_us = micros(pushed, committed),
+        "event stages"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,6 +609,7 @@ mod tests {
                 hash: [0; 32],
                 previous_hash: bytes::Bytes::new(),
                 received_at: std::time::Instant::now(),
+                ready_at: std::time::Instant::now(),
                 events: Vec::new(),
             }))
         };
