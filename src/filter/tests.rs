@@ -479,6 +479,35 @@ fn deep_output_is_refused_and_nothing_overflows() {
     }
 }
 
+/// Event data decides what `fromjson` parses: a string that sends jaq's parser into a loop that neither ticks nor
+/// ends (found by the library comparison below) costs its trigger an error, and the pool replaces the thread and
+/// goes on serving.
+#[test]
+fn event_data_that_sends_fromjson_into_a_loop_fails_alone() {
+    let pool = FilterPool::new(1);
+    let run = |source: &str, event: Value| {
+        futures::executor::block_on(pool.evaluate(
+            &jq(source),
+            std::sync::Arc::new(Envelope::new(event)),
+            Limits::with_timeout(std::time::Duration::from_millis(300)),
+        ))
+    };
+    for source in [".value | fromjson", ".value | tonumber"] {
+        let error = run(source, json!({"value": "a,b,c"})).unwrap_err();
+        assert!(
+            matches!(
+                error.kind,
+                ErrorKind::Overrun | ErrorKind::Memory | ErrorKind::Time
+            ),
+            "{source}: {error}"
+        );
+    }
+    assert_eq!(
+        run(".value | fromjson", json!({"value": "[1]"})).unwrap(),
+        vec![json!([1])]
+    );
+}
+
 #[test]
 fn shared_parts_cannot_make_a_gigantic_output() {
     // 40 steps, 2^40 leaves: refused while converting, long before the memory is touched. (A generous time limit:
@@ -609,7 +638,6 @@ fn a_program_no_filter_uses_is_freed() {
 /// whole library gives, for a call of every library definition (arguments `.`, at most 5 outputs, errors caught)
 /// and a few filters that define their own functions over library names, on several inputs.
 #[test]
-#[ignore = "runs for more than 12 minutes in a debug build on a loaded 2-core machine: make it cheaper first"]
 fn reachable_library_definitions_behave_as_the_whole_library() {
     let whole = |source: &str| Filter {
         inner: Arc::new(Compiled {
@@ -625,6 +653,9 @@ fn reachable_library_definitions_behave_as_the_whole_library() {
         .filter(|(name, _)| name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
         // Side effects on stderr only; both print.
         .filter(|(name, _)| !matches!(*name, "debug" | "stderr"))
+        // `"a,b,c" | fromjson` allocates without end in jaq: only the filter pool's threads, which stop at their
+        // memory cap, may run it.
+        .filter(|(name, _)| !matches!(*name, "tonumber" | "toboolean"))
         .map(|(name, arity)| {
             let call = if arity == 0 {
                 name.to_owned()
