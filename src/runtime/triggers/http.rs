@@ -490,7 +490,7 @@ mod tests {
             ("/2016-08-15/proxy/svc/fn/..", "'..'"),
             ("/2016-08-15/proxy/svc/fn/a%00b", "NUL"),
             ("/2016-08-15/proxy/svc/fn/%ff", "UTF-8"),
-            ("/2016-08-15/proxy/../fn/x", "service"),
+            ("/2016-08-15/proxy/../fn/x", "invalid qualifier name"),
             ("/2016-08-15/proxy/svc/..%2Fother/x", "function"),
             ("/2016-08-15/proxy/svc.../fn/x", "qualifier"),
         ] {
