@@ -246,6 +246,11 @@ async fn plain(
     }
 }
 
+/// A plain request without headers of its own.
+async fn call(rt: &TestRuntime, method: &str, path: &str, body: &str) -> Reply {
+    plain(rt, method, path, &[], body.as_bytes().to_vec()).await
+}
+
 /// A request signed as the SDKs sign HTTP-trigger calls (the queries are signed too), with `secret`.
 async fn signed(
     rt: &TestRuntime,
@@ -305,6 +310,58 @@ async fn raw_request(rt: &TestRuntime, request_line_path: &str) -> (u16, String)
         .and_then(|s| s.parse().ok())
         .expect("a status line");
     (status, answer)
+}
+
+/// Sends each `(method, path, body)` to `{base}{path}` and checks its status and text.
+async fn assert_answers(rt: &TestRuntime, base: &str, cases: &[(&str, &str, &str, u16, &str)]) {
+    for (method, path, body, status, text) in cases {
+        let reply = call(rt, method, &format!("{base}{path}"), body).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (*status, *text),
+            "{method} {path}"
+        );
+    }
+}
+
+/// How a request to a handler that answers wrongly fails.
+enum Failure {
+    /// 502 `BadResponse`: the answer cannot be sent.
+    BadResponse,
+    /// 502 with the invocation's error body: the handler failed.
+    Function,
+}
+
+/// `GET {base}{path}` fails as `failure`, its message saying `says`, for each case; and the request after it
+/// (`{base}/fine`) is answered: a failing request fails alone.
+async fn assert_each_fails_alone(
+    rt: &TestRuntime,
+    base: &str,
+    failure: Failure,
+    cases: &[(&str, &str)],
+) {
+    for (path, says) in cases {
+        let reply = call(rt, "GET", &format!("{base}{path}"), "").await;
+        match failure {
+            Failure::BadResponse => assert_bad_response(&reply, says),
+            Failure::Function => {
+                assert_eq!(reply.status, 502, "{path}: {}", reply.text());
+                assert_eq!(
+                    reply.header("x-fc-error-type"),
+                    Some("UnhandledInvocationError"),
+                    "{path}"
+                );
+                let message = reply.json()["errorMessage"].as_str().map(str::to_owned);
+                assert!(
+                    message.as_deref().unwrap_or_default().contains(says),
+                    "{path}: {}",
+                    reply.text()
+                );
+            }
+        }
+        let fine = call(rt, "GET", &format!("{base}/fine"), "").await;
+        assert_eq!(fine.status, 200, "after {path}: {}", fine.text());
+    }
 }
 
 fn assert_bad_response(reply: &Reply, says: &str) {
@@ -375,23 +432,21 @@ async fn the_guides_node_example_runs_unchanged_behind_an_anonymous_trigger() {
     assert_eq!(lines[6], "body: this is body");
 
     // GET is allowed too (an empty body), PUT is not: 403, and the handler never runs for it.
-    let get = plain(
+    let get = call(
         &rt,
         "GET",
         "/2016-08-15/proxy/http_trigger_service/test_http_trigger_node/",
-        &[],
-        Vec::new(),
+        "",
     )
     .await;
     assert_eq!(get.status, 200, "{}", get.text());
     assert!(get.text().contains("path: /\n"), "{}", get.text());
     assert!(get.text().contains("method: GET\n"), "{}", get.text());
-    let put = plain(
+    let put = call(
         &rt,
         "PUT",
         "/2016-08-15/proxy/http_trigger_service/test_http_trigger_node/action",
-        &[],
-        b"x".to_vec(),
+        "x",
     )
     .await;
     let message = assert_common_error(&put, 403, "AccessDenied");
@@ -435,7 +490,7 @@ async fn a_documented_python_wsgi_handler_answers() {
         "{log}"
     );
     // HEAD answers the headers without the body.
-    let head = plain(&rt, "HEAD", "/2016-08-15/proxy/svc/py/", &[], Vec::new()).await;
+    let head = call(&rt, "HEAD", "/2016-08-15/proxy/svc/py/", "").await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     rt.stop().await;
@@ -513,52 +568,24 @@ async fn a_node_handler_gets_the_guides_request_and_response() {
     }
     assert_eq!(seen["calls"], 1);
 
-    let stream = plain(
+    // The same warm instance serves every request (`fine` says how many calls it had).
+    assert_answers(
         &rt,
-        "GET",
-        "/2016-08-15/proxy/svc/node/stream",
-        &[],
-        Vec::new(),
+        "/2016-08-15/proxy/svc/node",
+        &[
+            ("GET", "/stream", "", 200, "part one, part two"),
+            ("POST", "/async", "awaited", 200, "async awaited"),
+            (
+                "POST",
+                "/limited",
+                "too long",
+                413,
+                "entity.too.large undefined",
+            ),
+            ("GET", "/fine", "", 200, "fine /fine 5"),
+        ],
     )
     .await;
-    assert_eq!(
-        (stream.status, stream.text().as_str()),
-        (200, "part one, part two")
-    );
-    let promised = plain(
-        &rt,
-        "POST",
-        "/2016-08-15/proxy/svc/node/async",
-        &[],
-        b"awaited".to_vec(),
-    )
-    .await;
-    assert_eq!(
-        (promised.status, promised.text().as_str()),
-        (200, "async awaited")
-    );
-    let limited = plain(
-        &rt,
-        "POST",
-        "/2016-08-15/proxy/svc/node/limited",
-        &[],
-        b"too long".to_vec(),
-    )
-    .await;
-    assert_eq!(
-        (limited.status, limited.text().as_str()),
-        (413, "entity.too.large undefined")
-    );
-    // The same warm instance served every request.
-    let fine = plain(
-        &rt,
-        "GET",
-        "/2016-08-15/proxy/svc/node/fine",
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!((fine.status, fine.text().as_str()), (200, "fine /fine 5"));
     rt.stop().await;
 }
 
@@ -577,20 +604,8 @@ async fn node_handlers_that_answer_wrongly_get_502_and_fail_alone() {
         json!({"timeout": 2}),
     )
     .await;
-    let get = |path: &'static str| {
-        let rt = &rt;
-        async move {
-            plain(
-                rt,
-                "GET",
-                &format!("/2016-08-15/proxy/svc/node{path}"),
-                &[],
-                Vec::new(),
-            )
-            .await
-        }
-    };
-    for (path, says) in [
+    let base = "/2016-08-15/proxy/svc/node";
+    let bad = [
         ("/forgets", "without calling response.send()"),
         ("/bad-status", "status code 99"),
         ("/text-status", "status code \"abc\""),
@@ -599,37 +614,16 @@ async fn node_handlers_that_answer_wrongly_get_502_and_fail_alone() {
         ("/huge-headers", "response headers"),
         ("/bad-header", "invalid value"),
         ("/object", "the body is a object"),
-    ] {
-        let reply = get(path).await;
-        assert_bad_response(&reply, says);
-        let fine = get("/fine").await;
-        assert_eq!(fine.status, 200, "after {path}: {}", fine.text());
-    }
-    for (path, says) in [
+    ];
+    assert_each_fails_alone(&rt, base, Failure::BadResponse, &bad).await;
+    let failing = [
         ("/throws", "handler broke"),
         ("/rejects", "async broke"),
         ("/exits", "Process exited unexpectedly"),
         ("/hangs", "Function timed out after 2 seconds"),
         ("/late-throw", "late failure"),
-    ] {
-        let reply = get(path).await;
-        assert_eq!(reply.status, 502, "{path}: {}", reply.text());
-        assert_eq!(
-            reply.header("x-fc-error-type"),
-            Some("UnhandledInvocationError"),
-            "{path}"
-        );
-        let body = reply.json();
-        assert!(
-            body["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(says),
-            "{path}: {body}"
-        );
-        let fine = get("/fine").await;
-        assert_eq!(fine.status, 200, "after {path}: {}", fine.text());
-    }
+    ];
+    assert_each_fails_alone(&rt, base, Failure::Function, &failing).await;
     rt.stop().await;
 }
 
@@ -699,81 +693,30 @@ async fn python_wsgi_handlers_get_a_correct_environ_and_wrong_answers_get_502() 
     assert_eq!(seen["multithread"], false);
 
     // A path that is not ASCII reaches PATH_INFO as WSGI wants it: the UTF-8 bytes read as Latin-1.
-    let accented = plain(
+    let base = "/2016-08-15/proxy/svc/py";
+    assert_answers(
         &rt,
-        "GET",
-        "/2016-08-15/proxy/svc/py/caf%C3%A9",
-        &[],
-        Vec::new(),
+        base,
+        &[
+            // A path that is not ASCII reaches PATH_INFO as WSGI wants it: the UTF-8 bytes read as Latin-1.
+            ("GET", "/caf%C3%A9", "", 200, "fine /caf\u{c3}\u{a9}"),
+            ("GET", "/generator", "", 202, "lazy body"),
+            ("GET", "/write", "", 200, "written returned"),
+        ],
     )
     .await;
-    assert_eq!(accented.status, 200);
-    assert_eq!(accented.text(), "fine /caf\u{c3}\u{a9}");
-
-    let lazy = plain(
-        &rt,
-        "GET",
-        "/2016-08-15/proxy/svc/py/generator",
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!((lazy.status, lazy.text().as_str()), (202, "lazy body"));
-    let written = plain(
-        &rt,
-        "GET",
-        "/2016-08-15/proxy/svc/py/write",
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(
-        (written.status, written.text().as_str()),
-        (200, "written returned")
-    );
-
-    let get = |path: &'static str| {
-        let rt = &rt;
-        async move {
-            plain(
-                rt,
-                "GET",
-                &format!("/2016-08-15/proxy/svc/py{path}"),
-                &[],
-                Vec::new(),
-            )
-            .await
-        }
-    };
-    for (path, says) in [
+    let bad = [
         ("/no-start", "without calling start_response()"),
         ("/bad-status", "3-digit code"),
         ("/str-body", "WSGI bodies are bytes"),
         ("/huge", "6291457 bytes"),
-    ] {
-        assert_bad_response(&get(path).await, says);
-        assert_eq!(get("/fine").await.status, 200, "after {path}");
-    }
-    for (path, says) in [
+    ];
+    assert_each_fails_alone(&rt, base, Failure::BadResponse, &bad).await;
+    let failing = [
         ("/raises", "wsgi broke"),
         ("/exits", "Process exited unexpectedly"),
-    ] {
-        let reply = get(path).await;
-        assert_eq!(reply.status, 502, "{path}: {}", reply.text());
-        assert_eq!(
-            reply.header("x-fc-error-type"),
-            Some("UnhandledInvocationError")
-        );
-        assert!(
-            reply.json()["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(says),
-            "{path}: {}",
-            reply.text()
-        );
-        assert_eq!(get("/fine").await.status, 200, "after {path}");
-    }
+    ];
+    assert_each_fails_alone(&rt, base, Failure::Function, &failing).await;
     rt.stop().await;
 }
 
@@ -794,7 +737,7 @@ async fn function_triggers_need_a_valid_signature() {
     )
     .await;
     let path = "/2016-08-15/proxy/svc/private/fine";
-    let unsigned = plain(&rt, "GET", path, &[], Vec::new()).await;
+    let unsigned = call(&rt, "GET", path, "").await;
     assert_common_error(&unsigned, 400, "MissingRequiredHeader");
     let now = SystemTime::now();
     let forged = signed(&rt, "GET", path, &[], "not-the-secret", now).await;
@@ -902,24 +845,16 @@ async fn hostile_requests_never_reach_the_handler() {
     .await;
     let message = assert_common_error(&headers, 400, "InvalidArgument");
     assert!(message.contains("request headers"), "{message}");
-    let query = plain(
+    let query = call(
         &rt,
         "GET",
         &format!("{base}/x?q={}", "q".repeat(4 * 1024)),
-        &[],
-        Vec::new(),
+        "",
     )
     .await;
     let message = assert_common_error(&query, 400, "InvalidArgument");
     assert!(message.contains("query string"), "{message}");
-    let long_path = plain(
-        &rt,
-        "GET",
-        &format!("{base}/{}", "p".repeat(4 * 1024)),
-        &[],
-        Vec::new(),
-    )
-    .await;
+    let long_path = call(&rt, "GET", &format!("{base}/{}", "p".repeat(4 * 1024)), "").await;
     let message = assert_common_error(&long_path, 400, "InvalidArgument");
     assert!(message.contains("path"), "{message}");
 
@@ -935,21 +870,14 @@ async fn hostile_requests_never_reach_the_handler() {
         assert!(answer.contains("'..'"), "{path}: {answer}");
     }
 
-    let no_trigger = plain(
-        &rt,
-        "GET",
-        "/2016-08-15/proxy/svc/plain/fine",
-        &[],
-        Vec::new(),
-    )
-    .await;
+    let no_trigger = call(&rt, "GET", "/2016-08-15/proxy/svc/plain/fine", "").await;
     let message = assert_common_error(&no_trigger, 404, "TriggerNotFound");
     assert!(message.contains("no HTTP trigger"), "{message}");
-    let unknown = plain(&rt, "GET", "/2016-08-15/proxy/svc/nobody/", &[], Vec::new()).await;
+    let unknown = call(&rt, "GET", "/2016-08-15/proxy/svc/nobody/", "").await;
     assert_common_error(&unknown, 404, "FunctionNotFound");
-    let no_service = plain(&rt, "GET", "/2016-08-15/proxy/nothing/f/", &[], Vec::new()).await;
+    let no_service = call(&rt, "GET", "/2016-08-15/proxy/nothing/f/", "").await;
     assert_common_error(&no_service, 404, "ServiceNotFound");
-    let bad_name = plain(&rt, "GET", "/2016-08-15/proxy/svc/1bad/", &[], Vec::new()).await;
+    let bad_name = call(&rt, "GET", "/2016-08-15/proxy/svc/1bad/", "").await;
     assert_common_error(&bad_name, 400, "InvalidArgument");
 
     assert_eq!(marks(&rt.runtime, "svc", "open"), ["POST /fine"]);
@@ -1008,20 +936,13 @@ async fn http_triggers_follow_their_qualifier_and_are_one_per_function() {
     let message = second.assert_error(400, "InvalidArgument");
     assert!(message.contains("at most one"), "{message}");
 
-    let through_alias = plain(
-        &rt,
-        "GET",
-        "/2016-08-15/proxy/svc.prod/f/fine",
-        &[],
-        Vec::new(),
-    )
-    .await;
+    let through_alias = call(&rt, "GET", "/2016-08-15/proxy/svc.prod/f/fine", "").await;
     assert_eq!(through_alias.status, 200, "{}", through_alias.text());
     assert_eq!(
         through_alias.header("x-fc-invocation-service-version"),
         Some("1")
     );
-    let latest = plain(&rt, "GET", "/2016-08-15/proxy/svc/f/fine", &[], Vec::new()).await;
+    let latest = call(&rt, "GET", "/2016-08-15/proxy/svc/f/fine", "").await;
     let message = assert_common_error(&latest, 404, "TriggerNotFound");
     assert!(
         message.contains("/2016-08-15/proxy/svc.prod/f/"),
@@ -1032,14 +953,7 @@ async fn http_triggers_follow_their_qualifier_and_are_one_per_function() {
         .json("DELETE", &format!("{triggers}/web"), Value::Null)
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
-    let gone = plain(
-        &rt,
-        "GET",
-        "/2016-08-15/proxy/svc.prod/f/fine",
-        &[],
-        Vec::new(),
-    )
-    .await;
+    let gone = call(&rt, "GET", "/2016-08-15/proxy/svc.prod/f/fine", "").await;
     assert_common_error(&gone, 404, "TriggerNotFound");
     rt.stop().await;
 }

@@ -456,6 +456,21 @@ Module._resolveFilename = function resolveBundled(request, ...rest) {
   }
 };
 
+// Resolves the handler once; a handler that cannot be loaded answers the invocation as an unhandled error.
+function loadHandler() {
+  if (handler !== null) {
+    return true;
+  }
+  try {
+    handler = resolve(setup.handler);
+    return true;
+  } catch (error) {
+    console.error(error);
+    writeFrame('U', jsonBuffer(errorBody(error)));
+    return false;
+  }
+}
+
 function onFrame(kind, body) {
   if (kind === 'S') {
     setup = JSON.parse(body.toString('utf8'));
@@ -479,16 +494,9 @@ function onFrame(kind, body) {
     const idLength = body.readUInt16BE(0);
     currentRequestId = body.toString('utf8', 2, 2 + idLength);
     const event = body.subarray(2 + idLength);
-    if (handler === null) {
-      try {
-        handler = resolve(setup.handler);
-      } catch (error) {
-        console.error(error);
-        writeFrame('U', jsonBuffer(errorBody(error)));
-        return;
-      }
+    if (loadHandler()) {
+      run(handler, [event, makeContext(currentRequestId)]);
     }
-    run(handler, [event, makeContext(currentRequestId)]);
     return;
   }
   if (kind === 'P') {
@@ -497,17 +505,9 @@ function onFrame(kind, body) {
     const headLength = body.readUInt32BE(2 + idLength);
     const headStart = 6 + idLength;
     const head = JSON.parse(body.toString('utf8', headStart, headStart + headLength));
-    const requestBody = body.subarray(headStart + headLength);
-    if (handler === null) {
-      try {
-        handler = resolve(setup.handler);
-      } catch (error) {
-        console.error(error);
-        writeFrame('U', jsonBuffer(errorBody(error)));
-        return;
-      }
+    if (loadHandler()) {
+      runHttp(head, body.subarray(headStart + headLength));
     }
-    runHttp(head, requestBody);
     return;
   }
   process.stderr.write(`runtime protocol error: unknown frame '${kind}'\n`);
