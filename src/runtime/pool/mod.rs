@@ -33,9 +33,10 @@
 //!   readable stream of its body with `headers`, `path`, `queries` (also `query`), `method`, `clientIP`, `url`,
 //!   the response with `setStatusCode`, `setHeader`, `deleteHeader`, `send(Buffer | string | stream.Readable)`;
 //!   `require('raw-body')` finds a compatible module of the shim's when the code has none (Function Compute
-//!   bundles raw-body). A handler that ends without having called `send` (its event loop empties) is a bad
-//!   response, as is one that never calls it (a timeout). Python: WSGI `handler(environ, start_response)`. The
-//!   shim answers with the status, headers and body; the API side checks them (see `triggers::http`).
+//!   bundles raw-body). A handler that ends without having called `send` (nothing is left in its event loop)
+//!   is a bad response; one that never calls it while it keeps work pending times out. Python: WSGI
+//!   `handler(environ, start_response)`. The shim answers with the status, headers and body; the API side
+//!   checks them (see `triggers::http`).
 //! - **Initializer**: runs once per instance, before its first invocation, bounded by `initializationTimeout`,
 //!   between `FC Initialize Start/End RequestId:` lines. A failure is answered as `UnhandledInvocationError`
 //!   with the error body of the exception (or `callback(err)`); an initializer that runs too long gives
