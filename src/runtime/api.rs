@@ -42,6 +42,7 @@ use super::pool::{InvokeOutcome, InvokeRequest, PoolError};
 use super::registry::{CodeUpload, ListQuery, ZipText, etag, function_json, now_ms};
 use super::storage::{AsyncEvent, Enqueued, VersionRecord};
 use super::triggers::TriggerInput;
+use super::triggers::http::PROXY_PREFIX;
 use super::versions::{AliasInput, PublishInput, VersionQuery};
 
 /// The `X-Fc-Request-Id` of the request being handled; also the invocation's `context.request_id`.
@@ -127,6 +128,10 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
             get(get_trigger).put(update_trigger).delete(delete_trigger),
         )
         .route("/code-archives/{file}", get(code_archive))
+        .route(
+            "/2016-08-15/proxy/{*rest}",
+            axum::routing::any(super::proxy::proxy),
+        )
         .fallback(unsupported)
         .method_not_allowed_fallback(unsupported)
         .layer(middleware::from_fn(verify_content_md5))
@@ -170,42 +175,53 @@ async fn refuse_handlers(State(core): Shared, request: Request, next: Next) -> R
     next.run(request).await
 }
 
-/// Refuses unsigned or wrongly signed requests when the runtime has an access key.
+/// Refuses unsigned or wrongly signed requests when the runtime has an access key. HTTP-trigger paths are left
+/// to [`super::proxy`]: whether they need a signature is their trigger's `authType`.
 async fn authenticate(State(core): Shared, request: Request, next: Next) -> Response {
     let Some(key) = &core.config.access_key else {
         return next.run(request).await;
     };
     // Code archive URLs carry their own expiring token, like OSS pre-signed URLs.
-    if request.uri().path().starts_with("/code-archives/") {
+    if request.uri().path().starts_with("/code-archives/")
+        || request.uri().path().starts_with(PROXY_PREFIX)
+    {
         return next.run(request).await;
     }
-    let path = percent_decode_str(request.uri().path())
+    match check_signature(key, request.method(), request.uri(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Checks a request's signature and Date against `key` (logging a refusal).
+pub(super) fn check_signature(
+    key: &auth::AccessKey,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), auth::AuthError> {
+    let path = percent_decode_str(uri.path())
         .decode_utf8_lossy()
         .into_owned();
-    let queries = query_pairs(request.uri());
+    let queries = query_pairs(uri);
     let query_refs: Vec<(&str, Option<&str>)> = queries
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_deref()))
         .collect();
-    let headers: Vec<(&str, &str)> = request
-        .headers()
+    let headers: Vec<(&str, &str)> = headers
         .iter()
         .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str(), v)))
         .collect();
-    let method = request.method().as_str().to_owned();
+    let method = method.as_str();
     let parts = crate::fcsign::SignedParts {
-        method: &method,
+        method,
         headers: &headers,
         path: &path,
         queries: &query_refs,
     };
-    match auth::check(key, &parts, SystemTime::now()) {
-        Ok(()) => next.run(request).await,
-        Err(error) => {
-            tracing::info!(%method, %path, code = error.code(), "refused a request: {error}");
-            ApiError::from(error).into_response()
-        }
-    }
+    auth::check(key, &parts, SystemTime::now()).inspect_err(|error| {
+        tracing::info!(%method, %path, code = error.code(), "refused a request: {error}");
+    })
 }
 
 /// The digest a `Content-MD5` value stands for, in any form an SDK sends: base64 of the 16 bytes, 32 hex digits,
@@ -315,7 +331,11 @@ async fn unsupported(method: Method, uri: Uri) -> ApiError {
 /// Reads a body of at most `limit` bytes; a larger one is drained (so the client reads our answer rather
 /// than a reset connection) and refused with EntityTooLarge. Chunks are appended as they arrive: the body is
 /// held once.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@
 //! pool ──► sandbox: clone3 into mount / PID / IPC (/ user) namespaces, pivot_root, run_as ──► python3 / node
 //!     versions ──► published snapshots (service + functions + code) and aliases; qualifiers resolve through them
 //!     triggers ──► management of every trigger type; timer ──► firings queued as async events (storage queue)
+//! HTTP triggers (proxy: /2016-08-15/proxy/...) ─ the trigger's authType and methods ─ limits ──► pool (HTTP call)
 //! ```
 //!
 //! Trust boundaries and where each is held:
@@ -32,6 +33,7 @@ pub mod limits;
 pub mod names;
 pub mod peer;
 pub mod pool;
+mod proxy;
 pub mod queue;
 pub mod registry;
 pub mod run_as;

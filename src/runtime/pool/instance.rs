@@ -17,7 +17,7 @@ use super::process::HandlerProcess;
 use super::protocol::{self, Response};
 use super::sandbox::{self, ChildSetup, ChildSpec, Plan};
 use super::{
-    ErrorType, FunctionSpec, Invocation, InvokeOutcome, InvokeRequest, Language, PoolError,
+    Call, ErrorType, FunctionSpec, Invocation, InvokeOutcome, InvokeRequest, Language, PoolError,
 };
 
 /// How often the resident memory of a running invocation is compared with its `memorySize`.
@@ -484,6 +484,7 @@ impl Instance {
         &mut self,
         spec: &FunctionSpec,
         request: &InvokeRequest,
+        call: &Call,
     ) -> (Invocation, bool) {
         let log_file = self.log_file.clone();
         let mut log = InvocationLog {
@@ -521,7 +522,10 @@ impl Instance {
             },
             None => {
                 log.push(format!("FC Invoke Start RequestId: {id}\n").as_bytes());
-                let frame = protocol::invoke_frame(id, &request.payload);
+                let frame = match call {
+                    Call::Event => protocol::invoke_frame(id, &request.payload),
+                    Call::Http { head } => protocol::http_frame(id, head, &request.payload),
+                };
                 let ending = self.exchange(&frame, spec, spec.timeout, &mut log).await;
                 let outcome = match ending {
                     Ending::Answered(Response::Success(body)) => InvokeOutcome::Success { body },

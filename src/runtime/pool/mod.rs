@@ -29,6 +29,14 @@
 //!   exception thrown later from a timer or a rejected promise nobody awaits fails the invocation in progress
 //!   and the instance is replaced. `console.log/debug/info/warn/error` write
 //!   `<ISO time> <request id> [verbose|debug|info|warn|error] message`; `console.setLogLevel(level)` filters.
+//! - **HTTP triggers** ([`Pool::invoke_http`]): Node.js `handler(request, response, context)`, the request a
+//!   readable stream of its body with `headers`, `path`, `queries` (also `query`), `method`, `clientIP`, `url`,
+//!   the response with `setStatusCode`, `setHeader`, `deleteHeader`, `send(Buffer | string | stream.Readable)`;
+//!   `require('raw-body')` finds a compatible module of the shim's when the code has none (Function Compute
+//!   bundles raw-body). A handler that ends without having called `send` (nothing is left in its event loop)
+//!   is a bad response; one that never calls it while it keeps work pending times out. Python: WSGI
+//!   `handler(environ, start_response)`. The shim answers with the status, headers and body; the API side
+//!   checks them (see `triggers::http`).
 //! - **Initializer**: runs once per instance, before its first invocation, bounded by `initializationTimeout`,
 //!   between `FC Initialize Start/End RequestId:` lines. A failure is answered as `UnhandledInvocationError`
 //!   with the error body of the exception (or `callback(err)`); an initializer that runs too long gives
@@ -169,6 +177,19 @@ pub struct InvokeRequest {
     pub payload: Bytes,
     /// `X-Fc-Log-Type: Tail`: keep the last 4 KB of this invocation's log in [`Invocation::log_tail`].
     pub log_tail: bool,
+}
+
+/// What an invocation hands the handler, beside its request id.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// An event (`InvokeFunction`, async events, timers): `handler(event, context[, callback])`.
+    Event,
+    /// An HTTP trigger's request: `handler(request, response, context)` (Node.js), `handler(environ,
+    /// start_response)` (Python); the body is the invocation's payload.
+    Http {
+        /// The request head as JSON: method, path, url, queries, headers, clientIP.
+        head: Bytes,
+    },
 }
 
 /// How a function failure is reported in `X-Fc-Error-Type`.
@@ -372,6 +393,7 @@ use tokio_util::sync::CancellationToken;
 
 use instance::{CodeInUse, Instance, Launcher};
 use logs::FunctionLog;
+pub use protocol::split_http_answer;
 pub use sandbox::Namespaces;
 
 /// The Python shim, embedded so the binary is self-contained; written to `<data dir>/shim/` at start.
@@ -641,6 +663,28 @@ impl Pool {
         spec: &FunctionSpec,
         request: InvokeRequest,
     ) -> Result<Invocation, PoolError> {
+        self.call(spec, request, &Call::Event).await
+    }
+
+    /// Runs one HTTP-trigger invocation: the handler gets `request.payload` as the request body and `head`
+    /// (JSON: method, path, url, queries, headers, clientIP) as the rest of the request, through the shim's
+    /// request object (Node.js) or WSGI environ (Python). A success's body is the shim's HTTP answer (see
+    /// [`split_http_answer`]); failures are as for [`Pool::invoke`]. Same instances, limits and log.
+    pub async fn invoke_http(
+        &self,
+        spec: &FunctionSpec,
+        request: InvokeRequest,
+        head: Bytes,
+    ) -> Result<Invocation, PoolError> {
+        self.call(spec, request, &Call::Http { head }).await
+    }
+
+    async fn call(
+        &self,
+        spec: &FunctionSpec,
+        request: InvokeRequest,
+        call: &Call,
+    ) -> Result<Invocation, PoolError> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(PoolError::ShuttingDown);
@@ -699,7 +743,7 @@ impl Pool {
                 shared.launcher.spawn(spec, generation, log).await?
             }
         };
-        let (invocation, reusable) = instance.invoke(spec, &request).await;
+        let (invocation, reusable) = instance.invoke(spec, &request, call).await;
         if reusable && !shared.shutdown.is_cancelled() {
             let mut functions = lock(&shared.functions);
             match functions.get_mut(&key) {

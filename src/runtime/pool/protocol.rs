@@ -3,7 +3,9 @@
 //!
 //! A frame is a 4-byte big-endian length of what follows, one kind byte, then the body:
 //! - to the shim: `S` setup (JSON, once), `N` initialize (the request id), `I` invoke (u16 big-endian request-id
-//!   length, the request id, the event);
+//!   length, the request id, the event), `P` HTTP invoke (u16 big-endian request-id length, the request id, u32
+//!   big-endian length of the request head, the head (JSON: method, path, url, queries, headers, clientIP), the
+//!   request body), answered like `I`, with a success body that is itself an HTTP answer (see [`split_http_answer`]);
 //! - from the shim: `R` ready (empty, once, after the setup frame: an exit before it is a failed start), `O`
 //!   success (raw body), `H` handled error (JSON), `U` unhandled error (JSON), `X` unhandled error after which the
 //!   instance must not be reused (Node's uncaught exception).
@@ -60,6 +62,32 @@ pub fn invoke_frame(request_id: &str, payload: &[u8]) -> Bytes {
     frame(b'I', &[&id_length, id, payload])
 }
 
+/// The HTTP invoke frame: an HTTP trigger's request, `head` (JSON) and `body`. Request ids are cut as in
+/// [`invoke_frame`].
+pub fn http_frame(request_id: &str, head: &[u8], body: &[u8]) -> Bytes {
+    let id = &request_id.as_bytes()[..request_id.len().min(usize::from(u16::MAX))];
+    let id_length = u16::try_from(id.len())
+        .expect("the request id was cut to u16::MAX bytes above")
+        .to_be_bytes();
+    let head_length = u32::try_from(head.len()).unwrap_or(u32::MAX).to_be_bytes();
+    frame(b'P', &[&id_length, id, &head_length, head, body])
+}
+
+/// The parts of a shim's success answer to an HTTP invoke frame: u32 big-endian length of the head, the head
+/// (JSON: `status` and `headers`, or `error` when the handler answered wrongly), then the response body.
+/// `None` when the answer is too short for the length it announces.
+pub fn split_http_answer(mut answer: Bytes) -> Option<(Bytes, Bytes)> {
+    if answer.len() < 4 {
+        return None;
+    }
+    let length = answer.get_u32() as usize;
+    if answer.len() < length {
+        return None;
+    }
+    let head = answer.split_to(length);
+    Some((head, answer))
+}
+
 fn frame(kind: u8, parts: &[&[u8]]) -> Bytes {
     let body_length: usize = parts.iter().map(|part| part.len()).sum();
     let length = u32::try_from(body_length + 1).unwrap_or(u32::MAX);
@@ -109,6 +137,17 @@ mod tests {
     fn invoke_frame_layout() {
         let frame = invoke_frame("r1", b"{}");
         assert_eq!(&frame[..], b"\0\0\0\x07I\0\x02r1{}");
+    }
+
+    #[test]
+    fn http_frame_layout_and_answer() {
+        let frame = http_frame("r1", b"{}", b"body");
+        assert_eq!(&frame[..], b"\0\0\0\x0fP\0\x02r1\0\0\0\x02{}body");
+        let (head, body) =
+            split_http_answer(Bytes::from_static(b"\0\0\0\x02{}hello")).expect("an answer");
+        assert_eq!((&head[..], &body[..]), (&b"{}"[..], &b"hello"[..]));
+        assert_eq!(split_http_answer(Bytes::from_static(b"\0\0\0\x09{}")), None);
+        assert_eq!(split_http_answer(Bytes::from_static(b"\0\0")), None);
     }
 
     #[test]

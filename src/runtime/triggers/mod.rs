@@ -4,13 +4,15 @@
 //!
 //! Which triggers fire here: `timer` ones (see [`timer`]). The others of the user guide (`oss`, `log`,
 //! `cdn_events`, `tablestore`) are accepted, checked and shown back, but their event sources are cloud services
-//! this machine does not have: they never fire. `http` triggers are accepted and checked the same way.
+//! this machine does not have: they never fire. `http` triggers answer requests to their proxy path (see
+//! [`http`]; a function has at most one).
 //!
 //! Invariants: a trigger's configuration is stored as the client sent it (Function Compute shows it back
 //! unchanged) and only after [`check_config`] accepted it; a trigger belongs to a function at LATEST and names the
 //! version or alias it invokes in `qualifier`, which must exist when it is set; a function with triggers cannot be
 //! deleted (409 `FunctionNotEmpty`).
 
+pub mod http;
 pub mod schedule;
 pub mod timer;
 
@@ -419,6 +421,9 @@ impl Core {
             self.config.timer_min_interval,
         )?;
         let qualifier = self.trigger_qualifier(service, input.qualifier.as_deref())?;
+        if trigger_type == "http" {
+            self.refuse_second_http_trigger(service, function)?;
+        }
         let now = now_ms();
         let record = TriggerRecord {
             service: service.to_string(),
@@ -460,6 +465,29 @@ impl Core {
         tracing::info!(%service, %function, trigger = %name, kind = trigger_type, "created a trigger");
         self.timer_wakeup.notify_one();
         Ok(trigger_json(&record))
+    }
+
+    /// The user guide: "A function must have only one HTTP trigger".
+    fn refuse_second_http_trigger(
+        &self,
+        service: &ServiceName,
+        function: &FunctionName,
+    ) -> Result<(), ApiError> {
+        let existing = self.storage.triggers(
+            service.as_str(),
+            function.as_str(),
+            "",
+            "",
+            MAX_TRIGGERS_PER_FUNCTION + 1,
+        )?;
+        match existing.iter().find(|t| t.trigger_type == "http") {
+            Some(other) => Err(ApiError::invalid(format!(
+                "triggerType: function '{function}' of service '{service}' already has the HTTP trigger '{}': a \
+                 function has at most one",
+                other.name
+            ))),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn get_trigger(

@@ -6,12 +6,16 @@
 #   fd 3 (read):  frames from the runtime
 #   fd 4 (write): frames to the runtime
 # A frame is a 4-byte big-endian length of what follows, then one kind byte, then the body:
-#   runtime -> here: b"S" setup (JSON), b"N" initialize (request id), b"I" invoke (u16 id length, id, event)
-#   here -> runtime: b"R" ready (once, after the setup), b"O" success (raw body), b"U" unhandled error (JSON)
+#   runtime -> here: b"S" setup (JSON), b"N" initialize (request id), b"I" invoke (u16 id length, id, event),
+#                    b"P" HTTP invoke (u16 id length, id, u32 head length, head JSON, request body)
+#   here -> runtime: b"R" ready (once, after the setup), b"O" success (raw body; for b"P" an HTTP answer: u32
+#                    head length, head JSON {status, headers: [[name, value]...]} or {error}, body),
+#                    b"U" unhandled error (JSON)
 # An exit of this process (sys.exit, os._exit, a crash) is seen by the runtime as the end of fd 4.
 
 import datetime
 import importlib
+import io
 import json
 import logging
 import os
@@ -205,6 +209,136 @@ def _to_body(result):
     return str(result).encode("utf-8")
 
 
+# ---- HTTP triggers: WSGI `handler(environ, start_response)`, as Function Compute's Python runtimes take them.
+
+# The largest response body Function Compute sends (6 MB); a larger one is a bad response.
+_MAX_HTTP_BODY = 6 * 1024 * 1024
+
+
+def _http_answer(head, body):
+    encoded = json.dumps(head).encode("utf-8")
+    return struct.pack(">I", len(encoded)) + encoded + body
+
+
+def _bad_response(message):
+    return _http_answer({"error": message}, b"")
+
+
+def _wsgi_text(text):
+    # PEP 3333: environ strings are "bytes as Latin-1"; the runtime sends the path decoded as UTF-8.
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _wsgi_environ(head, body, context):
+    headers = head["headers"]
+    host = headers.get("host", "")
+    name, colon, port = host.rpartition(":")
+    if not colon or not port.isdigit():
+        name, port = host, "80"
+    environ = {
+        "REQUEST_METHOD": head["method"],
+        "SCRIPT_NAME": "",
+        "PATH_INFO": _wsgi_text(head["path"]),
+        "QUERY_STRING": head["queryString"],
+        "SERVER_NAME": name or "localhost",
+        "SERVER_PORT": port,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": head["clientIP"],
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "fc.context": context,
+        "fc.request_uri": head["url"],
+    }
+    for key, value in headers.items():
+        if key == "content-type":
+            environ["CONTENT_TYPE"] = value
+        elif key == "content-length":
+            continue
+        else:
+            environ["HTTP_" + key.upper().replace("-", "_")] = value
+    return environ
+
+
+class _BadResponse(Exception):
+    pass
+
+
+def _http_status(status):
+    if not isinstance(status, str):
+        raise _BadResponse("start_response: the status %r is not a string such as '200 OK'" % (status,))
+    code = status.split(" ", 1)[0]
+    if len(code) != 3 or not code.isdigit():
+        raise _BadResponse("start_response: the status %r does not start with a 3-digit code" % (status,))
+    return int(code)
+
+
+def _call_wsgi(app, head, body, context):
+    state = {"status": None, "headers": None, "sent": False}
+    chunks = []
+    size = [0]
+
+    def collect(data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise _BadResponse("the response body holds a %s: WSGI bodies are bytes" % type(data).__name__)
+        size[0] += len(data)
+        if size[0] <= _MAX_HTTP_BODY:
+            chunks.append(bytes(data))
+
+    def write(data):
+        if state["status"] is None:
+            raise AssertionError("write() before start_response()")
+        state["sent"] = True
+        collect(data)
+
+    def start_response(status, response_headers, exc_info=None):
+        if exc_info:
+            try:
+                if state["sent"]:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif state["status"] is not None:
+            raise AssertionError("start_response() was already called")
+        state["status"] = status
+        state["headers"] = response_headers
+        return write
+
+    result = app(_wsgi_environ(head, body, context), start_response)
+    try:
+        for data in result:
+            if state["status"] is None:
+                raise _BadResponse("the application produced a body before calling start_response()")
+            if data:
+                state["sent"] = True
+            collect(data)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    if state["status"] is None:
+        raise _BadResponse("the application returned without calling start_response()")
+    status = _http_status(state["status"])
+    headers = []
+    try:
+        for name, value in state["headers"]:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise _BadResponse("start_response: the header %r is not a pair of strings" % ((name, value),))
+            headers.append([name, value])
+    except (TypeError, ValueError):
+        raise _BadResponse("start_response: the headers are not a list of (name, value) pairs") from None
+    if size[0] > _MAX_HTTP_BODY:
+        raise _BadResponse(
+            "the function's response body is %d bytes, more than the %d bytes allowed" % (size[0], _MAX_HTTP_BODY)
+        )
+    return _http_answer({"status": status, "headers": headers}, b"".join(chunks))
+
+
 def main():
     global _current_request_id
     _configure_logging()
@@ -241,6 +375,25 @@ def main():
                     handler = _resolve(setup["handler"])
                 result = handler(event, FCContext(setup, _current_request_id))
                 response = _to_body(result)
+            except Exception as error:
+                _log_error(error)
+                _write_frame(b"U", _error_body(error))
+                continue
+            _write_frame(b"O", response)
+        elif kind == b"P":
+            (id_length,) = struct.unpack(">H", body[:2])
+            _current_request_id = body[2 : 2 + id_length].decode()
+            (head_length,) = struct.unpack(">I", body[2 + id_length : 6 + id_length])
+            head_start = 6 + id_length
+            head = json.loads(body[head_start : head_start + head_length])
+            request_body = body[head_start + head_length :]
+            try:
+                if handler is None:
+                    handler = _resolve(setup["handler"])
+                response = _call_wsgi(handler, head, request_body, FCContext(setup, _current_request_id))
+            except _BadResponse as error:
+                sys.stderr.write("bad response: %s\n" % error)
+                response = _bad_response(str(error))
             except Exception as error:
                 _log_error(error)
                 _write_frame(b"U", _error_body(error))
