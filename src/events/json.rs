@@ -314,8 +314,9 @@ mod tests {
             o.i64(-5);
             o.u64(u64::MAX);
             o.str("tab\there \u{1} é");
+            let (msp, name) = ("Org1MSP", "ctl\u{7}");
             o.display(&DisplayWith(|f: &mut fmt::Formatter<'_>| {
-                write!(f, "{}.{}", "Org1MSP", "ctl\u{7}")
+                write!(f, "{msp}.{name}")
             }));
             o.base64(b"\x00\xff\x10");
             o.hex(&[0xab, 0x01]);
