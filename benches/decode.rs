@@ -1,16 +1,29 @@
-//! Decode + extract throughput on the real Fabric v2.5 blocks in `fixtures/`, side by side with Fabric's own
-//! Node decoder (`@hyperledger/fabric-protos`, run by `bench/node-decode/decode.js`) on the same bytes in the
-//! same run; then the Rust side on the real Fabric v3.1 (SmartBFT) blocks in the v3 rendering.
+//! Decode and events throughput on real Fabric blocks, side by side in one run with Fabric's own Node protobufs
+//! (`@hyperledger/fabric-protos`, run by `bench/node-decode/decode.js` on the same files, sized to the same time).
 //!
-//! `cargo bench --bench decode` prints a table; `--seconds N` sets the time per Rust measurement (default 3).
-//! The Node side needs `node` and `npm` on PATH; its dependencies are installed with `npm ci` on first use.
+//! Rows (all on the same blocks):
+//! - Rust bare decode: the typed block the daemon works from, decoded as the daemon does (one `BlockDecoder`
+//!   per stream, which parses each creator certificate once, from the received bytes without copying them);
+//! - Rust full events: decode + `extract` + every envelope written as JSON text (`Event::write_json`),
+//!   each Tx/Config `content.data` (configtxlator's JSON of the whole payload) included: everything a Tx trigger
+//!   pushes, for every event;
+//! - Rust Block trigger: decode + `extract` + the Block event's JSON only: what a Block trigger reads
+//!   (the other events' envelopes are never written);
+//! - Node bare decode (`decode.js --bare`): the anchor;
+//! - Node events: Block/Tx/Contract objects + `JSON.stringify`, without payload JSON.
+//!
+//! `cargo bench --bench decode` prints a table and the ratios. `-- --seconds N` sets the time per measurement
+//! (default 3); `BENCH_BLOCKS=dir[:dir...]` reads the `*.pb` blocks of other folders instead of the fixtures (each
+//! folder's blocks in chain order, rendered as their channel's configuration says). The Node side needs `node`
+//! and `npm` on PATH; its dependencies are installed with `npm ci` on first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chaintrigger::events::{ExtractOptions, Rendering, extract};
-use chaintrigger::fabric::decode::decode_block;
+use bytes::Bytes;
+use chaintrigger::events::{EventType, ExtractOptions, Rendering, extract};
+use chaintrigger::fabric::decode::{BlockDecoder, decode_block};
 
 struct Measurement {
     side: &'static str,
@@ -18,6 +31,7 @@ struct Measurement {
     seconds: f64,
     blocks: u64,
     bytes: u64,
+    transactions: u64,
     events: u64,
 }
 
@@ -27,146 +41,206 @@ impl Measurement {
     }
 }
 
+/// One block file, with the rendering of its channel at that block.
+struct Fixture {
+    path: PathBuf,
+    raw: Bytes,
+    options: ExtractOptions,
+}
+
 fn main() {
+    // `cargo test --benches` runs this too: do the work only when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     let seconds = std::env::args()
         .skip_while(|a| a != "--seconds")
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let files = fixture_blocks(&root.join("fixtures/fabric-v2.5/blocks"));
-    let blocks: Vec<Vec<u8>> = files
-        .iter()
-        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display())))
-        .collect();
+    let dirs: Vec<PathBuf> = match std::env::var("BENCH_BLOCKS") {
+        Ok(dirs) => dirs.split(':').map(PathBuf::from).collect(),
+        Err(_) => vec![
+            root.join("fixtures/fabric-v2.5/blocks"),
+            root.join("fixtures/fabric-v3.1/blocks"),
+        ],
+    };
+    let fixtures: Vec<Fixture> = dirs.iter().flat_map(|d| fixture_blocks(d)).collect();
     let budget = Duration::from_secs_f64(seconds);
+    let bytes: u64 = fixtures.iter().map(|f| f.raw.len() as u64).sum();
+    let transactions: u64 = fixtures
+        .iter()
+        .map(|f| decode_block(&f.raw).map_or(0, |b| b.transactions.len() as u64))
+        .sum();
+    println!(
+        "decode and events on {} real Fabric blocks ({} bytes, {transactions} transactions) from {}",
+        fixtures.len(),
+        bytes,
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
+    let mut decoder = BlockDecoder::new();
+    let mut decode = move |raw: &Bytes| {
+        decoder
+            .decode_bytes(raw.clone())
+            .expect("fixture blocks decode")
+    };
     let mut results = vec![
         run(
-            "Rust",
-            "decode_block (typed block, no JSON)",
-            &blocks,
+            "decode (bare: the typed block)",
+            &fixtures,
             budget,
-            |raw| {
-                let block = decode_block(raw).expect("fixture blocks decode");
+            |f, _| {
+                let block = decode(&f.raw);
                 (block.transactions.len() as u64, 0)
             },
         ),
         run(
-            "Rust",
-            "decode + extract + JSON text (full protolator data)",
-            &blocks,
+            "decode + extract + every envelope's JSON text, content.data included",
+            &fixtures,
             budget,
-            |raw| decode_extract_json(raw, &ExtractOptions::default()),
-        ),
-    ];
-    // Rust's first measurement counts transactions, not events.
-    results[0].events = 0;
-
-    match run_node(root, &files, seconds) {
-        Ok(node) => results.push(node),
-        Err(e) => eprintln!("Node side skipped: {e}"),
-    }
-    print_table(&results, blocks.len());
-
-    let v3_files = fixture_blocks(&root.join("fixtures/fabric-v3.1/blocks"));
-    let v3_blocks: Vec<Vec<u8>> = v3_files
-        .iter()
-        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display())))
-        .collect();
-    let v3_options = ExtractOptions {
-        rendering: Rendering::V3,
-        ..ExtractOptions::default()
-    };
-    let v3 = [
-        run(
-            "Rust",
-            "decode_block (typed block, no JSON)",
-            &v3_blocks,
-            budget,
-            |raw| {
-                let block = decode_block(raw).expect("fixture blocks decode");
-                (0, block.transactions.len() as u64)
+            |f, out| {
+                let block = decode(&f.raw);
+                let events = extract(&block, &f.options);
+                for event in &events {
+                    out.clear();
+                    event.write_json(out);
+                    std::hint::black_box(&out);
+                }
+                (block.transactions.len() as u64, events.len() as u64)
             },
         ),
         run(
-            "Rust",
-            "decode + extract + JSON text (full protolator data, v3 rendering)",
-            &v3_blocks,
+            "decode + extract + the Block event's JSON (a Block trigger)",
+            &fixtures,
             budget,
-            |raw| decode_extract_json(raw, &v3_options),
+            |f, out| {
+                let block = decode(&f.raw);
+                let events = extract(&block, &f.options);
+                for event in events.iter().filter(|e| e.event_type() == EventType::Block) {
+                    out.clear();
+                    event.write_json(out);
+                    std::hint::black_box(&out);
+                }
+                (block.transactions.len() as u64, 1)
+            },
         ),
     ];
-    println!();
-    println!(
-        "decode throughput on {} real Fabric v3.1 blocks (fixtures/fabric-v3.1/blocks, SmartBFT)",
-        v3_blocks.len()
-    );
-    print_rows(&v3);
-}
-
-/// Decodes a block, extracts its events and serializes each envelope: (events, JSON bytes).
-fn decode_extract_json(raw: &[u8], options: &ExtractOptions) -> (u64, u64) {
-    let block = decode_block(raw).expect("fixture blocks decode");
-    let events = extract(&block, options);
-    let mut json = 0;
-    for event in &events {
-        json += serde_json::to_vec(event.envelope())
-            .expect("envelopes serialize")
-            .len();
+    let files: Vec<&Path> = fixtures.iter().map(|f| f.path.as_path()).collect();
+    let node_dir = root.join("bench/node-decode");
+    for (bare, work) in [
+        (true, "@hyperledger/fabric-protos bare decode (the anchor)"),
+        (
+            false,
+            "@hyperledger/fabric-protos decode + events + JSON.stringify, no payload JSON",
+        ),
+    ] {
+        match run_node(&node_dir, &files, seconds, bare, work) {
+            Ok(node) => results.push(node),
+            Err(e) => eprintln!("Node side skipped: {e}"),
+        }
     }
-    (events.len() as u64, json as u64)
+    print_rows(&results);
+    if let Some(node) = results.iter().find(|m| m.side == "Node") {
+        let ratio = |m: &Measurement, n: fn(&Measurement) -> u64| {
+            m.per_second(n(m)) / node.per_second(n(node))
+        };
+        println!(
+            "bare decode, Rust vs Node: {:.1}x blocks/s (goal >= 6x)",
+            ratio(&results[0], |m| m.blocks)
+        );
+        println!(
+            "full events incl. content.data (Rust) vs Node bare decode: {:.2}x tx/s ({:.0} vs {:.0} tx/s; goal >= 1x)",
+            ratio(&results[1], |m| m.transactions),
+            results[1].per_second(results[1].transactions),
+            node.per_second(node.transactions)
+        );
+    }
 }
 
-fn fixture_blocks(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The `*.pb` blocks of `dir` in chain order, each with the rendering its channel's last config block sets.
+fn fixture_blocks(dir: &Path) -> Vec<Fixture> {
+    let mut blocks: Vec<(u64, PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "pb"))
+        .map(|p| {
+            let raw = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            let number = decode_block(&raw)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .number;
+            (number, p, raw)
+        })
         .collect();
-    files.sort();
-    files
+    blocks.sort_by_key(|b| b.0);
+    let mut rendering = Rendering::default();
+    blocks
+        .into_iter()
+        .map(|(_, path, raw)| {
+            if let Some(config) = decode_block(&raw).ok().and_then(|b| b.config().cloned()) {
+                rendering = Rendering::of_config(&config);
+            }
+            Fixture {
+                path,
+                raw: Bytes::from(raw),
+                options: ExtractOptions {
+                    instance_id: "bench".into(),
+                    include_invalid: false,
+                    rendering,
+                },
+            }
+        })
+        .collect()
 }
 
 fn run(
-    side: &'static str,
     work: &'static str,
-    blocks: &[Vec<u8>],
+    fixtures: &[Fixture],
     budget: Duration,
-    mut once: impl FnMut(&[u8]) -> (u64, u64),
+    mut once: impl FnMut(&Fixture, &mut Vec<u8>) -> (u64, u64),
 ) -> Measurement {
-    for raw in blocks {
-        once(raw);
+    let mut out = Vec::with_capacity(1 << 16);
+    for fixture in fixtures {
+        once(fixture, &mut out);
     }
-    let (mut rounds, mut events, mut json) = (0u64, 0u64, 0u64);
+    let (mut rounds, mut transactions, mut events) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     while start.elapsed() < budget {
-        for raw in blocks {
-            let (e, j) = once(raw);
+        for fixture in fixtures {
+            let (t, e) = once(fixture, &mut out);
+            transactions += t;
             events += e;
-            json += j;
         }
         rounds += 1;
     }
     let seconds = start.elapsed().as_secs_f64();
-    std::hint::black_box(json);
-    let bytes_per_round: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+    let bytes_per_round: u64 = fixtures.iter().map(|f| f.raw.len() as u64).sum();
     Measurement {
-        side,
+        side: "Rust",
         work,
         seconds,
-        blocks: rounds * blocks.len() as u64,
+        blocks: rounds * fixtures.len() as u64,
         bytes: rounds * bytes_per_round,
+        transactions,
         events,
     }
 }
 
-fn run_node(root: &Path, files: &[PathBuf], seconds: f64) -> Result<Measurement, String> {
-    let dir = root.join("bench/node-decode");
+fn run_node(
+    dir: &Path,
+    files: &[&Path],
+    seconds: f64,
+    bare: bool,
+    work: &'static str,
+) -> Result<Measurement, String> {
     if !dir.join("node_modules/@hyperledger/fabric-protos").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .status()
             .map_err(|e| format!("running npm ci: {e}"))?;
         if !status.success() {
@@ -174,15 +248,25 @@ fn run_node(root: &Path, files: &[PathBuf], seconds: f64) -> Result<Measurement,
         }
     }
     // A short probe sizes the timed run to about `seconds`.
-    let probe = node(&dir, files, 20)?;
+    let probe = node(dir, files, 20, bare, work)?;
     let per_round = probe.seconds / 20.0;
     let iterations = ((seconds / per_round) as u64).max(20);
-    node(&dir, files, iterations)
+    node(dir, files, iterations, bare, work)
 }
 
-fn node(dir: &Path, files: &[PathBuf], iterations: u64) -> Result<Measurement, String> {
-    let output = Command::new("node")
-        .arg("decode.js")
+fn node(
+    dir: &Path,
+    files: &[&Path],
+    iterations: u64,
+    bare: bool,
+    work: &'static str,
+) -> Result<Measurement, String> {
+    let mut command = Command::new("node");
+    command.arg("decode.js");
+    if bare {
+        command.arg("--bare");
+    }
+    let output = command
         .arg(iterations.to_string())
         .args(files)
         .current_dir(dir)
@@ -201,47 +285,42 @@ fn node(dir: &Path, files: &[PathBuf], iterations: u64) -> Result<Measurement, S
             .as_f64()
             .ok_or_else(|| format!("node totals lack {k}"))
     };
+    let blocks = number("blocks")? as u64;
+    // The events mode does not count transactions: the same blocks, so the same number per block.
+    let transactions = match totals["transactions"].as_f64() {
+        Some(t) => t as u64,
+        None => 0,
+    };
     Ok(Measurement {
         side: "Node",
-        work: "@hyperledger/fabric-protos decode to events + JSON.stringify (no payload JSON)",
+        work,
         seconds: number("seconds")?,
-        blocks: number("blocks")? as u64,
+        blocks,
         bytes: number("bytes")? as u64,
+        transactions,
         events: number("events")? as u64,
     })
 }
 
-fn print_table(results: &[Measurement], block_files: usize) {
-    println!(
-        "decode throughput on {block_files} real Fabric v2.5 blocks (fixtures/fabric-v2.5/blocks)"
-    );
-    print_rows(results);
-    if let (Some(rust), Some(node)) = (results.get(1), results.iter().find(|m| m.side == "Node")) {
-        println!(
-            "Rust decode+extract+JSON vs Node decode+events: {:.1}x blocks/s",
-            rust.per_second(rust.blocks) / node.per_second(node.blocks)
-        );
-    }
-}
-
 fn print_rows(results: &[Measurement]) {
-    println!(
-        "{:<5} {:<80} {:>10} {:>8} {:>11}",
-        "side", "work", "blocks/s", "MB/s", "events/s"
-    );
-    for m in results {
-        let events = if m.events == 0 {
+    println!("| side | work | blocks/s | MB/s | tx/s | events/s |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let rate = |m: &Measurement, n: u64| {
+        if n == 0 {
             "-".to_owned()
         } else {
-            format!("{:.0}", m.per_second(m.events))
-        };
+            format!("{:.0}", m.per_second(n))
+        }
+    };
+    for m in results {
         println!(
-            "{:<5} {:<80} {:>10.0} {:>8.1} {:>11}",
+            "| {} | {} | {:.0} | {:.1} | {} | {} |",
             m.side,
             m.work,
             m.per_second(m.blocks),
             m.per_second(m.bytes) / 1e6,
-            events
+            rate(m, m.transactions),
+            rate(m, m.events)
         );
     }
 }

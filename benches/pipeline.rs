@@ -14,11 +14,17 @@
 //!    channel (a jq filter that never matches, so nothing is pushed: what is measured is the per-trigger cost of
 //!    following the channel), next to the same daemon with one trigger.
 //!
+//! 3. Catch-up: the chain holds `BENCH_CATCHUP` generated blocks (default 10,000) before the daemon starts; one
+//!    Block trigger starts at block 0, with a jq filter that never matches (nothing is pushed), so the daemon's
+//!    real path is measured: Deliver over TLS from the simulator, decode, data hash check, events, the filter,
+//!    the trigger's position committed to SQLite. Blocks/s = blocks from the first position seen past block 0
+//!    to the chain's head, over that time (the admin API polled every 5 ms; the daemon's start-up excluded).
+//!
 //! `cargo bench --bench pipeline` prints one table per part. Env: BENCH_BACKLOG (default 1000 blocks),
 //! BENCH_PACED (default 300 blocks), BENCH_RATE (default 50 blocks/s), BENCH_TRIGGERS (default 1000),
-//! BENCH_PARTS (`pipeline,memory`, the default, or one of them), BENCH_BASE_BIN (another `chaintrigger` binary,
-//! e.g. one built from an earlier commit: the memory rows are then measured for both, one after the other, in
-//! this run).
+//! BENCH_CATCHUP (default 10000 blocks), BENCH_PARTS (`pipeline,memory,catchup`, the default, or some of them),
+//! BENCH_BASE_BIN (another `chaintrigger` binary, e.g. one built from an earlier commit: the memory and catch-up
+//! rows are then measured for both, one after the other, in this run).
 //! The handler reports its start time on its log (`STAMP <ns> <event id>`), which the runtime writes to
 //! `pool/logs/bench/noop.log` in its data folder: no file the sandboxed handler would need to be allowed to write.
 
@@ -626,13 +632,18 @@ fn main() -> BenchResult<()> {
     let paced = env_number("BENCH_PACED", 300);
     let rate = env_number("BENCH_RATE", 50);
     let trigger_count = env_number("BENCH_TRIGGERS", 1000);
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "pipeline,memory".to_owned());
+    let catch_up_blocks = env_number("BENCH_CATCHUP", 10_000);
+    let parts =
+        std::env::var("BENCH_PARTS").unwrap_or_else(|_| "pipeline,memory,catchup".to_owned());
     let runtime = tokio::runtime::Runtime::new()?;
     if parts.split(',').any(|p| p == "pipeline") {
         pipeline_part(&runtime, backlog, paced, rate)?;
     }
     if parts.split(',').any(|p| p == "memory") {
         memory_part(&runtime, trigger_count)?;
+    }
+    if parts.split(',').any(|p| p == "catchup") {
+        catch_up_part(&runtime, catch_up_blocks)?;
     }
     Ok(())
 }
@@ -690,7 +701,8 @@ fn pipeline_part(
     Ok(())
 }
 
-fn memory_part(runtime: &tokio::runtime::Runtime, trigger_count: u64) -> BenchResult<()> {
+/// This build's binary, and `BENCH_BASE_BIN` when set.
+fn binaries() -> Vec<(String, PathBuf)> {
     let mut binaries = vec![(
         "this build".to_owned(),
         PathBuf::from(env!("CARGO_BIN_EXE_chaintrigger")),
@@ -698,6 +710,11 @@ fn memory_part(runtime: &tokio::runtime::Runtime, trigger_count: u64) -> BenchRe
     if let Ok(base) = std::env::var("BENCH_BASE_BIN") {
         binaries.push((format!("base ({base})"), PathBuf::from(base)));
     }
+    binaries
+}
+
+fn memory_part(runtime: &tokio::runtime::Runtime, trigger_count: u64) -> BenchResult<()> {
+    let binaries = binaries();
     println!(
         "\nmemory: Block triggers with a filter that never matches (nothing pushed), one channel"
     );
@@ -727,6 +744,75 @@ fn memory_part(runtime: &tokio::runtime::Runtime, trigger_count: u64) -> BenchRe
                 mib(row.after_kib),
                 mib(row.peak_kib),
                 row.blocks
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One catch-up: blocks/s and the whole time from the daemon's start to the head.
+struct CatchUpRow {
+    blocks: u64,
+    rate: f64,
+    from_start: Duration,
+}
+
+async fn catch_up(bin: &Path, chain: &Chain) -> BenchResult<CatchUpRow> {
+    let dir = tempfile::tempdir()?;
+    let head = chain.handle.height();
+    let triggers = format!(
+        "[[triggers]]\nname = \"catch-up\"\nchannel = \"mychannel\"\nevent = \"Block\"\nstart = 0\n{}\n\
+         [triggers.target.http]\nurl = \"http://127.0.0.1:9/never\"\n",
+        never_matching_filter("jq", false, 0)
+    );
+    let spawned = Instant::now();
+    let mut daemon = start_daemon(bin, dir.path(), chain, false, &triggers).await?;
+    let mut first: Option<(Instant, u64)> = None;
+    loop {
+        daemon.check_alive()?;
+        let position = daemon
+            .triggers()
+            .await?
+            .first()
+            .map_or(0, |t| t.position.block);
+        let now = Instant::now();
+        if position > 0 && first.is_none() {
+            first = Some((now, position));
+        }
+        if position >= head {
+            let (since, from) = first.unwrap_or((spawned, 0));
+            let blocks = head - from;
+            let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
+            return Ok(CatchUpRow {
+                blocks,
+                rate: blocks as f64 / seconds,
+                from_start: now.duration_since(spawned),
+            });
+        }
+        if spawned.elapsed() > PHASE_LIMIT {
+            return Err(format!("the trigger is at block {position} of {head}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn catch_up_part(runtime: &tokio::runtime::Runtime, blocks: u64) -> BenchResult<()> {
+    let binaries = binaries();
+    let chain = runtime.block_on(start_chain(blocks))?;
+    println!(
+        "\ncatch-up: 1 Block trigger from block 0 over {blocks} generated blocks, a jq filter that never matches (nothing pushed)"
+    );
+    println!("| binary | run | blocks timed | blocks/s | daemon start to head (s) |");
+    println!("|---|---:|---:|---:|---:|");
+    for run in 1..=3 {
+        // The binaries one after the other, on the same chain.
+        for (label, bin) in &binaries {
+            let row = runtime.block_on(catch_up(bin, &chain))?;
+            println!(
+                "| {label} | {run} | {} | {:.0} | {:.2} |",
+                row.blocks,
+                row.rate,
+                row.from_start.as_secs_f64()
             );
         }
     }

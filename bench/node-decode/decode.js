@@ -6,7 +6,12 @@
 // header's DER). It does NOT build configtxlator-style JSON of the whole payload (no Node library does); the
 // events are serialized with JSON.stringify.
 //
-// Usage: node decode.js ITERATIONS BLOCK_FILE...   prints one JSON line of totals.
+// With --bare it only decodes (the anchor of `cargo bench --bench decode`): every protobuf layer the events are
+// read from (envelope, payload, headers, transaction, actions, proposal payload, invocation spec, proposal
+// response payload, chaincode action, chaincode event, read/write sets, config envelope), no certificate, no
+// block hash, no event objects, no JSON.
+//
+// Usage: node decode.js [--bare] ITERATIONS BLOCK_FILE...   prints one JSON line of totals.
 
 'use strict';
 
@@ -125,15 +130,60 @@ function decodeBlock(bytes, instanceId) {
   return events;
 }
 
+// The bare decode: returns the number of transactions.
+function decodeBare(bytes) {
+  const block = common.Block.deserializeBinary(bytes);
+  block.getHeader().getNumber();
+  block.getMetadata().getMetadataList_asU8();
+  const envelopes = block.getData().getDataList_asU8();
+  for (const envBytes of envelopes) {
+    const envelope = common.Envelope.deserializeBinary(envBytes);
+    const payload = common.Payload.deserializeBinary(envelope.getPayload_asU8());
+    const ch = common.ChannelHeader.deserializeBinary(payload.getHeader().getChannelHeader_asU8());
+    common.SignatureHeader.deserializeBinary(payload.getHeader().getSignatureHeader_asU8());
+    if (ch.getType() === common.HeaderType.ENDORSER_TRANSACTION) {
+      const tx = peer.Transaction.deserializeBinary(payload.getData_asU8());
+      for (const action of tx.getActionsList()) {
+        const cap = peer.ChaincodeActionPayload.deserializeBinary(action.getPayload_asU8());
+        const cpp = peer.ChaincodeProposalPayload.deserializeBinary(cap.getChaincodeProposalPayload_asU8());
+        peer.ChaincodeInvocationSpec.deserializeBinary(cpp.getInput_asU8());
+        const prp = peer.ProposalResponsePayload.deserializeBinary(cap.getAction().getProposalResponsePayload_asU8());
+        const cca = peer.ChaincodeAction.deserializeBinary(prp.getExtension_asU8());
+        const rwset = ledger.rwset.TxReadWriteSet.deserializeBinary(cca.getResults_asU8());
+        for (const ns of rwset.getNsRwsetList()) ledger.rwset.kvrwset.KVRWSet.deserializeBinary(ns.getRwset_asU8());
+        if (cca.getEvents_asU8().length) peer.ChaincodeEvent.deserializeBinary(cca.getEvents_asU8());
+      }
+    } else if (ch.getType() === common.HeaderType.CONFIG) {
+      common.ConfigEnvelope.deserializeBinary(payload.getData_asU8());
+    }
+  }
+  return envelopes.length;
+}
+
+function bare(iterations, blocks, bytesPerRound) {
+  for (let i = 0; i < Math.min(iterations, 20); i++) for (const b of blocks) decodeBare(b);
+  let transactions = 0;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < iterations; i++) for (const b of blocks) transactions += decodeBare(b);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  console.log(JSON.stringify({
+    seconds, blocks: iterations * blocks.length, bytes: iterations * bytesPerRound, transactions, events: 0,
+  }));
+}
+
 function main() {
-  const [iterationsArg, ...files] = process.argv.slice(2);
+  let args = process.argv.slice(2);
+  const bareMode = args[0] === '--bare';
+  if (bareMode) args = args.slice(1);
+  const [iterationsArg, ...files] = args;
   const iterations = Number(iterationsArg);
   if (!Number.isInteger(iterations) || iterations < 1 || files.length === 0) {
-    console.error('usage: node decode.js ITERATIONS BLOCK_FILE...');
+    console.error('usage: node decode.js [--bare] ITERATIONS BLOCK_FILE...');
     process.exit(2);
   }
   const blocks = files.map((f) => new Uint8Array(fs.readFileSync(f)));
   const bytesPerRound = blocks.reduce((sum, b) => sum + b.length, 0);
+  if (bareMode) return bare(iterations, blocks, bytesPerRound);
   // Warm up the JIT before timing.
   for (let i = 0; i < Math.min(iterations, 20); i++) for (const b of blocks) JSON.stringify(decodeBlock(b, 'bench'));
   let events = 0;

@@ -1,5 +1,6 @@
-//! Fabric messages -> JSON exactly as Fabric's configtxlator (its `protolator` package) prints them, built
-//! straight into `serde_json::Value` (no JSON text in between), in either [`Rendering`].
+//! Fabric messages -> JSON exactly as Fabric's configtxlator (its `protolator` package) prints them, in either
+//! [`Rendering`], written once against [`Out`] (see [`super::json`]): as JSON text straight from the decoded
+//! protobuf (what is pushed; no `Value` tree in between), or as a `serde_json::Value` (what filters read).
 //!
 //! The rules, from protolator over Go's protobuf JSON (`jsonpb` in v2.5, `protojson` in v3; proto names,
 //! defaults emitted):
@@ -24,162 +25,166 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use prost::Message;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::Rendering;
+use super::json::{Out, obj, to_text, to_value};
 use crate::fabric::proto::{common, etcdraft, kvrwset, msp, orderer, protos, rwset};
-
-macro_rules! obj {
-    ($($key:literal => $value:expr),* $(,)?) => {{
-        let mut map = Map::with_capacity([$($key),*].len());
-        $(map.insert($key.to_owned(), $value);)*
-        Value::Object(map)
-    }};
-}
 
 /// Envelopes can nest inside payloads (orderer transactions, a config's last update): beyond this depth the
 /// bytes stay base64, so a crafted block cannot exhaust the stack.
 const MAX_ENVELOPE_DEPTH: u8 = 16;
 
-/// The JSON of a serialized `common.Payload` (what configtxlator prints for `data.data[i].payload`).
+/// The JSON of a serialized `common.Payload` (what configtxlator prints for `data.data[i].payload`), as a value.
 pub fn payload_bytes(bytes: &Bytes, r: Rendering) -> Value {
-    opaque(bytes, |p| payload(r, p, 0))
+    to_value(|o| write_payload_bytes(o, bytes, r))
 }
 
-/// The JSON of a `common.Payload` found `depth` envelopes deep.
-fn payload(r: Rendering, p: &common::Payload, depth: u8) -> Value {
-    let data = if p.data.is_empty() {
-        Value::Null
-    } else {
-        match p
-            .header
-            .as_ref()
-            .and_then(|h| common::ChannelHeader::decode(h.channel_header.clone()).ok())
-        {
-            Some(ch) => payload_data(r, ch.r#type, &p.data, depth),
-            None => base64(&p.data),
-        }
-    };
-    obj! {
-        "header" => option(&p.header, |h| header(r, h)),
-        "data" => data,
-    }
+/// [`payload_bytes`] as JSON text, appended to `out`.
+pub fn payload_text(bytes: &Bytes, r: Rendering, out: &mut Vec<u8>) {
+    to_text(out, |o| write_payload_bytes(o, bytes, r));
 }
 
-fn payload_data(r: Rendering, header_type: i32, data: &Bytes, depth: u8) -> Value {
-    use common::HeaderType as H;
-    if depth >= MAX_ENVELOPE_DEPTH {
-        return base64(data);
-    }
-    match H::try_from(header_type) {
-        Ok(H::Config) => opaque(data, |c| config_envelope(r, c, depth)),
-        Ok(H::OrdererTransaction) => opaque(data, |e| envelope(r, e, depth + 1)),
-        Ok(H::ConfigUpdate) => opaque(data, |e| config_update_envelope(r, e)),
-        Ok(H::Message) => opaque(data, |v| plain_config_value(r, v)),
-        Ok(H::EndorserTransaction) => opaque(data, |t| transaction(r, t)),
-        _ => base64(data),
-    }
+/// [`payload_bytes`] written to `o`.
+pub(crate) fn write_payload_bytes<O: Out>(o: &mut O, bytes: &Bytes, r: Rendering) {
+    opaque(o, bytes, |o, p| payload(o, r, p, 0));
 }
 
 /// The JSON of a `common.ConfigUpdate` (channel groups decoded by path, as in a config transaction).
 pub fn config_update(u: &common::ConfigUpdate, r: Rendering) -> Value {
-    obj! {
-        "channel_id" => string(&u.channel_id),
-        "read_set" => option(&u.read_set, |g| config_group(r, g, Group::Channel)),
-        "write_set" => option(&u.write_set, |g| config_group(r, g, Group::Channel)),
+    to_value(|o| write_config_update(o, u, r))
+}
+
+/// [`config_update`] written to `o`.
+pub(crate) fn write_config_update<O: Out>(o: &mut O, u: &common::ConfigUpdate, r: Rendering) {
+    obj!(o {
+        "channel_id" => o.str(&u.channel_id),
+        "read_set" => option(o, &u.read_set, |o, g| config_group(o, r, g, Group::Channel)),
+        "write_set" => option(o, &u.write_set, |o, g| config_group(o, r, g, Group::Channel)),
         // No isolated data type is registered with configtxlator: the values stay bytes.
-        "isolated_data" => bytes_map(&u.isolated_data),
+        "isolated_data" => bytes_map(o, &u.isolated_data),
+    });
+}
+
+/// The JSON of a `common.Payload` found `depth` envelopes deep.
+fn payload<O: Out>(o: &mut O, r: Rendering, p: &common::Payload, depth: u8) {
+    obj!(o {
+        "header" => option(o, &p.header, |o, h| header(o, r, h)),
+        "data" => if p.data.is_empty() {
+            o.null();
+        } else {
+            match p
+                .header
+                .as_ref()
+                .and_then(|h| common::ChannelHeader::decode(h.channel_header.clone()).ok())
+            {
+                Some(ch) => payload_data(o, r, ch.r#type, &p.data, depth),
+                None => o.base64(&p.data),
+            }
+        },
+    });
+}
+
+fn payload_data<O: Out>(o: &mut O, r: Rendering, header_type: i32, data: &Bytes, depth: u8) {
+    use common::HeaderType as H;
+    if depth >= MAX_ENVELOPE_DEPTH {
+        return o.base64(data);
+    }
+    match H::try_from(header_type) {
+        Ok(H::Config) => opaque(o, data, |o, c| config_envelope(o, r, c, depth)),
+        Ok(H::OrdererTransaction) => opaque(o, data, |o, e| envelope(o, r, e, depth + 1)),
+        Ok(H::ConfigUpdate) => opaque(o, data, |o, e| config_update_envelope(o, r, e)),
+        Ok(H::Message) => opaque(o, data, |o, v| plain_config_value(o, r, v)),
+        Ok(H::EndorserTransaction) => opaque(o, data, |o, t| transaction(o, r, t)),
+        _ => o.base64(data),
     }
 }
 
 // ---- common -------------------------------------------------------------------------------------------
 
-fn envelope(r: Rendering, e: &common::Envelope, depth: u8) -> Value {
-    obj! {
-        "payload" => opaque(&e.payload, |p| payload(r, p, depth)),
-        "signature" => bytes(r, &e.signature),
-    }
+fn envelope<O: Out>(o: &mut O, r: Rendering, e: &common::Envelope, depth: u8) {
+    obj!(o {
+        "payload" => opaque(o, &e.payload, |o, p| payload(o, r, p, depth)),
+        "signature" => bytes(o, r, &e.signature),
+    });
 }
 
-fn header(r: Rendering, h: &common::Header) -> Value {
-    obj! {
-        "channel_header" => opaque(&h.channel_header, |ch| channel_header(r, ch)),
-        "signature_header" => opaque(&h.signature_header, |sh| signature_header(r, sh)),
-    }
+fn header<O: Out>(o: &mut O, r: Rendering, h: &common::Header) {
+    obj!(o {
+        "channel_header" => opaque(o, &h.channel_header, |o, ch| channel_header(o, r, ch)),
+        "signature_header" => opaque(o, &h.signature_header, |o, sh| signature_header(o, r, sh)),
+    });
 }
 
-fn channel_header(r: Rendering, ch: &common::ChannelHeader) -> Value {
-    // Opaque for every header type; configtxlator only knows the endorser transactions' extension.
-    let extension = if ch.r#type == common::HeaderType::EndorserTransaction as i32 {
-        opaque(&ch.extension, chaincode_header_extension)
-    } else {
-        undecodable(&ch.extension)
-    };
-    obj! {
-        "type" => Value::from(ch.r#type),
-        "version" => Value::from(ch.version),
-        "timestamp" => timestamp(&ch.timestamp),
-        "channel_id" => string(&ch.channel_id),
-        "tx_id" => string(&ch.tx_id),
-        "epoch" => uint64(ch.epoch),
-        "extension" => extension,
-        "tls_cert_hash" => bytes(r, &ch.tls_cert_hash),
-    }
+fn channel_header<O: Out>(o: &mut O, r: Rendering, ch: &common::ChannelHeader) {
+    obj!(o {
+        "type" => o.i64(ch.r#type.into()),
+        "version" => o.i64(ch.version.into()),
+        "timestamp" => timestamp(o, &ch.timestamp),
+        "channel_id" => o.str(&ch.channel_id),
+        "tx_id" => o.str(&ch.tx_id),
+        "epoch" => uint64(o, ch.epoch),
+        // Opaque for every header type; configtxlator only knows the endorser transactions' extension.
+        "extension" => if ch.r#type == common::HeaderType::EndorserTransaction as i32 {
+            opaque(o, &ch.extension, chaincode_header_extension)
+        } else {
+            undecodable(o, &ch.extension)
+        },
+        "tls_cert_hash" => bytes(o, r, &ch.tls_cert_hash),
+    });
 }
 
-fn signature_header(r: Rendering, sh: &common::SignatureHeader) -> Value {
-    obj! {
-        "creator" => opaque(&sh.creator, |id| serialized_identity(r, id)),
-        "nonce" => bytes(r, &sh.nonce),
-    }
+fn signature_header<O: Out>(o: &mut O, r: Rendering, sh: &common::SignatureHeader) {
+    obj!(o {
+        "creator" => opaque(o, &sh.creator, |o, id| serialized_identity(o, r, id)),
+        "nonce" => bytes(o, r, &sh.nonce),
+    });
 }
 
-fn serialized_identity(r: Rendering, id: &msp::SerializedIdentity) -> Value {
-    obj! {
-        "mspid" => string(&id.mspid),
-        "id_bytes" => bytes(r, &id.id_bytes),
-    }
+fn serialized_identity<O: Out>(o: &mut O, r: Rendering, id: &msp::SerializedIdentity) {
+    obj!(o {
+        "mspid" => o.str(&id.mspid),
+        "id_bytes" => bytes(o, r, &id.id_bytes),
+    });
 }
 
-fn config_envelope(r: Rendering, ce: &common::ConfigEnvelope, depth: u8) -> Value {
-    obj! {
-        "config" => option(&ce.config, |c| config(r, c)),
-        "last_update" => option(&ce.last_update, |e| envelope(r, e, depth + 1)),
-    }
+fn config_envelope<O: Out>(o: &mut O, r: Rendering, ce: &common::ConfigEnvelope, depth: u8) {
+    obj!(o {
+        "config" => option(o, &ce.config, |o, c| config(o, r, c)),
+        "last_update" => option(o, &ce.last_update, |o, e| envelope(o, r, e, depth + 1)),
+    });
 }
 
-fn config(r: Rendering, c: &common::Config) -> Value {
-    obj! {
-        "sequence" => uint64(c.sequence),
-        "channel_group" => option(&c.channel_group, |g| config_group(r, g, Group::Channel)),
-    }
+fn config<O: Out>(o: &mut O, r: Rendering, c: &common::Config) {
+    obj!(o {
+        "sequence" => uint64(o, c.sequence),
+        "channel_group" => option(o, &c.channel_group, |o, g| config_group(o, r, g, Group::Channel)),
+    });
 }
 
-fn config_update_envelope(r: Rendering, cue: &common::ConfigUpdateEnvelope) -> Value {
-    obj! {
-        "config_update" => opaque(&cue.config_update, |u| config_update(u, r)),
-        "signatures" => list(&cue.signatures, |s| config_signature(r, s)),
-    }
+fn config_update_envelope<O: Out>(o: &mut O, r: Rendering, cue: &common::ConfigUpdateEnvelope) {
+    obj!(o {
+        "config_update" => opaque(o, &cue.config_update, |o, u| write_config_update(o, u, r)),
+        "signatures" => list(o, &cue.signatures, |o, s| config_signature(o, r, s)),
+    });
 }
 
-fn config_signature(r: Rendering, cs: &common::ConfigSignature) -> Value {
-    obj! {
-        "signature_header" => opaque(&cs.signature_header, |sh| signature_header(r, sh)),
-        "signature" => bytes(r, &cs.signature),
-    }
+fn config_signature<O: Out>(o: &mut O, r: Rendering, cs: &common::ConfigSignature) {
+    obj!(o {
+        "signature_header" => opaque(o, &cs.signature_header, |o, sh| signature_header(o, r, sh)),
+        "signature" => bytes(o, r, &cs.signature),
+    });
 }
 
 /// A `MESSAGE` payload holds a `ConfigValue` outside any group: its value stays bytes.
-fn plain_config_value(r: Rendering, v: &common::ConfigValue) -> Value {
-    obj! {
-        "version" => uint64(v.version),
-        "value" => bytes(r, &v.value),
-        "mod_policy" => string(&v.mod_policy),
-    }
+fn plain_config_value<O: Out>(o: &mut O, r: Rendering, v: &common::ConfigValue) {
+    obj!(o {
+        "version" => uint64(o, v.version),
+        "value" => bytes(o, r, &v.value),
+        "mod_policy" => o.str(&v.mod_policy),
+    });
 }
 
 /// Where a config group sits in the channel tree: decides how its values and sub-groups decode.
@@ -212,609 +217,628 @@ impl Group {
     }
 }
 
-fn config_group(r: Rendering, g: &common::ConfigGroup, kind: Group) -> Value {
-    obj! {
-        "version" => uint64(g.version),
-        "groups" => sorted_map(&g.groups, |key, child| config_group(r, child, kind.child(key))),
-        "values" => sorted_map(&g.values, |key, value| config_value(r, value, kind, key)),
-        "policies" => sorted_map(&g.policies, |_, p| config_policy(r, p)),
-        "mod_policy" => string(&g.mod_policy),
-    }
+fn config_group<O: Out>(o: &mut O, r: Rendering, g: &common::ConfigGroup, kind: Group) {
+    obj!(o {
+        "version" => uint64(o, g.version),
+        "groups" => sorted_map(o, &g.groups, |o, key, child| config_group(o, r, child, kind.child(key))),
+        "values" => sorted_map(o, &g.values, |o, key, value| config_value(o, r, value, kind, key)),
+        "policies" => sorted_map(o, &g.policies, |o, _, p| config_policy(o, r, p)),
+        "mod_policy" => o.str(&g.mod_policy),
+    });
 }
 
-fn config_value(r: Rendering, v: &common::ConfigValue, kind: Group, key: &str) -> Value {
-    obj! {
-        "version" => uint64(v.version),
-        "value" => config_value_value(r, &v.value, kind, key),
-        "mod_policy" => string(&v.mod_policy),
-    }
+fn config_value<O: Out>(o: &mut O, r: Rendering, v: &common::ConfigValue, kind: Group, key: &str) {
+    obj!(o {
+        "version" => uint64(o, v.version),
+        "value" => config_value_value(o, r, &v.value, kind, key),
+        "mod_policy" => o.str(&v.mod_policy),
+    });
 }
 
 /// Every value v3.1's configtxlator decodes (a superset of v2.5's, which lacks `Orderers`), by group and key.
-fn config_value_value(r: Rendering, value: &Bytes, kind: Group, key: &str) -> Value {
+fn config_value_value<O: Out>(o: &mut O, r: Rendering, value: &Bytes, kind: Group, key: &str) {
     match (kind, key) {
-        (Group::Channel, "HashingAlgorithm") => opaque(value, |m: &common::HashingAlgorithm| {
-            obj! { "name" => string(&m.name) }
-        }),
-        (Group::Channel, "BlockDataHashingStructure") => opaque(
+        (Group::Channel, "HashingAlgorithm") => opaque(
+            o,
             value,
-            |m: &common::BlockDataHashingStructure| obj! { "width" => Value::from(m.width) },
+            |o, m: &common::HashingAlgorithm| obj!(o { "name" => o.str(&m.name) }),
+        ),
+        (Group::Channel, "BlockDataHashingStructure") => opaque(
+            o,
+            value,
+            |o, m: &common::BlockDataHashingStructure| obj!(o { "width" => o.u64(m.width.into()) }),
         ),
         (Group::Channel, "OrdererAddresses") | (Group::OrdererOrg, "Endpoints") => opaque(
+            o,
             value,
-            |m: &common::OrdererAddresses| obj! { "addresses" => strings(&m.addresses) },
+            |o, m: &common::OrdererAddresses| obj!(o { "addresses" => strings(o, &m.addresses) }),
         ),
         (Group::Channel, "Consortium") => opaque(
+            o,
             value,
-            |m: &common::Consortium| obj! { "name" => string(&m.name) },
+            |o, m: &common::Consortium| obj!(o { "name" => o.str(&m.name) }),
         ),
         (Group::Channel | Group::Orderer | Group::Application, "Capabilities") => {
-            opaque(value, capabilities)
+            opaque(o, value, capabilities)
         }
-        (Group::Orderer, "ConsensusType") => opaque(value, |c| consensus_type(r, c)),
-        (Group::Orderer, "BatchSize") => opaque(value, |m: &orderer::BatchSize| {
-            obj! {
-                "max_message_count" => Value::from(m.max_message_count),
-                "absolute_max_bytes" => Value::from(m.absolute_max_bytes),
-                "preferred_max_bytes" => Value::from(m.preferred_max_bytes),
-            }
+        (Group::Orderer, "ConsensusType") => opaque(o, value, |o, c| consensus_type(o, r, c)),
+        (Group::Orderer, "BatchSize") => opaque(o, value, |o, m: &orderer::BatchSize| {
+            obj!(o {
+                "max_message_count" => o.u64(m.max_message_count.into()),
+                "absolute_max_bytes" => o.u64(m.absolute_max_bytes.into()),
+                "preferred_max_bytes" => o.u64(m.preferred_max_bytes.into()),
+            })
         }),
         (Group::Orderer, "BatchTimeout") => opaque(
+            o,
             value,
-            |m: &orderer::BatchTimeout| obj! { "timeout" => string(&m.timeout) },
+            |o, m: &orderer::BatchTimeout| obj!(o { "timeout" => o.str(&m.timeout) }),
         ),
         (Group::Orderer, "KafkaBrokers") => opaque(
+            o,
             value,
-            |m: &orderer::KafkaBrokers| obj! { "brokers" => strings(&m.brokers) },
+            |o, m: &orderer::KafkaBrokers| obj!(o { "brokers" => strings(o, &m.brokers) }),
         ),
         (Group::Orderer, "ChannelRestrictions") => opaque(
+            o,
             value,
-            |m: &orderer::ChannelRestrictions| obj! { "max_count" => uint64(m.max_count) },
+            |o, m: &orderer::ChannelRestrictions| obj!(o { "max_count" => uint64(o, m.max_count) }),
         ),
-        (Group::Orderer, "Orderers") => opaque(value, |o| orderers(r, o)),
+        (Group::Orderer, "Orderers") => opaque(o, value, |o, os| orderers(o, r, os)),
         (Group::OrdererOrg | Group::ApplicationOrg | Group::ConsortiumOrg, "MSP") => {
-            opaque(value, |c| msp_config(r, c))
+            opaque(o, value, |o, c| msp_config(o, r, c))
         }
-        (Group::Application, "ACLs") => opaque(value, acls),
-        (Group::ApplicationOrg, "AnchorPeers") => opaque(value, anchor_peers),
-        (Group::Consortium, "ChannelCreationPolicy") => opaque(value, |p| policy(r, p)),
-        _ => undecodable(value),
+        (Group::Application, "ACLs") => opaque(o, value, acls),
+        (Group::ApplicationOrg, "AnchorPeers") => opaque(o, value, anchor_peers),
+        (Group::Consortium, "ChannelCreationPolicy") => opaque(o, value, |o, p| policy(o, r, p)),
+        _ => undecodable(o, value),
     }
 }
 
-fn config_policy(r: Rendering, p: &common::ConfigPolicy) -> Value {
-    obj! {
-        "version" => uint64(p.version),
-        "policy" => option(&p.policy, |p| policy(r, p)),
-        "mod_policy" => string(&p.mod_policy),
-    }
+fn config_policy<O: Out>(o: &mut O, r: Rendering, p: &common::ConfigPolicy) {
+    obj!(o {
+        "version" => uint64(o, p.version),
+        "policy" => option(o, &p.policy, |o, p| policy(o, r, p)),
+        "mod_policy" => o.str(&p.mod_policy),
+    });
 }
 
-fn policy(r: Rendering, p: &common::Policy) -> Value {
+fn policy<O: Out>(o: &mut O, r: Rendering, p: &common::Policy) {
     use common::policy::PolicyType as T;
-    let value = match T::try_from(p.r#type) {
-        Ok(T::Signature) => opaque(&p.value, |e| signature_policy_envelope(r, e)),
-        Ok(T::ImplicitMeta) => opaque(&p.value, implicit_meta_policy),
-        _ => undecodable(&p.value),
-    };
-    obj! {
-        "type" => Value::from(p.r#type),
-        "value" => value,
-    }
+    obj!(o {
+        "type" => o.i64(p.r#type.into()),
+        "value" => match T::try_from(p.r#type) {
+            Ok(T::Signature) => opaque(o, &p.value, |o, e| signature_policy_envelope(o, r, e)),
+            Ok(T::ImplicitMeta) => opaque(o, &p.value, implicit_meta_policy),
+            _ => undecodable(o, &p.value),
+        },
+    });
 }
 
-fn signature_policy_envelope(r: Rendering, e: &common::SignaturePolicyEnvelope) -> Value {
-    obj! {
-        "version" => Value::from(e.version),
-        "rule" => option(&e.rule, signature_policy),
-        "identities" => list(&e.identities, |p| msp_principal(r, p)),
-    }
+fn signature_policy_envelope<O: Out>(o: &mut O, r: Rendering, e: &common::SignaturePolicyEnvelope) {
+    obj!(o {
+        "version" => o.i64(e.version.into()),
+        "rule" => option(o, &e.rule, signature_policy),
+        "identities" => list(o, &e.identities, |o, p| msp_principal(o, r, p)),
+    });
 }
 
-fn signature_policy(p: &common::SignaturePolicy) -> Value {
+fn signature_policy<O: Out>(o: &mut O, p: &common::SignaturePolicy) {
     use common::signature_policy::Type;
-    let mut map = Map::with_capacity(1);
+    o.begin_object();
     match &p.r#type {
         Some(Type::SignedBy(n)) => {
-            map.insert("signed_by".to_owned(), Value::from(*n));
+            o.key("signed_by");
+            o.i64((*n).into());
         }
         Some(Type::NOutOf(n_out_of)) => {
-            map.insert(
-                "n_out_of".to_owned(),
-                obj! {
-                    "n" => Value::from(n_out_of.n),
-                    "rules" => list(&n_out_of.rules, signature_policy),
-                },
-            );
+            o.key("n_out_of");
+            obj!(o {
+                "n" => o.i64(n_out_of.n.into()),
+                "rules" => list(o, &n_out_of.rules, signature_policy),
+            });
         }
         None => {}
     }
-    Value::Object(map)
+    o.end_object();
 }
 
-fn implicit_meta_policy(p: &common::ImplicitMetaPolicy) -> Value {
-    obj! {
-        "sub_policy" => string(&p.sub_policy),
-        "rule" => enumeration(p.rule, |v| common::implicit_meta_policy::Rule::try_from(v).ok().map(|e| e.as_str_name())),
-    }
+fn implicit_meta_policy<O: Out>(o: &mut O, p: &common::ImplicitMetaPolicy) {
+    obj!(o {
+        "sub_policy" => o.str(&p.sub_policy),
+        "rule" => enumeration(o, p.rule, |v| common::implicit_meta_policy::Rule::try_from(v).ok().map(|e| e.as_str_name())),
+    });
 }
 
-fn msp_principal(r: Rendering, p: &common::MspPrincipal) -> Value {
+fn msp_principal<O: Out>(o: &mut O, r: Rendering, p: &common::MspPrincipal) {
     use common::msp_principal::Classification as C;
-    let principal = match C::try_from(p.principal_classification) {
-        Ok(C::Role) => opaque(&p.principal, |role: &common::MspRole| {
-            obj! {
-                "msp_identifier" => string(&role.msp_identifier),
-                "role" => enumeration(role.role, |v| common::msp_role::MspRoleType::try_from(v).ok().map(|e| e.as_str_name())),
-            }
-        }),
-        Ok(C::OrganizationUnit) => opaque(&p.principal, |ou: &common::OrganizationUnit| {
-            obj! {
-                "msp_identifier" => string(&ou.msp_identifier),
-                "organizational_unit_identifier" => string(&ou.organizational_unit_identifier),
-                "certifiers_identifier" => bytes(r, &ou.certifiers_identifier),
-            }
-        }),
-        Ok(C::Identity) => opaque(&p.principal, |id| serialized_identity(r, id)),
-        _ => undecodable(&p.principal),
-    };
-    obj! {
-        "principal_classification" => enumeration(p.principal_classification, |v| C::try_from(v).ok().map(|e| e.as_str_name())),
-        "principal" => principal,
-    }
+    obj!(o {
+        "principal_classification" => enumeration(o, p.principal_classification, |v| C::try_from(v).ok().map(|e| e.as_str_name())),
+        "principal" => match C::try_from(p.principal_classification) {
+            Ok(C::Role) => opaque(o, &p.principal, |o, role: &common::MspRole| {
+                obj!(o {
+                    "msp_identifier" => o.str(&role.msp_identifier),
+                    "role" => enumeration(o, role.role, |v| common::msp_role::MspRoleType::try_from(v).ok().map(|e| e.as_str_name())),
+                })
+            }),
+            Ok(C::OrganizationUnit) => opaque(o, &p.principal, |o, ou: &common::OrganizationUnit| {
+                obj!(o {
+                    "msp_identifier" => o.str(&ou.msp_identifier),
+                    "organizational_unit_identifier" => o.str(&ou.organizational_unit_identifier),
+                    "certifiers_identifier" => bytes(o, r, &ou.certifiers_identifier),
+                })
+            }),
+            Ok(C::Identity) => opaque(o, &p.principal, |o, id| serialized_identity(o, r, id)),
+            _ => undecodable(o, &p.principal),
+        },
+    });
 }
 
-fn capabilities(c: &common::Capabilities) -> Value {
-    obj! { "capabilities" => sorted_map(&c.capabilities, |_, _| Value::Object(Map::new())) }
+fn capabilities<O: Out>(o: &mut O, c: &common::Capabilities) {
+    obj!(o {
+        "capabilities" => sorted_map(o, &c.capabilities, |o, _, _| {
+            o.begin_object();
+            o.end_object();
+        }),
+    });
 }
 
 /// The BFT consenter mapping (`/Channel/Orderer/Orderers`, Fabric v3).
-fn orderers(r: Rendering, o: &common::Orderers) -> Value {
-    obj! {
-        "consenter_mapping" => list(&o.consenter_mapping, |c: &common::Consenter| obj! {
-            "id" => Value::from(c.id),
-            "host" => string(&c.host),
-            "port" => Value::from(c.port),
-            "msp_id" => string(&c.msp_id),
-            "identity" => bytes(r, &c.identity),
-            "client_tls_cert" => bytes(r, &c.client_tls_cert),
-            "server_tls_cert" => bytes(r, &c.server_tls_cert),
-        }),
-    }
+fn orderers<O: Out>(o: &mut O, r: Rendering, os: &common::Orderers) {
+    obj!(o {
+        "consenter_mapping" => list(o, &os.consenter_mapping, |o, c: &common::Consenter| obj!(o {
+            "id" => o.u64(c.id.into()),
+            "host" => o.str(&c.host),
+            "port" => o.u64(c.port.into()),
+            "msp_id" => o.str(&c.msp_id),
+            "identity" => bytes(o, r, &c.identity),
+            "client_tls_cert" => bytes(o, r, &c.client_tls_cert),
+            "server_tls_cert" => bytes(o, r, &c.server_tls_cert),
+        })),
+    });
 }
 
 // ---- msp ----------------------------------------------------------------------------------------------
 
-fn msp_config(r: Rendering, c: &msp::MspConfig) -> Value {
-    let config = match c.r#type {
-        0 => opaque(&c.config, |f| fabric_msp_config(r, f)),
-        1 => opaque(&c.config, |i| idemix_msp_config(r, i)),
-        _ => undecodable(&c.config),
-    };
-    obj! {
-        "type" => Value::from(c.r#type),
-        "config" => config,
-    }
+fn msp_config<O: Out>(o: &mut O, r: Rendering, c: &msp::MspConfig) {
+    obj!(o {
+        "type" => o.i64(c.r#type.into()),
+        "config" => match c.r#type {
+            0 => opaque(o, &c.config, |o, f| fabric_msp_config(o, r, f)),
+            1 => opaque(o, &c.config, |o, i| idemix_msp_config(o, r, i)),
+            _ => undecodable(o, &c.config),
+        },
+    });
 }
 
-fn fabric_msp_config(r: Rendering, c: &msp::FabricMspConfig) -> Value {
-    obj! {
-        "name" => string(&c.name),
-        "root_certs" => bytes_list(&c.root_certs),
-        "intermediate_certs" => bytes_list(&c.intermediate_certs),
-        "admins" => bytes_list(&c.admins),
-        "revocation_list" => bytes_list(&c.revocation_list),
-        "signing_identity" => option(&c.signing_identity, |s: &msp::SigningIdentityInfo| obj! {
-            "public_signer" => bytes(r, &s.public_signer),
-            "private_signer" => option(&s.private_signer, |k: &msp::KeyInfo| obj! {
-                "key_identifier" => string(&k.key_identifier),
-                "key_material" => bytes(r, &k.key_material),
-            }),
-        }),
-        "organizational_unit_identifiers" => list(&c.organizational_unit_identifiers, |o| fabric_ou_identifier(r, o)),
-        "crypto_config" => option(&c.crypto_config, |cc: &msp::FabricCryptoConfig| obj! {
-            "signature_hash_family" => string(&cc.signature_hash_family),
-            "identity_identifier_hash_function" => string(&cc.identity_identifier_hash_function),
-        }),
-        "tls_root_certs" => bytes_list(&c.tls_root_certs),
-        "tls_intermediate_certs" => bytes_list(&c.tls_intermediate_certs),
-        "fabric_node_ous" => option(&c.fabric_node_ous, |n: &msp::FabricNodeOUs| obj! {
-            "enable" => Value::Bool(n.enable),
-            "client_ou_identifier" => option(&n.client_ou_identifier, |o| fabric_ou_identifier(r, o)),
-            "peer_ou_identifier" => option(&n.peer_ou_identifier, |o| fabric_ou_identifier(r, o)),
-            "admin_ou_identifier" => option(&n.admin_ou_identifier, |o| fabric_ou_identifier(r, o)),
-            "orderer_ou_identifier" => option(&n.orderer_ou_identifier, |o| fabric_ou_identifier(r, o)),
-        }),
-    }
+fn fabric_msp_config<O: Out>(o: &mut O, r: Rendering, c: &msp::FabricMspConfig) {
+    obj!(o {
+        "name" => o.str(&c.name),
+        "root_certs" => bytes_list(o, &c.root_certs),
+        "intermediate_certs" => bytes_list(o, &c.intermediate_certs),
+        "admins" => bytes_list(o, &c.admins),
+        "revocation_list" => bytes_list(o, &c.revocation_list),
+        "signing_identity" => option(o, &c.signing_identity, |o, s: &msp::SigningIdentityInfo| obj!(o {
+            "public_signer" => bytes(o, r, &s.public_signer),
+            "private_signer" => option(o, &s.private_signer, |o, k: &msp::KeyInfo| obj!(o {
+                "key_identifier" => o.str(&k.key_identifier),
+                "key_material" => bytes(o, r, &k.key_material),
+            })),
+        })),
+        "organizational_unit_identifiers" => list(o, &c.organizational_unit_identifiers, |o, ou| fabric_ou_identifier(o, r, ou)),
+        "crypto_config" => option(o, &c.crypto_config, |o, cc: &msp::FabricCryptoConfig| obj!(o {
+            "signature_hash_family" => o.str(&cc.signature_hash_family),
+            "identity_identifier_hash_function" => o.str(&cc.identity_identifier_hash_function),
+        })),
+        "tls_root_certs" => bytes_list(o, &c.tls_root_certs),
+        "tls_intermediate_certs" => bytes_list(o, &c.tls_intermediate_certs),
+        "fabric_node_ous" => option(o, &c.fabric_node_ous, |o, n: &msp::FabricNodeOUs| obj!(o {
+            "enable" => o.bool(n.enable),
+            "client_ou_identifier" => option(o, &n.client_ou_identifier, |o, ou| fabric_ou_identifier(o, r, ou)),
+            "peer_ou_identifier" => option(o, &n.peer_ou_identifier, |o, ou| fabric_ou_identifier(o, r, ou)),
+            "admin_ou_identifier" => option(o, &n.admin_ou_identifier, |o, ou| fabric_ou_identifier(o, r, ou)),
+            "orderer_ou_identifier" => option(o, &n.orderer_ou_identifier, |o, ou| fabric_ou_identifier(o, r, ou)),
+        })),
+    });
 }
 
-fn fabric_ou_identifier(r: Rendering, o: &msp::FabricOuIdentifier) -> Value {
-    obj! {
-        "certificate" => bytes(r, &o.certificate),
-        "organizational_unit_identifier" => string(&o.organizational_unit_identifier),
-    }
+fn fabric_ou_identifier<O: Out>(o: &mut O, r: Rendering, ou: &msp::FabricOuIdentifier) {
+    obj!(o {
+        "certificate" => bytes(o, r, &ou.certificate),
+        "organizational_unit_identifier" => o.str(&ou.organizational_unit_identifier),
+    });
 }
 
-fn idemix_msp_config(r: Rendering, c: &msp::IdemixMspConfig) -> Value {
-    obj! {
-        "name" => string(&c.name),
-        "ipk" => bytes(r, &c.ipk),
-        "signer" => option(&c.signer, |s: &msp::IdemixMspSignerConfig| obj! {
-            "cred" => bytes(r, &s.cred),
-            "sk" => bytes(r, &s.sk),
-            "organizational_unit_identifier" => string(&s.organizational_unit_identifier),
-            "role" => Value::from(s.role),
-            "enrollment_id" => string(&s.enrollment_id),
-            "credential_revocation_information" => bytes(r, &s.credential_revocation_information),
-        }),
-        "revocation_pk" => bytes(r, &c.revocation_pk),
-        "epoch" => int64(c.epoch),
-    }
+fn idemix_msp_config<O: Out>(o: &mut O, r: Rendering, c: &msp::IdemixMspConfig) {
+    obj!(o {
+        "name" => o.str(&c.name),
+        "ipk" => bytes(o, r, &c.ipk),
+        "signer" => option(o, &c.signer, |o, s: &msp::IdemixMspSignerConfig| obj!(o {
+            "cred" => bytes(o, r, &s.cred),
+            "sk" => bytes(o, r, &s.sk),
+            "organizational_unit_identifier" => o.str(&s.organizational_unit_identifier),
+            "role" => o.i64(s.role.into()),
+            "enrollment_id" => o.str(&s.enrollment_id),
+            "credential_revocation_information" => bytes(o, r, &s.credential_revocation_information),
+        })),
+        "revocation_pk" => bytes(o, r, &c.revocation_pk),
+        "epoch" => int64(o, c.epoch),
+    });
 }
 
 // ---- orderer ------------------------------------------------------------------------------------------
 
 /// The consensus type's metadata is opaque and chosen by type, as in configtxlator: `etcdraft` ->
 /// `etcdraft.ConfigMetadata`, `BFT` -> `orderer.smartbft.Options`, anything else -> `google.protobuf.Empty`.
-fn consensus_type(r: Rendering, c: &orderer::ConsensusType) -> Value {
-    let metadata = match c.r#type.as_str() {
-        "etcdraft" => opaque(&c.metadata, |m| etcdraft_metadata(r, m)),
-        "BFT" => opaque(&c.metadata, smartbft_options),
-        _ if c.metadata.is_empty() => Value::Null,
-        _ => Value::Object(Map::new()),
-    };
-    obj! {
-        "type" => string(&c.r#type),
-        "metadata" => metadata,
-        "state" => enumeration(c.state, |v| orderer::consensus_type::State::try_from(v).ok().map(|e| e.as_str_name())),
-    }
+fn consensus_type<O: Out>(o: &mut O, r: Rendering, c: &orderer::ConsensusType) {
+    obj!(o {
+        "type" => o.str(&c.r#type),
+        "metadata" => match c.r#type.as_str() {
+            "etcdraft" => opaque(o, &c.metadata, |o, m| etcdraft_metadata(o, r, m)),
+            "BFT" => opaque(o, &c.metadata, smartbft_options),
+            _ if c.metadata.is_empty() => o.null(),
+            _ => {
+                o.begin_object();
+                o.end_object();
+            }
+        },
+        "state" => enumeration(o, c.state, |v| orderer::consensus_type::State::try_from(v).ok().map(|e| e.as_str_name())),
+    });
 }
 
-fn etcdraft_metadata(r: Rendering, m: &etcdraft::ConfigMetadata) -> Value {
-    obj! {
-        "consenters" => list(&m.consenters, |c: &etcdraft::Consenter| obj! {
-            "host" => string(&c.host),
-            "port" => Value::from(c.port),
-            "client_tls_cert" => bytes(r, &c.client_tls_cert),
-            "server_tls_cert" => bytes(r, &c.server_tls_cert),
-        }),
-        "options" => option(&m.options, |o: &etcdraft::Options| obj! {
-            "tick_interval" => string(&o.tick_interval),
-            "election_tick" => Value::from(o.election_tick),
-            "heartbeat_tick" => Value::from(o.heartbeat_tick),
-            "max_inflight_blocks" => Value::from(o.max_inflight_blocks),
-            "snapshot_interval_size" => Value::from(o.snapshot_interval_size),
-        }),
-    }
+fn etcdraft_metadata<O: Out>(o: &mut O, r: Rendering, m: &etcdraft::ConfigMetadata) {
+    obj!(o {
+        "consenters" => list(o, &m.consenters, |o, c: &etcdraft::Consenter| obj!(o {
+            "host" => o.str(&c.host),
+            "port" => o.u64(c.port.into()),
+            "client_tls_cert" => bytes(o, r, &c.client_tls_cert),
+            "server_tls_cert" => bytes(o, r, &c.server_tls_cert),
+        })),
+        "options" => option(o, &m.options, |o, op: &etcdraft::Options| obj!(o {
+            "tick_interval" => o.str(&op.tick_interval),
+            "election_tick" => o.u64(op.election_tick.into()),
+            "heartbeat_tick" => o.u64(op.heartbeat_tick.into()),
+            "max_inflight_blocks" => o.u64(op.max_inflight_blocks.into()),
+            "snapshot_interval_size" => o.u64(op.snapshot_interval_size.into()),
+        })),
+    });
 }
 
-fn smartbft_options(o: &orderer::smartbft::Options) -> Value {
+fn smartbft_options<O: Out>(o: &mut O, op: &orderer::smartbft::Options) {
     use orderer::smartbft::options::Rotation;
-    obj! {
-        "request_batch_max_count" => uint64(o.request_batch_max_count),
-        "request_batch_max_bytes" => uint64(o.request_batch_max_bytes),
-        "request_batch_max_interval" => string(&o.request_batch_max_interval),
-        "incoming_message_buffer_size" => uint64(o.incoming_message_buffer_size),
-        "request_pool_size" => uint64(o.request_pool_size),
-        "request_forward_timeout" => string(&o.request_forward_timeout),
-        "request_complain_timeout" => string(&o.request_complain_timeout),
-        "request_auto_remove_timeout" => string(&o.request_auto_remove_timeout),
-        "request_max_bytes" => uint64(o.request_max_bytes),
-        "view_change_resend_interval" => string(&o.view_change_resend_interval),
-        "view_change_timeout" => string(&o.view_change_timeout),
-        "leader_heartbeat_timeout" => string(&o.leader_heartbeat_timeout),
-        "leader_heartbeat_count" => uint64(o.leader_heartbeat_count),
-        "collect_timeout" => string(&o.collect_timeout),
-        "sync_on_start" => Value::Bool(o.sync_on_start),
-        "speed_up_view_change" => Value::Bool(o.speed_up_view_change),
-        "leader_rotation" => enumeration(o.leader_rotation, |v| Rotation::try_from(v).ok().map(|e| e.as_str_name())),
-        "decisions_per_leader" => uint64(o.decisions_per_leader),
-    }
+    obj!(o {
+        "request_batch_max_count" => uint64(o, op.request_batch_max_count),
+        "request_batch_max_bytes" => uint64(o, op.request_batch_max_bytes),
+        "request_batch_max_interval" => o.str(&op.request_batch_max_interval),
+        "incoming_message_buffer_size" => uint64(o, op.incoming_message_buffer_size),
+        "request_pool_size" => uint64(o, op.request_pool_size),
+        "request_forward_timeout" => o.str(&op.request_forward_timeout),
+        "request_complain_timeout" => o.str(&op.request_complain_timeout),
+        "request_auto_remove_timeout" => o.str(&op.request_auto_remove_timeout),
+        "request_max_bytes" => uint64(o, op.request_max_bytes),
+        "view_change_resend_interval" => o.str(&op.view_change_resend_interval),
+        "view_change_timeout" => o.str(&op.view_change_timeout),
+        "leader_heartbeat_timeout" => o.str(&op.leader_heartbeat_timeout),
+        "leader_heartbeat_count" => uint64(o, op.leader_heartbeat_count),
+        "collect_timeout" => o.str(&op.collect_timeout),
+        "sync_on_start" => o.bool(op.sync_on_start),
+        "speed_up_view_change" => o.bool(op.speed_up_view_change),
+        "leader_rotation" => enumeration(o, op.leader_rotation, |v| Rotation::try_from(v).ok().map(|e| e.as_str_name())),
+        "decisions_per_leader" => uint64(o, op.decisions_per_leader),
+    });
 }
 
 // ---- peer ---------------------------------------------------------------------------------------------
 
-fn acls(a: &protos::AcLs) -> Value {
-    obj! {
-        "acls" => sorted_map(&a.acls, |_, res: &protos::ApiResource| obj! { "policy_ref" => string(&res.policy_ref) }),
-    }
+fn acls<O: Out>(o: &mut O, a: &protos::AcLs) {
+    obj!(o {
+        "acls" => sorted_map(o, &a.acls, |o, _, res: &protos::ApiResource| obj!(o { "policy_ref" => o.str(&res.policy_ref) })),
+    });
 }
 
-fn anchor_peers(a: &protos::AnchorPeers) -> Value {
-    obj! {
-        "anchor_peers" => list(&a.anchor_peers, |p: &protos::AnchorPeer| obj! {
-            "host" => string(&p.host),
-            "port" => Value::from(p.port),
-        }),
-    }
+fn anchor_peers<O: Out>(o: &mut O, a: &protos::AnchorPeers) {
+    obj!(o {
+        "anchor_peers" => list(o, &a.anchor_peers, |o, p: &protos::AnchorPeer| obj!(o {
+            "host" => o.str(&p.host),
+            "port" => o.i64(p.port.into()),
+        })),
+    });
 }
 
-fn chaincode_header_extension(e: &protos::ChaincodeHeaderExtension) -> Value {
-    obj! {
-        "chaincode_id" => option(&e.chaincode_id, chaincode_id),
-    }
+fn chaincode_header_extension<O: Out>(o: &mut O, e: &protos::ChaincodeHeaderExtension) {
+    obj!(o {
+        "chaincode_id" => option(o, &e.chaincode_id, chaincode_id),
+    });
 }
 
-fn chaincode_id(id: &protos::ChaincodeId) -> Value {
-    obj! {
-        "path" => string(&id.path),
-        "name" => string(&id.name),
-        "version" => string(&id.version),
-    }
+fn chaincode_id<O: Out>(o: &mut O, id: &protos::ChaincodeId) {
+    obj!(o {
+        "path" => o.str(&id.path),
+        "name" => o.str(&id.name),
+        "version" => o.str(&id.version),
+    });
 }
 
-fn transaction(r: Rendering, t: &protos::Transaction) -> Value {
-    obj! { "actions" => list(&t.actions, |a| transaction_action(r, a)) }
+fn transaction<O: Out>(o: &mut O, r: Rendering, t: &protos::Transaction) {
+    obj!(o { "actions" => list(o, &t.actions, |o, a| transaction_action(o, r, a)) });
 }
 
-fn transaction_action(r: Rendering, a: &protos::TransactionAction) -> Value {
-    obj! {
-        "header" => opaque(&a.header, |sh| signature_header(r, sh)),
-        "payload" => opaque(&a.payload, |p| chaincode_action_payload(r, p)),
-    }
+fn transaction_action<O: Out>(o: &mut O, r: Rendering, a: &protos::TransactionAction) {
+    obj!(o {
+        "header" => opaque(o, &a.header, |o, sh| signature_header(o, r, sh)),
+        "payload" => opaque(o, &a.payload, |o, p| chaincode_action_payload(o, r, p)),
+    });
 }
 
-fn chaincode_action_payload(r: Rendering, p: &protos::ChaincodeActionPayload) -> Value {
-    obj! {
-        "chaincode_proposal_payload" => opaque(&p.chaincode_proposal_payload, chaincode_proposal_payload),
-        "action" => option(&p.action, |a| chaincode_endorsed_action(r, a)),
-    }
+fn chaincode_action_payload<O: Out>(o: &mut O, r: Rendering, p: &protos::ChaincodeActionPayload) {
+    obj!(o {
+        "chaincode_proposal_payload" => opaque(o, &p.chaincode_proposal_payload, chaincode_proposal_payload),
+        "action" => option(o, &p.action, |o, a| chaincode_endorsed_action(o, r, a)),
+    });
 }
 
-fn chaincode_proposal_payload(p: &protos::ChaincodeProposalPayload) -> Value {
-    obj! {
-        "input" => opaque(&p.input, |i: &protos::ChaincodeInvocationSpec| obj! {
-            "chaincode_spec" => option(&i.chaincode_spec, chaincode_spec),
-        }),
-        "TransientMap" => bytes_map(&p.transient_map),
-    }
+fn chaincode_proposal_payload<O: Out>(o: &mut O, p: &protos::ChaincodeProposalPayload) {
+    obj!(o {
+        "input" => opaque(o, &p.input, |o, i: &protos::ChaincodeInvocationSpec| obj!(o {
+            "chaincode_spec" => option(o, &i.chaincode_spec, chaincode_spec),
+        })),
+        "TransientMap" => bytes_map(o, &p.transient_map),
+    });
 }
 
-fn chaincode_spec(s: &protos::ChaincodeSpec) -> Value {
-    obj! {
-        "type" => enumeration(s.r#type, |v| protos::chaincode_spec::Type::try_from(v).ok().map(|e| e.as_str_name())),
-        "chaincode_id" => option(&s.chaincode_id, chaincode_id),
-        "input" => option(&s.input, |i: &protos::ChaincodeInput| obj! {
-            "args" => bytes_list(&i.args),
-            "decorations" => bytes_map(&i.decorations),
-            "is_init" => Value::Bool(i.is_init),
-        }),
-        "timeout" => Value::from(s.timeout),
-    }
+fn chaincode_spec<O: Out>(o: &mut O, s: &protos::ChaincodeSpec) {
+    obj!(o {
+        "type" => enumeration(o, s.r#type, |v| protos::chaincode_spec::Type::try_from(v).ok().map(|e| e.as_str_name())),
+        "chaincode_id" => option(o, &s.chaincode_id, chaincode_id),
+        "input" => option(o, &s.input, |o, i: &protos::ChaincodeInput| obj!(o {
+            "args" => bytes_list(o, &i.args),
+            "decorations" => bytes_map(o, &i.decorations),
+            "is_init" => o.bool(i.is_init),
+        })),
+        "timeout" => o.i64(s.timeout.into()),
+    });
 }
 
-fn chaincode_endorsed_action(r: Rendering, a: &protos::ChaincodeEndorsedAction) -> Value {
-    obj! {
-        "proposal_response_payload" => opaque(&a.proposal_response_payload, |p: &protos::ProposalResponsePayload| obj! {
-            "proposal_hash" => bytes(r, &p.proposal_hash),
-            "extension" => opaque(&p.extension, |a| chaincode_action(r, a)),
-        }),
-        "endorsements" => list(&a.endorsements, |e: &protos::Endorsement| obj! {
-            "endorser" => bytes(r, &e.endorser),
-            "signature" => bytes(r, &e.signature),
-        }),
-    }
+fn chaincode_endorsed_action<O: Out>(o: &mut O, r: Rendering, a: &protos::ChaincodeEndorsedAction) {
+    obj!(o {
+        "proposal_response_payload" => opaque(o, &a.proposal_response_payload, |o, p: &protos::ProposalResponsePayload| obj!(o {
+            "proposal_hash" => bytes(o, r, &p.proposal_hash),
+            "extension" => opaque(o, &p.extension, |o, a| chaincode_action(o, r, a)),
+        })),
+        "endorsements" => list(o, &a.endorsements, |o, e: &protos::Endorsement| obj!(o {
+            "endorser" => bytes(o, r, &e.endorser),
+            "signature" => bytes(o, r, &e.signature),
+        })),
+    });
 }
 
-fn chaincode_action(r: Rendering, a: &protos::ChaincodeAction) -> Value {
-    obj! {
-        "results" => opaque(&a.results, |s| tx_read_write_set(r, s)),
-        "events" => opaque(&a.events, |e| chaincode_event(r, e)),
-        "response" => option(&a.response, |res: &protos::Response| obj! {
-            "status" => Value::from(res.status),
-            "message" => string(&res.message),
-            "payload" => bytes(r, &res.payload),
-        }),
-        "chaincode_id" => option(&a.chaincode_id, chaincode_id),
-    }
+fn chaincode_action<O: Out>(o: &mut O, r: Rendering, a: &protos::ChaincodeAction) {
+    obj!(o {
+        "results" => opaque(o, &a.results, |o, s| tx_read_write_set(o, r, s)),
+        "events" => opaque(o, &a.events, |o, e| chaincode_event(o, r, e)),
+        "response" => option(o, &a.response, |o, res: &protos::Response| obj!(o {
+            "status" => o.i64(res.status.into()),
+            "message" => o.str(&res.message),
+            "payload" => bytes(o, r, &res.payload),
+        })),
+        "chaincode_id" => option(o, &a.chaincode_id, chaincode_id),
+    });
 }
 
-fn chaincode_event(r: Rendering, e: &protos::ChaincodeEvent) -> Value {
-    obj! {
-        "chaincode_id" => string(&e.chaincode_id),
-        "tx_id" => string(&e.tx_id),
-        "event_name" => string(&e.event_name),
-        "payload" => bytes(r, &e.payload),
-    }
+fn chaincode_event<O: Out>(o: &mut O, r: Rendering, e: &protos::ChaincodeEvent) {
+    obj!(o {
+        "chaincode_id" => o.str(&e.chaincode_id),
+        "tx_id" => o.str(&e.tx_id),
+        "event_name" => o.str(&e.event_name),
+        "payload" => bytes(o, r, &e.payload),
+    });
 }
 
 // ---- ledger -------------------------------------------------------------------------------------------
 
-fn tx_read_write_set(r: Rendering, s: &rwset::TxReadWriteSet) -> Value {
+fn tx_read_write_set<O: Out>(o: &mut O, r: Rendering, s: &rwset::TxReadWriteSet) {
     // configtxlator only knows how to open the KV data model.
     let kv = s.data_model == rwset::tx_read_write_set::DataModel::Kv as i32;
-    obj! {
-        "data_model" => enumeration(s.data_model, |v| rwset::tx_read_write_set::DataModel::try_from(v).ok().map(|e| e.as_str_name())),
-        "ns_rwset" => list(&s.ns_rwset, |ns| ns_read_write_set(r, ns, kv)),
-    }
+    obj!(o {
+        "data_model" => enumeration(o, s.data_model, |v| rwset::tx_read_write_set::DataModel::try_from(v).ok().map(|e| e.as_str_name())),
+        "ns_rwset" => list(o, &s.ns_rwset, |o, ns| ns_read_write_set(o, r, ns, kv)),
+    });
 }
 
-fn ns_read_write_set(r: Rendering, ns: &rwset::NsReadWriteSet, kv: bool) -> Value {
-    obj! {
-        "namespace" => string(&ns.namespace),
-        "rwset" => if kv { opaque(&ns.rwset, |s| kv_rw_set(r, s)) } else { bytes(r, &ns.rwset) },
-        "collection_hashed_rwset" => list(&ns.collection_hashed_rwset, |c: &rwset::CollectionHashedReadWriteSet| obj! {
-            "collection_name" => string(&c.collection_name),
-            "hashed_rwset" => bytes(r, &c.hashed_rwset),
-            "pvt_rwset_hash" => bytes(r, &c.pvt_rwset_hash),
-        }),
-    }
+fn ns_read_write_set<O: Out>(o: &mut O, r: Rendering, ns: &rwset::NsReadWriteSet, kv: bool) {
+    obj!(o {
+        "namespace" => o.str(&ns.namespace),
+        "rwset" => if kv { opaque(o, &ns.rwset, |o, s| kv_rw_set(o, r, s)) } else { bytes(o, r, &ns.rwset) },
+        "collection_hashed_rwset" => list(o, &ns.collection_hashed_rwset, |o, c: &rwset::CollectionHashedReadWriteSet| obj!(o {
+            "collection_name" => o.str(&c.collection_name),
+            "hashed_rwset" => bytes(o, r, &c.hashed_rwset),
+            "pvt_rwset_hash" => bytes(o, r, &c.pvt_rwset_hash),
+        })),
+    });
 }
 
-fn kv_rw_set(r: Rendering, s: &kvrwset::KvrwSet) -> Value {
-    obj! {
-        "reads" => list(&s.reads, kv_read),
-        "range_queries_info" => list(&s.range_queries_info, range_query_info),
-        "writes" => list(&s.writes, |w: &kvrwset::KvWrite| obj! {
-            "key" => string(&w.key),
-            "is_delete" => Value::Bool(w.is_delete),
-            "value" => bytes(r, &w.value),
-        }),
-        "metadata_writes" => list(&s.metadata_writes, |m: &kvrwset::KvMetadataWrite| obj! {
-            "key" => string(&m.key),
-            "entries" => list(&m.entries, |e| kv_metadata_entry(r, e)),
-        }),
-    }
+fn kv_rw_set<O: Out>(o: &mut O, r: Rendering, s: &kvrwset::KvrwSet) {
+    obj!(o {
+        "reads" => list(o, &s.reads, kv_read),
+        "range_queries_info" => list(o, &s.range_queries_info, range_query_info),
+        "writes" => list(o, &s.writes, |o, w: &kvrwset::KvWrite| obj!(o {
+            "key" => o.str(&w.key),
+            "is_delete" => o.bool(w.is_delete),
+            "value" => bytes(o, r, &w.value),
+        })),
+        "metadata_writes" => list(o, &s.metadata_writes, |o, m: &kvrwset::KvMetadataWrite| obj!(o {
+            "key" => o.str(&m.key),
+            "entries" => list(o, &m.entries, |o, e| kv_metadata_entry(o, r, e)),
+        })),
+    });
 }
 
-fn kv_read(read: &kvrwset::KvRead) -> Value {
-    obj! {
-        "key" => string(&read.key),
-        "version" => option(&read.version, version),
-    }
+fn kv_read<O: Out>(o: &mut O, read: &kvrwset::KvRead) {
+    obj!(o {
+        "key" => o.str(&read.key),
+        "version" => option(o, &read.version, version),
+    });
 }
 
-fn version(v: &kvrwset::Version) -> Value {
-    obj! {
-        "block_num" => uint64(v.block_num),
-        "tx_num" => uint64(v.tx_num),
-    }
+fn version<O: Out>(o: &mut O, v: &kvrwset::Version) {
+    obj!(o {
+        "block_num" => uint64(o, v.block_num),
+        "tx_num" => uint64(o, v.tx_num),
+    });
 }
 
-fn kv_metadata_entry(r: Rendering, e: &kvrwset::KvMetadataEntry) -> Value {
-    obj! {
-        "name" => string(&e.name),
-        "value" => bytes(r, &e.value),
-    }
+fn kv_metadata_entry<O: Out>(o: &mut O, r: Rendering, e: &kvrwset::KvMetadataEntry) {
+    obj!(o {
+        "name" => o.str(&e.name),
+        "value" => bytes(o, r, &e.value),
+    });
 }
 
-fn range_query_info(r: &kvrwset::RangeQueryInfo) -> Value {
+fn range_query_info<O: Out>(o: &mut O, q: &kvrwset::RangeQueryInfo) {
     use kvrwset::range_query_info::ReadsInfo;
-    let mut map = Map::with_capacity(4);
-    map.insert("start_key".to_owned(), string(&r.start_key));
-    map.insert("end_key".to_owned(), string(&r.end_key));
-    map.insert("itr_exhausted".to_owned(), Value::Bool(r.itr_exhausted));
+    o.begin_object();
+    o.key("start_key");
+    o.str(&q.start_key);
+    o.key("end_key");
+    o.str(&q.end_key);
+    o.key("itr_exhausted");
+    o.bool(q.itr_exhausted);
     // jsonpb prints only the member of a oneof that is set.
-    match &r.reads_info {
-        Some(ReadsInfo::RawReads(q)) => {
-            map.insert(
-                "raw_reads".to_owned(),
-                obj! { "kv_reads" => list(&q.kv_reads, kv_read) },
-            );
+    match &q.reads_info {
+        Some(ReadsInfo::RawReads(reads)) => {
+            o.key("raw_reads");
+            obj!(o { "kv_reads" => list(o, &reads.kv_reads, kv_read) });
         }
         Some(ReadsInfo::ReadsMerkleHashes(m)) => {
-            map.insert(
-                "reads_merkle_hashes".to_owned(),
-                obj! {
-                    "max_degree" => Value::from(m.max_degree),
-                    "max_level" => Value::from(m.max_level),
-                    "max_level_hashes" => bytes_list(&m.max_level_hashes),
-                },
-            );
+            o.key("reads_merkle_hashes");
+            obj!(o {
+                "max_degree" => o.u64(m.max_degree.into()),
+                "max_level" => o.u64(m.max_level.into()),
+                "max_level_hashes" => bytes_list(o, &m.max_level_hashes),
+            });
         }
         None => {}
     }
-    Value::Object(map)
+    o.end_object();
 }
 
 // ---- scalars ------------------------------------------------------------------------------------------
 
 /// Bytes that should hold an `M`: its JSON, `null` when empty, base64 when they do not parse.
-fn opaque<M: Message + Default>(raw: &Bytes, to_json: impl FnOnce(&M) -> Value) -> Value {
+fn opaque<M: Message + Default, O: Out>(o: &mut O, raw: &Bytes, write: impl FnOnce(&mut O, &M)) {
     if raw.is_empty() {
-        return Value::Null;
+        return o.null();
     }
     match M::decode(raw.clone()) {
-        Ok(message) => to_json(&message),
-        Err(_) => base64(raw),
+        Ok(message) => write(o, &message),
+        Err(_) => o.base64(raw),
     }
 }
 
-fn option<M>(message: &Option<M>, to_json: impl FnOnce(&M) -> Value) -> Value {
-    message.as_ref().map_or(Value::Null, to_json)
+fn option<M, O: Out>(o: &mut O, message: &Option<M>, write: impl FnOnce(&mut O, &M)) {
+    match message {
+        Some(message) => write(o, message),
+        None => o.null(),
+    }
 }
 
-fn list<M>(items: &[M], to_json: impl Fn(&M) -> Value) -> Value {
-    Value::Array(items.iter().map(to_json).collect())
+fn list<M, O: Out>(o: &mut O, items: &[M], write: impl Fn(&mut O, &M)) {
+    o.begin_array();
+    for item in items {
+        write(o, item);
+    }
+    o.end_array();
 }
 
 /// Go encodes maps with sorted keys; doing the same keeps the output stable from run to run.
-fn sorted_map<M>(map: &HashMap<String, M>, to_json: impl Fn(&str, &M) -> Value) -> Value {
+fn sorted_map<M, O: Out>(o: &mut O, map: &HashMap<String, M>, write: impl Fn(&mut O, &str, &M)) {
     let mut entries: Vec<_> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut out = Map::with_capacity(entries.len());
+    o.begin_object();
     for (key, value) in entries {
-        out.insert(key.clone(), to_json(key, value));
+        o.key(key);
+        write(o, key, value);
     }
-    Value::Object(out)
+    o.end_object();
 }
 
 /// A singular bytes field that holds no message: empty prints as the rendering says.
-fn bytes(r: Rendering, raw: &Bytes) -> Value {
+fn bytes<O: Out>(o: &mut O, r: Rendering, raw: &Bytes) {
     if raw.is_empty() {
-        r.empty_bytes()
+        o.empty_bytes(r);
     } else {
-        base64(raw)
+        o.base64(raw);
     }
 }
 
 /// An opaque field whose message configtxlator cannot tell (an unknown config key, policy type, ...): `null`
 /// when empty, as every opaque field, else the bytes as base64 where configtxlator would give up.
-fn undecodable(raw: &Bytes) -> Value {
+fn undecodable<O: Out>(o: &mut O, raw: &Bytes) {
     if raw.is_empty() {
-        Value::Null
+        o.null();
     } else {
-        base64(raw)
+        o.base64(raw);
     }
-}
-
-fn base64(raw: &[u8]) -> Value {
-    Value::String(BASE64.encode(raw))
 }
 
 /// Repeated bytes and map values keep empty entries as `""`.
-fn bytes_list(items: &[Bytes]) -> Value {
-    Value::Array(items.iter().map(|b| base64(b)).collect())
+fn bytes_list<O: Out>(o: &mut O, items: &[Bytes]) {
+    list(o, items, |o, b| o.base64(b));
 }
 
-fn bytes_map(map: &HashMap<String, Bytes>) -> Value {
-    sorted_map(map, |_, b| base64(b))
+fn bytes_map<O: Out>(o: &mut O, map: &HashMap<String, Bytes>) {
+    sorted_map(o, map, |o, _, b| o.base64(b));
 }
 
-fn string(s: &str) -> Value {
-    Value::String(s.to_owned())
+fn strings<O: Out>(o: &mut O, items: &[String]) {
+    list(o, items, |o, s| o.str(s));
 }
 
-fn strings(items: &[String]) -> Value {
-    Value::Array(items.iter().map(|s| string(s)).collect())
+fn uint64<O: Out>(o: &mut O, v: u64) {
+    o.display(&v);
 }
 
-fn uint64(v: u64) -> Value {
-    Value::String(v.to_string())
+fn int64<O: Out>(o: &mut O, v: i64) {
+    o.display(&v);
 }
 
-fn int64(v: i64) -> Value {
-    Value::String(v.to_string())
-}
-
-fn enumeration(value: i32, name: impl Fn(i32) -> Option<&'static str>) -> Value {
+fn enumeration<O: Out>(o: &mut O, value: i32, name: impl Fn(i32) -> Option<&'static str>) {
     match name(value) {
-        Some(name) => Value::String(name.to_owned()),
-        None => Value::from(value),
+        Some(name) => o.str(name),
+        None => o.i64(value.into()),
     }
 }
 
-fn timestamp(t: &Option<prost_types::Timestamp>) -> Value {
+fn timestamp<O: Out>(o: &mut O, t: &Option<prost_types::Timestamp>) {
     match t {
-        Some(t) => Value::String(t.to_string()),
-        None => Value::Null,
+        Some(t) => o.display(t),
+        None => o.null(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::json::ValueOut;
+
+    /// What `write` produces, as a value.
+    fn json(write: impl FnOnce(&mut ValueOut)) -> Value {
+        to_value(write)
+    }
 
     #[test]
     fn empty_singular_bytes_follow_the_rendering_but_empty_list_entries_are_empty_strings() {
-        assert_eq!(bytes(Rendering::V2_5, &Bytes::new()), Value::Null);
-        assert_eq!(bytes(Rendering::V3, &Bytes::new()), "");
+        assert_eq!(
+            json(|o| bytes(o, Rendering::V2_5, &Bytes::new())),
+            Value::Null
+        );
+        assert_eq!(json(|o| bytes(o, Rendering::V3, &Bytes::new())), "");
         for r in Rendering::ALL {
-            assert_eq!(bytes(r, &Bytes::from_static(b"\x01")), "AQ==");
-            assert_eq!(undecodable(&Bytes::new()), Value::Null);
+            assert_eq!(json(|o| bytes(o, r, &Bytes::from_static(b"\x01"))), "AQ==");
+            assert_eq!(json(|o| undecodable(o, &Bytes::new())), Value::Null);
         }
         assert_eq!(
-            bytes_list(&[Bytes::new(), Bytes::from_static(b"\x01")]),
+            json(|o| bytes_list(o, &[Bytes::new(), Bytes::from_static(b"\x01")])),
             serde_json::json!(["", "AQ=="])
         );
     }
@@ -826,15 +850,18 @@ mod tests {
             ..Default::default()
         };
         for r in Rendering::ALL {
-            let json = channel_header(r, &header);
-            assert_eq!(json["extension"], Value::Null, "{r}");
-            assert_eq!(json["tls_cert_hash"], r.empty_bytes(), "{r}");
-            let value = config_value(
-                r,
-                &common::ConfigValue::default(),
-                Group::Orderer,
-                "Unknown",
-            );
+            let json_header = json(|o| channel_header(o, r, &header));
+            assert_eq!(json_header["extension"], Value::Null, "{r}");
+            assert_eq!(json_header["tls_cert_hash"], r.empty_bytes(), "{r}");
+            let value = json(|o| {
+                config_value(
+                    o,
+                    r,
+                    &common::ConfigValue::default(),
+                    Group::Orderer,
+                    "Unknown",
+                )
+            });
             assert_eq!(value["value"], Value::Null, "{r}");
         }
     }
@@ -852,25 +879,35 @@ mod tests {
             metadata: Bytes::from(options.encode_to_vec()),
             state: 0,
         };
-        let json = consensus_type(Rendering::V3, &consensus);
-        assert_eq!(json["metadata"]["request_batch_max_interval"], "500ms");
-        assert_eq!(json["metadata"]["request_batch_max_count"], "10");
-        assert_eq!(json["metadata"]["leader_rotation"], "ROTATION_ON");
-        assert_eq!(json["metadata"]["sync_on_start"], false);
-        assert_eq!(json["metadata"].as_object().map(Map::len), Some(18));
+        let json_consensus = json(|o| consensus_type(o, Rendering::V3, &consensus));
+        assert_eq!(
+            json_consensus["metadata"]["request_batch_max_interval"],
+            "500ms"
+        );
+        assert_eq!(json_consensus["metadata"]["request_batch_max_count"], "10");
+        assert_eq!(json_consensus["metadata"]["leader_rotation"], "ROTATION_ON");
+        assert_eq!(json_consensus["metadata"]["sync_on_start"], false);
+        assert_eq!(
+            json_consensus["metadata"]
+                .as_object()
+                .map(serde_json::Map::len),
+            Some(18)
+        );
         let unknown = orderer::ConsensusType {
             r#type: "solo".into(),
             ..consensus.clone()
         };
         assert_eq!(
-            consensus_type(Rendering::V3, &unknown)["metadata"],
+            json(|o| consensus_type(o, Rendering::V3, &unknown))["metadata"],
             serde_json::json!({})
         );
     }
 
     #[test]
     fn timestamps_keep_0_3_6_or_9_fractional_digits() {
-        let ts = |seconds, nanos| timestamp(&Some(prost_types::Timestamp { seconds, nanos }));
+        let ts = |seconds, nanos| {
+            json(|o| timestamp(o, &Some(prost_types::Timestamp { seconds, nanos })))
+        };
         assert_eq!(ts(0, 0), "1970-01-01T00:00:00Z");
         assert_eq!(ts(0, 500_000_000), "1970-01-01T00:00:00.500Z");
         assert_eq!(ts(0, 1_000), "1970-01-01T00:00:00.000001Z");
@@ -883,13 +920,16 @@ mod tests {
             r#type: 42,
             ..Default::default()
         };
-        assert_eq!(chaincode_spec(&spec)["type"], 42);
+        assert_eq!(json(|o| chaincode_spec(o, &spec))["type"], 42);
     }
 
     #[test]
     fn bytes_that_do_not_parse_stay_base64() {
         let raw = Bytes::from_static(&[0xff, 0xff]);
-        assert_eq!(opaque(&raw, |e| chaincode_event(Rendering::V3, e)), "//8=");
+        assert_eq!(
+            json(|o| opaque(o, &raw, |o, e| chaincode_event(o, Rendering::V3, e))),
+            "//8="
+        );
     }
 
     #[test]
@@ -913,8 +953,13 @@ mod tests {
             };
             inner = Bytes::from(envelope.encode_to_vec());
         }
-        let json = opaque(&inner, |e| envelope(Rendering::V2_5, e, 0));
-        let mut node = &json;
+        let value = json(|o| opaque(o, &inner, |o, e| envelope(o, Rendering::V2_5, e, 0)));
+        let mut text = Vec::new();
+        to_text(&mut text, |o| {
+            opaque(o, &inner, |o, e| envelope(o, Rendering::V2_5, e, 0))
+        });
+        assert_eq!(serde_json::from_slice::<Value>(&text).unwrap(), value);
+        let mut node = &value;
         let mut depth = 0;
         while let Some(next) = node.get("payload").and_then(|p| p.get("data")) {
             node = next;
@@ -927,7 +972,11 @@ mod tests {
     #[test]
     fn empty_opaque_fields_are_null() {
         assert_eq!(
-            opaque(&Bytes::new(), |e| chaincode_event(Rendering::V3, e)),
+            json(|o| opaque(o, &Bytes::new(), |o, e| chaincode_event(
+                o,
+                Rendering::V3,
+                e
+            ))),
             Value::Null
         );
     }

@@ -7,7 +7,7 @@
 //! function) fall behind without holding memory or other triggers back.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,8 +27,30 @@ pub struct ChainEvent {
     /// Whether the transaction the event belongs to is valid: Contract events of invalid transactions go only
     /// to triggers that asked for them.
     pub valid_transaction: bool,
-    /// The envelope, with its filter-language conversions cached for every trigger that filters it.
-    pub envelope: Envelope,
+    /// The event, whose envelope is written only when a trigger receives it.
+    event: Event,
+    /// The envelope, built by the first trigger that receives the event and shared by the others, with its
+    /// filter-language conversions cached for every trigger that filters it.
+    envelope: OnceLock<Envelope>,
+}
+
+impl ChainEvent {
+    /// Prepares an event; nothing of its envelope is built yet.
+    pub fn new(event: Event) -> Self {
+        ChainEvent {
+            event_type: event.event_type(),
+            id: event.id().to_owned(),
+            valid_transaction: event.valid_transaction(),
+            event,
+            envelope: OnceLock::new(),
+        }
+    }
+
+    /// The envelope, built on the first call (once per event, whichever trigger asks first).
+    pub fn envelope(&self) -> &Envelope {
+        self.envelope
+            .get_or_init(|| Envelope::new(self.event.build_envelope()))
+    }
 }
 
 /// A decoded block's events in chain order. Event indexes (the second half of a trigger's position) count
@@ -53,15 +75,7 @@ pub struct BlockEvents {
 impl BlockEvents {
     /// Prepares a decoded block's events (extracted with `include_invalid = true`, see the type's docs).
     pub fn new(block: &Block, events: Vec<Event>, received_at: Instant) -> Self {
-        let events = events
-            .into_iter()
-            .map(|event| ChainEvent {
-                event_type: event.event_type(),
-                id: event.id().to_owned(),
-                valid_transaction: event.valid_transaction(),
-                envelope: Envelope::new(event.into_envelope()),
-            })
-            .collect();
+        let events = events.into_iter().map(ChainEvent::new).collect();
         BlockEvents {
             number: block.number,
             hash: block.hash,

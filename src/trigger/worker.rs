@@ -78,7 +78,7 @@ struct EventEnvelope {
 
 impl AsRef<Envelope> for EventEnvelope {
     fn as_ref(&self) -> &Envelope {
-        &self.block.events[self.index].envelope
+        self.block.events[self.index].envelope()
     }
 }
 
@@ -92,7 +92,7 @@ pub async fn payloads(
     index: usize,
 ) -> Result<Vec<Value>, FilterError> {
     match filter {
-        None => Ok(vec![block.events[index].envelope.json().clone()]),
+        None => Ok(vec![block.events[index].envelope().json().clone()]),
         Some(filter) => {
             let envelope = EventEnvelope {
                 block: Arc::clone(block),

@@ -319,7 +319,7 @@ impl BlockDecoder {
     /// Decodes `common.Block` bytes without copying them.
     pub fn decode_bytes(&mut self, bytes: Bytes) -> Result<Block, DecodeError> {
         let block = common::Block::decode(bytes)
-            .map_err(|e| malformed(BlockRef(None), "", "common.Block", e))?;
+            .map_err(|e| malformed(BlockRef(None), &At::Block, "common.Block", e))?;
         self.decode_message(block)
     }
 
@@ -403,15 +403,50 @@ fn validation_code(
     })
 }
 
+/// Where a message lies in the block (`data[3].payload.data.actions[0].payload`), written out only for an error:
+/// decoding a valid block builds no path text.
+#[derive(Debug, Clone, Copy)]
+enum At<'a> {
+    /// The block itself (no path).
+    Block,
+    /// `data[i]`: the block's i-th envelope.
+    Data(usize),
+    /// `<parent>.<field>`.
+    Field(&'a At<'a>, &'static str),
+    /// `<parent>.<field>[i]`.
+    Item(&'a At<'a>, &'static str, usize),
+}
+
+impl At<'_> {
+    fn field(&self, name: &'static str) -> At<'_> {
+        At::Field(self, name)
+    }
+
+    fn item(&self, name: &'static str, index: usize) -> At<'_> {
+        At::Item(self, name, index)
+    }
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Block => Ok(()),
+            At::Data(index) => write!(f, "data[{index}]"),
+            At::Field(parent, name) => write!(f, "{parent}.{name}"),
+            At::Item(parent, name, index) => write!(f, "{parent}.{name}[{index}]"),
+        }
+    }
+}
+
 fn malformed(
     block: BlockRef,
-    path: &str,
+    path: &At<'_>,
     message: &'static str,
     e: prost::DecodeError,
 ) -> DecodeError {
     DecodeError::Malformed {
         block,
-        path: path.to_owned(),
+        path: path.to_string(),
         message,
         reason: e.to_string(),
     }
@@ -420,7 +455,7 @@ fn malformed(
 /// Decodes `bytes` as `M`, naming `path` on failure.
 fn message<M: Message + Default>(
     block: BlockRef,
-    path: &str,
+    path: &At<'_>,
     name: &'static str,
     bytes: Bytes,
 ) -> Result<M, DecodeError> {
@@ -430,6 +465,9 @@ fn message<M: Message + Default>(
 /// Creators repeat across transactions: parse each distinct serialized identity once.
 #[derive(Debug, Default)]
 struct CreatorCache {
+    /// The last creator found: consecutive transactions mostly share one, and comparing the bytes is much
+    /// cheaper than hashing them.
+    last: Option<(Bytes, Arc<Creator>)>,
     seen: HashMap<Bytes, Arc<Creator>>,
 }
 
@@ -442,10 +480,17 @@ impl CreatorCache {
         if serialized.is_empty() {
             return None;
         }
+        if let Some((bytes, creator)) = &self.last
+            && bytes == serialized
+        {
+            return Some(creator.clone());
+        }
         if let Some(found) = self.seen.get(serialized) {
+            self.last = Some((serialized.clone(), found.clone()));
             return Some(found.clone());
         }
         let creator = Arc::new(parse_creator(serialized)?);
+        self.last = Some((serialized.clone(), creator.clone()));
         if self.seen.len() >= MAX_CACHED_CREATORS {
             self.seen.clear();
         }
@@ -481,9 +526,9 @@ fn decode_transaction(
     validation_code: TxValidationCode,
     creators: &mut CreatorCache,
 ) -> Result<DecodedTransaction, DecodeError> {
-    let at = format!("data[{index}]");
-    let envelope: common::Envelope = message(block, &at, "common.Envelope", envelope_bytes)?;
-    let at = format!("{at}.payload");
+    let data = At::Data(index);
+    let envelope: common::Envelope = message(block, &data, "common.Envelope", envelope_bytes)?;
+    let at = data.field("payload");
     if envelope.payload.is_empty() {
         return Err(missing(block, &at, "common.Payload"));
     }
@@ -491,8 +536,8 @@ fn decode_transaction(
     let payload: common::Payload = message(block, &at, "common.Payload", envelope.payload)?;
     let header = payload
         .header
-        .ok_or_else(|| missing(block, &format!("{at}.header"), "common.Header"))?;
-    let ch_path = format!("{at}.header.channel_header");
+        .ok_or_else(|| missing(block, &at.field("header"), "common.Header"))?;
+    let ch_path = at.field("header.channel_header");
     if header.channel_header.is_empty() {
         return Err(missing(block, &ch_path, "common.ChannelHeader"));
     }
@@ -502,7 +547,7 @@ fn decode_transaction(
         "common.ChannelHeader",
         header.channel_header,
     )?;
-    let sh_path = format!("{at}.header.signature_header");
+    let sh_path = at.field("header.signature_header");
     let signature_header: common::SignatureHeader = message(
         block,
         &sh_path,
@@ -511,7 +556,7 @@ fn decode_transaction(
     )?;
     let creator = creators.get(&signature_header.creator);
 
-    let data_path = format!("{at}.data");
+    let data_path = at.field("data");
     let mut actions = Vec::new();
     let mut config = None;
     match HeaderType::try_from(channel_header.r#type) {
@@ -539,17 +584,17 @@ fn decode_transaction(
     })
 }
 
-fn missing(block: BlockRef, path: &str, message: &'static str) -> DecodeError {
+fn missing(block: BlockRef, path: &At<'_>, message: &'static str) -> DecodeError {
     DecodeError::Missing {
         block,
-        path: path.to_owned(),
+        path: path.to_string(),
         message,
     }
 }
 
 fn decode_endorser_transaction(
     block: BlockRef,
-    at: &str,
+    at: &At<'_>,
     data: Bytes,
 ) -> Result<Vec<ChaincodeInvocation>, DecodeError> {
     let transaction: protos::Transaction = message(block, at, "protos.Transaction", data)?;
@@ -557,30 +602,30 @@ fn decode_endorser_transaction(
         .actions
         .into_iter()
         .enumerate()
-        .map(|(i, action)| decode_action(block, &format!("{at}.actions[{i}]"), action))
+        .map(|(i, action)| decode_action(block, &at.item("actions", i), action))
         .collect()
 }
 
 fn decode_action(
     block: BlockRef,
-    at: &str,
+    at: &At<'_>,
     action: protos::TransactionAction,
 ) -> Result<ChaincodeInvocation, DecodeError> {
-    let at = format!("{at}.payload");
+    let at = at.field("payload");
     if action.payload.is_empty() {
         return Err(missing(block, &at, "protos.ChaincodeActionPayload"));
     }
     let payload: protos::ChaincodeActionPayload =
         message(block, &at, "protos.ChaincodeActionPayload", action.payload)?;
 
-    let proposal_path = format!("{at}.chaincode_proposal_payload");
+    let proposal_path = at.field("chaincode_proposal_payload");
     let proposal: protos::ChaincodeProposalPayload = message(
         block,
         &proposal_path,
         "protos.ChaincodeProposalPayload",
         payload.chaincode_proposal_payload,
     )?;
-    let input_path = format!("{proposal_path}.input");
+    let input_path = proposal_path.field("input");
     let invocation: protos::ChaincodeInvocationSpec = message(
         block,
         &input_path,
@@ -591,11 +636,11 @@ fn decode_action(
     let args = spec.input.map(|i| i.args).unwrap_or_default();
     let proposed_chaincode = spec.chaincode_id.map(|id| id.name).unwrap_or_default();
 
-    let endorsed_path = format!("{at}.action");
+    let endorsed_path = at.field("action");
     let endorsed = payload
         .action
         .ok_or_else(|| missing(block, &endorsed_path, "protos.ChaincodeEndorsedAction"))?;
-    let prp_path = format!("{endorsed_path}.proposal_response_payload");
+    let prp_path = endorsed_path.field("proposal_response_payload");
     if endorsed.proposal_response_payload.is_empty() {
         return Err(missing(block, &prp_path, "protos.ProposalResponsePayload"));
     }
@@ -605,7 +650,7 @@ fn decode_action(
         "protos.ProposalResponsePayload",
         endorsed.proposal_response_payload,
     )?;
-    let ext_path = format!("{prp_path}.extension");
+    let ext_path = prp_path.field("extension");
     let chaincode_action: protos::ChaincodeAction = message(
         block,
         &ext_path,
@@ -618,16 +663,12 @@ fn decode_action(
     } else {
         Some(message(
             block,
-            &format!("{ext_path}.events"),
+            &ext_path.field("events"),
             "protos.ChaincodeEvent",
             chaincode_action.events,
         )?)
     };
-    let rwsets = decode_rwsets(
-        block,
-        &format!("{ext_path}.results"),
-        chaincode_action.results,
-    )?;
+    let rwsets = decode_rwsets(block, &ext_path.field("results"), chaincode_action.results)?;
     let (chaincode, chaincode_version) = match chaincode_action.chaincode_id {
         Some(id) if !id.name.is_empty() => (id.name, id.version),
         Some(id) => (proposed_chaincode, id.version),
@@ -645,7 +686,7 @@ fn decode_action(
 
 fn decode_rwsets(
     block: BlockRef,
-    at: &str,
+    at: &At<'_>,
     results: Bytes,
 ) -> Result<Vec<NamespaceRwSet>, DecodeError> {
     let set: rwset::TxReadWriteSet = message(block, at, "rwset.TxReadWriteSet", results)?;
@@ -653,19 +694,15 @@ fn decode_rwsets(
         .into_iter()
         .enumerate()
         .map(|(i, ns)| {
-            let ns_path = format!("{at}.ns_rwset[{i}]");
-            let kv = message(
-                block,
-                &format!("{ns_path}.rwset"),
-                "kvrwset.KVRWSet",
-                ns.rwset,
-            )?;
+            let ns_path = at.item("ns_rwset", i);
+            let kv = message(block, &ns_path.field("rwset"), "kvrwset.KVRWSet", ns.rwset)?;
             let collections = ns
                 .collection_hashed_rwset
                 .into_iter()
                 .enumerate()
                 .map(|(j, c)| {
-                    let path = format!("{ns_path}.collection_hashed_rwset[{j}].hashed_rwset");
+                    let collection = ns_path.item("collection_hashed_rwset", j);
+                    let path = collection.field("hashed_rwset");
                     Ok(CollectionHashedRwSet {
                         hashed: message(block, &path, "kvrwset.HashedRWSet", c.hashed_rwset)?,
                         collection: c.collection_name,
@@ -684,7 +721,7 @@ fn decode_rwsets(
 
 fn decode_config_transaction(
     block: BlockRef,
-    at: &str,
+    at: &At<'_>,
     data: Bytes,
 ) -> Result<ConfigTransaction, DecodeError> {
     let envelope: common::ConfigEnvelope = message(block, at, "common.ConfigEnvelope", data)?;
@@ -703,10 +740,10 @@ fn decode_config_transaction(
     let update = match envelope.last_update {
         None => None,
         Some(last_update) => {
-            let lu_path = format!("{at}.last_update.payload");
+            let lu_path = at.field("last_update.payload");
             let payload: common::Payload =
                 message(block, &lu_path, "common.Payload", last_update.payload)?;
-            let cue_path = format!("{lu_path}.data");
+            let cue_path = lu_path.field("data");
             let update_envelope: common::ConfigUpdateEnvelope = message(
                 block,
                 &cue_path,
@@ -715,7 +752,7 @@ fn decode_config_transaction(
             )?;
             Some(message(
                 block,
-                &format!("{cue_path}.config_update"),
+                &cue_path.field("config_update"),
                 "common.ConfigUpdate",
                 update_envelope.config_update,
             )?)

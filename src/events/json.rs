@@ -1,0 +1,347 @@
+//! One JSON producer, two outputs: the envelopes and configtxlator's JSON are written once, against [`Out`],
+//! and come out either as JSON text ([`TextOut`], straight into a byte buffer: what is pushed or printed) or as a
+//! `serde_json::Value` ([`ValueOut`]: what filters read). Pure.
+//!
+//! Invariants: both outputs see the same calls, so the text parses to exactly the value; the text is what
+//! `serde_json::to_vec` prints for that value (compact, keys in call order, the same escaping and number forms),
+//! because strings and numbers go through serde_json's own writer. Base64 and hex are written without escaping
+//! (their alphabets never need it) and without an intermediate `String`. Callers keep objects and arrays balanced
+//! and give each object key a value; the producers in this module tree do so by construction.
+
+use std::fmt::{self, Display, Write as _};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Map, Value};
+
+use super::Rendering;
+
+/// Where JSON goes, one token at a time.
+pub(crate) trait Out {
+    fn begin_object(&mut self);
+    /// The next member's key; its value follows.
+    fn key(&mut self, key: &str);
+    fn end_object(&mut self);
+    fn begin_array(&mut self);
+    fn end_array(&mut self);
+    fn null(&mut self);
+    fn bool(&mut self, value: bool);
+    fn i64(&mut self, value: i64);
+    fn u64(&mut self, value: u64);
+    fn str(&mut self, value: &str);
+    /// A string made of `value`'s `Display` text (int64 fields, timestamps, labels): no `String` on the text side.
+    fn display(&mut self, value: &dyn Display);
+    /// `raw` as standard base64, as a string.
+    fn base64(&mut self, raw: &[u8]);
+    /// `raw` as lower-case hex, as a string.
+    fn hex(&mut self, raw: &[u8]);
+    /// An empty singular bytes field, as the rendering prints it (`null` or `""`).
+    fn empty_bytes(&mut self, rendering: Rendering);
+}
+
+/// JSON text appended to a byte buffer.
+pub(crate) struct TextOut<'a> {
+    out: &'a mut Vec<u8>,
+    /// Whether the next key or array element needs a comma before it.
+    comma: bool,
+}
+
+impl<'a> TextOut<'a> {
+    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
+        TextOut { out, comma: false }
+    }
+
+    fn before_value(&mut self) {
+        if self.comma {
+            self.out.push(b',');
+        }
+    }
+
+    fn quoted(&mut self, body: impl FnOnce(&mut Vec<u8>)) {
+        self.before_value();
+        self.out.push(b'"');
+        body(self.out);
+        self.out.push(b'"');
+        self.comma = true;
+    }
+
+    fn serialize(&mut self, value: &(impl serde::Serialize + ?Sized)) {
+        self.before_value();
+        // Writing to a Vec cannot fail, and strings and integers always serialize.
+        let _ = serde_json::to_writer(&mut *self.out, value);
+        self.comma = true;
+    }
+}
+
+impl Out for TextOut<'_> {
+    fn begin_object(&mut self) {
+        self.before_value();
+        self.out.push(b'{');
+        self.comma = false;
+    }
+
+    fn key(&mut self, key: &str) {
+        self.serialize(key);
+        self.out.push(b':');
+        self.comma = false;
+    }
+
+    fn end_object(&mut self) {
+        self.out.push(b'}');
+        self.comma = true;
+    }
+
+    fn begin_array(&mut self) {
+        self.before_value();
+        self.out.push(b'[');
+        self.comma = false;
+    }
+
+    fn end_array(&mut self) {
+        self.out.push(b']');
+        self.comma = true;
+    }
+
+    fn null(&mut self) {
+        self.before_value();
+        self.out.extend_from_slice(b"null");
+        self.comma = true;
+    }
+
+    fn bool(&mut self, value: bool) {
+        self.before_value();
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self.comma = true;
+    }
+
+    fn i64(&mut self, value: i64) {
+        self.serialize(&value);
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.serialize(&value);
+    }
+
+    fn str(&mut self, value: &str) {
+        self.serialize(value);
+    }
+
+    fn display(&mut self, value: &dyn Display) {
+        self.before_value();
+        // Escaped as serde_json escapes, chunk by chunk as `Display` produces it.
+        let mut ser = serde_json::Serializer::new(&mut *self.out);
+        let _ = serde::Serializer::collect_str(&mut ser, value);
+        self.comma = true;
+    }
+
+    fn base64(&mut self, raw: &[u8]) {
+        self.quoted(|out| {
+            let start = out.len();
+            out.resize(start + base64::encoded_len(raw.len(), true).unwrap_or(0), 0);
+            let written = BASE64.encode_slice(raw, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + written);
+        });
+    }
+
+    fn hex(&mut self, raw: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        self.quoted(|out| {
+            out.reserve(raw.len() * 2);
+            for byte in raw {
+                out.push(DIGITS[usize::from(byte >> 4)]);
+                out.push(DIGITS[usize::from(byte & 0x0f)]);
+            }
+        });
+    }
+
+    fn empty_bytes(&mut self, rendering: Rendering) {
+        self.before_value();
+        self.out
+            .extend_from_slice(rendering.empty_bytes_json().as_bytes());
+        self.comma = true;
+    }
+}
+
+/// A `serde_json::Value` built node by node.
+#[derive(Default)]
+pub(crate) struct ValueOut {
+    /// Open objects (with the key waiting for its value) and arrays, innermost last.
+    open: Vec<Open>,
+    /// The finished top-level value.
+    root: Option<Value>,
+}
+
+enum Open {
+    Object(Map<String, Value>, Option<String>),
+    Array(Vec<Value>),
+}
+
+impl ValueOut {
+    /// The value written (`null` when nothing was).
+    pub(crate) fn finish(self) -> Value {
+        self.root.unwrap_or(Value::Null)
+    }
+
+    fn put(&mut self, value: Value) {
+        match self.open.last_mut() {
+            Some(Open::Object(map, key)) => {
+                map.insert(key.take().unwrap_or_default(), value);
+            }
+            Some(Open::Array(items)) => items.push(value),
+            None => self.root = Some(value),
+        }
+    }
+}
+
+impl Out for ValueOut {
+    fn begin_object(&mut self) {
+        self.open.push(Open::Object(Map::new(), None));
+    }
+
+    fn key(&mut self, key: &str) {
+        if let Some(Open::Object(_, pending)) = self.open.last_mut() {
+            *pending = Some(key.to_owned());
+        }
+    }
+
+    fn end_object(&mut self) {
+        if let Some(Open::Object(map, _)) = self.open.pop() {
+            self.put(Value::Object(map));
+        }
+    }
+
+    fn begin_array(&mut self) {
+        self.open.push(Open::Array(Vec::new()));
+    }
+
+    fn end_array(&mut self) {
+        if let Some(Open::Array(items)) = self.open.pop() {
+            self.put(Value::Array(items));
+        }
+    }
+
+    fn null(&mut self) {
+        self.put(Value::Null);
+    }
+
+    fn bool(&mut self, value: bool) {
+        self.put(Value::Bool(value));
+    }
+
+    fn i64(&mut self, value: i64) {
+        self.put(Value::from(value));
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.put(Value::from(value));
+    }
+
+    fn str(&mut self, value: &str) {
+        self.put(Value::String(value.to_owned()));
+    }
+
+    fn display(&mut self, value: &dyn Display) {
+        let mut text = String::new();
+        let _ = write!(text, "{value}");
+        self.put(Value::String(text));
+    }
+
+    fn base64(&mut self, raw: &[u8]) {
+        self.put(Value::String(BASE64.encode(raw)));
+    }
+
+    fn hex(&mut self, raw: &[u8]) {
+        self.put(Value::String(hex::encode(raw)));
+    }
+
+    fn empty_bytes(&mut self, rendering: Rendering) {
+        self.put(rendering.empty_bytes());
+    }
+}
+
+/// Writes `produce`'s JSON as text, appended to `out`.
+pub(crate) fn to_text(out: &mut Vec<u8>, produce: impl FnOnce(&mut TextOut<'_>)) {
+    produce(&mut TextOut::new(out));
+}
+
+/// Builds `produce`'s JSON as a value.
+pub(crate) fn to_value(produce: impl FnOnce(&mut ValueOut)) -> Value {
+    let mut out = ValueOut::default();
+    produce(&mut out);
+    out.finish()
+}
+
+/// A `Display` that writes `f`'s output: labels made of parts, without formatting them into a `String` first.
+pub(crate) struct DisplayWith<F>(pub F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> Display for DisplayWith<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
+/// An object: `obj!(o { "key" => writes_the_value, ... })`, each value an expression that writes to `o`.
+macro_rules! obj {
+    ($o:ident { $($key:literal => $value:expr),* $(,)? }) => {{
+        $o.begin_object();
+        $( $o.key($key); $value; )*
+        $o.end_object();
+    }};
+}
+pub(crate) use obj;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(produce: impl Fn(&mut dyn Out)) -> (Vec<u8>, Value) {
+        let mut text = Vec::new();
+        produce(&mut TextOut::new(&mut text));
+        let mut value = ValueOut::default();
+        produce(&mut value);
+        (text, value.finish())
+    }
+
+    #[test]
+    fn text_is_what_serde_json_prints_for_the_value() {
+        let (text, value) = both(|o| {
+            o.begin_object();
+            o.key("a \"quoted\"\n key");
+            o.begin_array();
+            o.null();
+            o.bool(true);
+            o.i64(-5);
+            o.u64(u64::MAX);
+            o.str("tab\there \u{1} é");
+            let (msp, name) = ("Org1MSP", "ctl\u{7}");
+            o.display(&DisplayWith(|f: &mut fmt::Formatter<'_>| {
+                write!(f, "{msp}.{name}")
+            }));
+            o.base64(b"\x00\xff\x10");
+            o.hex(&[0xab, 0x01]);
+            o.empty_bytes(Rendering::V2_5);
+            o.empty_bytes(Rendering::V3);
+            o.begin_object();
+            o.end_object();
+            o.begin_array();
+            o.end_array();
+            o.end_array();
+            o.key("b");
+            o.base64(b"");
+            o.end_object();
+        });
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            serde_json::to_string(&value).unwrap()
+        );
+        assert_eq!(serde_json::from_slice::<Value>(&text).unwrap(), value);
+        let list = &value["a \"quoted\"\n key"];
+        assert_eq!(list[5], "Org1MSP.ctl\u{7}");
+        assert_eq!(list[6], "AP8Q");
+        assert_eq!(list[7], "ab01");
+        assert_eq!(list[8], Value::Null);
+        assert_eq!(list[9], "");
+        assert_eq!(value["b"], "");
+    }
+}
