@@ -28,6 +28,7 @@ mod replay_by_time;
 mod replays;
 mod runtime_api;
 mod runtime_archives;
+mod runtime_java;
 mod runtime_pool;
 mod runtime_requests;
 mod runtime_sandbox;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
+use super::java::Jdk;
 use super::logs::{FunctionLog, Tail};
 use super::process::HandlerProcess;
 use super::protocol::{self, Response};
@@ -45,6 +46,8 @@ pub struct Launcher {
     pub python: PathBuf,
     /// node interpreter.
     pub node: PathBuf,
+    /// The JDK of Java functions, and its compiled shim.
+    pub java: Jdk,
     /// The folder holding `worker.py` and `worker.js` on the host.
     pub shim_dir: PathBuf,
     /// Parent of the per-instance directories.
@@ -302,15 +305,22 @@ impl Launcher {
         log_file: Arc<Mutex<FunctionLog>>,
     ) -> Result<Instance, PoolError> {
         let interpreter = match spec.language {
-            Language::Python3 => &self.python,
-            Language::Nodejs => &self.node,
+            Language::Python3 => self.python.as_path(),
+            Language::Nodejs => self.node.as_path(),
+            Language::Java => self.java.java(),
         };
         let spawn_error = |source: std::io::Error| PoolError::Spawn {
-            interpreter: interpreter.clone(),
+            interpreter: interpreter.to_owned(),
             service: spec.service.clone(),
             function: spec.function.clone(),
             source,
         };
+        if spec.language == Language::Java {
+            self.java
+                .prepare(&self.shim_dir)
+                .await
+                .map_err(|reason| spawn_error(std::io::Error::other(reason)))?;
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.instances_dir.join(&id);
         let dir_error = |source| PoolError::DataDir {
@@ -346,7 +356,17 @@ impl Launcher {
                 format!("--max-old-space-size={}", spec.memory_mb),
                 shim_dir.join("worker.js").display().to_string(),
             ],
+            Language::Java => Jdk::args(spec.memory_mb, &shim_dir, &visible_tmp),
         };
+        // The JVM reaches its pipes through /proc/self/fd/3 and 4, which opens them anew: the kernel then checks
+        // the pipes' owner (the runtime) against the handler's user, so they become the handler's.
+        if spec.language == Language::Java
+            && let Some((uid, gid)) = self.run_as
+        {
+            for end in [&request_read, &response_write] {
+                std::os::unix::fs::fchown(end, Some(uid), Some(gid)).map_err(spawn_error)?;
+            }
+        }
         let setup = ChildSetup::new(ChildSpec {
             plan: self.plan.as_ref(),
             code_dir: &spec.code_dir,

@@ -82,6 +82,9 @@ pub enum Language {
     Python3,
     /// `nodejs12` ... `nodejs20`: `exports.handler = (event, context, callback) => ...`.
     Nodejs,
+    /// `java8`, `java11`, `java17`, ...: a class implementing `com.aliyun.fc.runtime.StreamRequestHandler` or
+    /// `PojoRequestHandler`, run on the machine's JDK whatever the number says.
+    Java,
 }
 
 impl FromStr for Language {
@@ -92,13 +95,17 @@ impl FromStr for Language {
             || runtime.strip_prefix("python3.").is_some_and(|minor| {
                 !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
             });
-        let node = runtime
-            .strip_prefix("nodejs")
-            .is_some_and(|major| !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()));
+        let versioned = |prefix: &str| {
+            runtime
+                .strip_prefix(prefix)
+                .is_some_and(|major| !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()))
+        };
         if python {
             Ok(Language::Python3)
-        } else if node {
+        } else if versioned("nodejs") {
             Ok(Language::Nodejs)
+        } else if versioned("java") {
+            Ok(Language::Java)
         } else {
             Err(PoolError::UnknownRuntime(runtime.to_owned()))
         }
@@ -254,6 +261,9 @@ pub struct PoolConfig {
     pub python: PathBuf,
     /// The node interpreter; must be executable by the `run_as` user.
     pub node: PathBuf,
+    /// The `java` launcher of the JDK that runs Java functions; its `javac` (next to it, else from `PATH`)
+    /// compiles the Java shim once, at the first Java instance.
+    pub java: PathBuf,
     /// Use namespaces when the kernel allows them (the default); `false` keeps only a session per instance.
     pub namespaces: bool,
     /// Folders handlers must never see (the runtime's data folder, the functions folder): covered inside the
@@ -262,7 +272,7 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// Defaults: 300 s idle timeout, `nobody` when root, 1024 files and processes, `python3` and `node` from
+    /// Defaults: 300 s idle timeout, `nobody` when root, 1024 files and processes, `python3`, `node` and `java` from
     /// `/usr/bin` when present (a per-user install such as pyenv under `/root` is not executable by `nobody`),
     /// else from `PATH`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -274,6 +284,7 @@ impl PoolConfig {
             nproc_limit: 1024,
             python: find_interpreter("python3"),
             node: find_interpreter("node"),
+            java: find_interpreter("java"),
             namespaces: true,
             hidden: Vec::new(),
         }
@@ -298,7 +309,7 @@ fn find_interpreter(name: &str) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// The function's runtime name is not one the pool can run.
-    #[error("unsupported runtime '{0}': expected python3, python3.N or nodejsN")]
+    #[error("unsupported runtime '{0}': expected python3, python3.N, nodejsN or javaN")]
     UnknownRuntime(String),
     /// The data directory (shims, instance directories, logs) could not be prepared.
     #[error("cannot prepare {path}: {source}")]
@@ -356,6 +367,7 @@ pub enum PoolError {
 }
 
 mod instance;
+mod java;
 mod logs;
 mod process;
 mod protocol;
@@ -558,7 +570,7 @@ impl Pool {
             run_as,
         };
         if let Some(plan) = &plan {
-            for interpreter in [&config.python, &config.node] {
+            for interpreter in [&config.python, &config.node, &config.java] {
                 if interpreter.exists() && !plan.shows(interpreter) {
                     tracing::warn!(
                         interpreter = %interpreter.display(),
@@ -592,6 +604,7 @@ impl Pool {
             launcher: Launcher {
                 python: config.python,
                 node: config.node,
+                java: java::Jdk::new(config.java),
                 shim_dir,
                 instances_dir,
                 run_as,
@@ -892,7 +905,21 @@ mod tests {
                 "{name}"
             );
         }
-        for name in ["java8", "python2.7", "python3.", "nodejs", "custom"] {
+        for name in ["java8", "java11", "java17", "java21"] {
+            assert_eq!(
+                name.parse::<Language>().ok(),
+                Some(Language::Java),
+                "{name}"
+            );
+        }
+        for name in [
+            "python2.7",
+            "python3.",
+            "nodejs",
+            "java",
+            "java8.1",
+            "custom",
+        ] {
             let error = name.parse::<Language>().expect_err(name);
             assert!(error.to_string().contains(&format!("'{name}'")), "{error}");
         }
