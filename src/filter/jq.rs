@@ -327,7 +327,7 @@ pub fn bounded_display(value: &impl fmt::Display, max: usize) -> String {
 /// depth guard stops it, on every event, and check-config cannot tell. Functions are matched by name, whatever
 /// their scope or arity, which can only refuse more than needed. A program that does not parse returns `None`: the
 /// loader then reports the syntax error.
-fn recursive_definition<'s>(term: &jaq_core::load::parse::Term<&'s str>) -> Option<String> {
+fn recursive_definition(term: &jaq_core::load::parse::Term<&str>) -> Option<String> {
     let mut graph: Vec<(&str, Vec<&str>)> = Vec::new();
     let mut top_level_calls = Vec::new();
     collect_calls(term, &mut top_level_calls, &mut graph);
@@ -410,6 +410,8 @@ impl Prelude {
     }
 
     /// Every definition, in library order.
+    // The closure's return type is what shortens each definition's lifetime to the caller's.
+    #[allow(clippy::map_clone)]
     fn all<'s>(&self) -> Vec<Def<&'s str>> {
         self.defs
             .iter()

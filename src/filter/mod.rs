@@ -154,12 +154,14 @@ struct Compiled {
     program: Program,
 }
 
+/// Compiled programs by language and text (see [`compiled_programs`]).
+type ProgramCache = std::sync::Mutex<HashMap<(Language, String), Weak<Compiled>>>;
+
 /// Compiled programs by language and text, so identical filters share one (a program is immutable once
 /// compiled). Weak: a program no trigger uses any more (a reload changed it) is freed, and its entry dropped the
 /// next time a filter is compiled.
-fn compiled_programs() -> &'static std::sync::Mutex<HashMap<(Language, String), Weak<Compiled>>> {
-    static PROGRAMS: OnceLock<std::sync::Mutex<HashMap<(Language, String), Weak<Compiled>>>> =
-        OnceLock::new();
+fn compiled_programs() -> &'static ProgramCache {
+    static PROGRAMS: OnceLock<ProgramCache> = OnceLock::new();
     PROGRAMS.get_or_init(Default::default)
 }
 

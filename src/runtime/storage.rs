@@ -1765,8 +1765,10 @@ mod tests {
     }
 
     fn service_record(name: &str, description: &str) -> ServiceRecord {
-        let mut attributes = crate::runtime::limits::ServiceAttributes::default();
-        attributes.description = Some(description.to_owned());
+        let attributes = crate::runtime::limits::ServiceAttributes {
+            description: Some(description.to_owned()),
+            ..Default::default()
+        };
         ServiceRecord {
             name: name.into(),
             id: "id".into(),
