@@ -438,6 +438,17 @@ async fn runtime_java_failures_initializer_timeouts_and_memory() {
         attributes
     };
 
+    // The JVM's start is not part of the time limit: a one-second function answers its cold call.
+    create(
+        &rt,
+        "f",
+        "quick",
+        &examples.hello,
+        json!({"handler": "example.HelloFC::handleRequest", "timeout": 1}),
+    )
+    .await;
+    assert_eq!(call(&rt, "f", "quick", "").await.ok(), "hello world");
+
     create(
         &rt,
         "f",

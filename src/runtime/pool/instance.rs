@@ -33,6 +33,9 @@ const HANDLER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How long a child may take from clone to exec (mounting its sandbox) before it is killed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a JVM may take to start, apart from the function's time limits.
+const JVM_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a process printed before its shim said it was ready: kept to explain a failed start.
 const STARTUP_OUTPUT_BYTES: usize = 2048;
 
@@ -517,7 +520,10 @@ impl Instance {
         let id = &request.request_id;
 
         let mut failure = None;
-        if !self.initialized {
+        if !self.ready && spec.language == Language::Java {
+            failure = self.start_jvm(spec, started, &mut log).await;
+        }
+        if failure.is_none() && !self.initialized {
             log.push(format!("FC Initialize Start RequestId: {id}\n").as_bytes());
             let frame = protocol::initialize_frame(id);
             let ending = self
@@ -596,6 +602,27 @@ impl Instance {
             max_memory_mb: (self.peak_memory_kb > 0).then(|| self.peak_memory_kb.div_ceil(1024)),
         };
         (invocation, reusable)
+    }
+
+    /// Waits until a JVM has started (its shim read the setup): its start, slower than an interpreter's, is not
+    /// counted in the function's time limits, which are for its own code. `None` when it started.
+    async fn start_jvm(
+        &mut self,
+        spec: &FunctionSpec,
+        started: Instant,
+        log: &mut InvocationLog<'_>,
+    ) -> Option<Bytes> {
+        match self.exchange(&[], spec, JVM_START_TIMEOUT, log).await {
+            Ending::Answered(Response::Ready) => None,
+            Ending::TimedOut => {
+                self.kill();
+                Some(error_json(format!(
+                    "The Java virtual machine did not start within {} seconds",
+                    JVM_START_TIMEOUT.as_secs()
+                )))
+            }
+            other => Some(self.failure_body(other, started, Phase::Invocation(spec.timeout))),
+        }
     }
 
     /// The error body for an initialization or invocation that did not succeed; the process is killed.
@@ -689,6 +716,10 @@ impl Instance {
             match protocol::take_response(&mut self.response_buf) {
                 Ok(Some(Response::Ready)) => {
                     self.ready = true;
+                    // No frame to answer: the caller only waited for the shim to start.
+                    if frame.is_empty() {
+                        return Ending::Answered(Response::Ready);
+                    }
                     continue;
                 }
                 Ok(Some(response)) => return Ending::Answered(response),

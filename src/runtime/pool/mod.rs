@@ -29,6 +29,13 @@
 //!   exception thrown later from a timer or a rejected promise nobody awaits fails the invocation in progress
 //!   and the instance is replaced. `console.log/debug/info/warn/error` write
 //!   `<ISO time> <request id> [verbose|debug|info|warn|error] message`; `console.setLogLevel(level)` filters.
+//! - **Java** ([`java`], `shim/java/`): `package.Class::method` of a `StreamRequestHandler` (streams) or a
+//!   `PojoRequestHandler` (JSON mapped to objects by the shim's own mapper), classes and jars from the code's top
+//!   and `lib/`; the `com.aliyun.fc.runtime` API is the project's, compiled with `javac` at the first Java
+//!   instance. An exception is `UnhandledInvocationError` with `{"errorMessage","errorType","errorCause",
+//!   "stackTrace":[strings]}`; an `OutOfMemoryError` also replaces the instance. The heap is `memorySize` less
+//!   64 MB; the JVM's start (bounded to 30 s) is not counted in the function's time limits. The JVM opens its
+//!   pipes again through `/proc/self/fd/3` and `4`, so they are given to the handlers' user first.
 //! - **Initializer**: runs once per instance, before its first invocation, bounded by `initializationTimeout`,
 //!   between `FC Initialize Start/End RequestId:` lines. A failure is answered as `UnhandledInvocationError`
 //!   with the error body of the exception (or `callback(err)`); an initializer that runs too long gives
