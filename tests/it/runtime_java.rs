@@ -247,38 +247,43 @@ impl Called {
     }
 }
 
-#[tokio::test]
-async fn runtime_java_guide_examples_through_the_python_sdk() {
-    let Some(examples) = examples("runtime_java_guide_examples_through_the_python_sdk") else {
+/// Runs one SDK script against a signed runtime, with the examples' zips in its scratch folder.
+async fn drive_with_sdk(test: &str, install: fn(), program: &str, script: &str) {
+    let Some(examples) = examples(test) else {
         return;
     };
-    tokio::task::spawn_blocking(install_python_sdk)
+    tokio::task::spawn_blocking(install)
         .await
-        .expect("install the Python SDK");
-    let dir = test_dir("rt-java-python-");
+        .expect("install the SDK");
+    let dir = test_dir(&format!("rt-java-{program}-"));
     let work = dir.path().join("work");
     std::fs::create_dir(&work).expect("scratch folder");
     write_zips(examples, &work);
     let rt = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
-    run_sdk_script(&rt, &work, "python3", "tests/sdk/python/test_java.py").await;
+    run_sdk_script(&rt, &work, program, script).await;
     rt.stop().await;
 }
 
 #[tokio::test]
+async fn runtime_java_guide_examples_through_the_python_sdk() {
+    drive_with_sdk(
+        "runtime_java_guide_examples_through_the_python_sdk",
+        install_python_sdk,
+        "python3",
+        "tests/sdk/python/test_java.py",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn runtime_java_guide_examples_through_the_node_sdk() {
-    let Some(examples) = examples("runtime_java_guide_examples_through_the_node_sdk") else {
-        return;
-    };
-    tokio::task::spawn_blocking(install_node_sdk)
-        .await
-        .expect("install the Node SDK");
-    let dir = test_dir("rt-java-node-");
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).expect("scratch folder");
-    write_zips(examples, &work);
-    let rt = TestRuntime::start(&dir.path().join("data"), TestRuntime::signed).await;
-    run_sdk_script(&rt, &work, "node", "tests/sdk/node/test_java.js").await;
-    rt.stop().await;
+    drive_with_sdk(
+        "runtime_java_guide_examples_through_the_node_sdk",
+        install_node_sdk,
+        "node",
+        "tests/sdk/node/test_java.js",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -14,13 +14,9 @@ import sys
 
 import fc2
 
+from test_sdk import check
+
 SERVICE = "sdk_python_java"
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-    print("ok -", message)
 
 
 def raw_invoke(client, function, payload):
