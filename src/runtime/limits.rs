@@ -56,7 +56,7 @@ pub struct CodeInput {
 pub struct FunctionAttributes {
     /// Required on create; on update it must match the path if sent.
     pub function_name: Option<String>,
-    /// `python3`, `python3.N`, `nodejsN`.
+    /// `python3`, `python3.N`, `nodejsN`, `javaN`.
     pub runtime: Option<String>,
     /// `module.function`.
     pub handler: Option<String>,
@@ -128,7 +128,10 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(value)
 }
 
-fn check_handler(field: &str, handler: &str) -> Result<(), InvalidAttribute> {
+fn check_handler(field: &str, handler: &str, language: Language) -> Result<(), InvalidAttribute> {
+    if language == Language::Java {
+        return check_java_handler(field, handler);
+    }
     match handler.rsplit_once('.') {
         Some((module, function))
             if !module.is_empty()
@@ -140,6 +143,23 @@ fn check_handler(field: &str, handler: &str) -> Result<(), InvalidAttribute> {
         }
         _ => Err(InvalidAttribute(format!(
             "{field}: '{handler}' is not of the form 'module.function' (e.g. 'index.handler')"
+        ))),
+    }
+}
+
+/// A Java handler or initializer: `package.Class::method` (the package may be empty, nested classes use `$`).
+fn check_java_handler(field: &str, handler: &str) -> Result<(), InvalidAttribute> {
+    let identifier = |part: &str| {
+        let mut chars = part.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
+            && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    };
+    match handler.split_once("::") {
+        Some((class, method)) if class.split('.').all(identifier) && identifier(method) => Ok(()),
+        _ => Err(InvalidAttribute(format!(
+            "{field}: '{handler}' is not of the form 'package.Class::method' (e.g. 'example.HelloFC::handleRequest')"
         ))),
     }
 }
@@ -201,8 +221,10 @@ impl FunctionConfig {
             .runtime
             .clone()
             .or_else(|| previous.map(|p| p.runtime.clone()))
-            .ok_or_else(|| InvalidAttribute("runtime: required (python3 or nodejsN)".into()))?;
-        runtime
+            .ok_or_else(|| {
+                InvalidAttribute("runtime: required (python3, nodejsN or javaN)".into())
+            })?;
+        let language = runtime
             .parse::<Language>()
             .map_err(|e| InvalidAttribute(format!("runtime: {e}")))?;
         let handler = attributes
@@ -210,14 +232,14 @@ impl FunctionConfig {
             .clone()
             .or_else(|| previous.map(|p| p.handler.clone()))
             .ok_or_else(|| InvalidAttribute("handler: required (e.g. 'index.handler')".into()))?;
-        check_handler("handler", &handler)?;
+        check_handler("handler", &handler, language)?;
         let initializer = attributes
             .initializer
             .clone()
             .or_else(|| previous.map(|p| p.initializer.clone()))
             .unwrap_or_default();
         if !initializer.is_empty() {
-            check_handler("initializer", &initializer)?;
+            check_handler("initializer", &initializer, language)?;
         }
         let memory_size = in_range(
             "memorySize",
@@ -470,6 +492,54 @@ mod tests {
     }
 
     #[test]
+    fn java_handlers_name_a_class_and_a_method() {
+        let java = |handler: &str, initializer: &str| {
+            FunctionConfig::apply(
+                None,
+                &attrs(serde_json::json!({
+                    "runtime": "java8", "handler": handler, "initializer": initializer
+                })),
+            )
+            .map_err(|e| e.0)
+        };
+        let config = java(
+            "example.HelloFC::handleRequest",
+            "example.HelloFC::initialize",
+        )
+        .unwrap();
+        assert_eq!(config.language().unwrap(), Language::Java);
+        assert!(java("HelloFC::handleRequest", "").is_ok());
+        assert!(java("a.b.Outer$Inner::handle", "").is_ok());
+        for bad in [
+            "index.handler",
+            "example.HelloFC",
+            "example.HelloFC::",
+            "::handleRequest",
+            "example..HelloFC::handleRequest",
+            "example.HelloFC::handle::Request",
+            "example/HelloFC::handleRequest",
+            "1example.HelloFC::handleRequest",
+        ] {
+            let error = java(bad, "").unwrap_err();
+            assert!(error.starts_with("handler: '"), "{bad}: {error}");
+            assert!(error.contains("package.Class::method"), "{bad}: {error}");
+        }
+        let error = java("example.HelloFC::handleRequest", "init").unwrap_err();
+        assert!(error.starts_with("initializer: 'init'"), "{error}");
+        // Moving a Python function to Java keeps its handler, which is then refused by name.
+        let python = FunctionConfig::apply(
+            None,
+            &attrs(serde_json::json!({"runtime": "python3", "handler": "index.handler"})),
+        )
+        .unwrap();
+        let moved = FunctionConfig::apply(
+            Some(&python),
+            &attrs(serde_json::json!({"runtime": "java11"})),
+        );
+        assert!(moved.unwrap_err().0.starts_with("handler: 'index.handler'"));
+    }
+
+    #[test]
     fn refuses_out_of_range_values_naming_the_field() {
         let base = |extra: serde_json::Value| {
             let mut v = serde_json::json!({"runtime": "nodejs18", "handler": "index.handler"});
@@ -492,7 +562,8 @@ mod tests {
         );
         assert!(error(base(serde_json::json!({"handler": "index"}))).starts_with("handler"));
         assert!(error(base(serde_json::json!({"initializer": "x"}))).starts_with("initializer"));
-        assert!(error(base(serde_json::json!({"runtime": "java8"}))).contains("java8"));
+        assert!(error(base(serde_json::json!({"runtime": "java"}))).contains("'java'"));
+        assert!(error(base(serde_json::json!({"runtime": "custom"}))).contains("javaN"));
         assert!(error(base(serde_json::json!({"layers": ["x"]}))).starts_with("layers"));
     }
 

@@ -29,6 +29,7 @@ mod replays;
 mod runtime_api;
 mod runtime_archives;
 mod runtime_http;
+mod runtime_java;
 mod runtime_pool;
 mod runtime_requests;
 mod runtime_sandbox;

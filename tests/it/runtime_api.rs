@@ -261,7 +261,7 @@ async fn functions_have_function_computes_shapes_limits_and_code() {
         (json!({"memorySize": 200}), "memorySize"),
         (json!({"initializationTimeout": 0}), "initializationTimeout"),
         (json!({"environmentVariables": {"FC_X": "1"}}), "FC_X"),
-        (json!({"runtime": "java8"}), "java8"),
+        (json!({"runtime": "custom"}), "custom"),
         (json!({"functionName": "bad.name"}), "bad.name"),
     ] {
         let message = rt

@@ -44,6 +44,7 @@ impl Harness {
             .join(match language {
                 Language::Python3 => "python",
                 Language::Nodejs => "node",
+                Language::Java => unreachable!("Java functions are tested in runtime_java"),
             });
         let code = dir.path().join("code");
         std::fs::create_dir(&code).expect("code directory");
@@ -85,6 +86,7 @@ impl Harness {
             runtime_name: match language {
                 Language::Python3 => "python3.10".to_owned(),
                 Language::Nodejs => "nodejs20".to_owned(),
+                Language::Java => "java8".to_owned(),
             },
             handler: handler.to_owned(),
             initializer: None,

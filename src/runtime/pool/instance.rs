@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
+use super::java::Jdk;
 use super::logs::{FunctionLog, Tail};
 use super::process::HandlerProcess;
 use super::protocol::{self, Response};
@@ -32,6 +33,9 @@ const HANDLER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How long a child may take from clone to exec (mounting its sandbox) before it is killed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a JVM may take to start, apart from the function's time limits.
+const JVM_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a process printed before its shim said it was ready: kept to explain a failed start.
 const STARTUP_OUTPUT_BYTES: usize = 2048;
 
@@ -45,6 +49,8 @@ pub struct Launcher {
     pub python: PathBuf,
     /// node interpreter.
     pub node: PathBuf,
+    /// The JDK of Java functions, and its compiled shim.
+    pub java: Jdk,
     /// The folder holding `worker.py` and `worker.js` on the host.
     pub shim_dir: PathBuf,
     /// Parent of the per-instance directories.
@@ -302,15 +308,22 @@ impl Launcher {
         log_file: Arc<Mutex<FunctionLog>>,
     ) -> Result<Instance, PoolError> {
         let interpreter = match spec.language {
-            Language::Python3 => &self.python,
-            Language::Nodejs => &self.node,
+            Language::Python3 => self.python.as_path(),
+            Language::Nodejs => self.node.as_path(),
+            Language::Java => self.java.java(),
         };
         let spawn_error = |source: std::io::Error| PoolError::Spawn {
-            interpreter: interpreter.clone(),
+            interpreter: interpreter.to_owned(),
             service: spec.service.clone(),
             function: spec.function.clone(),
             source,
         };
+        if spec.language == Language::Java {
+            self.java
+                .prepare(&self.shim_dir)
+                .await
+                .map_err(|reason| spawn_error(std::io::Error::other(reason)))?;
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.instances_dir.join(&id);
         let dir_error = |source| PoolError::DataDir {
@@ -346,7 +359,17 @@ impl Launcher {
                 format!("--max-old-space-size={}", spec.memory_mb),
                 shim_dir.join("worker.js").display().to_string(),
             ],
+            Language::Java => Jdk::args(spec.memory_mb, &shim_dir, &visible_tmp),
         };
+        // The JVM reaches its pipes through /proc/self/fd/3 and 4, which opens them anew: the kernel then checks
+        // the pipes' owner (the runtime) against the handler's user, so they become the handler's.
+        if spec.language == Language::Java
+            && let Some((uid, gid)) = self.run_as
+        {
+            for end in [&request_read, &response_write] {
+                std::os::unix::fs::fchown(end, Some(uid), Some(gid)).map_err(spawn_error)?;
+            }
+        }
         let setup = ChildSetup::new(ChildSpec {
             plan: self.plan.as_ref(),
             code_dir: &spec.code_dir,
@@ -498,7 +521,10 @@ impl Instance {
         let id = &request.request_id;
 
         let mut failure = None;
-        if !self.initialized {
+        if !self.ready && spec.language == Language::Java {
+            failure = self.start_jvm(spec, started, &mut log).await;
+        }
+        if failure.is_none() && !self.initialized {
             log.push(format!("FC Initialize Start RequestId: {id}\n").as_bytes());
             let frame = protocol::initialize_frame(id);
             let ending = self
@@ -580,6 +606,27 @@ impl Instance {
             max_memory_mb: (self.peak_memory_kb > 0).then(|| self.peak_memory_kb.div_ceil(1024)),
         };
         (invocation, reusable)
+    }
+
+    /// Waits until a JVM has started (its shim read the setup): its start, slower than an interpreter's, is not
+    /// counted in the function's time limits, which are for its own code. `None` when it started.
+    async fn start_jvm(
+        &mut self,
+        spec: &FunctionSpec,
+        started: Instant,
+        log: &mut InvocationLog<'_>,
+    ) -> Option<Bytes> {
+        match self.exchange(&[], spec, JVM_START_TIMEOUT, log).await {
+            Ending::Answered(Response::Ready) => None,
+            Ending::TimedOut => {
+                self.kill();
+                Some(error_json(format!(
+                    "The Java virtual machine did not start within {} seconds",
+                    JVM_START_TIMEOUT.as_secs()
+                )))
+            }
+            other => Some(self.failure_body(other, started, Phase::Invocation(spec.timeout))),
+        }
     }
 
     /// The error body for an initialization or invocation that did not succeed; the process is killed.
@@ -673,6 +720,10 @@ impl Instance {
             match protocol::take_response(&mut self.response_buf) {
                 Ok(Some(Response::Ready)) => {
                     self.ready = true;
+                    // No frame to answer: the caller only waited for the shim to start.
+                    if frame.is_empty() {
+                        return Ending::Answered(Response::Ready);
+                    }
                     continue;
                 }
                 Ok(Some(response)) => return Ending::Answered(response),

@@ -37,6 +37,13 @@
 //!   is a bad response; one that never calls it while it keeps work pending times out. Python: WSGI
 //!   `handler(environ, start_response)`. The shim answers with the status, headers and body; the API side
 //!   checks them (see `triggers::http`).
+//! - **Java** ([`java`], `shim/java/`): `package.Class::method` of a `StreamRequestHandler` (streams) or a
+//!   `PojoRequestHandler` (JSON mapped to objects by the shim's own mapper), classes and jars from the code's top
+//!   and `lib/`; the `com.aliyun.fc.runtime` API is the project's, compiled with `javac` at the first Java
+//!   instance. An exception is `UnhandledInvocationError` with `{"errorMessage","errorType","errorCause",
+//!   "stackTrace":[strings]}`; an `OutOfMemoryError` also replaces the instance. The heap is `memorySize` less
+//!   64 MB; the JVM's start (bounded to 30 s) is not counted in the function's time limits. The JVM opens its
+//!   pipes again through `/proc/self/fd/3` and `4`, so they are given to the handlers' user first.
 //! - **Initializer**: runs once per instance, before its first invocation, bounded by `initializationTimeout`,
 //!   between `FC Initialize Start/End RequestId:` lines. A failure is answered as `UnhandledInvocationError`
 //!   with the error body of the exception (or `callback(err)`); an initializer that runs too long gives
@@ -90,6 +97,9 @@ pub enum Language {
     Python3,
     /// `nodejs12` ... `nodejs20`: `exports.handler = (event, context, callback) => ...`.
     Nodejs,
+    /// `java8`, `java11`, `java17`, ...: a class implementing `com.aliyun.fc.runtime.StreamRequestHandler` or
+    /// `PojoRequestHandler`, run on the machine's JDK whatever the number says.
+    Java,
 }
 
 impl FromStr for Language {
@@ -100,13 +110,17 @@ impl FromStr for Language {
             || runtime.strip_prefix("python3.").is_some_and(|minor| {
                 !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
             });
-        let node = runtime
-            .strip_prefix("nodejs")
-            .is_some_and(|major| !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()));
+        let versioned = |prefix: &str| {
+            runtime
+                .strip_prefix(prefix)
+                .is_some_and(|major| !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()))
+        };
         if python {
             Ok(Language::Python3)
-        } else if node {
+        } else if versioned("nodejs") {
             Ok(Language::Nodejs)
+        } else if versioned("java") {
+            Ok(Language::Java)
         } else {
             Err(PoolError::UnknownRuntime(runtime.to_owned()))
         }
@@ -275,6 +289,9 @@ pub struct PoolConfig {
     pub python: PathBuf,
     /// The node interpreter; must be executable by the `run_as` user.
     pub node: PathBuf,
+    /// The `java` launcher of the JDK that runs Java functions; its `javac` (next to it, else from `PATH`)
+    /// compiles the Java shim once, at the first Java instance.
+    pub java: PathBuf,
     /// Use namespaces when the kernel allows them (the default); `false` keeps only a session per instance.
     pub namespaces: bool,
     /// Folders handlers must never see (the runtime's data folder, the functions folder): covered inside the
@@ -283,7 +300,7 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// Defaults: 300 s idle timeout, `nobody` when root, 1024 files and processes, `python3` and `node` from
+    /// Defaults: 300 s idle timeout, `nobody` when root, 1024 files and processes, `python3`, `node` and `java` from
     /// `/usr/bin` when present (a per-user install such as pyenv under `/root` is not executable by `nobody`),
     /// else from `PATH`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -295,6 +312,7 @@ impl PoolConfig {
             nproc_limit: 1024,
             python: find_interpreter("python3"),
             node: find_interpreter("node"),
+            java: find_interpreter("java"),
             namespaces: true,
             hidden: Vec::new(),
         }
@@ -319,7 +337,7 @@ fn find_interpreter(name: &str) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// The function's runtime name is not one the pool can run.
-    #[error("unsupported runtime '{0}': expected python3, python3.N or nodejsN")]
+    #[error("unsupported runtime '{0}': expected python3, python3.N, nodejsN or javaN")]
     UnknownRuntime(String),
     /// The data directory (shims, instance directories, logs) could not be prepared.
     #[error("cannot prepare {path}: {source}")]
@@ -377,6 +395,7 @@ pub enum PoolError {
 }
 
 mod instance;
+mod java;
 mod logs;
 mod process;
 mod protocol;
@@ -580,7 +599,7 @@ impl Pool {
             run_as,
         };
         if let Some(plan) = &plan {
-            for interpreter in [&config.python, &config.node] {
+            for interpreter in [&config.python, &config.node, &config.java] {
                 if interpreter.exists() && !plan.shows(interpreter) {
                     tracing::warn!(
                         interpreter = %interpreter.display(),
@@ -614,6 +633,7 @@ impl Pool {
             launcher: Launcher {
                 python: config.python,
                 node: config.node,
+                java: java::Jdk::new(config.java),
                 shim_dir,
                 instances_dir,
                 run_as,
@@ -936,7 +956,21 @@ mod tests {
                 "{name}"
             );
         }
-        for name in ["java8", "python2.7", "python3.", "nodejs", "custom"] {
+        for name in ["java8", "java11", "java17", "java21"] {
+            assert_eq!(
+                name.parse::<Language>().ok(),
+                Some(Language::Java),
+                "{name}"
+            );
+        }
+        for name in [
+            "python2.7",
+            "python3.",
+            "nodejs",
+            "java",
+            "java8.1",
+            "custom",
+        ] {
             let error = name.parse::<Language>().expect_err(name);
             assert!(error.to_string().contains(&format!("'{name}'")), "{error}");
         }
