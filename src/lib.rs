@@ -45,6 +45,7 @@ pub mod filter;
 pub mod logging;
 pub mod peersim;
 pub mod runtime;
+pub mod sqlite_wal;
 pub mod store;
 pub mod trigger;
 

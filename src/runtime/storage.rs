@@ -542,6 +542,8 @@ pub struct SqliteStorage {
     /// done. So a reader that read before a write added its entry before the write began, and the write's end
     /// removes it: a read that starts after a write returned never sees what was there before.
     records: Mutex<Records>,
+    /// Copies the WAL into the database off the write path (see [`crate::sqlite_wal`]).
+    _checkpointer: crate::sqlite_wal::WalCheckpointer,
 }
 
 /// The cached services and functions (existing ones only: a miss always reads the database).
@@ -618,7 +620,7 @@ impl SqliteStorage {
         // async payloads are for the runtime's user only. SQLite gives the -wal and -shm files the mode of the
         // database file, so restricting it before WAL starts covers all three.
         restrict_to_owner(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
+        crate::sqlite_wal::configure_writer(&connection)?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -642,6 +644,7 @@ impl SqliteStorage {
         Ok(SqliteStorage {
             connection: Mutex::new(connection),
             records: Mutex::default(),
+            _checkpointer: crate::sqlite_wal::WalCheckpointer::start(path)?,
         })
     }
 

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::sqlite_wal::WalCheckpointer;
+
 use super::values::{
     TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
@@ -68,6 +70,8 @@ pub struct SqliteStore {
     connection: Mutex<Connection>,
     /// The file, to name it in every error.
     path: String,
+    /// Copies the WAL into the database off the write path (see [`crate::sqlite_wal`]).
+    _checkpointer: WalCheckpointer,
 }
 
 impl SqliteStore {
@@ -88,9 +92,7 @@ impl SqliteStore {
         }
         let mut connection = Connection::open(path).map_err(error)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(error)?;
+        crate::sqlite_wal::configure_writer(&connection).map_err(error)?;
         connection
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(error)?;
@@ -98,9 +100,11 @@ impl SqliteStore {
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(error)?;
         migrate(&mut connection, &name)?;
+        let checkpointer = WalCheckpointer::start(path).map_err(error)?;
         Ok(SqliteStore {
             connection: Mutex::new(connection),
             path: name,
+            _checkpointer: checkpointer,
         })
     }
 
