@@ -45,6 +45,7 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
             &running,
             Position::block_start(0),
             SystemTime::now(),
+            None,
         )
         .expect("the benchmark trigger is created");
     let letter = NewDeadLetter {
@@ -62,16 +63,19 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
         b.iter(|| {
             index += 1;
             store
-                .record_outcome(&OutcomeRecord {
-                    anchor: None,
-                    trigger: &trigger,
-                    status: &running,
-                    position: Position { block: 1, index },
-                    delivered: 1,
-                    discarded: 0,
-                    dead_letters: &[],
-                    at: SystemTime::now(),
-                })
+                .record_outcome(
+                    &OutcomeRecord {
+                        anchor: None,
+                        trigger: &trigger,
+                        status: &running,
+                        position: Position { block: 1, index },
+                        delivered: 1,
+                        discarded: 0,
+                        dead_letters: &[],
+                        at: SystemTime::now(),
+                    },
+                    None,
+                )
                 .expect("the outcome is recorded")
         })
     });
@@ -81,16 +85,19 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
             b.iter(|| {
                 index += 1;
                 store
-                    .record_outcome(&OutcomeRecord {
-                        anchor: None,
-                        trigger: &trigger,
-                        status: &running,
-                        position: Position { block: 1, index },
-                        delivered: 0,
-                        discarded: 1,
-                        dead_letters: std::slice::from_ref(&letter),
-                        at: SystemTime::now(),
-                    })
+                    .record_outcome(
+                        &OutcomeRecord {
+                            anchor: None,
+                            trigger: &trigger,
+                            status: &running,
+                            position: Position { block: 1, index },
+                            delivered: 0,
+                            discarded: 1,
+                            dead_letters: std::slice::from_ref(&letter),
+                            at: SystemTime::now(),
+                        },
+                        None,
+                    )
                     .expect("the outcome is recorded")
             })
         },

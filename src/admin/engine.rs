@@ -30,7 +30,9 @@ impl From<RequestError> for ControlError {
             RequestError::NoSuchTrigger(_) | RequestError::NoSuchDeadLetter { .. } => {
                 ControlError::NotFound(message)
             }
-            RequestError::Command(CommandError::Deleted(_)) => ControlError::Conflict(message),
+            RequestError::Command(CommandError::Deleted(_)) | RequestError::NotOwner { .. } => {
+                ControlError::Conflict(message)
+            }
             RequestError::Command(CommandError::Invalid(_)) => ControlError::Invalid(message),
             RequestError::Command(CommandError::NotYet(_)) | RequestError::ShuttingDown => {
                 ControlError::Unavailable(message)

@@ -7,6 +7,9 @@
 //! only moves in the same transaction as its outcome, the events after it are pushed again (at-least-once holds)
 //! and none is lost. `synchronous = FULL` would fsync every outcome, capping a trigger's rate at the disk's fsync
 //! rate for no gain in that promise.
+//!
+//! One daemon per file: leases are granted at once (generation 1, never expiring), no other daemon is ever seen,
+//! and the fence a write carries is not checked. The file format is the one of earlier versions.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,9 +21,10 @@ use super::values::{
     TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
-    DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
+    ClusterView, DaemonId, DeadLetter, DeadLetterQuery, Fence, NewDeadLetter, OutcomeRecord, Store,
+    StoreError, TriggerRecord,
 };
-use crate::config::TriggerName;
+use crate::config::{ChannelName, TriggerName};
 use crate::trigger::state::{Anchor, Position, Status};
 
 /// The schema, one migration per version; a database records the last version applied.
@@ -254,6 +258,7 @@ impl Store for SqliteStore {
         status: &Status,
         position: Position,
         at: SystemTime,
+        _fence: Option<&Fence>,
     ) -> Result<TriggerRecord, StoreError> {
         {
             let connection = self.lock();
@@ -280,7 +285,11 @@ impl Store for SqliteStore {
             })
     }
 
-    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError> {
+    fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord<'_>,
+        _fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let transaction = connection.transaction().map_err(|e| self.sqlite(e))?;
         let updated = transaction
@@ -341,6 +350,7 @@ impl Store for SqliteStore {
         status: &Status,
         position: Option<(Position, Option<Anchor>)>,
         at: SystemTime,
+        _fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let connection = self.lock();
         let anchor = position.and_then(|(_, anchor)| anchor);
@@ -423,6 +433,48 @@ impl Store for SqliteStore {
                 id,
             });
         }
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn cluster(&self) -> Result<ClusterView, StoreError> {
+        Ok(ClusterView::default())
+    }
+
+    fn heartbeat(&self, _daemon: &DaemonId, _ttl: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn acquire_lease(
+        &self,
+        _channel: &ChannelName,
+        _daemon: &DaemonId,
+        _ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(Some(1))
+    }
+
+    fn renew_leases(
+        &self,
+        _daemon: &DaemonId,
+        held: &[(ChannelName, i64)],
+        _ttl: Duration,
+    ) -> Result<Vec<ChannelName>, StoreError> {
+        Ok(held.iter().map(|(channel, _)| channel.clone()).collect())
+    }
+
+    fn release_leases(
+        &self,
+        _daemon: &DaemonId,
+        _channels: &[ChannelName],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn leave(&self, _daemon: &DaemonId) -> Result<(), StoreError> {
         Ok(())
     }
 }

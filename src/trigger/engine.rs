@@ -5,11 +5,19 @@
 //! flight is abandoned without recording its outcome, so it is pushed again if the trigger resumes from its
 //! position), applies the state machine's transition, writes it, and starts a new worker when the new state
 //! pushes. Nothing else writes a trigger's record while no worker runs, so a command never races an outcome.
+//!
+//! Channels are worked on under leases (see [`super::lease`]): the engine follows every configured channel's
+//! stream, but runs the workers of a channel's triggers only while this daemon holds the channel's lease. A lease
+//! loop heartbeats, renews the leases held every third of the lease time, drops the channels whose lease was lost
+//! (their workers are stopped at once), gives back what exceeds the fair share and takes free channels, resuming
+//! their triggers from the stored positions. At a clean stop the leases are released once the workers have
+//! recorded their events in flight ([`Engine::leave`]), so other daemons take the channels over at their next
+//! look. On a SQLite file (one daemon) every lease is granted at the start and never lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,12 +28,15 @@ use super::channel::{ChannelFeed, FeedConfig, feed_config};
 use super::checkpoint::{Checkpoint, CommandError};
 use super::def::{DefinitionError, TriggerDef};
 use super::latency::{HistogramSnapshot, LatencyHistogram};
+use super::lease::{self, HeldLease};
 use super::state::{self, Command, Effect, State};
 use super::status::{ChannelSnapshot, Reloaded, Repushed, TriggerSnapshot};
 use super::worker::{TriggerShared, Worker};
 use crate::config::{self, ChannelName, Config, ConfigError, TriggerName};
 use crate::dispatch::{self, Delivery, Dispatcher, EmbeddedRuntime, PushKey};
-use crate::store::{self, DeadLetter, DeadLetterQuery, Store, StoreError, TriggerRecord};
+use crate::store::{
+    self, DaemonId, DeadLetter, DeadLetterQuery, Fence, Store, StoreError, TriggerRecord,
+};
 
 /// Engine settings that are not in the configuration file.
 #[derive(Debug, Clone)]
@@ -69,6 +80,17 @@ pub enum RequestError {
     /// The daemon is stopping and takes no more commands.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Another daemon sharing the database works on the trigger's channel (or nobody does right now): the command
+    /// must be applied there.
+    #[error(
+        "trigger `{trigger}` is on channel `{channel}`, which this daemon does not own ({owner}); send the command to the daemon that owns it"
+    )]
+    NotOwner {
+        trigger: TriggerName,
+        channel: ChannelName,
+        /// Who owns it, as far as the database says.
+        owner: String,
+    },
     /// The configuration file does not load (the message names file, line and field), or a trigger of it cannot
     /// run; nothing changed.
     #[error("{0}")]
@@ -140,6 +162,14 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period is over: workers abandon their event in flight.
     hard_stop: CancellationToken,
+    /// This process, as lease owner.
+    daemon: DaemonId,
+    /// How long a lease lasts without renewal.
+    lease_ttl: Duration,
+    /// The channels whose lease this daemon holds.
+    held: Mutex<BTreeMap<ChannelName, Arc<HeldLease>>>,
+    /// Ends the lease loop ([`Engine::leave`]).
+    lease_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Engine {
@@ -173,6 +203,12 @@ impl Engine {
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> Result<Arc<Engine>, EngineError> {
+        let lease_ttl = match config.database.get_ref() {
+            config::Database::Postgres(postgres) => postgres.lease_ttl.get(),
+            config::Database::Sqlite(_) => config::LeaseTtl::DEFAULT.get(),
+        };
+        let daemon = DaemonId::generate();
+        tracing::info!(daemon = %daemon, shared = store.shared(), ?lease_ttl, "daemon id");
         let engine = Arc::new(Engine {
             config_path: config.file().to_owned(),
             store,
@@ -185,6 +221,10 @@ impl Engine {
             tracker,
             shutdown,
             hard_stop,
+            daemon,
+            lease_ttl,
+            held: Mutex::new(BTreeMap::new()),
+            lease_stop: CancellationToken::new(),
         });
         let plan = engine.plan(config)?;
         let mut records = Vec::with_capacity(plan.triggers.len());
@@ -199,7 +239,214 @@ impl Engine {
         for (def, record) in records {
             engine.add_trigger(def, record);
         }
+        engine.lease_tick().await;
+        let looping = engine.clone();
+        tokio::spawn(async move { looping.lease_loop().await });
         Ok(engine)
+    }
+
+    /// This process as lease owner.
+    pub fn daemon_id(&self) -> &DaemonId {
+        &self.daemon
+    }
+
+    /// The channels this daemon works on now.
+    pub fn owned_channels(&self) -> Vec<ChannelName> {
+        self.held_lock().keys().cloned().collect()
+    }
+
+    fn held_lock(&self) -> MutexGuard<'_, BTreeMap<ChannelName, Arc<HeldLease>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Renews, gives back and takes leases every third of the lease time until [`Engine::leave`].
+    async fn lease_loop(self: Arc<Self>) {
+        let period = self.lease_ttl / 3;
+        loop {
+            tokio::select! {
+                _ = self.lease_stop.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            self.lease_tick().await;
+        }
+    }
+
+    /// One look at the cluster: heartbeat, renew what is held (dropping what was lost), then unless stopping,
+    /// give back and take channels as [`lease::decide`] says.
+    async fn lease_tick(&self) {
+        let ttl = self.lease_ttl;
+        let me = self.daemon.clone();
+        let sent = Instant::now();
+        if let Err(error) =
+            store::blocking(&self.store, move |store| store.heartbeat(&me, ttl)).await
+        {
+            tracing::warn!(%error, "cannot send this daemon's heartbeat; trying again at the next look");
+            return;
+        }
+        let held: Vec<(ChannelName, i64)> = self
+            .held_lock()
+            .iter()
+            .map(|(channel, lease)| (channel.clone(), lease.fence().generation))
+            .collect();
+        let me = self.daemon.clone();
+        let renewing = held.clone();
+        match store::blocking(&self.store, move |store| {
+            store.renew_leases(&me, &renewing, ttl)
+        })
+        .await
+        {
+            Ok(renewed) => {
+                for (channel, generation) in held {
+                    if renewed.contains(&channel) {
+                        if let Some(lease) = self.held_lock().get(&channel) {
+                            lease.renewed(sent, ttl);
+                        }
+                    } else {
+                        tracing::warn!(%channel, generation, "the channel's lease was lost (it expired or another daemon took it): stopping its triggers here");
+                        self.drop_channel(&channel).await;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot renew the channels' leases; the triggers pause when they may have expired");
+                return;
+            }
+        }
+        if self.shutdown.is_cancelled() || self.lease_stop.is_cancelled() {
+            return;
+        }
+        let view = match store::blocking(&self.store, |store| store.cluster()).await {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the channels' leases; trying again at the next look");
+                return;
+            }
+        };
+        let configured: Vec<ChannelName> = self.channels_lock().keys().cloned().collect();
+        let held: BTreeSet<ChannelName> = self.held_lock().keys().cloned().collect();
+        let decision = lease::decide(&self.daemon, &configured, &held, &view);
+        if !decision.release.is_empty() {
+            for channel in &decision.release {
+                tracing::info!(%channel, "giving the channel back (beyond this daemon's fair share, or no longer configured)");
+                self.drop_channel(channel).await;
+            }
+            let (me, channels) = (self.daemon.clone(), decision.release.clone());
+            if let Err(error) = store::blocking(&self.store, move |store| {
+                store.release_leases(&me, &channels)
+            })
+            .await
+            {
+                tracing::warn!(%error, "cannot release the leases; they expire on their own");
+            }
+        }
+        let mut taken = 0;
+        for channel in decision.candidates {
+            if taken >= decision.want || self.shutdown.is_cancelled() {
+                break;
+            }
+            let sent = Instant::now();
+            let (me, asked) = (self.daemon.clone(), channel.clone());
+            match store::blocking(&self.store, move |store| {
+                store.acquire_lease(&asked, &me, ttl)
+            })
+            .await
+            {
+                Ok(Some(generation)) => {
+                    taken += 1;
+                    let lease = HeldLease::new(
+                        Fence {
+                            channel: channel.clone(),
+                            owner: self.daemon.clone(),
+                            generation,
+                        },
+                        sent,
+                        self.store.shared().then_some(ttl),
+                    );
+                    tracing::info!(%channel, generation, "took the channel's lease: its triggers resume from their stored positions");
+                    self.take_channel(&channel, Arc::new(lease)).await;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "cannot take the channel's lease; trying again at the next look");
+                    break;
+                }
+            }
+        }
+        metrics::gauge!("chaintrigger_owned_channels").set(self.held_lock().len() as f64);
+    }
+
+    /// Starts working on a channel whose lease was just taken: each trigger resumes from its stored record.
+    async fn take_channel(&self, channel: &ChannelName, lease: Arc<HeldLease>) {
+        self.held_lock().insert(channel.clone(), lease);
+        for entry in self.channel_entries(channel) {
+            let mut slot = entry.worker.lock().await;
+            if let Some(worker) = slot.take() {
+                worker.stop.cancel();
+                let _ = worker.join.await;
+            }
+            let record = match self.read_record(&entry.shared.def.name).await {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::error!(trigger = %entry.shared.def.name, %error, "cannot read the trigger's stored progress; it starts at the next look at the leases");
+                    continue;
+                }
+            };
+            entry
+                .shared
+                .checkpoint
+                .resume(&entry.shared.def, record.as_ref());
+            let state = entry.shared.checkpoint.state();
+            if (state.pushes() || record.is_none()) && !self.shutdown.is_cancelled() {
+                *slot = self.spawn_worker(&entry);
+            }
+        }
+    }
+
+    /// Stops working on a channel: its workers stop at once (events in flight are abandoned; the next owner
+    /// pushes them again) and its triggers' writes are refused from now on.
+    async fn drop_channel(&self, channel: &ChannelName) {
+        self.held_lock().remove(channel);
+        for entry in self.channel_entries(channel) {
+            let mut slot = entry.worker.lock().await;
+            if let Some(worker) = slot.take() {
+                worker.stop.cancel();
+                let _ = worker.join.await;
+            }
+            entry.shared.checkpoint.hold(None);
+        }
+    }
+
+    /// The triggers of a channel.
+    fn channel_entries(&self, channel: &ChannelName) -> Vec<Arc<TriggerEntry>> {
+        self.triggers_lock()
+            .values()
+            .filter(|entry| &entry.shared.def.channel == channel)
+            .cloned()
+            .collect()
+    }
+
+    /// Gives every lease back and leaves the cluster: called once the workers have stopped at shutdown (their
+    /// events in flight recorded), so the other daemons take the channels over at their next look.
+    pub async fn leave(&self) {
+        self.lease_stop.cancel();
+        let channels: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
+        for channel in &channels {
+            self.drop_channel(channel).await;
+        }
+        let me = self.daemon.clone();
+        let released = store::blocking(&self.store, move |store| {
+            store.release_leases(&me, &channels)?;
+            store.leave(&me)
+        })
+        .await;
+        match released {
+            Ok(()) => tracing::info!("leases released: other daemons take the channels over"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot release the leases at stop; they expire on their own")
+            }
+        }
     }
 
     /// The configuration file the engine was started from (and reloads).
@@ -308,8 +555,13 @@ impl Engine {
             feed,
             worker: tokio::sync::Mutex::new(None),
         });
-        // A new trigger's worker also creates its record, even when it starts Disabled.
-        let worker = (state.pushes() || record.is_none()).then(|| self.spawn_worker(&entry));
+        // A new trigger's worker also creates its record, even when it starts Disabled; only on a channel this
+        // daemon holds.
+        let worker = if state.pushes() || record.is_none() {
+            self.spawn_worker(&entry)
+        } else {
+            None
+        };
         *entry
             .worker
             .try_lock()
@@ -317,7 +569,10 @@ impl Engine {
         self.triggers_lock().insert(def.name.clone(), entry);
     }
 
-    fn spawn_worker(&self, entry: &TriggerEntry) -> WorkerHandle {
+    /// Starts the trigger's worker under its channel's lease; `None` when this daemon does not hold it.
+    fn spawn_worker(&self, entry: &TriggerEntry) -> Option<WorkerHandle> {
+        let lease = self.held_lock().get(&entry.shared.def.channel).cloned()?;
+        entry.shared.checkpoint.hold(Some(lease));
         let stop = self.hard_stop.child_token();
         let worker = Worker {
             shared: entry.shared.clone(),
@@ -328,10 +583,10 @@ impl Engine {
         };
         // Every line the worker logs (its checkpoint's and catch-up stream's included) names trigger and channel.
         let span = trigger_span(&entry.shared.def);
-        WorkerHandle {
+        Some(WorkerHandle {
             stop,
             join: self.tracker.spawn(worker.run().instrument(span)),
-        }
+        })
     }
 
     fn channels_lock(&self) -> MutexGuard<'_, BTreeMap<ChannelName, ChannelEntry>> {
@@ -394,10 +649,33 @@ impl Engine {
             return Err(RequestError::ShuttingDown);
         }
         let entry = self.live_entry(name)?;
+        self.check_owner(&entry).await?;
         let span = trigger_span(&entry.shared.def);
         self.command_quiescent(&entry, command)
             .instrument(span)
             .await
+    }
+
+    /// Refuses a command on a trigger whose channel this daemon does not hold, naming who does.
+    async fn check_owner(&self, entry: &TriggerEntry) -> Result<(), RequestError> {
+        let channel = &entry.shared.def.channel;
+        if self.held_lock().contains_key(channel) {
+            return Ok(());
+        }
+        let view = store::blocking(&self.store, |store| store.cluster()).await?;
+        let owner = view
+            .leases
+            .iter()
+            .find(|lease| &lease.channel == channel && lease.live)
+            .map_or_else(
+                || "no daemon owns it right now".to_owned(),
+                |lease| format!("daemon {} owns it", lease.owner),
+            );
+        Err(RequestError::NotOwner {
+            trigger: entry.shared.def.name.clone(),
+            channel: channel.clone(),
+            owner,
+        })
     }
 
     async fn command_quiescent(
@@ -421,7 +699,7 @@ impl Engine {
             Err(_) => entry.shared.checkpoint.state().pushes(),
         };
         if start && !self.shutdown.is_cancelled() {
-            *slot = Some(self.spawn_worker(entry));
+            *slot = self.spawn_worker(entry);
         }
         applied?;
         Ok(Self::snapshot_of(entry))
