@@ -18,6 +18,7 @@ use crate::fabric::deliver::{ChannelConfig, DeliverError, StatusCode, fetch_bloc
 use crate::filter::{Filter, Limits};
 use crate::trigger::channel::ChannelRendering;
 use crate::trigger::checkpoint::CommandError;
+use crate::trigger::engine::RemoteKind;
 use crate::trigger::replay::{self, Found};
 use crate::trigger::status::{ChannelSnapshot, Reloaded, Repushed, TimedError, TriggerSnapshot};
 use crate::trigger::tester::{self, TestSpec};
@@ -41,6 +42,13 @@ impl From<RequestError> for ControlError {
             RequestError::Command(CommandError::Store(_)) | RequestError::Store(_) => {
                 ControlError::Internal(message)
             }
+            RequestError::Remote { kind, .. } => match kind {
+                RemoteKind::NotFound => ControlError::NotFound(message),
+                RemoteKind::Conflict => ControlError::Conflict(message),
+                RemoteKind::Invalid => ControlError::Invalid(message),
+                RemoteKind::Unavailable => ControlError::Unavailable(message),
+                RemoteKind::Internal => ControlError::Internal(message),
+            },
         }
     }
 }
@@ -91,6 +99,7 @@ fn trigger_status(snapshot: TriggerSnapshot) -> Option<TriggerStatus> {
         discarded: progress.discarded,
         retries: progress.retries,
         enabled_at: progress.enabled_at,
+        owner: snapshot.owner,
     })
 }
 
@@ -139,6 +148,7 @@ fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
             limit: snapshot.catch_up.limit,
         },
         rendering: rendering_status(snapshot.rendering),
+        owned: snapshot.owned,
     }
 }
 
@@ -170,13 +180,14 @@ impl From<Repushed> for RepushResult {
 impl EngineControl for Engine {
     async fn triggers(&self) -> Vec<TriggerStatus> {
         Engine::triggers(self)
+            .await
             .into_iter()
             .filter_map(trigger_status)
             .collect()
     }
 
     async fn trigger(&self, name: &str) -> Option<TriggerStatus> {
-        Engine::trigger(self, name).and_then(trigger_status)
+        Engine::trigger(self, name).await.and_then(trigger_status)
     }
 
     async fn enable(&self, name: &str, from: EnableFrom) -> Result<TriggerStatus, ControlError> {
@@ -329,6 +340,7 @@ impl EngineControl for Engine {
         time: DateTime<Utc>,
     ) -> Result<TimeResolution, ControlError> {
         let trigger = Engine::trigger(self, name)
+            .await
             .ok_or_else(|| ControlError::NotFound(format!("no trigger named {name:?}")))?;
         let channel = trigger.channel.to_string();
         let feed = Engine::channel_feed(self, &channel).ok_or_else(|| {

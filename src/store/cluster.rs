@@ -93,3 +93,17 @@ pub struct ClusterView {
     /// The daemons that sent a heartbeat recently, by id.
     pub daemons: Vec<DaemonRecord>,
 }
+
+/// An operator's command sent to a daemon that does not own the trigger's channel, waiting in the database for the
+/// owner to apply it and answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedCommand {
+    /// Its id, to answer it.
+    pub id: i64,
+    /// The trigger's channel: only its owner takes the command.
+    pub channel: ChannelName,
+    /// The trigger.
+    pub trigger: String,
+    /// The command, in the engine's own text form.
+    pub command: String,
+}

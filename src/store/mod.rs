@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::config::{ChannelName, Database, TriggerName};
 use crate::trigger::state::{Anchor, Position, State, Status};
 
-pub use cluster::{ClusterView, DaemonId, DaemonRecord, Fence, LeaseRecord};
+pub use cluster::{ClusterView, DaemonId, DaemonRecord, Fence, ForwardedCommand, LeaseRecord};
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -251,6 +251,28 @@ pub trait Store: Send + Sync {
 
     /// Removes `daemon`'s heartbeat: it no longer counts when channels are shared out.
     fn leave(&self, daemon: &DaemonId) -> Result<(), StoreError>;
+
+    /// Leaves a command for the owner of `channel`; returns its id. (A database of one daemon never needs to.)
+    fn forward_command(
+        &self,
+        channel: &ChannelName,
+        trigger: &str,
+        command: &str,
+    ) -> Result<i64, StoreError>;
+
+    /// The commands waiting for the owner of any of `channels`, oldest first, left at most `max_age` ago.
+    fn pending_commands(
+        &self,
+        channels: &[ChannelName],
+        max_age: Duration,
+    ) -> Result<Vec<ForwardedCommand>, StoreError>;
+
+    /// Answers a forwarded command (the owner applied it, or refused it).
+    fn answer_command(&self, id: i64, answer: &str) -> Result<(), StoreError>;
+
+    /// A forwarded command's answer once given. With `withdraw`, an unanswered command is also withdrawn (the
+    /// sender gave up waiting), so no owner applies it later.
+    fn command_answer(&self, id: i64, withdraw: bool) -> Result<Option<String>, StoreError>;
 }
 
 /// Opens the store the configuration names: a SQLite file, or a PostgreSQL server (its password read from its

@@ -37,8 +37,8 @@ use super::values::{
     TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
-    ClusterView, DaemonId, DaemonRecord, DeadLetter, DeadLetterQuery, Fence, LeaseRecord,
-    NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
+    ClusterView, DaemonId, DaemonRecord, DeadLetter, DeadLetterQuery, Fence, ForwardedCommand,
+    LeaseRecord, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
 };
 use crate::config::{ChannelName, Secret, TriggerName};
 use crate::trigger::state::{Anchor, Position, Status};
@@ -87,6 +87,18 @@ CREATE TABLE daemons (
     started_at TIMESTAMPTZ NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 );
+"#,
+    r#"
+CREATE TABLE commands (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    trigger     TEXT NOT NULL,
+    command     TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    answer      TEXT,
+    answered_at TIMESTAMPTZ
+);
+CREATE INDEX commands_waiting ON commands(channel, id) WHERE answer IS NULL;
 "#,
 ];
 
@@ -572,6 +584,16 @@ const RENEW_LEASES: &str = "UPDATE leases SET expires_at = now() + make_interval
      RETURNING leases.channel";
 const RELEASE_LEASES: &str = "UPDATE leases SET expires_at = now() WHERE owner = $1 AND channel = ANY($2::TEXT[]) AND expires_at > now()";
 const LEAVE: &str = "DELETE FROM daemons WHERE id = $1";
+const FORWARD_COMMAND: &str =
+    "INSERT INTO commands (channel, trigger, command) VALUES ($1, $2, $3) RETURNING id";
+const PENDING_COMMANDS: &str = "SELECT id, channel, trigger, command FROM commands
+     WHERE answer IS NULL AND channel = ANY($1::TEXT[]) AND created_at > now() - make_interval(secs => $2) ORDER BY id";
+const ANSWER_COMMAND: &str =
+    "UPDATE commands SET answer = $2, answered_at = now() WHERE id = $1 AND answer IS NULL";
+const COMMAND_ANSWER: &str = "SELECT answer FROM commands WHERE id = $1";
+const WITHDRAW_COMMAND: &str = "DELETE FROM commands WHERE id = $1 AND answer IS NULL";
+/// Answered commands are kept an hour for operators, then removed.
+const FORGET_COMMANDS: &str = "DELETE FROM commands WHERE created_at < now() - interval '1 hour'";
 /// A daemon whose heartbeat stopped an hour ago is forgotten.
 const FORGET_DAEMONS: &str = "DELETE FROM daemons WHERE expires_at < now() - interval '1 hour'";
 
@@ -838,7 +860,8 @@ impl Store for PostgresStore {
         self.block_on(async {
             self.execute(HEARTBEAT, &[&daemon.as_str(), &ttl.as_secs_f64()])
                 .await?;
-            self.execute(FORGET_DAEMONS, &[]).await
+            self.execute(FORGET_DAEMONS, &[]).await?;
+            self.execute(FORGET_COMMANDS, &[]).await
         })?;
         Ok(())
     }
@@ -900,5 +923,65 @@ impl Store for PostgresStore {
     fn leave(&self, daemon: &DaemonId) -> Result<(), StoreError> {
         self.block_on(self.execute(LEAVE, &[&daemon.as_str()]))?;
         Ok(())
+    }
+
+    fn forward_command(
+        &self,
+        channel: &ChannelName,
+        trigger: &str,
+        command: &str,
+    ) -> Result<i64, StoreError> {
+        let rows =
+            self.block_on(self.query(FORWARD_COMMAND, &[&channel.as_str(), &trigger, &command]))?;
+        rows.first()
+            .ok_or_else(|| self.corrupt("forwarded command", "no id returned".into()))?
+            .try_get(0)
+            .map_err(|e| self.error(e))
+    }
+
+    fn pending_commands(
+        &self,
+        channels: &[ChannelName],
+        max_age: Duration,
+    ) -> Result<Vec<ForwardedCommand>, StoreError> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        let rows =
+            self.block_on(self.query(PENDING_COMMANDS, &[&names, &max_age.as_secs_f64()]))?;
+        rows.iter()
+            .map(|row| {
+                let channel: String = row.try_get(1).map_err(|e| self.error(e))?;
+                Ok(ForwardedCommand {
+                    id: row.try_get(0).map_err(|e| self.error(e))?,
+                    channel: ChannelName::new(channel.clone())
+                        .map_err(|_| self.corrupt("command channel", channel))?,
+                    trigger: row.try_get(2).map_err(|e| self.error(e))?,
+                    command: row.try_get(3).map_err(|e| self.error(e))?,
+                })
+            })
+            .collect()
+    }
+
+    fn answer_command(&self, id: i64, answer: &str) -> Result<(), StoreError> {
+        self.block_on(self.execute(ANSWER_COMMAND, &[&id, &answer]))?;
+        Ok(())
+    }
+
+    fn command_answer(&self, id: i64, withdraw: bool) -> Result<Option<String>, StoreError> {
+        self.block_on(async {
+            if withdraw && self.execute(WITHDRAW_COMMAND, &[&id]).await? == 1 {
+                return Ok(None);
+            }
+            let rows = self.query(COMMAND_ANSWER, &[&id]).await?;
+            rows.first()
+                .map(|row| {
+                    row.try_get::<_, Option<String>>(0)
+                        .map_err(|e| self.error(e))
+                })
+                .transpose()
+                .map(Option::flatten)
+        })
     }
 }

@@ -21,8 +21,8 @@ use super::values::{
     TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
-    ClusterView, DaemonId, DeadLetter, DeadLetterQuery, Fence, NewDeadLetter, OutcomeRecord, Store,
-    StoreError, TriggerRecord,
+    ClusterView, DaemonId, DeadLetter, DeadLetterQuery, Fence, ForwardedCommand, NewDeadLetter,
+    OutcomeRecord, Store, StoreError, TriggerRecord,
 };
 use crate::config::{ChannelName, TriggerName};
 use crate::trigger::state::{Anchor, Position, Status};
@@ -476,5 +476,36 @@ impl Store for SqliteStore {
 
     fn leave(&self, _daemon: &DaemonId) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn forward_command(
+        &self,
+        channel: &ChannelName,
+        _trigger: &str,
+        _command: &str,
+    ) -> Result<i64, StoreError> {
+        // Its one daemon owns every channel: nothing is ever forwarded.
+        Err(StoreError::Setup {
+            path: self.path.clone(),
+            message: format!(
+                "channel `{channel}`: a SQLite file serves one daemon, which owns every channel"
+            ),
+        })
+    }
+
+    fn pending_commands(
+        &self,
+        _channels: &[ChannelName],
+        _max_age: Duration,
+    ) -> Result<Vec<ForwardedCommand>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn answer_command(&self, _id: i64, _answer: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn command_answer(&self, _id: i64, _withdraw: bool) -> Result<Option<String>, StoreError> {
+        Ok(None)
     }
 }

@@ -561,6 +561,7 @@ impl ChannelFeed {
                 .rendering
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            owned: false,
         }
     }
 

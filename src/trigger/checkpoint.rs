@@ -67,7 +67,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn from_record(record: &TriggerRecord) -> Self {
+    /// The progress a stored record says (what another daemon owning the trigger's channel last wrote).
+    pub fn from_record(record: &TriggerRecord) -> Self {
         Progress {
             status: record.status.clone(),
             position: record.position,

@@ -98,6 +98,124 @@ pub enum RequestError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The daemon owning the trigger's channel refused a forwarded command (or none answered): its words.
+    #[error("{message}")]
+    Remote { kind: RemoteKind, message: String },
+}
+
+/// The class of a refusal that came from another daemon: what the API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKind {
+    NotFound,
+    Conflict,
+    Invalid,
+    Unavailable,
+    Internal,
+}
+
+impl RemoteKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::NotFound => "not_found",
+            RemoteKind::Conflict => "conflict",
+            RemoteKind::Invalid => "invalid",
+            RemoteKind::Unavailable => "unavailable",
+            RemoteKind::Internal => "internal",
+        }
+    }
+
+    fn parse(text: &str) -> RemoteKind {
+        match text {
+            "not_found" => RemoteKind::NotFound,
+            "conflict" => RemoteKind::Conflict,
+            "invalid" => RemoteKind::Invalid,
+            "unavailable" => RemoteKind::Unavailable,
+            _ => RemoteKind::Internal,
+        }
+    }
+}
+
+impl RequestError {
+    /// The class of the refusal, as the daemon that forwarded the command passes it on.
+    pub fn kind(&self) -> RemoteKind {
+        match self {
+            RequestError::NoSuchTrigger(_) | RequestError::NoSuchDeadLetter { .. } => {
+                RemoteKind::NotFound
+            }
+            RequestError::Command(CommandError::Deleted(_)) | RequestError::NotOwner { .. } => {
+                RemoteKind::Conflict
+            }
+            RequestError::Command(CommandError::Invalid(_)) | RequestError::ConfigRejected(_) => {
+                RemoteKind::Invalid
+            }
+            RequestError::Command(CommandError::NotYet(_)) | RequestError::ShuttingDown => {
+                RemoteKind::Unavailable
+            }
+            RequestError::Command(CommandError::Store(_)) | RequestError::Store(_) => {
+                RemoteKind::Internal
+            }
+            RequestError::Remote { kind, .. } => *kind,
+        }
+    }
+}
+
+/// How long a daemon waits for the owner to answer a forwarded command (the owner looks every
+/// `2 * FORWARD_POLL`); also how old a waiting command the owner still applies.
+pub const FORWARD_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a daemon waiting for an answer looks for it.
+const FORWARD_POLL: Duration = Duration::from_millis(50);
+
+/// A command as forwarded through the database (pure).
+fn command_text(command: Command) -> String {
+    match command {
+        Command::Disable => "disable".into(),
+        Command::Delete => "delete".into(),
+        Command::Enable(state::EnableFrom::Latest) => "enable latest".into(),
+        Command::Enable(state::EnableFrom::Stored) => "enable stored".into(),
+        Command::Enable(state::EnableFrom::Block(block)) => format!("enable block {block}"),
+    }
+}
+
+/// The command a forwarded text names; `None` for anything else (pure).
+fn parse_command(text: &str) -> Option<Command> {
+    let words: Vec<&str> = text.split(' ').collect();
+    Some(match words.as_slice() {
+        ["disable"] => Command::Disable,
+        ["delete"] => Command::Delete,
+        ["enable", "latest"] => Command::Enable(state::EnableFrom::Latest),
+        ["enable", "stored"] => Command::Enable(state::EnableFrom::Stored),
+        ["enable", "block", block] => {
+            Command::Enable(state::EnableFrom::Block(block.parse().ok()?))
+        }
+        _ => return None,
+    })
+}
+
+/// The owner's answer to a forwarded command: `ok`, or the refusal's class and message (pure).
+fn answer_text(error: Option<&RequestError>) -> String {
+    match error {
+        None => serde_json::json!({ "ok": true }).to_string(),
+        Some(error) => {
+            serde_json::json!({ "error": error.kind().as_str(), "message": error.to_string() })
+                .to_string()
+        }
+    }
+}
+
+/// The refusal an answer carries, `None` when the command was applied (pure).
+fn parse_answer(answer: &str) -> Option<RequestError> {
+    let value: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    if value["ok"] == serde_json::Value::Bool(true) {
+        return None;
+    }
+    Some(RequestError::Remote {
+        kind: RemoteKind::parse(value["error"].as_str().unwrap_or_default()),
+        message: value["message"].as_str().map_or_else(
+            || format!("unreadable answer from the channel's owner: {answer}"),
+            str::to_owned,
+        ),
+    })
 }
 
 /// What a channel is built from: it restarts on reload when this changes (compared as values, so moving its entry
@@ -242,6 +360,10 @@ impl Engine {
         engine.lease_tick().await;
         let looping = engine.clone();
         tokio::spawn(async move { looping.lease_loop().await });
+        if engine.store.shared() {
+            let serving = engine.clone();
+            tokio::spawn(async move { serving.command_loop().await });
+        }
         Ok(engine)
     }
 
@@ -374,7 +496,6 @@ impl Engine {
                 }
             }
         }
-        metrics::gauge!("chaintrigger_owned_channels").set(self.held_lock().len() as f64);
     }
 
     /// Starts working on a channel whose lease was just taken: each trigger resumes from its stored record.
@@ -620,9 +741,22 @@ impl Engine {
         Ok(entry)
     }
 
-    fn snapshot_of(entry: &TriggerEntry) -> TriggerSnapshot {
+    /// A trigger's snapshot: its progress in memory when this daemon owns its channel, else as stored by the
+    /// owner (from `others`, when read).
+    fn snapshot_of(&self, entry: &TriggerEntry, others: Option<&Others>) -> TriggerSnapshot {
         let def = &entry.shared.def;
         let mut progress = entry.shared.checkpoint.progress();
+        let owned = self.held_lock().contains_key(&def.channel);
+        let owner = if owned {
+            Some(self.daemon.to_string())
+        } else {
+            others.and_then(|others| others.owners.get(&def.channel).cloned())
+        };
+        if !owned && let Some(record) = others.and_then(|others| others.records.get(&def.name)) {
+            let retries = progress.retries;
+            progress = super::checkpoint::Progress::from_record(record);
+            progress.retries = retries;
+        }
         let chain_height = entry.feed.height();
         // A new `latest` trigger starts at the chain height it first sees: show that rather than block 0.
         if let (false, config::StartPosition::Latest, Some(height)) =
@@ -638,6 +772,7 @@ impl Engine {
             threshold: def.threshold,
             progress,
             chain_height,
+            owner,
         }
     }
 
@@ -649,11 +784,117 @@ impl Engine {
             return Err(RequestError::ShuttingDown);
         }
         let entry = self.live_entry(name)?;
-        self.check_owner(&entry).await?;
+        if self.store.shared() && !self.held_lock().contains_key(&entry.shared.def.channel) {
+            return self.forward(&entry, command).await;
+        }
+        self.command_here(&entry, command).await
+    }
+
+    /// Applies a command on a trigger of a channel this daemon owns (refused with [`RequestError::NotOwner`]
+    /// otherwise).
+    async fn command_here(
+        &self,
+        entry: &Arc<TriggerEntry>,
+        command: Command,
+    ) -> Result<TriggerSnapshot, RequestError> {
+        self.check_owner(entry).await?;
         let span = trigger_span(&entry.shared.def);
-        self.command_quiescent(&entry, command)
+        self.command_quiescent(entry, command)
             .instrument(span)
             .await
+    }
+
+    /// Sends a command to the owner of the trigger's channel through the database and waits for its answer (at
+    /// most [`FORWARD_WAIT`]; then the command is withdrawn, so it is never applied late). Returns the trigger as
+    /// the owner stored it.
+    async fn forward(
+        &self,
+        entry: &Arc<TriggerEntry>,
+        command: Command,
+    ) -> Result<TriggerSnapshot, RequestError> {
+        let def = &entry.shared.def;
+        let (channel, trigger, text) = (
+            def.channel.clone(),
+            def.name.to_string(),
+            command_text(command),
+        );
+        tracing::info!(trigger = %def.name, channel = %def.channel, command = %text, "forwarding the command to the channel's owner");
+        let id = store::blocking(&self.store, move |store| {
+            store.forward_command(&channel, &trigger, &text)
+        })
+        .await?;
+        let deadline = Instant::now() + FORWARD_WAIT;
+        let answer = loop {
+            tokio::time::sleep(FORWARD_POLL).await;
+            let last = Instant::now() >= deadline;
+            match store::blocking(&self.store, move |store| store.command_answer(id, last)).await? {
+                Some(answer) => break answer,
+                None if last => {
+                    return Err(RequestError::Remote {
+                        kind: RemoteKind::Unavailable,
+                        message: format!(
+                            "no daemon owning channel `{}` answered within {FORWARD_WAIT:?}; the command was withdrawn, nothing changed (try again once a daemon owns the channel)",
+                            def.channel
+                        ),
+                    });
+                }
+                None => {}
+            }
+        };
+        if let Some(error) = parse_answer(&answer) {
+            return Err(error);
+        }
+        let others = self.others(std::slice::from_ref(entry)).await;
+        Ok(self.snapshot_of(entry, others.as_ref()))
+    }
+
+    /// Applies the commands other daemons forwarded for the channels this daemon owns, and answers them.
+    async fn serve_forwarded(&self) {
+        let held: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
+        let pending = match store::blocking(&self.store, move |store| {
+            store.pending_commands(&held, FORWARD_WAIT)
+        })
+        .await
+        {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the commands forwarded by other daemons; trying again");
+                return;
+            }
+        };
+        for forwarded in pending {
+            let result = match parse_command(&forwarded.command) {
+                None => Err(RequestError::Remote {
+                    kind: RemoteKind::Invalid,
+                    message: format!("unknown forwarded command `{}`", forwarded.command),
+                }),
+                Some(command) => match self.live_entry(&forwarded.trigger) {
+                    Ok(entry) => self.command_here(&entry, command).await.map(|_| ()),
+                    Err(error) => Err(error),
+                },
+            };
+            tracing::info!(trigger = %forwarded.trigger, command = %forwarded.command, ok = result.is_ok(), "applied a command forwarded by another daemon");
+            let answer = answer_text(result.err().as_ref());
+            let id = forwarded.id;
+            if let Err(error) =
+                store::blocking(&self.store, move |store| store.answer_command(id, &answer)).await
+            {
+                tracing::warn!(%error, "cannot answer a forwarded command; its sender gives up after a while");
+            }
+        }
+    }
+
+    /// Serves forwarded commands until [`Engine::leave`] (on a shared database only).
+    async fn command_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.lease_stop.cancelled() => return,
+                _ = tokio::time::sleep(FORWARD_POLL * 2) => {}
+            }
+            if !self.shutdown.is_cancelled() {
+                self.serve_forwarded().await;
+            }
+        }
     }
 
     /// Refuses a command on a trigger whose channel this daemon does not hold, naming who does.
@@ -702,7 +943,7 @@ impl Engine {
             *slot = self.spawn_worker(entry);
         }
         applied?;
-        Ok(Self::snapshot_of(entry))
+        Ok(self.snapshot_of(entry, None))
     }
 
     /// Stops a trigger's worker and forgets the trigger (its stored record stays).
@@ -865,13 +1106,48 @@ impl Engine {
     }
 
     /// Every trigger that is not deleted, by name.
-    pub fn triggers(&self) -> Vec<TriggerSnapshot> {
+    /// With the owner of each channel, and the progress of triggers on channels other daemons own as stored.
+    pub async fn triggers(&self) -> Vec<TriggerSnapshot> {
         let entries: Vec<Arc<TriggerEntry>> = self.triggers_lock().values().cloned().collect();
+        let others = self.others(&entries).await;
         entries
             .iter()
-            .filter(|entry| entry.shared.checkpoint.state() != State::Deleted)
-            .map(|entry| Self::snapshot_of(entry))
+            .map(|entry| self.snapshot_of(entry, others.as_ref()))
+            .filter(|snapshot| snapshot.progress.status.state != State::Deleted)
             .collect()
+    }
+
+    /// What the database says of the triggers whose channels this daemon does not own, when there are any.
+    async fn others(&self, entries: &[Arc<TriggerEntry>]) -> Option<Others> {
+        let held = self.held_lock().keys().cloned().collect::<BTreeSet<_>>();
+        if entries
+            .iter()
+            .all(|entry| held.contains(&entry.shared.def.channel))
+        {
+            return None;
+        }
+        let read = store::blocking(&self.store, |store| {
+            Ok((store.triggers()?, store.cluster()?))
+        })
+        .await;
+        match read {
+            Ok((records, view)) => Some(Others {
+                records: records
+                    .into_iter()
+                    .map(|record| (record.name.clone(), record))
+                    .collect(),
+                owners: view
+                    .leases
+                    .into_iter()
+                    .filter(|lease| lease.live)
+                    .map(|lease| (lease.channel, lease.owner.to_string()))
+                    .collect(),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the other daemons' progress; showing what this daemon last knew");
+                None
+            }
+        }
     }
 
     /// Every trigger the store keeps as deleted, by name, with whether its entry is still in the configuration
@@ -890,10 +1166,11 @@ impl Engine {
     }
 
     /// One trigger, unless it is unknown or deleted.
-    pub fn trigger(&self, name: &str) -> Option<TriggerSnapshot> {
-        self.live_entry(name)
-            .ok()
-            .map(|entry| Self::snapshot_of(&entry))
+    pub async fn trigger(&self, name: &str) -> Option<TriggerSnapshot> {
+        let entry = self.entry(name).ok()?;
+        let others = self.others(std::slice::from_ref(&entry)).await;
+        Some(self.snapshot_of(&entry, others.as_ref()))
+            .filter(|snapshot| snapshot.progress.status.state != State::Deleted)
     }
 
     /// Starts (or restarts) pushing the trigger's events from `from`, with its failure count reset.
@@ -1001,9 +1278,13 @@ impl Engine {
 
     /// Every configured channel, by name.
     pub fn channels(&self) -> Vec<ChannelSnapshot> {
+        let held = self.held_lock().keys().cloned().collect::<BTreeSet<_>>();
         self.channels_lock()
-            .values()
-            .map(|entry| entry.feed.snapshot())
+            .iter()
+            .map(|(name, entry)| ChannelSnapshot {
+                owned: held.contains(name),
+                ..entry.feed.snapshot()
+            })
             .collect()
     }
 
@@ -1023,6 +1304,14 @@ impl Engine {
     }
 }
 
+/// The progress stored for triggers and the live owner of each channel, read for a listing.
+struct Others {
+    /// Stored records by trigger.
+    records: BTreeMap<TriggerName, TriggerRecord>,
+    /// The daemon holding each channel's live lease.
+    owners: BTreeMap<ChannelName, String>,
+}
+
 /// The span every log line about a trigger is in: its fields name the trigger and its channel.
 fn trigger_span(def: &TriggerDef) -> tracing::Span {
     tracing::info_span!("trigger", trigger = %def.name, channel = %def.channel)
@@ -1040,4 +1329,48 @@ fn start_blocks(
         .filter(|record| record.status.state.pushes())
         .map(|record| record.position.block)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_commands_and_answers_read_back_as_written() {
+        for command in [
+            Command::Disable,
+            Command::Delete,
+            Command::Enable(state::EnableFrom::Latest),
+            Command::Enable(state::EnableFrom::Stored),
+            Command::Enable(state::EnableFrom::Block(u64::MAX)),
+        ] {
+            assert_eq!(parse_command(&command_text(command)), Some(command));
+        }
+        for hostile in [
+            "",
+            "enable",
+            "enable block -1",
+            "enable block 1 2",
+            "DROP TABLE",
+            "delete ",
+        ] {
+            assert_eq!(parse_command(hostile), None, "{hostile:?}");
+        }
+        assert!(parse_answer(&answer_text(None)).is_none());
+        let refused = RequestError::Command(CommandError::Invalid("block 99 is beyond".into()));
+        let Some(RequestError::Remote { kind, message }) =
+            parse_answer(&answer_text(Some(&refused)))
+        else {
+            panic!("a refusal");
+        };
+        assert_eq!(
+            (kind, message.as_str()),
+            (RemoteKind::Invalid, "block 99 is beyond")
+        );
+        let Some(garbled) = parse_answer("not json") else {
+            panic!("a refusal");
+        };
+        assert_eq!(garbled.kind(), RemoteKind::Internal);
+        assert!(garbled.to_string().contains("not json"), "{garbled}");
+    }
 }

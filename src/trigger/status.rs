@@ -23,6 +23,9 @@ pub struct TriggerSnapshot {
     pub progress: Progress,
     /// Its channel's height (number of blocks), once known.
     pub chain_height: Option<u64>,
+    /// The daemon working on its channel (this one, or another sharing the database), `None` while nobody
+    /// holds the channel's lease.
+    pub owner: Option<String>,
 }
 
 /// An error with the time it happened, so an operator can tell an old one from a current one.
@@ -57,6 +60,8 @@ pub struct ChannelSnapshot {
     pub catch_up: CatchUpSnapshot,
     /// How its events are rendered now, and where that came from (pinned, or learned from a config block).
     pub rendering: super::channel::ChannelRendering,
+    /// Whether this daemon holds the channel's lease (works on its triggers).
+    pub owned: bool,
 }
 
 /// One peer of a channel.

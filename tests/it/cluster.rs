@@ -185,7 +185,15 @@ impl Cluster {
 
     /// Waits until every trigger's stored position reached its channel's height.
     async fn wait_all_processed(&self) {
+        self.wait_all_processed_except(&[]).await;
+    }
+
+    /// [`Cluster::wait_all_processed`] but for the `skipped` triggers.
+    async fn wait_all_processed_except(&self, skipped: &[&str]) {
         for (name, channel, _) in TRIGGERS {
+            if skipped.contains(&name) {
+                continue;
+            }
             let height = self.network(channel).height();
             eventually(
                 &format!("{name} processes all {height} blocks"),
@@ -460,5 +468,134 @@ async fn cluster_a_clean_stop_hands_the_channel_over_at_once() {
     let repeats = cluster.assert_every_event_in_order();
     // A clean stop records its events in flight: nothing is pushed twice.
     assert_eq!(repeats.values().sum::<usize>(), 0, "{repeats:?}");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_any_daemon_lists_every_trigger_with_its_owner_and_forwards_commands() {
+    let mut cluster = Cluster::start().await;
+    let [(owner, _), (other_owner, _)] = cluster.wait_spread().await;
+    let bystander = (0..3)
+        .find(|index| *index != owner && *index != other_owner)
+        .expect("a daemon owning nothing");
+    cluster.networks[0].generate(3);
+    cluster.wait_all_processed().await;
+    let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
+    let owner_id = |index: usize| format!("-{}-", cluster.daemons[index].as_ref().unwrap().pid());
+
+    // Any daemon lists every trigger, with its owner and its progress as the owner stored it.
+    let height = cluster.networks[0].height();
+    let listed = admin(bystander).triggers().await;
+    assert_eq!(listed.len(), TRIGGERS.len(), "{listed:?}");
+    for (name, channel, _) in TRIGGERS {
+        let expected_owner = if channel == "mychannel" {
+            owner
+        } else {
+            other_owner
+        };
+        let owner_name = listed[name]["owner"].as_str().unwrap_or_default();
+        assert!(
+            owner_name.contains(&owner_id(expected_owner)),
+            "{name}: {}",
+            listed[name]
+        );
+    }
+    assert_eq!(
+        listed["main-blocks"]["position"]["block"].as_u64(),
+        Some(height),
+        "{}",
+        listed["main-blocks"]
+    );
+    let (status, channels) = admin(bystander)
+        .call(reqwest::Method::GET, "/v1/channels")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        channels["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .all(|channel| channel["owned"] == false),
+        "{channels}"
+    );
+    let (_, metrics) = admin(owner).call(reqwest::Method::GET, "/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("chaintrigger_channel_owned{channel=\"mychannel\"} 1")
+            && metrics.contains("chaintrigger_owned_channels 1"),
+        "{metrics}"
+    );
+
+    // Commands sent to a daemon that does not own the channel take effect on the owner, with the same answers.
+    let disabled = admin(bystander).command("main-txs", "disable").await;
+    assert_eq!(disabled["state"], "Disabled", "{disabled}");
+    assert!(
+        disabled["owner"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&owner_id(owner))
+    );
+    let seen_by_owner = admin(owner).trigger("main-txs").await;
+    assert_eq!(seen_by_owner["state"], "Disabled", "{seen_by_owner}");
+    let pushed = cluster.receiver.pushes("main-txs").len();
+    cluster.networks[0].generate(2);
+    cluster.wait_all_processed_except(&["main-txs"]).await;
+    assert_eq!(
+        cluster.receiver.pushes("main-txs").len(),
+        pushed,
+        "a disabled trigger pushes nothing, on its owner"
+    );
+
+    let (status, refused) = admin(bystander)
+        .call(
+            reqwest::Method::POST,
+            "/v1/triggers/main-txs/enable?from=999999",
+        )
+        .await;
+    let (owner_status, owner_refused) = admin(owner)
+        .call(
+            reqwest::Method::POST,
+            "/v1/triggers/main-txs/enable?from=999999",
+        )
+        .await;
+    assert_eq!(
+        (status, owner_status),
+        (400, 400),
+        "{refused} / {owner_refused}"
+    );
+    assert_eq!(
+        refused["error"], owner_refused["error"],
+        "the same answer as the owner's"
+    );
+
+    let enabled = admin(bystander)
+        .command("main-txs", "enable?from=position")
+        .await;
+    assert_eq!(enabled["state"], "Running", "{enabled}");
+    assert_eq!(admin(owner).trigger("main-txs").await["state"], "Running");
+
+    let (status, _) = admin(other_owner)
+        .call(reqwest::Method::DELETE, "/v1/triggers/main-blocks")
+        .await;
+    assert!(
+        (200..300).contains(&status),
+        "delete through a non-owner: {status}"
+    );
+    let (status, _) = admin(owner)
+        .call(reqwest::Method::GET, "/v1/triggers/main-blocks")
+        .await;
+    assert_eq!(status, 404, "deleted on the owner");
+    let (status, again) = admin(bystander)
+        .call(reqwest::Method::POST, "/v1/triggers/main-blocks/disable")
+        .await;
+    let (owner_status, owner_again) = admin(owner)
+        .call(reqwest::Method::POST, "/v1/triggers/main-blocks/disable")
+        .await;
+    assert_eq!(
+        (status, owner_status),
+        (409, 409),
+        "{again} / {owner_again}"
+    );
+    assert_eq!(again, owner_again, "the same answer as the owner's");
     cluster.stop_all().await;
 }
