@@ -79,6 +79,39 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
                 .expect("the outcome is recorded")
         })
     });
+    // The same write under a lease, as every write of a daemon is: PostgreSQL checks (and locks) the lease row in the
+    // same transaction; SQLite grants its one daemon everything and checks nothing.
+    let channel = chaintrigger::config::ChannelName::new("bench").expect("a valid channel name");
+    let owner = chaintrigger::store::DaemonId::new("bench-daemon");
+    let generation = store
+        .acquire_lease(&channel, &owner, std::time::Duration::from_secs(3600))
+        .expect("the lease is taken")
+        .expect("the lease is free");
+    let fence = chaintrigger::store::Fence {
+        channel,
+        owner,
+        generation,
+    };
+    group.bench_function(format!("{prefix}record_outcome/delivered_fenced"), |b| {
+        b.iter(|| {
+            index += 1;
+            store
+                .record_outcome(
+                    &OutcomeRecord {
+                        anchor: None,
+                        trigger: &trigger,
+                        status: &running,
+                        position: Position { block: 1, index },
+                        delivered: 1,
+                        discarded: 0,
+                        dead_letters: &[],
+                        at: SystemTime::now(),
+                    },
+                    Some(&fence),
+                )
+                .expect("the outcome is recorded")
+        })
+    });
     group.bench_function(
         format!("{prefix}record_outcome/discarded_with_dead_letter"),
         |b| {
