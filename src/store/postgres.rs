@@ -407,6 +407,33 @@ impl PostgresStore {
             .map_err(|e| self.error(e))
     }
 
+    /// Runs one statement in a transaction of its own after checking `fence` in it; returns how many rows it
+    /// changed.
+    async fn fenced_execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        let mut lease = self.lease().await?;
+        let connection = lease.connection();
+        let statement = connection.statement(sql).await.map_err(|e| self.error(e))?;
+        let check = self.fence_statement(connection, fence).await?;
+        let transaction = connection
+            .client
+            .transaction()
+            .await
+            .map_err(|e| self.error(e))?;
+        self.check_fence(&transaction, check.as_ref(), fence)
+            .await?;
+        let changed = transaction
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.error(e))?;
+        transaction.commit().await.map_err(|e| self.error(e))?;
+        Ok(changed)
+    }
+
     /// The fence check prepared on `connection`, when the write is fenced.
     async fn fence_statement(
         &self,
@@ -616,38 +643,19 @@ impl Store for PostgresStore {
         at: SystemTime,
         fence: Option<&Fence>,
     ) -> Result<TriggerRecord, StoreError> {
-        self.block_on(async {
-            let mut lease = self.lease().await?;
-            let connection = lease.connection();
-            let insert = connection
-                .statement(INSERT_TRIGGER)
-                .await
-                .map_err(|e| self.error(e))?;
-            let check = self.fence_statement(connection, fence).await?;
-            let transaction = connection
-                .client
-                .transaction()
-                .await
-                .map_err(|e| self.error(e))?;
-            self.check_fence(&transaction, check.as_ref(), fence)
-                .await?;
-            transaction
-                .execute(
-                    &insert,
-                    &[
-                        &name.as_str(),
-                        &status.state.as_str(),
-                        &to_i64(position.block),
-                        &i64::from(position.index),
-                        &to_i64(status.failures),
-                        &status.last_error,
-                        &to_millis(at),
-                    ],
-                )
-                .await
-                .map_err(|e| self.error(e))?;
-            transaction.commit().await.map_err(|e| self.error(e))
-        })?;
+        self.block_on(self.fenced_execute(
+            INSERT_TRIGGER,
+            &[
+                &name.as_str(),
+                &status.state.as_str(),
+                &to_i64(position.block),
+                &i64::from(position.index),
+                &to_i64(status.failures),
+                &status.last_error,
+                &to_millis(at),
+            ],
+            fence,
+        ))?;
         self.trigger(name)?
             .ok_or_else(|| StoreError::UnknownTrigger {
                 path: self.path.clone(),
@@ -744,41 +752,21 @@ impl Store for PostgresStore {
         fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let anchor = position.and_then(|(_, anchor)| anchor);
-        let updated = self.block_on(async {
-            let mut lease = self.lease().await?;
-            let connection = lease.connection();
-            let update = connection
-                .statement(UPDATE_STATUS)
-                .await
-                .map_err(|e| self.error(e))?;
-            let check = self.fence_statement(connection, fence).await?;
-            let transaction = connection
-                .client
-                .transaction()
-                .await
-                .map_err(|e| self.error(e))?;
-            self.check_fence(&transaction, check.as_ref(), fence)
-                .await?;
-            let updated = transaction
-                .execute(
-                    &update,
-                    &[
-                        &name.as_str(),
-                        &status.state.as_str(),
-                        &to_i64(status.failures),
-                        &status.last_error,
-                        &to_millis(at),
-                        &position.map(|(p, _)| to_i64(p.block)),
-                        &position.map(|(p, _)| i64::from(p.index)),
-                        &anchor_block(anchor),
-                        &anchor_hash(anchor),
-                    ],
-                )
-                .await
-                .map_err(|e| self.error(e))?;
-            transaction.commit().await.map_err(|e| self.error(e))?;
-            Ok::<_, StoreError>(updated)
-        })?;
+        let updated = self.block_on(self.fenced_execute(
+            UPDATE_STATUS,
+            &[
+                &name.as_str(),
+                &status.state.as_str(),
+                &to_i64(status.failures),
+                &status.last_error,
+                &to_millis(at),
+                &position.map(|(p, _)| to_i64(p.block)),
+                &position.map(|(p, _)| i64::from(p.index)),
+                &anchor_block(anchor),
+                &anchor_hash(anchor),
+            ],
+            fence,
+        ))?;
         if updated == 0 {
             return Err(StoreError::UnknownTrigger {
                 path: self.path.clone(),
