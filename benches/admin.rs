@@ -52,6 +52,7 @@ fn statuses() -> (Vec<TriggerStatus>, Vec<ChannelStatus>, Vec<InvokeLatency>) {
                 discarded: index as u64,
                 retries: 10 * index as u64,
                 enabled_at: None,
+                owner: None,
             }
         })
         .collect();

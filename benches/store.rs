@@ -45,6 +45,7 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
             &running,
             Position::block_start(0),
             SystemTime::now(),
+            None,
         )
         .expect("the benchmark trigger is created");
     let letter = NewDeadLetter {
@@ -62,16 +63,52 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
         b.iter(|| {
             index += 1;
             store
-                .record_outcome(&OutcomeRecord {
-                    anchor: None,
-                    trigger: &trigger,
-                    status: &running,
-                    position: Position { block: 1, index },
-                    delivered: 1,
-                    discarded: 0,
-                    dead_letters: &[],
-                    at: SystemTime::now(),
-                })
+                .record_outcome(
+                    &OutcomeRecord {
+                        anchor: None,
+                        trigger: &trigger,
+                        status: &running,
+                        position: Position { block: 1, index },
+                        delivered: 1,
+                        discarded: 0,
+                        dead_letters: &[],
+                        at: SystemTime::now(),
+                    },
+                    None,
+                )
+                .expect("the outcome is recorded")
+        })
+    });
+    // The same write under a lease, as every write of a daemon is: PostgreSQL checks (and locks) the lease row in the
+    // same transaction; SQLite grants its one daemon everything and checks nothing.
+    let channel = chaintrigger::config::ChannelName::new("bench").expect("a valid channel name");
+    let owner = chaintrigger::store::DaemonId::new("bench-daemon");
+    let generation = store
+        .acquire_lease(&channel, &owner, std::time::Duration::from_secs(3600))
+        .expect("the lease is taken")
+        .expect("the lease is free");
+    let fence = chaintrigger::store::Fence {
+        channel,
+        owner,
+        generation,
+    };
+    group.bench_function(format!("{prefix}record_outcome/delivered_fenced"), |b| {
+        b.iter(|| {
+            index += 1;
+            store
+                .record_outcome(
+                    &OutcomeRecord {
+                        anchor: None,
+                        trigger: &trigger,
+                        status: &running,
+                        position: Position { block: 1, index },
+                        delivered: 1,
+                        discarded: 0,
+                        dead_letters: &[],
+                        at: SystemTime::now(),
+                    },
+                    Some(&fence),
+                )
                 .expect("the outcome is recorded")
         })
     });
@@ -81,16 +118,19 @@ fn record_outcomes(c: &mut Criterion, prefix: &str, store: &dyn Store) {
             b.iter(|| {
                 index += 1;
                 store
-                    .record_outcome(&OutcomeRecord {
-                        anchor: None,
-                        trigger: &trigger,
-                        status: &running,
-                        position: Position { block: 1, index },
-                        delivered: 0,
-                        discarded: 1,
-                        dead_letters: std::slice::from_ref(&letter),
-                        at: SystemTime::now(),
-                    })
+                    .record_outcome(
+                        &OutcomeRecord {
+                            anchor: None,
+                            trigger: &trigger,
+                            status: &running,
+                            position: Position { block: 1, index },
+                            delivered: 0,
+                            discarded: 1,
+                            dead_letters: std::slice::from_ref(&letter),
+                            at: SystemTime::now(),
+                        },
+                        None,
+                    )
                     .expect("the outcome is recorded")
             })
         },

@@ -15,7 +15,8 @@
 //!
 //! Shutdown order: the admin API stops taking requests and the channel feeds stop; each trigger worker
 //! finishes the event in flight (and records its outcome) and stops; after [`AppOptions::shutdown_grace`] the
-//! workers still pushing are abandoned (their events are pushed again at the next start); then the bundled
+//! workers still pushing are abandoned (their events are pushed again at the next start); then the channels'
+//! leases are released (on a shared database, other daemons take the channels over at once); then the bundled
 //! runtime stops and the store is closed.
 
 use std::net::SocketAddr;
@@ -241,6 +242,8 @@ impl App {
             self.engine.abandon_in_flight();
             self.tracker.wait().await;
         }
+        // Every outcome in flight is recorded: the channels can go to other daemons at once.
+        self.engine.leave().await;
         let admin = self.admin.await;
         self.runtime_stop.cancel();
         if let Some(task) = self.runtime_task {

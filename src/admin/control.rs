@@ -473,6 +473,10 @@ pub struct TriggerStatus {
     /// When the trigger was last enabled over the API, if ever: explains a jump in its position.
     #[serde(with = "rfc3339_option", default)]
     pub enabled_at: Option<DateTime<Utc>>,
+    /// The daemon working on the trigger (the owner of its channel's lease; with several daemons on one database
+    /// its progress is shown as that daemon stored it), `null` while no daemon holds the channel.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl TriggerStatus {
@@ -522,6 +526,10 @@ pub struct ChannelStatus {
     /// Where the channel's events spent their time, per stage (metrics only: a histogram is not a status).
     #[serde(skip)]
     pub stages: Vec<crate::trigger::latency::StageSnapshot>,
+    /// Whether this daemon works on the channel's triggers (holds its lease); with several daemons on one
+    /// database, exactly one of them says so.
+    #[serde(default)]
+    pub owned: bool,
 }
 
 /// A channel's rendering as the admin API shows it.

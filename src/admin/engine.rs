@@ -18,6 +18,7 @@ use crate::fabric::deliver::{ChannelConfig, DeliverError, StatusCode, fetch_bloc
 use crate::filter::{Filter, Limits};
 use crate::trigger::channel::ChannelRendering;
 use crate::trigger::checkpoint::CommandError;
+use crate::trigger::engine::RemoteKind;
 use crate::trigger::replay::{self, Found};
 use crate::trigger::status::{ChannelSnapshot, Reloaded, Repushed, TimedError, TriggerSnapshot};
 use crate::trigger::tester::{self, TestSpec};
@@ -30,7 +31,9 @@ impl From<RequestError> for ControlError {
             RequestError::NoSuchTrigger(_) | RequestError::NoSuchDeadLetter { .. } => {
                 ControlError::NotFound(message)
             }
-            RequestError::Command(CommandError::Deleted(_)) => ControlError::Conflict(message),
+            RequestError::Command(CommandError::Deleted(_)) | RequestError::NotOwner { .. } => {
+                ControlError::Conflict(message)
+            }
             RequestError::Command(CommandError::Invalid(_)) => ControlError::Invalid(message),
             RequestError::Command(CommandError::NotYet(_)) | RequestError::ShuttingDown => {
                 ControlError::Unavailable(message)
@@ -39,6 +42,13 @@ impl From<RequestError> for ControlError {
             RequestError::Command(CommandError::Store(_)) | RequestError::Store(_) => {
                 ControlError::Internal(message)
             }
+            RequestError::Remote { kind, .. } => match kind {
+                RemoteKind::NotFound => ControlError::NotFound(message),
+                RemoteKind::Conflict => ControlError::Conflict(message),
+                RemoteKind::Invalid => ControlError::Invalid(message),
+                RemoteKind::Unavailable => ControlError::Unavailable(message),
+                RemoteKind::Internal => ControlError::Internal(message),
+            },
         }
     }
 }
@@ -89,6 +99,7 @@ fn trigger_status(snapshot: TriggerSnapshot) -> Option<TriggerStatus> {
         discarded: progress.discarded,
         retries: progress.retries,
         enabled_at: progress.enabled_at,
+        owner: snapshot.owner,
     })
 }
 
@@ -138,6 +149,7 @@ fn channel_status(snapshot: ChannelSnapshot) -> ChannelStatus {
         },
         rendering: rendering_status(snapshot.rendering),
         stages: snapshot.stages,
+        owned: snapshot.owned,
     }
 }
 
@@ -169,13 +181,14 @@ impl From<Repushed> for RepushResult {
 impl EngineControl for Engine {
     async fn triggers(&self) -> Vec<TriggerStatus> {
         Engine::triggers(self)
+            .await
             .into_iter()
             .filter_map(trigger_status)
             .collect()
     }
 
     async fn trigger(&self, name: &str) -> Option<TriggerStatus> {
-        Engine::trigger(self, name).and_then(trigger_status)
+        Engine::trigger(self, name).await.and_then(trigger_status)
     }
 
     async fn enable(&self, name: &str, from: EnableFrom) -> Result<TriggerStatus, ControlError> {
@@ -328,6 +341,7 @@ impl EngineControl for Engine {
         time: DateTime<Utc>,
     ) -> Result<TimeResolution, ControlError> {
         let trigger = Engine::trigger(self, name)
+            .await
             .ok_or_else(|| ControlError::NotFound(format!("no trigger named {name:?}")))?;
         let channel = trigger.channel.to_string();
         let feed = Engine::channel_feed(self, &channel).ok_or_else(|| {

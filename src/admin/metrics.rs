@@ -190,6 +190,30 @@ pub fn render(
     }
     family(
         &mut out,
+        "chaintrigger_channel_owned",
+        "gauge",
+        "1 while this daemon holds the channel's lease and works on its triggers (several daemons may share a database; one owns each channel).",
+    );
+    for (channel, labels) in channels.iter().zip(&channel_labels) {
+        let _ = writeln!(
+            out,
+            "chaintrigger_channel_owned{labels}}} {}",
+            u8::from(channel.owned)
+        );
+    }
+    family(
+        &mut out,
+        "chaintrigger_owned_channels",
+        "gauge",
+        "Channels this daemon works on.",
+    );
+    let _ = writeln!(
+        out,
+        "chaintrigger_owned_channels {}",
+        channels.iter().filter(|channel| channel.owned).count()
+    );
+    family(
+        &mut out,
         "chaintrigger_channel_stream_reconnects_total",
         "counter",
         "Times the channel's stream was re-established.",
@@ -388,6 +412,7 @@ mod tests {
             discarded: 1,
             retries: 3,
             enabled_at: None,
+            owner: Some("host-1-abcd".into()),
         }
     }
 
@@ -423,6 +448,7 @@ mod tests {
             status("we\"ird\\name", TriggerState::Failed),
         ];
         let channels = [ChannelStatus {
+            owned: true,
             name: "mychannel".into(),
             chain_height: Some(12),
             peer: Some("peer0:7051".into()),
@@ -522,6 +548,8 @@ mod tests {
             "chaintrigger_event_stage_max_seconds{channel=\"mychannel\",stage=\"commit\"} 0.027\n"
         ));
         assert!(text.contains("chaintrigger_channel_connected{channel=\"mychannel\"} 1\n"));
+        assert!(text.contains("chaintrigger_channel_owned{channel=\"mychannel\"} 1\n"));
+        assert!(text.contains("chaintrigger_owned_channels 1\n"));
         assert!(text.contains(
             "chaintrigger_channel_peer_height{channel=\"mychannel\",peer=\"peer1:7051\"} 3\n"
         ));

@@ -1,5 +1,5 @@
 //! The `database` setting: where trigger progress is kept. A path is a SQLite file (the default, embedded); a
-//! `postgres://` URL (or a table with `url`, `password` and `tls_ca`) is a PostgreSQL server.
+//! `postgres://` URL (or a table with `url`, `password`, `tls_ca` and `lease_ttl`) is a PostgreSQL server.
 //!
 //! Invariant: a [`Database::Postgres`] URL never carries a password (refused as it is read), so the URL can be shown
 //! and logged as it is; the password comes from a [`SecretSource`].
@@ -30,6 +30,48 @@ pub struct PostgresDatabase {
     /// PEM file of the certificate authorities the server's certificate must chain to (relative to the
     /// configuration file); without it the platform's trusted roots. Certificates are always verified.
     pub tls_ca: Option<PathBuf>,
+    /// How long a daemon's claim on a channel lasts without renewal (renewed about every third of it): the bound
+    /// on how long a channel waits for a new owner after its owner dies, and how long a paused owner may still
+    /// write. See [`LeaseTtl`].
+    pub lease_ttl: LeaseTtl,
+}
+
+/// The lease time of a channel on a shared database (parse, don't validate): between [`LeaseTtl::MIN`] and
+/// [`LeaseTtl::MAX`], [`LeaseTtl::DEFAULT`] when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTtl(std::time::Duration);
+
+impl LeaseTtl {
+    /// 10 s: a dead owner's channels move within about that long, and renewals (every ~3 s) cost nothing.
+    pub const DEFAULT: LeaseTtl = LeaseTtl(std::time::Duration::from_secs(10));
+    /// Shorter leases would expire under an ordinary database hiccup or a busy machine's scheduling delays.
+    pub const MIN: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Longer leases leave a dead owner's channels silent for longer than any operator would wait.
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    /// Checks a configured value against the bounds.
+    pub fn new(ttl: std::time::Duration) -> Result<LeaseTtl, String> {
+        if ttl < Self::MIN || ttl > Self::MAX {
+            return Err(format!(
+                "lease_ttl: expected a duration from {} to {}, found {}",
+                super::HumanDuration(Self::MIN),
+                super::HumanDuration(Self::MAX),
+                super::HumanDuration(ttl)
+            ));
+        }
+        Ok(LeaseTtl(ttl))
+    }
+
+    /// The duration.
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl Default for LeaseTtl {
+    fn default() -> Self {
+        LeaseTtl::DEFAULT
+    }
 }
 
 /// A PostgreSQL URL without a password (parse, don't validate).
@@ -170,13 +212,15 @@ impl<'de> Deserialize<'de> for Database {
             password: Option<SecretSource>,
             #[serde(default)]
             tls_ca: Option<PathBuf>,
+            #[serde(default)]
+            lease_ttl: Option<super::HumanDuration>,
         }
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = Database;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    r#"a SQLite file path, a postgres:// URL, or { url = "postgres://...", password = { env = "VARIABLE" }, tls_ca = "ca.pem" }"#,
+                    r#"a SQLite file path, a postgres:// URL, or { url = "postgres://...", password = { env = "VARIABLE" }, tls_ca = "ca.pem", lease_ttl = "10s" }"#,
                 )
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Database, E> {
@@ -191,6 +235,7 @@ impl<'de> Deserialize<'de> for Database {
                         url,
                         password: None,
                         tls_ca: None,
+                        lease_ttl: LeaseTtl::DEFAULT,
                     }));
                 }
                 if text.contains("://") {
@@ -213,10 +258,17 @@ impl<'de> Deserialize<'de> for Database {
                         "tls_ca: expected a PEM file path, found an empty string",
                     ));
                 }
+                let lease_ttl = table
+                    .lease_ttl
+                    .map(|ttl| LeaseTtl::new(ttl.0))
+                    .transpose()
+                    .map_err(serde::de::Error::custom)?
+                    .unwrap_or_default();
                 Ok(Database::Postgres(PostgresDatabase {
                     url,
                     password: table.password,
                     tls_ca: table.tls_ca,
+                    lease_ttl,
                 }))
             }
         }
@@ -238,6 +290,31 @@ mod tests {
         toml::from_str::<Doc>(text)
             .map(|doc| doc.database)
             .map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn the_lease_time_defaults_to_ten_seconds_and_is_bounded() {
+        let Database::Postgres(pg) = read(r#"database = "postgres://ct@db/ct""#).unwrap() else {
+            panic!("a postgres URL");
+        };
+        assert_eq!(pg.lease_ttl.get(), std::time::Duration::from_secs(10));
+        let Database::Postgres(pg) =
+            read(r#"database = { url = "postgres://ct@db/ct", lease_ttl = "2s" }"#).unwrap()
+        else {
+            panic!("a postgres URL");
+        };
+        assert_eq!(pg.lease_ttl.get(), std::time::Duration::from_secs(2));
+        for (value, expected) in [
+            ("500ms", "from 1s to 3600s, found 500ms"),
+            ("2h", "from 1s to 3600s, found 7200s"),
+            ("soon", "invalid duration `soon`"),
+        ] {
+            let error = read(&format!(
+                r#"database = {{ url = "postgres://ct@db/ct", lease_ttl = "{value}" }}"#
+            ))
+            .unwrap_err();
+            assert!(error.contains(expected), "{value}: {error}");
+        }
     }
 
     #[test]

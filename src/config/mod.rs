@@ -29,7 +29,7 @@ mod secrets;
 pub mod tls;
 mod validate;
 
-pub use database::{Database, PostgresDatabase, PostgresUrl, postgres_error_text};
+pub use database::{Database, LeaseTtl, PostgresDatabase, PostgresUrl, postgres_error_text};
 pub use load::{ConfigError, Problem};
 pub use names::{
     ChannelName, FailureThreshold, FcName, FcQualifier, HumanDuration, InstanceId, MspId,

@@ -7,19 +7,24 @@
 //! The rule that makes delivery at-least-once: an event's outcome (new position, state, failure count, counters
 //! and its dead letter) is written in ONE transaction by [`Store::record_outcome`], after the push. A crash before
 //! the commit leaves the old position, so the event is pushed again; never lost.
+//!
+//! Several daemons may share a PostgreSQL database: each channel then has one owner at a time, through a lease, and
+//! every progress write is fenced by it (see [`cluster`]).
 
+pub mod cluster;
 mod postgres;
 mod sqlite;
 mod values;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::config::{Database, TriggerName};
+use crate::config::{ChannelName, Database, TriggerName};
 use crate::trigger::state::{Anchor, Position, State, Status};
 
+pub use cluster::{ClusterView, DaemonId, DaemonRecord, Fence, ForwardedCommand, LeaseRecord};
 pub use postgres::{POOL_SIZE as POSTGRES_POOL_SIZE, PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -133,12 +138,36 @@ pub enum StoreError {
     UnknownTrigger { path: String, trigger: String },
     #[error("database {path}: unknown dead letter {id}")]
     UnknownDeadLetter { path: String, id: i64 },
+    /// The write was made under a lease the daemon no longer holds (another took the channel, or it expired):
+    /// nothing was written.
+    #[error(
+        "database {path}: channel `{channel}` is no longer owned by this daemon ({owner}, lease generation {generation}); the write was refused"
+    )]
+    Fenced {
+        path: String,
+        channel: String,
+        owner: String,
+        generation: i64,
+    },
+    /// A shared database, and this daemon holds no lease of the trigger's channel: nothing was written.
+    #[error(
+        "trigger `{trigger}`: this daemon does not hold its channel's lease on the shared database; nothing was written"
+    )]
+    Unowned { trigger: String },
     #[error("database {path}: bad stored value for {what}: {found}")]
     Corrupt {
         path: String,
         what: String,
         found: String,
     },
+}
+
+impl StoreError {
+    /// Whether the write was refused because this daemon does not (or no longer) own the channel: retrying it
+    /// cannot help, the channel's work belongs elsewhere.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. } | StoreError::Unowned { .. })
+    }
 }
 
 /// Durable trigger progress.
@@ -150,26 +179,33 @@ pub trait Store: Send + Sync {
     fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError>;
 
     /// Creates a trigger's record unless it exists; returns the record as stored (the existing one wins, so a
-    /// restart never resets progress).
+    /// restart never resets progress). Refused with [`StoreError::Fenced`] unless `fence` holds.
     fn ensure_trigger(
         &self,
         name: &TriggerName,
         status: &Status,
         position: Position,
         at: SystemTime,
+        fence: Option<&Fence>,
     ) -> Result<TriggerRecord, StoreError>;
 
-    /// Writes an event's outcome: position, status and counters, and its dead letters, all or nothing.
-    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError>;
+    /// Writes an event's outcome: position, status and counters, and its dead letters, all or nothing; refused
+    /// with [`StoreError::Fenced`] (nothing written) unless `fence` holds in the same transaction.
+    fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord<'_>,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
 
     /// Writes a status change from a command (disable, enable, delete), with a new position (and the anchor that
-    /// goes with it) if it moves.
+    /// goes with it) if it moves. Refused with [`StoreError::Fenced`] unless `fence` holds.
     fn save_status(
         &self,
         name: &TriggerName,
         status: &Status,
         position: Option<(Position, Option<Anchor>)>,
         at: SystemTime,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
     /// Lists dead letters, oldest first.
@@ -180,6 +216,63 @@ pub trait Store: Send + Sync {
 
     /// Marks a dead letter as re-pushed successfully.
     fn mark_repushed(&self, id: i64, at: SystemTime) -> Result<(), StoreError>;
+
+    /// Whether several daemons may share this database (PostgreSQL). When not (a SQLite file, one daemon), leases
+    /// are granted at once, nobody else is ever seen, and fences are not checked.
+    fn shared(&self) -> bool;
+
+    /// Every lease and every live daemon, by the database's clock.
+    fn cluster(&self) -> Result<ClusterView, StoreError>;
+
+    /// Says that `daemon` is alive for `ttl` more (and forgets daemons gone for long).
+    fn heartbeat(&self, daemon: &DaemonId, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Takes `channel` for `daemon` for `ttl` when its lease is free (no lease, or expired): returns the new
+    /// generation, or `None` when another daemon holds it.
+    fn acquire_lease(
+        &self,
+        channel: &ChannelName,
+        daemon: &DaemonId,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Extends the leases `daemon` holds (channel and generation) by `ttl`; returns the channels renewed. A lease
+    /// that expired or was taken by another is not renewed: it is lost.
+    fn renew_leases(
+        &self,
+        daemon: &DaemonId,
+        held: &[(ChannelName, i64)],
+        ttl: Duration,
+    ) -> Result<Vec<ChannelName>, StoreError>;
+
+    /// Gives up `daemon`'s leases of `channels` at once (others may take them on their next look).
+    fn release_leases(&self, daemon: &DaemonId, channels: &[ChannelName])
+    -> Result<(), StoreError>;
+
+    /// Removes `daemon`'s heartbeat: it no longer counts when channels are shared out.
+    fn leave(&self, daemon: &DaemonId) -> Result<(), StoreError>;
+
+    /// Leaves a command for the owner of `channel`; returns its id. (A database of one daemon never needs to.)
+    fn forward_command(
+        &self,
+        channel: &ChannelName,
+        trigger: &str,
+        command: &str,
+    ) -> Result<i64, StoreError>;
+
+    /// The commands waiting for the owner of any of `channels`, oldest first, left at most `max_age` ago.
+    fn pending_commands(
+        &self,
+        channels: &[ChannelName],
+        max_age: Duration,
+    ) -> Result<Vec<ForwardedCommand>, StoreError>;
+
+    /// Answers a forwarded command (the owner applied it, or refused it).
+    fn answer_command(&self, id: i64, answer: &str) -> Result<(), StoreError>;
+
+    /// A forwarded command's answer once given. With `withdraw`, an unanswered command is also withdrawn (the
+    /// sender gave up waiting), so no owner applies it later.
+    fn command_answer(&self, id: i64, withdraw: bool) -> Result<Option<String>, StoreError>;
 }
 
 /// Opens the store the configuration names: a SQLite file, or a PostgreSQL server (its password read from its

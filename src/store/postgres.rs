@@ -13,6 +13,11 @@
 //! Durability is the server's: a transaction is committed when `COMMIT` returns (with the server's default
 //! `synchronous_commit = on`, it is on the server's disk, or its synchronous standby's).
 //!
+//! Leases (see [`super::cluster`]): the `leases` and `daemons` tables, with times from the server's clock
+//! (`now()`). A fenced write first locks its channel's lease row `FOR SHARE` inside its transaction and checks owner,
+//! generation and expiry: a daemon taking the channel over must wait for that transaction to end, so no write of
+//! the old owner lands after the new owner has read the positions it resumes from.
+//!
 //! Errors name the database by its URL, which never holds a password (the configuration refuses one in it; the
 //! password is sent from [`PostgresOptions::password`] and appears nowhere else).
 
@@ -32,14 +37,16 @@ use super::values::{
     TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
-    DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
+    ClusterView, DaemonId, DaemonRecord, DeadLetter, DeadLetterQuery, Fence, ForwardedCommand,
+    LeaseRecord, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
 };
-use crate::config::{Secret, TriggerName};
+use crate::config::{ChannelName, Secret, TriggerName};
 use crate::trigger::state::{Anchor, Position, Status};
 
 /// The schema, one migration per version; the database records the last version applied. The same tables and
 /// columns as the SQLite store (times in milliseconds since the Unix epoch), with PostgreSQL's types.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE triggers (
     name         TEXT PRIMARY KEY,
     state        TEXT NOT NULL,
@@ -67,7 +74,33 @@ CREATE TABLE dead_letters (
     repushed_at BIGINT
 );
 CREATE INDEX dead_letters_by_trigger ON dead_letters(trigger, id);
-"#];
+"#,
+    r#"
+CREATE TABLE leases (
+    channel    TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    generation BIGINT NOT NULL CHECK (generation >= 1),
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE daemons (
+    id         TEXT PRIMARY KEY,
+    started_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE commands (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    trigger     TEXT NOT NULL,
+    command     TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    answer      TEXT,
+    answered_at TIMESTAMPTZ
+);
+CREATE INDEX commands_waiting ON commands(channel, id) WHERE answer IS NULL;
+"#,
+];
 
 /// Connections kept open to the server: enough for the daemon's concurrent outcomes (each is one short
 /// transaction) without taking many of the server's `max_connections`.
@@ -374,6 +407,82 @@ impl PostgresStore {
             .map_err(|e| self.error(e))
     }
 
+    /// Runs one statement in a transaction of its own after checking `fence` in it; returns how many rows it
+    /// changed.
+    async fn fenced_execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        let mut lease = self.lease().await?;
+        let connection = lease.connection();
+        let statement = connection.statement(sql).await.map_err(|e| self.error(e))?;
+        let check = self.fence_statement(connection, fence).await?;
+        let transaction = connection
+            .client
+            .transaction()
+            .await
+            .map_err(|e| self.error(e))?;
+        self.check_fence(&transaction, check.as_ref(), fence)
+            .await?;
+        let changed = transaction
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.error(e))?;
+        transaction.commit().await.map_err(|e| self.error(e))?;
+        Ok(changed)
+    }
+
+    /// The fence check prepared on `connection`, when the write is fenced.
+    async fn fence_statement(
+        &self,
+        connection: &mut Connection,
+        fence: Option<&Fence>,
+    ) -> Result<Option<Statement>, StoreError> {
+        match fence {
+            Some(_) => connection
+                .statement(CHECK_FENCE)
+                .await
+                .map(Some)
+                .map_err(|e| self.error(e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Refuses the transaction's write unless `fence` holds, and keeps its lease row locked until the transaction
+    /// ends (see the module documentation).
+    async fn check_fence(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        check: Option<&Statement>,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let (Some(check), Some(fence)) = (check, fence) else {
+            return Ok(());
+        };
+        let rows = transaction
+            .query(
+                check,
+                &[
+                    &fence.channel.as_str(),
+                    &fence.owner.as_str(),
+                    &fence.generation,
+                ],
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        if rows.is_empty() {
+            return Err(StoreError::Fenced {
+                path: self.path.clone(),
+                channel: fence.channel.to_string(),
+                owner: fence.owner.to_string(),
+                generation: fence.generation,
+            });
+        }
+        Ok(())
+    }
+
     fn read_trigger(&self, row: &Row) -> Result<TriggerRecord, StoreError> {
         let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| self.error(e));
         let row = TriggerRow {
@@ -485,6 +594,35 @@ const SELECT_DEAD_LETTERS: &str = "SELECT id, trigger, event_id, block, event_in
 const SELECT_DEAD_LETTER: &str = "SELECT id, trigger, event_id, block, event_index, output, payload::TEXT, error, attempts, created_at, repushed_at
      FROM dead_letters WHERE id = $1";
 const MARK_REPUSHED: &str = "UPDATE dead_letters SET repushed_at = $2 WHERE id = $1";
+const CHECK_FENCE: &str = "SELECT 1 FROM leases WHERE channel = $1 AND owner = $2 AND generation = $3 AND expires_at > now() FOR SHARE";
+const SELECT_LEASES: &str = "SELECT channel, owner, generation, expires_at > now(),
+     GREATEST(0, (EXTRACT(EPOCH FROM (now() - expires_at)) * 1000))::BIGINT FROM leases ORDER BY channel";
+const SELECT_DAEMONS: &str =
+    "SELECT id, expires_at > now() FROM daemons WHERE expires_at > now() ORDER BY id";
+const HEARTBEAT: &str = "INSERT INTO daemons (id, started_at, expires_at) VALUES ($1, now(), now() + make_interval(secs => $2))
+     ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at";
+const ACQUIRE_LEASE: &str = "INSERT INTO leases (channel, owner, generation, expires_at) VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+     ON CONFLICT (channel) DO UPDATE SET owner = EXCLUDED.owner, generation = leases.generation + 1, expires_at = EXCLUDED.expires_at
+     WHERE leases.expires_at <= now() RETURNING generation";
+const RENEW_LEASES: &str = "UPDATE leases SET expires_at = now() + make_interval(secs => $4)
+     FROM unnest($2::TEXT[], $3::BIGINT[]) AS held(channel, generation)
+     WHERE leases.channel = held.channel AND leases.generation = held.generation AND leases.owner = $1
+       AND leases.expires_at > now()
+     RETURNING leases.channel";
+const RELEASE_LEASES: &str = "UPDATE leases SET expires_at = now() WHERE owner = $1 AND channel = ANY($2::TEXT[]) AND expires_at > now()";
+const LEAVE: &str = "DELETE FROM daemons WHERE id = $1";
+const FORWARD_COMMAND: &str =
+    "INSERT INTO commands (channel, trigger, command) VALUES ($1, $2, $3) RETURNING id";
+const PENDING_COMMANDS: &str = "SELECT id, channel, trigger, command FROM commands
+     WHERE answer IS NULL AND channel = ANY($1::TEXT[]) AND created_at > now() - make_interval(secs => $2) ORDER BY id";
+const ANSWER_COMMAND: &str =
+    "UPDATE commands SET answer = $2, answered_at = now() WHERE id = $1 AND answer IS NULL";
+const COMMAND_ANSWER: &str = "SELECT answer FROM commands WHERE id = $1";
+const WITHDRAW_COMMAND: &str = "DELETE FROM commands WHERE id = $1 AND answer IS NULL";
+/// Answered commands are kept an hour for operators, then removed.
+const FORGET_COMMANDS: &str = "DELETE FROM commands WHERE created_at < now() - interval '1 hour'";
+/// A daemon whose heartbeat stopped an hour ago is forgotten.
+const FORGET_DAEMONS: &str = "DELETE FROM daemons WHERE expires_at < now() - interval '1 hour'";
 
 impl Store for PostgresStore {
     fn trigger(&self, name: &TriggerName) -> Result<Option<TriggerRecord>, StoreError> {
@@ -503,8 +641,9 @@ impl Store for PostgresStore {
         status: &Status,
         position: Position,
         at: SystemTime,
+        fence: Option<&Fence>,
     ) -> Result<TriggerRecord, StoreError> {
-        self.block_on(self.execute(
+        self.block_on(self.fenced_execute(
             INSERT_TRIGGER,
             &[
                 &name.as_str(),
@@ -515,6 +654,7 @@ impl Store for PostgresStore {
                 &status.last_error,
                 &to_millis(at),
             ],
+            fence,
         ))?;
         self.trigger(name)?
             .ok_or_else(|| StoreError::UnknownTrigger {
@@ -523,10 +663,15 @@ impl Store for PostgresStore {
             })
     }
 
-    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError> {
+    fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord<'_>,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
         self.block_on(async {
             let mut lease = self.lease().await?;
             let connection = lease.connection();
+            let check = self.fence_statement(connection, fence).await?;
             let update = connection
                 .statement(UPDATE_OUTCOME)
                 .await
@@ -546,6 +691,8 @@ impl Store for PostgresStore {
                 .transaction()
                 .await
                 .map_err(|e| self.error(e))?;
+            self.check_fence(&transaction, check.as_ref(), fence)
+                .await?;
             let updated = transaction
                 .execute(
                     &update,
@@ -602,9 +749,10 @@ impl Store for PostgresStore {
         status: &Status,
         position: Option<(Position, Option<Anchor>)>,
         at: SystemTime,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let anchor = position.and_then(|(_, anchor)| anchor);
-        let updated = self.block_on(self.execute(
+        let updated = self.block_on(self.fenced_execute(
             UPDATE_STATUS,
             &[
                 &name.as_str(),
@@ -617,6 +765,7 @@ impl Store for PostgresStore {
                 &anchor_block(anchor),
                 &anchor_hash(anchor),
             ],
+            fence,
         ))?;
         if updated == 0 {
             return Err(StoreError::UnknownTrigger {
@@ -655,5 +804,172 @@ impl Store for PostgresStore {
             });
         }
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn cluster(&self) -> Result<ClusterView, StoreError> {
+        let (leases, daemons) = self.block_on(async {
+            Ok::<_, StoreError>((
+                self.query(SELECT_LEASES, &[]).await?,
+                self.query(SELECT_DAEMONS, &[]).await?,
+            ))
+        })?;
+        let leases = leases
+            .iter()
+            .map(|row| {
+                let channel: String = row.try_get(0).map_err(|e| self.error(e))?;
+                let expired_for: i64 = row.try_get(4).map_err(|e| self.error(e))?;
+                Ok(LeaseRecord {
+                    channel: ChannelName::new(channel.clone())
+                        .map_err(|_| self.corrupt("lease channel", channel))?,
+                    owner: DaemonId::new(row.try_get::<_, String>(1).map_err(|e| self.error(e))?),
+                    generation: row.try_get(2).map_err(|e| self.error(e))?,
+                    live: row.try_get(3).map_err(|e| self.error(e))?,
+                    expired_for: Duration::from_millis(to_u64(expired_for)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let daemons = daemons
+            .iter()
+            .map(|row| {
+                Ok(DaemonRecord {
+                    id: DaemonId::new(row.try_get::<_, String>(0).map_err(|e| self.error(e))?),
+                    live: row.try_get(1).map_err(|e| self.error(e))?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(ClusterView { leases, daemons })
+    }
+
+    fn heartbeat(&self, daemon: &DaemonId, ttl: Duration) -> Result<(), StoreError> {
+        self.block_on(async {
+            self.execute(HEARTBEAT, &[&daemon.as_str(), &ttl.as_secs_f64()])
+                .await?;
+            self.execute(FORGET_DAEMONS, &[]).await?;
+            self.execute(FORGET_COMMANDS, &[]).await
+        })?;
+        Ok(())
+    }
+
+    fn acquire_lease(
+        &self,
+        channel: &ChannelName,
+        daemon: &DaemonId,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let rows = self.block_on(self.query(
+            ACQUIRE_LEASE,
+            &[&channel.as_str(), &daemon.as_str(), &ttl.as_secs_f64()],
+        ))?;
+        rows.first()
+            .map(|row| row.try_get(0).map_err(|e| self.error(e)))
+            .transpose()
+    }
+
+    fn renew_leases(
+        &self,
+        daemon: &DaemonId,
+        held: &[(ChannelName, i64)],
+        ttl: Duration,
+    ) -> Result<Vec<ChannelName>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let channels: Vec<&str> = held.iter().map(|(channel, _)| channel.as_str()).collect();
+        let generations: Vec<i64> = held.iter().map(|(_, generation)| *generation).collect();
+        let rows = self.block_on(self.query(
+            RENEW_LEASES,
+            &[
+                &daemon.as_str(),
+                &channels,
+                &generations,
+                &ttl.as_secs_f64(),
+            ],
+        ))?;
+        rows.iter()
+            .map(|row| {
+                let channel: String = row.try_get(0).map_err(|e| self.error(e))?;
+                ChannelName::new(channel.clone())
+                    .map_err(|_| self.corrupt("lease channel", channel))
+            })
+            .collect()
+    }
+
+    fn release_leases(
+        &self,
+        daemon: &DaemonId,
+        channels: &[ChannelName],
+    ) -> Result<(), StoreError> {
+        let channels: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        self.block_on(self.execute(RELEASE_LEASES, &[&daemon.as_str(), &channels]))?;
+        Ok(())
+    }
+
+    fn leave(&self, daemon: &DaemonId) -> Result<(), StoreError> {
+        self.block_on(self.execute(LEAVE, &[&daemon.as_str()]))?;
+        Ok(())
+    }
+
+    fn forward_command(
+        &self,
+        channel: &ChannelName,
+        trigger: &str,
+        command: &str,
+    ) -> Result<i64, StoreError> {
+        let rows =
+            self.block_on(self.query(FORWARD_COMMAND, &[&channel.as_str(), &trigger, &command]))?;
+        rows.first()
+            .ok_or_else(|| self.corrupt("forwarded command", "no id returned".into()))?
+            .try_get(0)
+            .map_err(|e| self.error(e))
+    }
+
+    fn pending_commands(
+        &self,
+        channels: &[ChannelName],
+        max_age: Duration,
+    ) -> Result<Vec<ForwardedCommand>, StoreError> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        let rows =
+            self.block_on(self.query(PENDING_COMMANDS, &[&names, &max_age.as_secs_f64()]))?;
+        rows.iter()
+            .map(|row| {
+                let channel: String = row.try_get(1).map_err(|e| self.error(e))?;
+                Ok(ForwardedCommand {
+                    id: row.try_get(0).map_err(|e| self.error(e))?,
+                    channel: ChannelName::new(channel.clone())
+                        .map_err(|_| self.corrupt("command channel", channel))?,
+                    trigger: row.try_get(2).map_err(|e| self.error(e))?,
+                    command: row.try_get(3).map_err(|e| self.error(e))?,
+                })
+            })
+            .collect()
+    }
+
+    fn answer_command(&self, id: i64, answer: &str) -> Result<(), StoreError> {
+        self.block_on(self.execute(ANSWER_COMMAND, &[&id, &answer]))?;
+        Ok(())
+    }
+
+    fn command_answer(&self, id: i64, withdraw: bool) -> Result<Option<String>, StoreError> {
+        self.block_on(async {
+            if withdraw && self.execute(WITHDRAW_COMMAND, &[&id]).await? == 1 {
+                return Ok(None);
+            }
+            let rows = self.query(COMMAND_ANSWER, &[&id]).await?;
+            rows.first()
+                .map(|row| {
+                    row.try_get::<_, Option<String>>(0)
+                        .map_err(|e| self.error(e))
+                })
+                .transpose()
+                .map(Option::flatten)
+        })
     }
 }

@@ -7,6 +7,9 @@
 //! only moves in the same transaction as its outcome, the events after it are pushed again (at-least-once holds)
 //! and none is lost. `synchronous = FULL` would fsync every outcome, capping a trigger's rate at the disk's fsync
 //! rate for no gain in that promise.
+//!
+//! One daemon per file: leases are granted at once (generation 1, never expiring), no other daemon is ever seen,
+//! and the fence a write carries is not checked. The file format is the one of earlier versions.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -20,9 +23,10 @@ use super::values::{
     TriggerRow, anchor_block, anchor_hash, from_millis, to_i64, to_millis, to_u64,
 };
 use super::{
-    DeadLetter, DeadLetterQuery, NewDeadLetter, OutcomeRecord, Store, StoreError, TriggerRecord,
+    ClusterView, DaemonId, DeadLetter, DeadLetterQuery, Fence, ForwardedCommand, NewDeadLetter,
+    OutcomeRecord, Store, StoreError, TriggerRecord,
 };
-use crate::config::TriggerName;
+use crate::config::{ChannelName, TriggerName};
 use crate::trigger::state::{Anchor, Position, Status};
 
 /// The schema, one migration per version; a database records the last version applied.
@@ -258,6 +262,7 @@ impl Store for SqliteStore {
         status: &Status,
         position: Position,
         at: SystemTime,
+        _fence: Option<&Fence>,
     ) -> Result<TriggerRecord, StoreError> {
         {
             let connection = self.lock();
@@ -284,7 +289,11 @@ impl Store for SqliteStore {
             })
     }
 
-    fn record_outcome(&self, outcome: &OutcomeRecord<'_>) -> Result<(), StoreError> {
+    fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord<'_>,
+        _fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let transaction = connection.transaction().map_err(|e| self.sqlite(e))?;
         let updated = transaction
@@ -345,6 +354,7 @@ impl Store for SqliteStore {
         status: &Status,
         position: Option<(Position, Option<Anchor>)>,
         at: SystemTime,
+        _fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let connection = self.lock();
         let anchor = position.and_then(|(_, anchor)| anchor);
@@ -428,5 +438,78 @@ impl Store for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn cluster(&self) -> Result<ClusterView, StoreError> {
+        Ok(ClusterView::default())
+    }
+
+    fn heartbeat(&self, _daemon: &DaemonId, _ttl: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn acquire_lease(
+        &self,
+        _channel: &ChannelName,
+        _daemon: &DaemonId,
+        _ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(Some(1))
+    }
+
+    fn renew_leases(
+        &self,
+        _daemon: &DaemonId,
+        held: &[(ChannelName, i64)],
+        _ttl: Duration,
+    ) -> Result<Vec<ChannelName>, StoreError> {
+        Ok(held.iter().map(|(channel, _)| channel.clone()).collect())
+    }
+
+    fn release_leases(
+        &self,
+        _daemon: &DaemonId,
+        _channels: &[ChannelName],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn leave(&self, _daemon: &DaemonId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn forward_command(
+        &self,
+        channel: &ChannelName,
+        _trigger: &str,
+        _command: &str,
+    ) -> Result<i64, StoreError> {
+        // Its one daemon owns every channel: nothing is ever forwarded.
+        Err(StoreError::Setup {
+            path: self.path.clone(),
+            message: format!(
+                "channel `{channel}`: a SQLite file serves one daemon, which owns every channel"
+            ),
+        })
+    }
+
+    fn pending_commands(
+        &self,
+        _channels: &[ChannelName],
+        _max_age: Duration,
+    ) -> Result<Vec<ForwardedCommand>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn answer_command(&self, _id: i64, _answer: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn command_answer(&self, _id: i64, _withdraw: bool) -> Result<Option<String>, StoreError> {
+        Ok(None)
     }
 }

@@ -162,7 +162,7 @@ fn a_new_trigger_is_created_once_and_keeps_its_progress(backend: &dyn Backend) {
     let store = backend.open();
     let t = name("tasks");
     let created = store
-        .ensure_trigger(&t, &running(), Position::block_start(10), at(0))
+        .ensure_trigger(&t, &running(), Position::block_start(10), at(0), None)
         .unwrap();
     assert_eq!(created.position, Position::block_start(10));
     assert_eq!(created.status, running());
@@ -174,23 +174,26 @@ fn a_new_trigger_is_created_once_and_keeps_its_progress(backend: &dyn Backend) {
         ..running()
     };
     store
-        .record_outcome(&OutcomeRecord {
-            anchor: None,
-            trigger: &t,
-            status: &moved,
-            position: Position {
-                block: 10,
-                index: 1,
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: None,
+                trigger: &t,
+                status: &moved,
+                position: Position {
+                    block: 10,
+                    index: 1,
+                },
+                delivered: 1,
+                discarded: 0,
+                dead_letters: &[],
+                at: at(1),
             },
-            delivered: 1,
-            discarded: 0,
-            dead_letters: &[],
-            at: at(1),
-        })
+            None,
+        )
         .unwrap();
     // Starting again (a restart, with the same configuration) does not reset it.
     let again = store
-        .ensure_trigger(&t, &running(), Position::block_start(99), at(2))
+        .ensure_trigger(&t, &running(), Position::block_start(99), at(2), None)
         .unwrap();
     assert_eq!(
         again.position,
@@ -208,7 +211,7 @@ fn an_outcome_writes_position_state_counters_and_dead_letter_together(backend: &
     let store = backend.open();
     let t = name("tasks");
     store
-        .ensure_trigger(&t, &running(), Position::block_start(3), at(0))
+        .ensure_trigger(&t, &running(), Position::block_start(3), at(0), None)
         .unwrap();
     let failed_once = Status {
         state: State::Running,
@@ -216,16 +219,19 @@ fn an_outcome_writes_position_state_counters_and_dead_letter_together(backend: &
         last_error: Some("boom".into()),
     };
     store
-        .record_outcome(&OutcomeRecord {
-            anchor: None,
-            trigger: &t,
-            status: &failed_once,
-            position: Position { block: 3, index: 1 },
-            delivered: 0,
-            discarded: 1,
-            dead_letters: &[letter(3, 0, 5)],
-            at: at(5),
-        })
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: None,
+                trigger: &t,
+                status: &failed_once,
+                position: Position { block: 3, index: 1 },
+                delivered: 0,
+                discarded: 1,
+                dead_letters: &[letter(3, 0, 5)],
+                at: at(5),
+            },
+            None,
+        )
         .unwrap();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!(record.status, failed_once);
@@ -243,7 +249,7 @@ fn an_outcome_is_all_or_nothing(backend: &dyn Backend) {
     let store = backend.open();
     let t = name("tasks");
     store
-        .ensure_trigger(&t, &running(), Position::block_start(3), at(0))
+        .ensure_trigger(&t, &running(), Position::block_start(3), at(0), None)
         .unwrap();
     let before = store.trigger(&t).unwrap().unwrap();
     let failed = Status {
@@ -254,16 +260,19 @@ fn an_outcome_is_all_or_nothing(backend: &dyn Backend) {
     // The second dead letter breaks a constraint (a dead letter has at least one attempt) after the trigger row
     // and the first letter were written in the transaction: nothing of it may remain.
     let error = store
-        .record_outcome(&OutcomeRecord {
-            anchor: None,
-            trigger: &t,
-            status: &failed,
-            position: Position { block: 4, index: 0 },
-            delivered: 0,
-            discarded: 2,
-            dead_letters: &[letter(3, 0, 2), letter(3, 0, 0)],
-            at: at(5),
-        })
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: None,
+                trigger: &t,
+                status: &failed,
+                position: Position { block: 4, index: 0 },
+                delivered: 0,
+                discarded: 2,
+                dead_letters: &[letter(3, 0, 2), letter(3, 0, 0)],
+                at: at(5),
+            },
+            None,
+        )
         .unwrap_err();
     assert!(error.to_string().contains(&backend.name()), "{error}");
     assert_eq!(store.trigger(&t).unwrap().unwrap(), before);
@@ -275,16 +284,19 @@ fn an_outcome_is_all_or_nothing(backend: &dyn Backend) {
     );
     // The store is still usable after the failed transaction.
     store
-        .record_outcome(&OutcomeRecord {
-            anchor: None,
-            trigger: &t,
-            status: &running(),
-            position: Position { block: 3, index: 1 },
-            delivered: 1,
-            discarded: 0,
-            dead_letters: &[],
-            at: at(6),
-        })
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: None,
+                trigger: &t,
+                status: &running(),
+                position: Position { block: 3, index: 1 },
+                delivered: 1,
+                discarded: 0,
+                dead_letters: &[],
+                at: at(6),
+            },
+            None,
+        )
         .unwrap();
     assert_eq!(store.trigger(&t).unwrap().unwrap().delivered, 1);
 }
@@ -292,16 +304,19 @@ fn an_outcome_is_all_or_nothing(backend: &dyn Backend) {
 fn an_outcome_for_an_unknown_trigger_is_refused(backend: &dyn Backend) {
     let store = backend.open();
     let error = store
-        .record_outcome(&OutcomeRecord {
-            anchor: None,
-            trigger: &name("ghost"),
-            status: &running(),
-            position: Position::block_start(1),
-            delivered: 1,
-            discarded: 0,
-            dead_letters: &[letter(1, 0, 1)],
-            at: at(0),
-        })
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: None,
+                trigger: &name("ghost"),
+                status: &running(),
+                position: Position::block_start(1),
+                delivered: 1,
+                discarded: 0,
+                dead_letters: &[letter(1, 0, 1)],
+                at: at(0),
+            },
+            None,
+        )
         .unwrap_err();
     assert!(matches!(error, StoreError::UnknownTrigger { ref trigger, .. } if trigger == "ghost"));
     assert!(
@@ -318,10 +333,10 @@ fn progress_survives_reopening_the_database(backend: &dyn Backend) {
     {
         let store = backend.open();
         store
-            .ensure_trigger(&t, &running(), Position::block_start(0), at(0))
+            .ensure_trigger(&t, &running(), Position::block_start(0), at(0), None)
             .unwrap();
         store
-            .ensure_trigger(&gone, &running(), Position::block_start(0), at(0))
+            .ensure_trigger(&gone, &running(), Position::block_start(0), at(0), None)
             .unwrap();
         for i in 0..100u32 {
             let status = Status {
@@ -334,26 +349,31 @@ fn progress_survives_reopening_the_database(backend: &dyn Backend) {
                 vec![]
             };
             store
-                .record_outcome(&OutcomeRecord {
-                    anchor: None,
-                    trigger: &t,
-                    status: &status,
-                    position: Position {
-                        block: 1,
-                        index: i + 1,
+                .record_outcome(
+                    &OutcomeRecord {
+                        anchor: None,
+                        trigger: &t,
+                        status: &status,
+                        position: Position {
+                            block: 1,
+                            index: i + 1,
+                        },
+                        delivered: u64::from(letters.is_empty()),
+                        discarded: letters.len() as u64,
+                        dead_letters: &letters,
+                        at: at(u64::from(i)),
                     },
-                    delivered: u64::from(letters.is_empty()),
-                    discarded: letters.len() as u64,
-                    dead_letters: &letters,
-                    at: at(u64::from(i)),
-                })
+                    None,
+                )
                 .unwrap();
         }
         let deleted = Status {
             state: State::Deleted,
             ..running()
         };
-        store.save_status(&gone, &deleted, None, at(200)).unwrap();
+        store
+            .save_status(&gone, &deleted, None, at(200), None)
+            .unwrap();
     }
     let store = backend.open();
     let record = store.trigger(&t).unwrap().unwrap();
@@ -375,7 +395,7 @@ fn progress_survives_reopening_the_database(backend: &dyn Backend) {
     );
     // A trigger deleted over the API stays deleted, even if its configuration entry asks for it again.
     let gone_record = store
-        .ensure_trigger(&gone, &running(), Position::block_start(0), at(300))
+        .ensure_trigger(&gone, &running(), Position::block_start(0), at(300), None)
         .unwrap();
     assert!(is_deleted(&gone_record));
 }
@@ -384,14 +404,14 @@ fn commands_save_status_and_move_the_position_when_asked(backend: &dyn Backend) 
     let store = backend.open();
     let t = name("tasks");
     store
-        .ensure_trigger(&t, &running(), Position { block: 5, index: 2 }, at(0))
+        .ensure_trigger(&t, &running(), Position { block: 5, index: 2 }, at(0), None)
         .unwrap();
     let disabled = Status {
         state: State::Disabled,
         failures: 3,
         last_error: Some("x".into()),
     };
-    store.save_status(&t, &disabled, None, at(1)).unwrap();
+    store.save_status(&t, &disabled, None, at(1), None).unwrap();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!(record.status, disabled);
     assert_eq!(record.position, Position { block: 5, index: 2 });
@@ -401,13 +421,14 @@ fn commands_save_status_and_move_the_position_when_asked(backend: &dyn Backend) 
             &running(),
             Some((Position::block_start(42), None)),
             at(2),
+            None,
         )
         .unwrap();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!(record.status, running());
     assert_eq!(record.position, Position::block_start(42));
     assert!(matches!(
-        store.save_status(&name("ghost"), &running(), None, at(3)),
+        store.save_status(&name("ghost"), &running(), None, at(3), None),
         Err(StoreError::UnknownTrigger { .. })
     ));
 }
@@ -417,21 +438,24 @@ fn dead_letters_are_listed_filtered_and_marked_repushed(backend: &dyn Backend) {
     let (a, b) = (name("a"), name("b"));
     for t in [&a, &b] {
         store
-            .ensure_trigger(t, &running(), Position::block_start(0), at(0))
+            .ensure_trigger(t, &running(), Position::block_start(0), at(0), None)
             .unwrap();
     }
     for (i, t) in [&a, &b, &a].into_iter().enumerate() {
         store
-            .record_outcome(&OutcomeRecord {
-                anchor: None,
-                trigger: t,
-                status: &running(),
-                position: Position::block_start(i as u64 + 1),
-                delivered: 0,
-                discarded: 1,
-                dead_letters: &[letter(i as u64, 0, 1)],
-                at: at(i as u64),
-            })
+            .record_outcome(
+                &OutcomeRecord {
+                    anchor: None,
+                    trigger: t,
+                    status: &running(),
+                    position: Position::block_start(i as u64 + 1),
+                    delivered: 0,
+                    discarded: 1,
+                    dead_letters: &[letter(i as u64, 0, 1)],
+                    at: at(i as u64),
+                },
+                None,
+            )
             .unwrap();
     }
     let all = store.dead_letters(&DeadLetterQuery::default()).unwrap();
@@ -505,7 +529,13 @@ fn a_database_from_a_newer_program_is_refused(backend: &dyn Backend) {
 fn corrupt_values_are_reported_not_misread(backend: &dyn Backend) {
     let store = backend.open();
     store
-        .ensure_trigger(&name("t"), &running(), Position::block_start(0), at(0))
+        .ensure_trigger(
+            &name("t"),
+            &running(),
+            Position::block_start(0),
+            at(0),
+            None,
+        )
         .unwrap();
     backend.execute("UPDATE triggers SET state = 'Sleeping'");
     let error = store.trigger(&name("t")).unwrap_err();
@@ -529,23 +559,26 @@ fn the_store_is_shareable_between_threads(backend: &dyn Backend) {
             std::thread::spawn(move || {
                 let t = name(&format!("t{i}"));
                 store
-                    .ensure_trigger(&t, &running(), Position::block_start(0), at(0))
+                    .ensure_trigger(&t, &running(), Position::block_start(0), at(0), None)
                     .unwrap();
                 for n in 0..50u32 {
                     store
-                        .record_outcome(&OutcomeRecord {
-                            anchor: None,
-                            trigger: &t,
-                            status: &running(),
-                            position: Position {
-                                block: 0,
-                                index: n + 1,
+                        .record_outcome(
+                            &OutcomeRecord {
+                                anchor: None,
+                                trigger: &t,
+                                status: &running(),
+                                position: Position {
+                                    block: 0,
+                                    index: n + 1,
+                                },
+                                delivered: 1,
+                                discarded: 0,
+                                dead_letters: &[],
+                                at: at(u64::from(n)),
                             },
-                            delivered: 1,
-                            discarded: 0,
-                            dead_letters: &[],
-                            at: at(u64::from(n)),
-                        })
+                            None,
+                        )
                         .unwrap();
                 }
             })
@@ -606,7 +639,7 @@ fn anchors_and_payloads_are_kept_exactly(backend: &dyn Backend) {
         index: u32::MAX,
     };
     store
-        .ensure_trigger(&t, &running(), Position::block_start(7), at(0))
+        .ensure_trigger(&t, &running(), Position::block_start(7), at(0), None)
         .unwrap();
     let anchor = Anchor {
         block: 6,
@@ -617,16 +650,19 @@ fn anchors_and_payloads_are_kept_exactly(backend: &dyn Backend) {
     let mut dead = letter(7, 3, 2);
     dead.payload = payload.clone();
     store
-        .record_outcome(&OutcomeRecord {
-            anchor: Some(anchor),
-            trigger: &t,
-            status: &running(),
-            position: Position { block: 7, index: 4 },
-            delivered: 0,
-            discarded: 1,
-            dead_letters: &[dead],
-            at: at(1),
-        })
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: Some(anchor),
+                trigger: &t,
+                status: &running(),
+                position: Position { block: 7, index: 4 },
+                delivered: 0,
+                discarded: 1,
+                dead_letters: &[dead],
+                at: at(1),
+            },
+            None,
+        )
         .unwrap();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!(record.anchor, Some(anchor));
@@ -638,10 +674,12 @@ fn anchors_and_payloads_are_kept_exactly(backend: &dyn Backend) {
         "same keys in the same order"
     );
     // A status change that does not move the position keeps the anchor; one that moves it sets the new one.
-    store.save_status(&t, &running(), None, at(2)).unwrap();
+    store
+        .save_status(&t, &running(), None, at(2), None)
+        .unwrap();
     assert_eq!(store.trigger(&t).unwrap().unwrap().anchor, Some(anchor));
     store
-        .save_status(&t, &running(), Some((far, None)), at(3))
+        .save_status(&t, &running(), Some((far, None)), at(3), None)
         .unwrap();
     let record = store.trigger(&t).unwrap().unwrap();
     assert_eq!((record.position, record.anchor), (far, None));
@@ -657,6 +695,7 @@ fn postgres_config(
         url: crate::config::PostgresUrl::new(&database.url).unwrap(),
         password: Some(password),
         tls_ca: None,
+        lease_ttl: crate::config::LeaseTtl::DEFAULT,
     })
 }
 
@@ -672,7 +711,13 @@ fn postgres_the_password_comes_from_its_secret_source_and_is_never_shown() {
     ))
     .unwrap();
     store
-        .ensure_trigger(&name("t"), &running(), Position::block_start(0), at(0))
+        .ensure_trigger(
+            &name("t"),
+            &running(),
+            Position::block_start(0),
+            at(0),
+            None,
+        )
         .unwrap();
 
     std::fs::write(&file, "not-the-password-4711").unwrap();
@@ -740,6 +785,7 @@ fn postgres_daemons_starting_at_once_migrate_the_database_once() {
                 &running(),
                 Position::block_start(0),
                 at(0),
+                None,
             )
             .unwrap();
     }
@@ -752,7 +798,7 @@ fn postgres_connections_the_server_closed_are_replaced() {
     let store = backend.open();
     let t = name("t");
     store
-        .ensure_trigger(&t, &running(), Position::block_start(0), at(0))
+        .ensure_trigger(&t, &running(), Position::block_start(0), at(0), None)
         .unwrap();
     // The server ends every connection of the store (an administrator, a failover, an idle timeout).
     backend.execute(&format!(
@@ -761,16 +807,19 @@ fn postgres_connections_the_server_closed_are_replaced() {
     ));
     std::thread::sleep(Duration::from_millis(300));
     store
-        .record_outcome(&OutcomeRecord {
-            anchor: None,
-            trigger: &t,
-            status: &running(),
-            position: Position::block_start(1),
-            delivered: 1,
-            discarded: 0,
-            dead_letters: &[],
-            at: at(1),
-        })
+        .record_outcome(
+            &OutcomeRecord {
+                anchor: None,
+                trigger: &t,
+                status: &running(),
+                position: Position::block_start(1),
+                delivered: 1,
+                discarded: 0,
+                dead_letters: &[],
+                at: at(1),
+            },
+            None,
+        )
         .unwrap();
     assert_eq!(store.trigger(&t).unwrap().unwrap().delivered, 1);
 }
@@ -837,7 +886,13 @@ fn postgres_tls_verifies_the_server_against_the_configured_ca() {
     };
     let store = PostgresStore::open(&options("require", Some(ca_file.clone()))).unwrap();
     store
-        .ensure_trigger(&name("t"), &running(), Position::block_start(0), at(0))
+        .ensure_trigger(
+            &name("t"),
+            &running(),
+            Position::block_start(0),
+            at(0),
+            None,
+        )
         .unwrap();
     let encrypted = server.psql(
         &database.name,
@@ -872,4 +927,194 @@ fn postgres_tls_verifies_the_server_against_the_configured_ca() {
         error.contains("junk.pem") && error.contains("no PEM certificate"),
         "{error}"
     );
+}
+
+/// Two stores on one database: two daemons.
+fn two_daemons() -> (Postgres, Arc<dyn Store>, Arc<dyn Store>) {
+    let backend = Postgres::new();
+    let (a, b) = (backend.open(), backend.open());
+    (backend, a, b)
+}
+
+fn outcome_at<'a>(t: &'a TriggerName, status: &'a Status, block: u64) -> OutcomeRecord<'a> {
+    OutcomeRecord {
+        trigger: t,
+        status,
+        position: Position::block_start(block),
+        anchor: None,
+        delivered: 1,
+        discarded: 0,
+        dead_letters: &[],
+        at: at(block),
+    }
+}
+
+#[test]
+fn postgres_a_lease_fences_the_writes_of_a_daemon_that_lost_its_channel() {
+    let (_backend, a, b) = two_daemons();
+    let (daemon_a, daemon_b) = (DaemonId::new("a"), DaemonId::new("b"));
+    let channel = ChannelName::new("ch1").unwrap();
+    let ttl = Duration::from_millis(1_000);
+    let t = name("t");
+    let status = running();
+    a.ensure_trigger(&t, &status, Position::block_start(0), at(0), None)
+        .unwrap();
+
+    let generation = a.acquire_lease(&channel, &daemon_a, ttl).unwrap().unwrap();
+    assert_eq!(generation, 1);
+    assert_eq!(
+        b.acquire_lease(&channel, &daemon_b, ttl).unwrap(),
+        None,
+        "a live lease is not taken"
+    );
+    let fence_a = Fence {
+        channel: channel.clone(),
+        owner: daemon_a.clone(),
+        generation,
+    };
+    a.record_outcome(&outcome_at(&t, &status, 1), Some(&fence_a))
+        .unwrap();
+    assert_eq!(
+        a.renew_leases(&daemon_a, &[(channel.clone(), generation)], ttl)
+            .unwrap(),
+        vec![channel.clone()]
+    );
+
+    // Paused past its lease: its writes are refused even before anyone takes the channel.
+    std::thread::sleep(ttl + Duration::from_millis(200));
+    let refused = a
+        .record_outcome(&outcome_at(&t, &status, 2), Some(&fence_a))
+        .unwrap_err();
+    assert!(refused.is_fenced(), "{refused}");
+    assert!(
+        refused.to_string().contains("channel `ch1`")
+            && refused.to_string().contains("generation 1"),
+        "{refused}"
+    );
+    assert_eq!(
+        a.renew_leases(&daemon_a, &[(channel.clone(), generation)], ttl)
+            .unwrap(),
+        Vec::<ChannelName>::new(),
+        "an expired lease is lost, not renewed"
+    );
+
+    // Another daemon takes it over (a new generation) and resumes from the stored position.
+    let taken = b.acquire_lease(&channel, &daemon_b, ttl).unwrap().unwrap();
+    assert_eq!(taken, 2);
+    assert_eq!(
+        b.trigger(&t).unwrap().unwrap().position,
+        Position::block_start(1)
+    );
+    let fence_b = Fence {
+        channel: channel.clone(),
+        owner: daemon_b.clone(),
+        generation: taken,
+    };
+    b.record_outcome(&outcome_at(&t, &status, 2), Some(&fence_b))
+        .unwrap();
+    // The old owner's writes of every kind are refused; nothing moves.
+    assert!(
+        a.record_outcome(&outcome_at(&t, &status, 9), Some(&fence_a))
+            .unwrap_err()
+            .is_fenced()
+    );
+    assert!(
+        a.save_status(&t, &Status::new(false), None, at(9), Some(&fence_a))
+            .unwrap_err()
+            .is_fenced()
+    );
+    assert!(
+        a.ensure_trigger(
+            &name("new"),
+            &status,
+            Position::block_start(0),
+            at(9),
+            Some(&fence_a)
+        )
+        .unwrap_err()
+        .is_fenced()
+    );
+    assert_eq!(a.trigger(&name("new")).unwrap(), None);
+    let record = a.trigger(&t).unwrap().unwrap();
+    assert_eq!(record.position, Position::block_start(2));
+    assert_eq!(record.status, status);
+    assert_eq!(record.delivered, 2);
+    // Even the same owner and generation on another channel is no fence.
+    let other = Fence {
+        channel: ChannelName::new("ch2").unwrap(),
+        ..fence_b.clone()
+    };
+    assert!(
+        b.record_outcome(&outcome_at(&t, &status, 3), Some(&other))
+            .unwrap_err()
+            .is_fenced()
+    );
+
+    // A release hands it over at once.
+    b.release_leases(&daemon_b, std::slice::from_ref(&channel))
+        .unwrap();
+    assert!(
+        b.record_outcome(&outcome_at(&t, &status, 3), Some(&fence_b))
+            .unwrap_err()
+            .is_fenced(),
+        "a released lease fences its owner too"
+    );
+    assert_eq!(a.acquire_lease(&channel, &daemon_a, ttl).unwrap(), Some(3));
+    let view = b.cluster().unwrap();
+    assert_eq!(view.leases.len(), 1);
+    assert_eq!(view.leases[0].owner, daemon_a);
+    assert_eq!((view.leases[0].generation, view.leases[0].live), (3, true));
+}
+
+#[test]
+fn postgres_heartbeats_say_which_daemons_are_alive() {
+    let (_backend, a, b) = two_daemons();
+    let (daemon_a, daemon_b) = (DaemonId::new("a"), DaemonId::new("b"));
+    a.heartbeat(&daemon_a, Duration::from_secs(30)).unwrap();
+    b.heartbeat(&daemon_b, Duration::from_millis(1_000))
+        .unwrap();
+    let live = |store: &Arc<dyn Store>| -> Vec<String> {
+        store
+            .cluster()
+            .unwrap()
+            .daemons
+            .into_iter()
+            .filter(|daemon| daemon.live)
+            .map(|daemon| daemon.id.to_string())
+            .collect()
+    };
+    assert_eq!(live(&a), ["a", "b"]);
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(live(&a), ["a"], "b stopped sending heartbeats");
+    b.heartbeat(&daemon_b, Duration::from_secs(30)).unwrap();
+    assert_eq!(live(&a), ["a", "b"]);
+    b.leave(&daemon_b).unwrap();
+    assert_eq!(
+        live(&a),
+        ["a"],
+        "a daemon that leaves stops counting at once"
+    );
+}
+
+#[test]
+fn sqlite_grants_every_lease_to_its_one_daemon() {
+    let backend = Sqlite::new();
+    let store = backend.open();
+    assert!(!store.shared());
+    let channel = ChannelName::new("ch1").unwrap();
+    let me = DaemonId::new("a");
+    assert_eq!(
+        store
+            .acquire_lease(&channel, &me, Duration::from_secs(1))
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .acquire_lease(&channel, &DaemonId::new("b"), Duration::from_secs(1))
+            .unwrap(),
+        Some(1),
+        "one daemon per file: the newest process takes everything"
+    );
+    assert_eq!(store.cluster().unwrap(), ClusterView::default());
 }

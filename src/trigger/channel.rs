@@ -567,6 +567,7 @@ impl ChannelFeed {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             stages: self.stages.snapshot(),
+            owned: false,
         }
     }
 

@@ -15,6 +15,9 @@
 //!   nothing is pushed twice because of it.
 //! - Writes never race: outcomes come from the trigger's one worker, and the engine applies a command only while
 //!   no worker runs.
+//! - On a database several daemons share, every write carries the fence of the channel's lease this daemon holds
+//!   ([`Checkpoint::hold`]) and is refused without one: a daemon that lost the channel cannot move the trigger.
+//!   A daemon that takes a channel over reads the stored progress again ([`Checkpoint::resume`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -22,12 +25,13 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 
 use super::def::TriggerDef;
+use super::lease::HeldLease;
 use super::outcome::EventResult;
 use super::state::{
     self, Anchor, Command, Effect, EnableFrom, Position, State, Status, Transition,
 };
 use crate::config::{StartPosition, TriggerName};
-use crate::store::{self, OutcomeRecord, Store, StoreError, TriggerRecord};
+use crate::store::{self, Fence, OutcomeRecord, Store, StoreError, TriggerRecord};
 
 /// Blocks a trigger may pass without writing its position when it pushes nothing: bounds what a crash makes it
 /// re-read, without a write per block while it catches up.
@@ -63,7 +67,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn from_record(record: &TriggerRecord) -> Self {
+    /// The progress a stored record says (what another daemon owning the trigger's channel last wrote).
+    pub fn from_record(record: &TriggerRecord) -> Self {
         Progress {
             status: record.status.clone(),
             position: record.position,
@@ -154,6 +159,8 @@ struct Inner {
     progress: Progress,
     /// Blocks passed since the position was last written, when the in-memory position is ahead of the store's.
     unwritten_blocks: Option<u32>,
+    /// The lease of the trigger's channel this daemon holds, when it holds it.
+    lease: Option<Arc<HeldLease>>,
 }
 
 impl Checkpoint {
@@ -169,7 +176,48 @@ impl Checkpoint {
             inner: Mutex::new(Inner {
                 progress,
                 unwritten_blocks: None,
+                lease: None,
             }),
+        }
+    }
+
+    /// Sets (or clears) the lease every write is made under.
+    pub fn hold(&self, lease: Option<Arc<HeldLease>>) {
+        self.lock().lease = lease;
+    }
+
+    /// Whether this daemon surely still holds the channel's lease now (always, on a database of one daemon).
+    pub fn lease_valid(&self) -> bool {
+        let lease = self.lock().lease.clone();
+        match lease {
+            Some(lease) => lease.valid_at(std::time::Instant::now()),
+            None => !self.store.shared(),
+        }
+    }
+
+    /// Takes the stored progress as the trigger's (another daemon may have moved it): a daemon taking the channel
+    /// over resumes from there. Keeps what only this process counts (retries, when enabled).
+    pub fn resume(&self, def: &TriggerDef, record: Option<&TriggerRecord>) {
+        let mut inner = self.lock();
+        let mut progress = match record {
+            Some(record) => Progress::from_record(record),
+            None => Progress::unrecorded(def),
+        };
+        progress.retries = inner.progress.retries;
+        progress.enabled_at = inner.progress.enabled_at;
+        inner.progress = progress;
+        inner.unwritten_blocks = None;
+    }
+
+    /// The fence of the next write: the held lease's; on a shared database, a write without one is refused.
+    fn fence(&self) -> Result<Option<Fence>, StoreError> {
+        let lease = self.lock().lease.clone();
+        match lease {
+            Some(lease) => Ok(Some(lease.fence().clone())),
+            None if self.store.shared() => Err(StoreError::Unowned {
+                trigger: self.name.to_string(),
+            }),
+            None => Ok(None),
         }
     }
 
@@ -207,8 +255,9 @@ impl Checkpoint {
     pub async fn create(&self, position: Position) -> Result<(), StoreError> {
         let status = self.lock().progress.status.clone();
         let name = self.name.clone();
+        let fence = self.fence()?;
         let record = store::blocking(&self.store, move |store| {
-            store.ensure_trigger(&name, &status, position, SystemTime::now())
+            store.ensure_trigger(&name, &status, position, SystemTime::now(), fence.as_ref())
         })
         .await?;
         tracing::info!(trigger = %self.name, position = %record.position, state = %record.status.state, "new trigger recorded");
@@ -259,17 +308,21 @@ impl Checkpoint {
             )
         };
         let name = self.name.clone();
+        let fence = self.fence()?;
         store::blocking(&self.store, move |store| {
-            store.record_outcome(&OutcomeRecord {
-                trigger: &name,
-                status: &status,
-                position,
-                anchor,
-                delivered: 0,
-                discarded: 0,
-                dead_letters: &[],
-                at: SystemTime::now(),
-            })
+            store.record_outcome(
+                &OutcomeRecord {
+                    trigger: &name,
+                    status: &status,
+                    position,
+                    anchor,
+                    delivered: 0,
+                    discarded: 0,
+                    dead_letters: &[],
+                    at: SystemTime::now(),
+                },
+                fence.as_ref(),
+            )
         })
         .await?;
         let mut inner = self.lock();
@@ -315,17 +368,21 @@ impl Checkpoint {
         let anchor = anchor_after(position, block, anchor_before);
         let (name, written, letters) = (self.name.clone(), status.clone(), dead_letters.to_vec());
         let delivered = result.delivered;
+        let fence = self.fence()?;
         store::blocking(&self.store, move |store| {
-            store.record_outcome(&OutcomeRecord {
-                trigger: &name,
-                status: &written,
-                position,
-                anchor,
-                delivered,
-                discarded,
-                dead_letters: &letters,
-                at: SystemTime::now(),
-            })
+            store.record_outcome(
+                &OutcomeRecord {
+                    trigger: &name,
+                    status: &written,
+                    position,
+                    anchor,
+                    delivered,
+                    discarded,
+                    dead_letters: &letters,
+                    at: SystemTime::now(),
+                },
+                fence.as_ref(),
+            )
         })
         .await?;
         let mut inner = self.lock();
@@ -397,11 +454,12 @@ impl Checkpoint {
         let status = transition.status.clone();
         let now = SystemTime::now();
         let (name, saved, recorded) = (self.name.clone(), status.clone(), current.recorded);
+        let fence = self.fence()?;
         store::blocking(&self.store, move |store| {
             if !recorded {
-                store.ensure_trigger(&name, &saved, stored, now)?;
+                store.ensure_trigger(&name, &saved, stored, now, fence.as_ref())?;
             }
-            store.save_status(&name, &saved, Some((position, anchor)), now)
+            store.save_status(&name, &saved, Some((position, anchor)), now, fence.as_ref())
         })
         .await?;
         tracing::info!(trigger = %self.name, ?command, from = %current.status.state, to = %status.state, %position, "trigger command applied");

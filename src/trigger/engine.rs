@@ -5,11 +5,19 @@
 //! flight is abandoned without recording its outcome, so it is pushed again if the trigger resumes from its
 //! position), applies the state machine's transition, writes it, and starts a new worker when the new state
 //! pushes. Nothing else writes a trigger's record while no worker runs, so a command never races an outcome.
+//!
+//! Channels are worked on under leases (see [`super::lease`]): the engine follows every configured channel's
+//! stream, but runs the workers of a channel's triggers only while this daemon holds the channel's lease. A lease
+//! loop heartbeats, renews the leases held every third of the lease time, drops the channels whose lease was lost
+//! (their workers are stopped at once), gives back what exceeds the fair share and takes free channels, resuming
+//! their triggers from the stored positions. At a clean stop the leases are released once the workers have
+//! recorded their events in flight ([`Engine::leave`]), so other daemons take the channels over at their next
+//! look. On a SQLite file (one daemon) every lease is granted at the start and never lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,12 +28,15 @@ use super::channel::{ChannelFeed, FeedConfig, feed_config};
 use super::checkpoint::{Checkpoint, CommandError};
 use super::def::{DefinitionError, TriggerDef};
 use super::latency::{HistogramSnapshot, LatencyHistogram};
+use super::lease::{self, HeldLease};
 use super::state::{self, Command, Effect, State};
 use super::status::{ChannelSnapshot, Reloaded, Repushed, TriggerSnapshot};
 use super::worker::{TriggerShared, Worker};
 use crate::config::{self, ChannelName, Config, ConfigError, TriggerName};
 use crate::dispatch::{self, Delivery, Dispatcher, EmbeddedRuntime, PushKey};
-use crate::store::{self, DeadLetter, DeadLetterQuery, Store, StoreError, TriggerRecord};
+use crate::store::{
+    self, DaemonId, DeadLetter, DeadLetterQuery, Fence, Store, StoreError, TriggerRecord,
+};
 
 /// Engine settings that are not in the configuration file.
 #[derive(Debug, Clone)]
@@ -69,6 +80,17 @@ pub enum RequestError {
     /// The daemon is stopping and takes no more commands.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Another daemon sharing the database works on the trigger's channel (or nobody does right now): the command
+    /// must be applied there.
+    #[error(
+        "trigger `{trigger}` is on channel `{channel}`, which this daemon does not own ({owner}); send the command to the daemon that owns it"
+    )]
+    NotOwner {
+        trigger: TriggerName,
+        channel: ChannelName,
+        /// Who owns it, as far as the database says.
+        owner: String,
+    },
     /// The configuration file does not load (the message names file, line and field), or a trigger of it cannot
     /// run; nothing changed.
     #[error("{0}")]
@@ -76,6 +98,124 @@ pub enum RequestError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The daemon owning the trigger's channel refused a forwarded command (or none answered): its words.
+    #[error("{message}")]
+    Remote { kind: RemoteKind, message: String },
+}
+
+/// The class of a refusal that came from another daemon: what the API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKind {
+    NotFound,
+    Conflict,
+    Invalid,
+    Unavailable,
+    Internal,
+}
+
+impl RemoteKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::NotFound => "not_found",
+            RemoteKind::Conflict => "conflict",
+            RemoteKind::Invalid => "invalid",
+            RemoteKind::Unavailable => "unavailable",
+            RemoteKind::Internal => "internal",
+        }
+    }
+
+    fn parse(text: &str) -> RemoteKind {
+        match text {
+            "not_found" => RemoteKind::NotFound,
+            "conflict" => RemoteKind::Conflict,
+            "invalid" => RemoteKind::Invalid,
+            "unavailable" => RemoteKind::Unavailable,
+            _ => RemoteKind::Internal,
+        }
+    }
+}
+
+impl RequestError {
+    /// The class of the refusal, as the daemon that forwarded the command passes it on.
+    pub fn kind(&self) -> RemoteKind {
+        match self {
+            RequestError::NoSuchTrigger(_) | RequestError::NoSuchDeadLetter { .. } => {
+                RemoteKind::NotFound
+            }
+            RequestError::Command(CommandError::Deleted(_)) | RequestError::NotOwner { .. } => {
+                RemoteKind::Conflict
+            }
+            RequestError::Command(CommandError::Invalid(_)) | RequestError::ConfigRejected(_) => {
+                RemoteKind::Invalid
+            }
+            RequestError::Command(CommandError::NotYet(_)) | RequestError::ShuttingDown => {
+                RemoteKind::Unavailable
+            }
+            RequestError::Command(CommandError::Store(_)) | RequestError::Store(_) => {
+                RemoteKind::Internal
+            }
+            RequestError::Remote { kind, .. } => *kind,
+        }
+    }
+}
+
+/// How long a daemon waits for the owner to answer a forwarded command (the owner looks every
+/// `2 * FORWARD_POLL`); also how old a waiting command the owner still applies.
+pub const FORWARD_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a daemon waiting for an answer looks for it.
+const FORWARD_POLL: Duration = Duration::from_millis(50);
+
+/// A command as forwarded through the database (pure).
+fn command_text(command: Command) -> String {
+    match command {
+        Command::Disable => "disable".into(),
+        Command::Delete => "delete".into(),
+        Command::Enable(state::EnableFrom::Latest) => "enable latest".into(),
+        Command::Enable(state::EnableFrom::Stored) => "enable stored".into(),
+        Command::Enable(state::EnableFrom::Block(block)) => format!("enable block {block}"),
+    }
+}
+
+/// The command a forwarded text names; `None` for anything else (pure).
+fn parse_command(text: &str) -> Option<Command> {
+    let words: Vec<&str> = text.split(' ').collect();
+    Some(match words.as_slice() {
+        ["disable"] => Command::Disable,
+        ["delete"] => Command::Delete,
+        ["enable", "latest"] => Command::Enable(state::EnableFrom::Latest),
+        ["enable", "stored"] => Command::Enable(state::EnableFrom::Stored),
+        ["enable", "block", block] => {
+            Command::Enable(state::EnableFrom::Block(block.parse().ok()?))
+        }
+        _ => return None,
+    })
+}
+
+/// The owner's answer to a forwarded command: `ok`, or the refusal's class and message (pure).
+fn answer_text(error: Option<&RequestError>) -> String {
+    match error {
+        None => serde_json::json!({ "ok": true }).to_string(),
+        Some(error) => {
+            serde_json::json!({ "error": error.kind().as_str(), "message": error.to_string() })
+                .to_string()
+        }
+    }
+}
+
+/// The refusal an answer carries, `None` when the command was applied (pure).
+fn parse_answer(answer: &str) -> Option<RequestError> {
+    let value: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    if value["ok"] == serde_json::Value::Bool(true) {
+        return None;
+    }
+    Some(RequestError::Remote {
+        kind: RemoteKind::parse(value["error"].as_str().unwrap_or_default()),
+        message: value["message"].as_str().map_or_else(
+            || format!("unreadable answer from the channel's owner: {answer}"),
+            str::to_owned,
+        ),
+    })
 }
 
 /// What a channel is built from: it restarts on reload when this changes (compared as values, so moving its entry
@@ -140,6 +280,14 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period is over: workers abandon their event in flight.
     hard_stop: CancellationToken,
+    /// This process, as lease owner.
+    daemon: DaemonId,
+    /// How long a lease lasts without renewal.
+    lease_ttl: Duration,
+    /// The channels whose lease this daemon holds.
+    held: Mutex<BTreeMap<ChannelName, Arc<HeldLease>>>,
+    /// Ends the lease loop ([`Engine::leave`]).
+    lease_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Engine {
@@ -173,6 +321,12 @@ impl Engine {
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> Result<Arc<Engine>, EngineError> {
+        let lease_ttl = match config.database.get_ref() {
+            config::Database::Postgres(postgres) => postgres.lease_ttl.get(),
+            config::Database::Sqlite(_) => config::LeaseTtl::DEFAULT.get(),
+        };
+        let daemon = DaemonId::generate();
+        tracing::info!(daemon = %daemon, shared = store.shared(), ?lease_ttl, "daemon id");
         let engine = Arc::new(Engine {
             config_path: config.file().to_owned(),
             store,
@@ -185,6 +339,10 @@ impl Engine {
             tracker,
             shutdown,
             hard_stop,
+            daemon,
+            lease_ttl,
+            held: Mutex::new(BTreeMap::new()),
+            lease_stop: CancellationToken::new(),
         });
         let plan = engine.plan(config)?;
         let mut records = Vec::with_capacity(plan.triggers.len());
@@ -199,7 +357,217 @@ impl Engine {
         for (def, record) in records {
             engine.add_trigger(def, record);
         }
+        engine.lease_tick().await;
+        let looping = engine.clone();
+        tokio::spawn(async move { looping.lease_loop().await });
+        if engine.store.shared() {
+            let serving = engine.clone();
+            tokio::spawn(async move { serving.command_loop().await });
+        }
         Ok(engine)
+    }
+
+    /// This process as lease owner.
+    pub fn daemon_id(&self) -> &DaemonId {
+        &self.daemon
+    }
+
+    /// The channels this daemon works on now.
+    pub fn owned_channels(&self) -> Vec<ChannelName> {
+        self.held_lock().keys().cloned().collect()
+    }
+
+    fn held_lock(&self) -> MutexGuard<'_, BTreeMap<ChannelName, Arc<HeldLease>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Renews, gives back and takes leases every third of the lease time until [`Engine::leave`].
+    async fn lease_loop(self: Arc<Self>) {
+        let period = self.lease_ttl / 3;
+        loop {
+            tokio::select! {
+                _ = self.lease_stop.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            self.lease_tick().await;
+        }
+    }
+
+    /// One look at the cluster: heartbeat, renew what is held (dropping what was lost), then unless stopping,
+    /// give back and take channels as [`lease::decide`] says.
+    async fn lease_tick(&self) {
+        let ttl = self.lease_ttl;
+        let me = self.daemon.clone();
+        let sent = Instant::now();
+        if let Err(error) =
+            store::blocking(&self.store, move |store| store.heartbeat(&me, ttl)).await
+        {
+            tracing::warn!(%error, "cannot send this daemon's heartbeat; trying again at the next look");
+            return;
+        }
+        let held: Vec<(ChannelName, i64)> = self
+            .held_lock()
+            .iter()
+            .map(|(channel, lease)| (channel.clone(), lease.fence().generation))
+            .collect();
+        let me = self.daemon.clone();
+        let renewing = held.clone();
+        match store::blocking(&self.store, move |store| {
+            store.renew_leases(&me, &renewing, ttl)
+        })
+        .await
+        {
+            Ok(renewed) => {
+                for (channel, generation) in held {
+                    if renewed.contains(&channel) {
+                        if let Some(lease) = self.held_lock().get(&channel) {
+                            lease.renewed(sent, ttl);
+                        }
+                    } else {
+                        tracing::warn!(%channel, generation, "the channel's lease was lost (it expired or another daemon took it): stopping its triggers here");
+                        self.drop_channel(&channel).await;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot renew the channels' leases; the triggers pause when they may have expired");
+                return;
+            }
+        }
+        if self.shutdown.is_cancelled() || self.lease_stop.is_cancelled() {
+            return;
+        }
+        let view = match store::blocking(&self.store, |store| store.cluster()).await {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the channels' leases; trying again at the next look");
+                return;
+            }
+        };
+        let configured: Vec<ChannelName> = self.channels_lock().keys().cloned().collect();
+        let held: BTreeSet<ChannelName> = self.held_lock().keys().cloned().collect();
+        let decision = lease::decide(&self.daemon, &configured, &held, &view);
+        if !decision.release.is_empty() {
+            for channel in &decision.release {
+                tracing::info!(%channel, "giving the channel back (beyond this daemon's fair share, or no longer configured)");
+                self.drop_channel(channel).await;
+            }
+            let (me, channels) = (self.daemon.clone(), decision.release.clone());
+            if let Err(error) = store::blocking(&self.store, move |store| {
+                store.release_leases(&me, &channels)
+            })
+            .await
+            {
+                tracing::warn!(%error, "cannot release the leases; they expire on their own");
+            }
+        }
+        let mut taken = 0;
+        for channel in decision.candidates {
+            if taken >= decision.want || self.shutdown.is_cancelled() {
+                break;
+            }
+            let sent = Instant::now();
+            let (me, asked) = (self.daemon.clone(), channel.clone());
+            match store::blocking(&self.store, move |store| {
+                store.acquire_lease(&asked, &me, ttl)
+            })
+            .await
+            {
+                Ok(Some(generation)) => {
+                    taken += 1;
+                    let lease = HeldLease::new(
+                        Fence {
+                            channel: channel.clone(),
+                            owner: self.daemon.clone(),
+                            generation,
+                        },
+                        sent,
+                        self.store.shared().then_some(ttl),
+                    );
+                    tracing::info!(%channel, generation, "took the channel's lease: its triggers resume from their stored positions");
+                    self.take_channel(&channel, Arc::new(lease)).await;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "cannot take the channel's lease; trying again at the next look");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Starts working on a channel whose lease was just taken: each trigger resumes from its stored record.
+    async fn take_channel(&self, channel: &ChannelName, lease: Arc<HeldLease>) {
+        self.held_lock().insert(channel.clone(), lease);
+        for entry in self.channel_entries(channel) {
+            let mut slot = entry.worker.lock().await;
+            if let Some(worker) = slot.take() {
+                worker.stop.cancel();
+                let _ = worker.join.await;
+            }
+            let record = match self.read_record(&entry.shared.def.name).await {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::error!(trigger = %entry.shared.def.name, %error, "cannot read the trigger's stored progress; it starts at the next look at the leases");
+                    continue;
+                }
+            };
+            entry
+                .shared
+                .checkpoint
+                .resume(&entry.shared.def, record.as_ref());
+            let state = entry.shared.checkpoint.state();
+            if (state.pushes() || record.is_none()) && !self.shutdown.is_cancelled() {
+                *slot = self.spawn_worker(&entry);
+            }
+        }
+    }
+
+    /// Stops working on a channel: its workers stop at once (events in flight are abandoned; the next owner
+    /// pushes them again) and its triggers' writes are refused from now on.
+    async fn drop_channel(&self, channel: &ChannelName) {
+        self.held_lock().remove(channel);
+        for entry in self.channel_entries(channel) {
+            let mut slot = entry.worker.lock().await;
+            if let Some(worker) = slot.take() {
+                worker.stop.cancel();
+                let _ = worker.join.await;
+            }
+            entry.shared.checkpoint.hold(None);
+        }
+    }
+
+    /// The triggers of a channel.
+    fn channel_entries(&self, channel: &ChannelName) -> Vec<Arc<TriggerEntry>> {
+        self.triggers_lock()
+            .values()
+            .filter(|entry| &entry.shared.def.channel == channel)
+            .cloned()
+            .collect()
+    }
+
+    /// Gives every lease back and leaves the cluster: called once the workers have stopped at shutdown (their
+    /// events in flight recorded), so the other daemons take the channels over at their next look.
+    pub async fn leave(&self) {
+        self.lease_stop.cancel();
+        let channels: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
+        for channel in &channels {
+            self.drop_channel(channel).await;
+        }
+        let me = self.daemon.clone();
+        let released = store::blocking(&self.store, move |store| {
+            store.release_leases(&me, &channels)?;
+            store.leave(&me)
+        })
+        .await;
+        match released {
+            Ok(()) => tracing::info!("leases released: other daemons take the channels over"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot release the leases at stop; they expire on their own")
+            }
+        }
     }
 
     /// The configuration file the engine was started from (and reloads).
@@ -308,8 +676,13 @@ impl Engine {
             feed,
             worker: tokio::sync::Mutex::new(None),
         });
-        // A new trigger's worker also creates its record, even when it starts Disabled.
-        let worker = (state.pushes() || record.is_none()).then(|| self.spawn_worker(&entry));
+        // A new trigger's worker also creates its record, even when it starts Disabled; only on a channel this
+        // daemon holds.
+        let worker = if state.pushes() || record.is_none() {
+            self.spawn_worker(&entry)
+        } else {
+            None
+        };
         *entry
             .worker
             .try_lock()
@@ -317,7 +690,10 @@ impl Engine {
         self.triggers_lock().insert(def.name.clone(), entry);
     }
 
-    fn spawn_worker(&self, entry: &TriggerEntry) -> WorkerHandle {
+    /// Starts the trigger's worker under its channel's lease; `None` when this daemon does not hold it.
+    fn spawn_worker(&self, entry: &TriggerEntry) -> Option<WorkerHandle> {
+        let lease = self.held_lock().get(&entry.shared.def.channel).cloned()?;
+        entry.shared.checkpoint.hold(Some(lease));
         let stop = self.hard_stop.child_token();
         let worker = Worker {
             shared: entry.shared.clone(),
@@ -328,10 +704,10 @@ impl Engine {
         };
         // Every line the worker logs (its checkpoint's and catch-up stream's included) names trigger and channel.
         let span = trigger_span(&entry.shared.def);
-        WorkerHandle {
+        Some(WorkerHandle {
             stop,
             join: self.tracker.spawn(worker.run().instrument(span)),
-        }
+        })
     }
 
     fn channels_lock(&self) -> MutexGuard<'_, BTreeMap<ChannelName, ChannelEntry>> {
@@ -365,9 +741,22 @@ impl Engine {
         Ok(entry)
     }
 
-    fn snapshot_of(entry: &TriggerEntry) -> TriggerSnapshot {
+    /// A trigger's snapshot: its progress in memory when this daemon owns its channel, else as stored by the
+    /// owner (from `others`, when read).
+    fn snapshot_of(&self, entry: &TriggerEntry, others: Option<&Others>) -> TriggerSnapshot {
         let def = &entry.shared.def;
         let mut progress = entry.shared.checkpoint.progress();
+        let owned = self.held_lock().contains_key(&def.channel);
+        let owner = if owned {
+            Some(self.daemon.to_string())
+        } else {
+            others.and_then(|others| others.owners.get(&def.channel).cloned())
+        };
+        if !owned && let Some(record) = others.and_then(|others| others.records.get(&def.name)) {
+            let retries = progress.retries;
+            progress = super::checkpoint::Progress::from_record(record);
+            progress.retries = retries;
+        }
         let chain_height = entry.feed.height();
         // A new `latest` trigger starts at the chain height it first sees: show that rather than block 0.
         if let (false, config::StartPosition::Latest, Some(height)) =
@@ -383,6 +772,7 @@ impl Engine {
             threshold: def.threshold,
             progress,
             chain_height,
+            owner,
         }
     }
 
@@ -394,10 +784,139 @@ impl Engine {
             return Err(RequestError::ShuttingDown);
         }
         let entry = self.live_entry(name)?;
+        if self.store.shared() && !self.held_lock().contains_key(&entry.shared.def.channel) {
+            return self.forward(&entry, command).await;
+        }
+        self.command_here(&entry, command).await
+    }
+
+    /// Applies a command on a trigger of a channel this daemon owns (refused with [`RequestError::NotOwner`]
+    /// otherwise).
+    async fn command_here(
+        &self,
+        entry: &Arc<TriggerEntry>,
+        command: Command,
+    ) -> Result<TriggerSnapshot, RequestError> {
+        self.check_owner(entry).await?;
         let span = trigger_span(&entry.shared.def);
-        self.command_quiescent(&entry, command)
+        self.command_quiescent(entry, command)
             .instrument(span)
             .await
+    }
+
+    /// Sends a command to the owner of the trigger's channel through the database and waits for its answer (at
+    /// most [`FORWARD_WAIT`]; then the command is withdrawn, so it is never applied late). Returns the trigger as
+    /// the owner stored it.
+    async fn forward(
+        &self,
+        entry: &Arc<TriggerEntry>,
+        command: Command,
+    ) -> Result<TriggerSnapshot, RequestError> {
+        let def = &entry.shared.def;
+        let (channel, trigger, text) = (
+            def.channel.clone(),
+            def.name.to_string(),
+            command_text(command),
+        );
+        tracing::info!(trigger = %def.name, channel = %def.channel, command = %text, "forwarding the command to the channel's owner");
+        let id = store::blocking(&self.store, move |store| {
+            store.forward_command(&channel, &trigger, &text)
+        })
+        .await?;
+        let deadline = Instant::now() + FORWARD_WAIT;
+        let answer = loop {
+            tokio::time::sleep(FORWARD_POLL).await;
+            let last = Instant::now() >= deadline;
+            match store::blocking(&self.store, move |store| store.command_answer(id, last)).await? {
+                Some(answer) => break answer,
+                None if last => {
+                    return Err(RequestError::Remote {
+                        kind: RemoteKind::Unavailable,
+                        message: format!(
+                            "no daemon owning channel `{}` answered within {FORWARD_WAIT:?}; the command was withdrawn, nothing changed (try again once a daemon owns the channel)",
+                            def.channel
+                        ),
+                    });
+                }
+                None => {}
+            }
+        };
+        if let Some(error) = parse_answer(&answer) {
+            return Err(error);
+        }
+        let others = self.others(std::slice::from_ref(entry)).await;
+        Ok(self.snapshot_of(entry, others.as_ref()))
+    }
+
+    /// Applies the commands other daemons forwarded for the channels this daemon owns, and answers them.
+    async fn serve_forwarded(&self) {
+        let held: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
+        let pending = match store::blocking(&self.store, move |store| {
+            store.pending_commands(&held, FORWARD_WAIT)
+        })
+        .await
+        {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the commands forwarded by other daemons; trying again");
+                return;
+            }
+        };
+        for forwarded in pending {
+            let result = match parse_command(&forwarded.command) {
+                None => Err(RequestError::Remote {
+                    kind: RemoteKind::Invalid,
+                    message: format!("unknown forwarded command `{}`", forwarded.command),
+                }),
+                Some(command) => match self.live_entry(&forwarded.trigger) {
+                    Ok(entry) => self.command_here(&entry, command).await.map(|_| ()),
+                    Err(error) => Err(error),
+                },
+            };
+            tracing::info!(trigger = %forwarded.trigger, command = %forwarded.command, ok = result.is_ok(), "applied a command forwarded by another daemon");
+            let answer = answer_text(result.err().as_ref());
+            let id = forwarded.id;
+            if let Err(error) =
+                store::blocking(&self.store, move |store| store.answer_command(id, &answer)).await
+            {
+                tracing::warn!(%error, "cannot answer a forwarded command; its sender gives up after a while");
+            }
+        }
+    }
+
+    /// Serves forwarded commands until [`Engine::leave`] (on a shared database only).
+    async fn command_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.lease_stop.cancelled() => return,
+                _ = tokio::time::sleep(FORWARD_POLL * 2) => {}
+            }
+            if !self.shutdown.is_cancelled() {
+                self.serve_forwarded().await;
+            }
+        }
+    }
+
+    /// Refuses a command on a trigger whose channel this daemon does not hold, naming who does.
+    async fn check_owner(&self, entry: &TriggerEntry) -> Result<(), RequestError> {
+        let channel = &entry.shared.def.channel;
+        if self.held_lock().contains_key(channel) {
+            return Ok(());
+        }
+        let view = store::blocking(&self.store, |store| store.cluster()).await?;
+        let owner = view
+            .leases
+            .iter()
+            .find(|lease| &lease.channel == channel && lease.live)
+            .map_or_else(
+                || "no daemon owns it right now".to_owned(),
+                |lease| format!("daemon {} owns it", lease.owner),
+            );
+        Err(RequestError::NotOwner {
+            trigger: entry.shared.def.name.clone(),
+            channel: channel.clone(),
+            owner,
+        })
     }
 
     async fn command_quiescent(
@@ -421,10 +940,10 @@ impl Engine {
             Err(_) => entry.shared.checkpoint.state().pushes(),
         };
         if start && !self.shutdown.is_cancelled() {
-            *slot = Some(self.spawn_worker(entry));
+            *slot = self.spawn_worker(entry);
         }
         applied?;
-        Ok(Self::snapshot_of(entry))
+        Ok(self.snapshot_of(entry, None))
     }
 
     /// Stops a trigger's worker and forgets the trigger (its stored record stays).
@@ -587,13 +1106,48 @@ impl Engine {
     }
 
     /// Every trigger that is not deleted, by name.
-    pub fn triggers(&self) -> Vec<TriggerSnapshot> {
+    /// With the owner of each channel, and the progress of triggers on channels other daemons own as stored.
+    pub async fn triggers(&self) -> Vec<TriggerSnapshot> {
         let entries: Vec<Arc<TriggerEntry>> = self.triggers_lock().values().cloned().collect();
+        let others = self.others(&entries).await;
         entries
             .iter()
-            .filter(|entry| entry.shared.checkpoint.state() != State::Deleted)
-            .map(|entry| Self::snapshot_of(entry))
+            .map(|entry| self.snapshot_of(entry, others.as_ref()))
+            .filter(|snapshot| snapshot.progress.status.state != State::Deleted)
             .collect()
+    }
+
+    /// What the database says of the triggers whose channels this daemon does not own, when there are any.
+    async fn others(&self, entries: &[Arc<TriggerEntry>]) -> Option<Others> {
+        let held = self.held_lock().keys().cloned().collect::<BTreeSet<_>>();
+        if entries
+            .iter()
+            .all(|entry| held.contains(&entry.shared.def.channel))
+        {
+            return None;
+        }
+        let read = store::blocking(&self.store, |store| {
+            Ok((store.triggers()?, store.cluster()?))
+        })
+        .await;
+        match read {
+            Ok((records, view)) => Some(Others {
+                records: records
+                    .into_iter()
+                    .map(|record| (record.name.clone(), record))
+                    .collect(),
+                owners: view
+                    .leases
+                    .into_iter()
+                    .filter(|lease| lease.live)
+                    .map(|lease| (lease.channel, lease.owner.to_string()))
+                    .collect(),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the other daemons' progress; showing what this daemon last knew");
+                None
+            }
+        }
     }
 
     /// Every trigger the store keeps as deleted, by name, with whether its entry is still in the configuration
@@ -612,10 +1166,11 @@ impl Engine {
     }
 
     /// One trigger, unless it is unknown or deleted.
-    pub fn trigger(&self, name: &str) -> Option<TriggerSnapshot> {
-        self.live_entry(name)
-            .ok()
-            .map(|entry| Self::snapshot_of(&entry))
+    pub async fn trigger(&self, name: &str) -> Option<TriggerSnapshot> {
+        let entry = self.entry(name).ok()?;
+        let others = self.others(std::slice::from_ref(&entry)).await;
+        Some(self.snapshot_of(&entry, others.as_ref()))
+            .filter(|snapshot| snapshot.progress.status.state != State::Deleted)
     }
 
     /// Starts (or restarts) pushing the trigger's events from `from`, with its failure count reset.
@@ -723,9 +1278,13 @@ impl Engine {
 
     /// Every configured channel, by name.
     pub fn channels(&self) -> Vec<ChannelSnapshot> {
+        let held = self.held_lock().keys().cloned().collect::<BTreeSet<_>>();
         self.channels_lock()
-            .values()
-            .map(|entry| entry.feed.snapshot())
+            .iter()
+            .map(|(name, entry)| ChannelSnapshot {
+                owned: held.contains(name),
+                ..entry.feed.snapshot()
+            })
             .collect()
     }
 
@@ -745,6 +1304,14 @@ impl Engine {
     }
 }
 
+/// The progress stored for triggers and the live owner of each channel, read for a listing.
+struct Others {
+    /// Stored records by trigger.
+    records: BTreeMap<TriggerName, TriggerRecord>,
+    /// The daemon holding each channel's live lease.
+    owners: BTreeMap<ChannelName, String>,
+}
+
 /// The span every log line about a trigger is in: its fields name the trigger and its channel.
 fn trigger_span(def: &TriggerDef) -> tracing::Span {
     tracing::info_span!("trigger", trigger = %def.name, channel = %def.channel)
@@ -762,4 +1329,48 @@ fn start_blocks(
         .filter(|record| record.status.state.pushes())
         .map(|record| record.position.block)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_commands_and_answers_read_back_as_written() {
+        for command in [
+            Command::Disable,
+            Command::Delete,
+            Command::Enable(state::EnableFrom::Latest),
+            Command::Enable(state::EnableFrom::Stored),
+            Command::Enable(state::EnableFrom::Block(u64::MAX)),
+        ] {
+            assert_eq!(parse_command(&command_text(command)), Some(command));
+        }
+        for hostile in [
+            "",
+            "enable",
+            "enable block -1",
+            "enable block 1 2",
+            "DROP TABLE",
+            "delete ",
+        ] {
+            assert_eq!(parse_command(hostile), None, "{hostile:?}");
+        }
+        assert!(parse_answer(&answer_text(None)).is_none());
+        let refused = RequestError::Command(CommandError::Invalid("block 99 is beyond".into()));
+        let Some(RequestError::Remote { kind, message }) =
+            parse_answer(&answer_text(Some(&refused)))
+        else {
+            panic!("a refusal");
+        };
+        assert_eq!(
+            (kind, message.as_str()),
+            (RemoteKind::Invalid, "block 99 is beyond")
+        );
+        let Some(garbled) = parse_answer("not json") else {
+            panic!("a refusal");
+        };
+        assert_eq!(garbled.kind(), RemoteKind::Internal);
+        assert!(garbled.to_string().contains("not json"), "{garbled}");
+    }
 }

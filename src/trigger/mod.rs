@@ -9,7 +9,8 @@
 //! | [`checkpoint`] | one trigger's progress and the only writer of its store record | store |
 //! | [`channel`] | a channel's feed: one Deliver stream, decode, window, height | network |
 //! | [`worker`] | one trigger's worker: blocks in, filter, push, record | network, store |
-//! | [`engine`] | every channel and trigger, operators' commands, reload | all of it |
+//! | [`lease`] | which channels this daemon works on when daemons share a database; the lease its workers hold | pure |
+//! | [`engine`] | every channel and trigger, operators' commands, reload, the lease loop | all of it |
 //! | [`replay`] | the first block at or after a time: a binary search over single-block reads | none (reads given) |
 //! | [`tester`] | what a trigger would push for given blocks, through the worker's own path | none (filter pool) |
 //! | [`status`], [`latency`] | what the engine reports | none |
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod def;
 pub mod engine;
 pub mod latency;
+pub mod lease;
 pub mod outcome;
 pub mod replay;
 pub mod state;

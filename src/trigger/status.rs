@@ -23,6 +23,9 @@ pub struct TriggerSnapshot {
     pub progress: Progress,
     /// Its channel's height (number of blocks), once known.
     pub chain_height: Option<u64>,
+    /// The daemon working on its channel (this one, or another sharing the database), `None` while nobody
+    /// holds the channel's lease.
+    pub owner: Option<String>,
 }
 
 /// An error with the time it happened, so an operator can tell an old one from a current one.
@@ -59,6 +62,8 @@ pub struct ChannelSnapshot {
     pub rendering: super::channel::ChannelRendering,
     /// Where its events' time went since the daemon started, per stage.
     pub stages: Vec<super::latency::StageSnapshot>,
+    /// Whether this daemon holds the channel's lease (works on its triggers).
+    pub owned: bool,
 }
 
 /// One peer of a channel.

@@ -16,6 +16,9 @@
 //!   so it is pushed again when the trigger resumes from its position. Cancelling `shutdown` (the daemon
 //!   stopping) lets the event in flight finish and be recorded, then ends the worker. Either abandons a filter
 //!   evaluation in flight at once: nothing was pushed for that event yet.
+//! - On a database several daemons share, the worker pushes only while its daemon surely holds the channel's
+//!   lease (it waits otherwise, until the lease is renewed or the engine stops it), and ends when the store refuses
+//!   a write as fenced: the channel belongs to another daemon now, which resumes from the stored position.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +40,9 @@ use crate::fabric::decode::{BlockDecoder, VerifyError};
 use crate::fabric::deliver::DeliverError;
 use crate::filter::{Envelope, Filter, FilterError, FilterPool, Limits};
 use crate::store::StoreError;
+
+/// How often a worker waiting for its channel's lease to be renewed looks again.
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
 #[derive(Debug)]
@@ -135,6 +141,8 @@ enum Halt {
     Stopped,
     /// The state machine stopped the trigger (Failed).
     Finished,
+    /// The store refused a write: this daemon no longer holds the channel's lease.
+    Fenced,
 }
 
 /// One trigger's worker; see the module documentation.
@@ -174,9 +182,14 @@ impl Worker {
         let mut moving = Moving::default();
         let halt = self.run_until_halted(&mut moving).await;
         if !self.stop.is_cancelled()
+            && !matches!(halt, Halt::Fenced)
             && let Err(error) = self.checkpoint().flush().await
         {
-            tracing::error!(trigger = %self.def().name, %error, "cannot record the trigger's position at stop; it resumes a little earlier");
+            if error.is_fenced() {
+                tracing::info!(trigger = %self.def().name, %error, "position not recorded at stop: the channel has another owner");
+            } else {
+                tracing::error!(trigger = %self.def().name, %error, "cannot record the trigger's position at stop; it resumes a little earlier");
+            }
         }
         tracing::debug!(trigger = %self.def().name, ?halt, "trigger worker ended");
     }
@@ -237,6 +250,10 @@ impl Worker {
 
     /// Logs a store failure, shows it, and waits a moment before the caller tries again.
     async fn store_trouble(&self, error: StoreError) -> Result<(), Halt> {
+        if error.is_fenced() {
+            tracing::warn!(trigger = %self.def().name, %error, "the channel's lease is lost: this daemon stops working on the trigger");
+            return Err(Halt::Fenced);
+        }
         tracing::error!(trigger = %self.def().name, %error, "cannot record the trigger's progress; retrying");
         self.checkpoint()
             .note_error(format!("cannot record progress: {error}"));
@@ -275,10 +292,14 @@ impl Worker {
 
     /// Writes the position the trigger skipped to, when it is ahead of the store's; a failure is retried at the
     /// next flush (the trigger may re-read a few blocks after a crash, nothing more).
-    async fn flush(&self) {
+    async fn flush(&self) -> Result<(), Halt> {
         if let Err(error) = self.checkpoint().flush().await {
+            if error.is_fenced() {
+                return self.store_trouble(error).await;
+            }
             tracing::error!(trigger = %self.def().name, %error, "cannot record the trigger's position; will try again");
         }
+        Ok(())
     }
 
     /// The block `number`: from the window, or from the catch-up stream while behind it.
@@ -303,7 +324,7 @@ impl Worker {
             match next {
                 Source::Window(block) => return Ok(block),
                 Source::Wait => {
-                    self.flush().await;
+                    self.flush().await?;
                     tokio::select! {
                         _ = self.stop.cancelled() => return Err(Halt::Stopped),
                         _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
@@ -475,6 +496,9 @@ impl Worker {
             );
         }
         if let Err(error) = self.checkpoint().block_done().await {
+            if error.is_fenced() {
+                return self.store_trouble(error).await;
+            }
             tracing::error!(trigger = %def.name, %error, "cannot record the trigger's position; will try again");
         }
         Ok(())
@@ -500,6 +524,7 @@ impl Worker {
                 output,
                 envelope_id: &event.id,
             };
+            self.until_lease_valid().await?;
             let delivery = tokio::select! {
                 _ = self.stop.cancelled() => return Err(Halt::Stopped),
                 delivery = self.dispatcher.deliver(&def.target, &payload, &key, &def.retry) => delivery,
@@ -528,6 +553,23 @@ impl Worker {
             result: event_result(&event.id, at, &deliveries),
             retries,
         })
+    }
+
+    /// Waits while this daemon is not sure it still holds the channel's lease (its renewal is late, or it was
+    /// paused): the lease loop renews it, or the engine stops the worker once it is lost.
+    async fn until_lease_valid(&self) -> Result<(), Halt> {
+        let mut logged = false;
+        while !self.checkpoint().lease_valid() {
+            if !logged {
+                tracing::warn!(trigger = %self.def().name, "the channel's lease may have expired: not pushing until it is renewed");
+                logged = true;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return Err(Halt::Stopped),
+                _ = tokio::time::sleep(LEASE_CHECK) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Records an event's outcome, retrying the store until it takes it (or the worker is stopped).

@@ -193,7 +193,8 @@ async fn list_and_show_return_the_documented_json() {
             "delivered": 4,
             "discarded": 2,
             "retries": 6,
-            "enabled_at": null
+            "enabled_at": null,
+            "owner": null
         })
     );
 

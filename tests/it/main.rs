@@ -5,6 +5,7 @@ mod admin;
 mod admin_daemon;
 mod admin_limits;
 mod check_config;
+mod cluster;
 mod decode;
 mod deliver;
 mod delivery_ids;

@@ -36,6 +36,7 @@ fn crash_writer_process() {
             &Status::new(true),
             Position::block_start(0),
             SystemTime::now(),
+            None,
         )
         .unwrap();
     let mut status = start.status;
@@ -56,19 +57,22 @@ fn crash_writer_process() {
             Vec::new()
         };
         store
-            .record_outcome(&OutcomeRecord {
-                anchor: None,
-                trigger: &name,
-                status: &status,
-                position: Position {
-                    block: 0,
-                    index: index + 1,
+            .record_outcome(
+                &OutcomeRecord {
+                    anchor: None,
+                    trigger: &name,
+                    status: &status,
+                    position: Position {
+                        block: 0,
+                        index: index + 1,
+                    },
+                    delivered: u64::from(letters.is_empty()),
+                    discarded: letters.len() as u64,
+                    dead_letters: &letters,
+                    at: SystemTime::now(),
                 },
-                delivered: u64::from(letters.is_empty()),
-                discarded: letters.len() as u64,
-                dead_letters: &letters,
-                at: SystemTime::now(),
-            })
+                None,
+            )
             .unwrap();
         index += 1;
         println!("committed {index}");

@@ -334,6 +334,7 @@ mod tests {
             discarded,
             retries: 2 * discarded,
             enabled_at: None,
+            owner: None,
         }
     }
 

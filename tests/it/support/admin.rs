@@ -66,6 +66,7 @@ fn status(
         discarded: 0,
         retries: 0,
         enabled_at: None,
+        owner: None,
     }
 }
 

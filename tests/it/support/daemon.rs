@@ -71,9 +71,26 @@ pub struct Network {
     _dir: tempfile::TempDir,
     /// The TLS CA certificate the daemon trusts.
     tls_ca: PathBuf,
+    /// The channel it serves ([`CHANNEL`] unless started with [`Network::start_channel`]).
+    pub channel: String,
 }
 
 impl Network {
+    /// [`Network::start`] serving the recording under another channel name (a second channel for a daemon).
+    pub async fn start_channel(channel: &str, interval: Option<Duration>) -> Network {
+        let pki = TlsPki::new();
+        let recording = Recording::V2_5;
+        let config = PeerSimConfig {
+            channel_id: channel.to_owned(),
+            ..Self::sim_config(&pki, recording, recording.blocks(), interval)
+        };
+        let peer = RunningPeer::start(config).await;
+        Network {
+            channel: channel.to_owned(),
+            ..Self::with_peer(pki, recording, peer)
+        }
+    }
+
     /// Starts the simulator on the Fabric v2.5 recording; `interval` generates a block that often (else only on
     /// [`Network::generate`]).
     pub async fn start(interval: Option<Duration>) -> Network {
@@ -139,6 +156,7 @@ impl Network {
             recording,
             _dir: dir,
             tls_ca,
+            channel: CHANNEL.to_owned(),
         }
     }
 
@@ -201,7 +219,7 @@ impl Network {
             .join("msp");
         let mut text = format!(
             "[[channels]]\nname = {channel}\nmsp_id = \"Org1MSP\"\ncertificate = {cert}\nkey = {key}\n{keys}",
-            channel = toml_str(CHANNEL),
+            channel = toml_str(&self.channel),
             cert = toml_str(path_text(&msp.join("user1_signcert.pem"))),
             key = toml_str(path_text(&msp.join("user1_key.pem"))),
         );
@@ -524,6 +542,8 @@ pub struct TriggerSpec {
     pub include_invalid: bool,
     /// `false` declares the trigger disabled.
     pub enabled: bool,
+    /// Its channel ([`CHANNEL`] by default).
+    pub channel: String,
 }
 
 impl TriggerSpec {
@@ -542,6 +562,7 @@ impl TriggerSpec {
             start: Some(0),
             include_invalid: false,
             enabled: true,
+            channel: CHANNEL.to_owned(),
         }
     }
 
@@ -549,7 +570,7 @@ impl TriggerSpec {
         let mut text = format!(
             "[[triggers]]\nname = {}\nchannel = {}\nevent = {}\nfailure_threshold = {}\nenabled = {}\ninclude_invalid = {}\n",
             toml_str(&self.name),
-            toml_str(CHANNEL),
+            toml_str(&self.channel),
             toml_str(&self.event),
             self.failure_threshold,
             self.enabled,
@@ -749,6 +770,11 @@ impl Daemon {
     pub async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL the daemon");
         self.child.wait().await.expect("reap the daemon");
+    }
+
+    /// The process id (a daemon's lease owner id names it).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the daemon is running")
     }
 
     /// SIGHUP: the daemon reloads its configuration.

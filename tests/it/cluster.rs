@@ -1,0 +1,601 @@
+//! Three `serve` processes sharing one PostgreSQL database and two channels (two peer simulators over TLS), with a
+//! short lease time: channels spread over the daemons; an owner killed with `kill -9` in the middle of a burst is
+//! replaced within the lease bound; an owner paused (SIGSTOP) past its lease cannot push-and-checkpoint once resumed;
+//! an owner stopped cleanly hands its channel over at once. Every expected event arrives at least once, in chain
+//! order per trigger, and the stored positions never move backwards.
+//!
+//! Each daemon's trigger targets carry an `X-Daemon` header naming the daemon, so the receiver can tell who pushed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chaintrigger::store::{ClusterView, PostgresOptions, PostgresStore, Store, TriggerRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::daemon::{
+    Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, eventually, expected_ids,
+    first_arrivals, toml_str,
+};
+use crate::support::postgres::{TestDatabase, server};
+
+/// Short, so takeovers are quick to see; every bound below is stated in it.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+/// The second channel's name (the first is the simulator's default, `mychannel`).
+const OTHER: &str = "otherchannel";
+/// The triggers: name, channel, event type.
+const TRIGGERS: [(&str, &str, &str); 3] = [
+    ("main-blocks", "mychannel", "Block"),
+    ("main-txs", "mychannel", "Tx"),
+    ("other-txs", OTHER, "Tx"),
+];
+
+/// Three daemons on one database, two channels, one receiver.
+struct Cluster {
+    database: TestDatabase,
+    store: Arc<PostgresStore>,
+    networks: [Network; 2],
+    receiver: Receiver,
+    files: Vec<DaemonFiles>,
+    daemons: Vec<Option<Daemon>>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let database = tokio::task::spawn_blocking(|| server().create_database())
+            .await
+            .expect("a database");
+        let networks = [
+            Network::start(None).await,
+            Network::start_channel(OTHER, None).await,
+        ];
+        let receiver = Receiver::start().await;
+        let options = PostgresOptions {
+            url: database.url.clone(),
+            password: Some(chaintrigger::config::Secret::new(database.password.clone())),
+            tls_ca: None,
+        };
+        let store = tokio::task::spawn_blocking(move || PostgresStore::open(&options))
+            .await
+            .expect("open the store")
+            .expect("the database opens");
+        let mut cluster = Cluster {
+            database,
+            store: Arc::new(store),
+            networks,
+            receiver,
+            files: Vec::new(),
+            daemons: Vec::new(),
+        };
+        for index in 0..3 {
+            let files = DaemonFiles::new();
+            cluster.write_config(&files, index);
+            cluster.daemons.push(Some(Daemon::start(&files).await));
+            cluster.files.push(files);
+        }
+        cluster
+    }
+
+    /// One configuration for all, but for the admin port and the `X-Daemon` header naming the daemon.
+    fn write_config(&self, files: &DaemonFiles, index: usize) {
+        std::fs::write(
+            files.dir.path().join("pg-password"),
+            &self.database.password,
+        )
+        .expect("write the database password");
+        let mut text = format!(
+            "instance_id = \"csi-engine-test\"\n\
+             database = {{ url = \"{}\", password = {{ file = \"pg-password\" }}, lease_ttl = \"{}s\" }}\n\n\
+             [admin]\nlisten = \"127.0.0.1:{}\"\ntoken = {{ file = \"admin-token\" }}\n\n{}\n{}\n",
+            self.database.url,
+            LEASE_TTL.as_secs(),
+            files.admin_port,
+            self.networks[0].channel_toml(),
+            self.networks[1].channel_toml(),
+        );
+        for (name, channel, event) in TRIGGERS {
+            let target = format!(
+                "[triggers.target.http]\nurl = {}\nheaders = {{ \"X-Daemon\" = \"d{index}\" }}\n",
+                toml_str(&self.receiver.hook_url(name))
+            );
+            let spec = TriggerSpec {
+                channel: channel.to_owned(),
+                ..TriggerSpec::new(name, event, target)
+            };
+            text.push('\n');
+            text.push_str(&spec.toml());
+        }
+        files.write_raw(&text);
+    }
+
+    fn network(&self, channel: &str) -> &Network {
+        self.networks
+            .iter()
+            .find(|network| network.channel == channel)
+            .expect("a configured channel")
+    }
+
+    async fn view(&self) -> ClusterView {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.cluster())
+            .await
+            .expect("read the leases")
+            .expect("the leases read")
+    }
+
+    async fn records(&self) -> HashMap<String, TriggerRecord> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.triggers())
+            .await
+            .expect("read the triggers")
+            .expect("the triggers read")
+            .into_iter()
+            .map(|record| (record.name.to_string(), record))
+            .collect()
+    }
+
+    /// Which daemon (by index) holds a live lease of `channel`, with the lease's generation.
+    async fn owner(&self, channel: &str) -> Option<(usize, i64)> {
+        let view = self.view().await;
+        let lease = view
+            .leases
+            .iter()
+            .find(|lease| lease.channel.as_str() == channel && lease.live)?;
+        let index = self.daemons.iter().position(|daemon| {
+            daemon.as_ref().is_some_and(|daemon| {
+                lease
+                    .owner
+                    .as_str()
+                    .contains(&format!("-{}-", daemon.pid()))
+            })
+        })?;
+        Some((index, lease.generation))
+    }
+
+    /// Waits until both channels have live owners, on different daemons.
+    async fn wait_spread(&self) -> [(usize, i64); 2] {
+        eventually(
+            "both channels owned, by different daemons",
+            PATIENCE,
+            || async {
+                let main = self.owner("mychannel").await?;
+                let other = self.owner(OTHER).await?;
+                (main.0 != other.0).then_some([main, other])
+            },
+        )
+        .await
+    }
+
+    /// Generates `count` blocks on each channel, one every `every`, in the background.
+    fn burst(&self, count: u64, every: Duration) -> tokio::task::JoinHandle<()> {
+        let handles = [
+            self.networks[0].handle().clone(),
+            self.networks[1].handle().clone(),
+        ];
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            for _ in 0..count {
+                ticks.tick().await;
+                for handle in &handles {
+                    handle.generate_block().expect("generate a block");
+                }
+            }
+        })
+    }
+
+    /// Waits until every trigger's stored position reached its channel's height.
+    async fn wait_all_processed(&self) {
+        self.wait_all_processed_except(&[]).await;
+    }
+
+    /// [`Cluster::wait_all_processed`] but for the `skipped` triggers.
+    async fn wait_all_processed_except(&self, skipped: &[&str]) {
+        for (name, channel, _) in TRIGGERS {
+            if skipped.contains(&name) {
+                continue;
+            }
+            let height = self.network(channel).height();
+            eventually(
+                &format!("{name} processes all {height} blocks"),
+                PATIENCE * 2,
+                || async {
+                    let records = self.records().await;
+                    records
+                        .get(name)
+                        .is_some_and(|record| record.position.block >= height)
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Every expected event arrived at least once, first arrivals in chain order; returns the repeats per trigger.
+    fn assert_every_event_in_order(&self) -> HashMap<&'static str, usize> {
+        let mut repeats = HashMap::new();
+        for (name, channel, event) in TRIGGERS {
+            let network = self.network(channel);
+            let expected = expected_ids(network.handle(), event, 0, network.height());
+            let arrived = self.receiver.accepted(name);
+            let unique = first_arrivals(&arrived);
+            assert_eq!(
+                unique.len(),
+                expected.len(),
+                "{name}: every event exactly once at least"
+            );
+            assert_eq!(unique, expected, "{name}: every event, in chain order");
+            repeats.insert(name, arrived.len() - unique.len());
+        }
+        repeats
+    }
+
+    /// Pushes by daemon `index` to trigger `name`, counted from the `from`-th push.
+    fn pushes_by(&self, name: &str, index: usize, from: usize) -> usize {
+        let header = format!("d{index}");
+        self.receiver
+            .pushes(name)
+            .iter()
+            .skip(from)
+            .filter(|push| {
+                push.headers
+                    .get("x-daemon")
+                    .is_some_and(|value| value.as_bytes() == header.as_bytes())
+            })
+            .count()
+    }
+
+    async fn stop_all(&mut self) {
+        for daemon in self.daemons.iter_mut().filter_map(Option::take) {
+            daemon.kill().await;
+        }
+    }
+}
+
+/// Watches the stored records in the background: a position (block, index) that moves backwards, or a trigger that
+/// leaves Running, is recorded as a violation.
+fn watch_positions(store: Arc<PostgresStore>) -> (CancellationToken, Arc<Mutex<Vec<String>>>) {
+    let stop = CancellationToken::new();
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let (watching, found) = (stop.clone(), violations.clone());
+    tokio::spawn(async move {
+        let mut last: HashMap<String, (u64, u32)> = HashMap::new();
+        while !watching.is_cancelled() {
+            let store = store.clone();
+            let records = tokio::task::spawn_blocking(move || store.triggers())
+                .await
+                .expect("read the triggers");
+            if let Ok(records) = records {
+                for record in records {
+                    let now = (record.position.block, record.position.index);
+                    let name = record.name.to_string();
+                    if let Some(before) = last.get(&name)
+                        && now < *before
+                    {
+                        found
+                            .lock()
+                            .unwrap()
+                            .push(format!("{name} moved back from {before:?} to {now:?}"));
+                    }
+                    if record.status.state.as_str() != "Running" {
+                        found
+                            .lock()
+                            .unwrap()
+                            .push(format!("{name} is {}", record.status.state));
+                    }
+                    last.insert(name, now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (stop, violations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_with_three_daemons_no_daemon_owns_both_channels() {
+    let mut cluster = Cluster::start().await;
+    cluster.wait_spread().await;
+    // It stays spread: sampled over three lease times.
+    let until = Instant::now() + LEASE_TTL * 3;
+    while Instant::now() < until {
+        let (main, other) = (cluster.owner("mychannel").await, cluster.owner(OTHER).await);
+        if let (Some(main), Some(other)) = (main, other) {
+            assert_ne!(main.0, other.0, "one daemon owns both channels");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let view = cluster.view().await;
+    assert_eq!(
+        view.daemons.iter().filter(|daemon| daemon.live).count(),
+        3,
+        "{view:?}"
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_kill_9_of_an_owner_in_a_burst_loses_no_event() {
+    let mut cluster = Cluster::start().await;
+    let [(owner, generation), _] = cluster.wait_spread().await;
+    let (stop_watch, violations) = watch_positions(cluster.store.clone());
+    let burst = cluster.burst(150, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let pushed_before = cluster.receiver.pushes("main-blocks").len();
+    let killed = Instant::now();
+    cluster.daemons[owner]
+        .take()
+        .expect("the owner")
+        .kill()
+        .await;
+    // The first push by another daemon after the kill, and the new lease.
+    let first_push = eventually("a push by the new owner of mychannel", PATIENCE, || async {
+        let others: usize = (0..3)
+            .filter(|index| *index != owner)
+            .map(|index| cluster.pushes_by("main-blocks", index, pushed_before))
+            .sum();
+        (others > 0).then(|| killed.elapsed())
+    })
+    .await;
+    let (new_owner, new_generation) = eventually("a new owner", PATIENCE, || async {
+        cluster.owner("mychannel").await
+    })
+    .await;
+    assert_ne!(new_owner, owner);
+    assert!(new_generation > generation);
+    eprintln!(
+        "takeover after kill -9: first push by the new owner {first_push:?} after the kill (lease time {LEASE_TTL:?})"
+    );
+    // The bound: the lease expires at most one lease time after the last renewal, and the survivors look every
+    // third of it; a little more for starting the channel's workers.
+    assert!(
+        first_push < LEASE_TTL + LEASE_TTL / 3 + Duration::from_secs(2),
+        "takeover took {first_push:?}"
+    );
+
+    burst.await.expect("the burst");
+    cluster.wait_all_processed().await;
+    stop_watch.cancel();
+    let repeats = cluster.assert_every_event_in_order();
+    // The dead owner had at most one event in flight per trigger of its channel.
+    assert!(repeats["main-blocks"] <= 1, "{repeats:?}");
+    assert!(repeats["main-txs"] <= 1, "{repeats:?}");
+    assert_eq!(repeats["other-txs"], 0, "{repeats:?}");
+    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_an_owner_paused_past_its_lease_cannot_push_or_write_once_resumed() {
+    let mut cluster = Cluster::start().await;
+    let [(owner, generation), _] = cluster.wait_spread().await;
+    let (stop_watch, violations) = watch_positions(cluster.store.clone());
+    let burst = cluster.burst(200, Duration::from_millis(25));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let paused = cluster.daemons[owner].as_ref().expect("the owner");
+    paused.signal(libc::SIGSTOP);
+    let (new_owner, new_generation) = eventually(
+        "another daemon takes the paused owner's channel",
+        PATIENCE,
+        || async {
+            cluster
+                .owner("mychannel")
+                .await
+                .filter(|(index, _)| *index != owner)
+        },
+    )
+    .await;
+    assert!(new_generation > generation);
+    // The new owner pushes meanwhile.
+    let pushed = cluster.receiver.pushes("main-blocks").len();
+    eventually("the new owner pushes", PATIENCE, || async {
+        (cluster.pushes_by("main-blocks", new_owner, pushed) > 0).then_some(())
+    })
+    .await;
+
+    let resumed_at = [
+        cluster.receiver.pushes("main-blocks").len(),
+        cluster.receiver.pushes("main-txs").len(),
+    ];
+    cluster.daemons[owner]
+        .as_ref()
+        .expect("the owner")
+        .signal(libc::SIGCONT);
+    // Let it run a while with blocks coming: it must find out it lost the channel, and not push meanwhile.
+    tokio::time::sleep(LEASE_TTL * 2).await;
+    let late = [
+        cluster.pushes_by("main-blocks", owner, resumed_at[0]),
+        cluster.pushes_by("main-txs", owner, resumed_at[1]),
+    ];
+    assert!(
+        late.iter().all(|pushes| *pushes <= 1),
+        "the resumed owner pushed {late:?} events after losing its lease (at most the one in flight each)"
+    );
+    let log = cluster.files[owner].log();
+    assert!(
+        log.contains("the channel's lease was lost") || log.contains("the channel's lease is lost"),
+        "the resumed daemon notices it lost the channel:\n{log}"
+    );
+    assert_eq!(
+        cluster.owner("mychannel").await.map(|(index, _)| index),
+        Some(new_owner),
+        "the channel stays with its new owner"
+    );
+
+    burst.await.expect("the burst");
+    cluster.wait_all_processed().await;
+    stop_watch.cancel();
+    cluster.assert_every_event_in_order();
+    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_clean_stop_hands_the_channel_over_at_once() {
+    let mut cluster = Cluster::start().await;
+    let [(owner, generation), _] = cluster.wait_spread().await;
+    let burst = cluster.burst(100, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let stopping = Instant::now();
+    cluster.daemons[owner]
+        .take()
+        .expect("the owner")
+        .terminate()
+        .await;
+    let exited = stopping.elapsed();
+    let (new_owner, new_generation) = eventually("a new owner", PATIENCE, || async {
+        cluster.owner("mychannel").await
+    })
+    .await;
+    let handed_over = stopping.elapsed();
+    eprintln!(
+        "clean stop: exited after {exited:?}, channel taken over after {handed_over:?} (lease time {LEASE_TTL:?})"
+    );
+    assert_ne!(new_owner, owner);
+    assert!(new_generation > generation);
+    // Released at exit, taken at the next look of a survivor (every third of the lease time): well under the
+    // lease time after the exit, where waiting for expiry would take the whole lease time.
+    assert!(
+        handed_over - exited < LEASE_TTL * 3 / 4,
+        "taken over {:?} after the exit",
+        handed_over - exited
+    );
+
+    burst.await.expect("the burst");
+    cluster.wait_all_processed().await;
+    let repeats = cluster.assert_every_event_in_order();
+    // A clean stop records its events in flight: nothing is pushed twice.
+    assert_eq!(repeats.values().sum::<usize>(), 0, "{repeats:?}");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_any_daemon_lists_every_trigger_with_its_owner_and_forwards_commands() {
+    let mut cluster = Cluster::start().await;
+    let [(owner, _), (other_owner, _)] = cluster.wait_spread().await;
+    let bystander = (0..3)
+        .find(|index| *index != owner && *index != other_owner)
+        .expect("a daemon owning nothing");
+    cluster.networks[0].generate(3);
+    cluster.wait_all_processed().await;
+    let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
+    let owner_id = |index: usize| format!("-{}-", cluster.daemons[index].as_ref().unwrap().pid());
+
+    // Any daemon lists every trigger, with its owner and its progress as the owner stored it.
+    let height = cluster.networks[0].height();
+    let listed = admin(bystander).triggers().await;
+    assert_eq!(listed.len(), TRIGGERS.len(), "{listed:?}");
+    for (name, channel, _) in TRIGGERS {
+        let expected_owner = if channel == "mychannel" {
+            owner
+        } else {
+            other_owner
+        };
+        let owner_name = listed[name]["owner"].as_str().unwrap_or_default();
+        assert!(
+            owner_name.contains(&owner_id(expected_owner)),
+            "{name}: {}",
+            listed[name]
+        );
+    }
+    assert_eq!(
+        listed["main-blocks"]["position"]["block"].as_u64(),
+        Some(height),
+        "{}",
+        listed["main-blocks"]
+    );
+    let (status, channels) = admin(bystander)
+        .call(reqwest::Method::GET, "/v1/channels")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        channels["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .all(|channel| channel["owned"] == false),
+        "{channels}"
+    );
+    let (_, metrics) = admin(owner).call(reqwest::Method::GET, "/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("chaintrigger_channel_owned{channel=\"mychannel\"} 1")
+            && metrics.contains("chaintrigger_owned_channels 1"),
+        "{metrics}"
+    );
+
+    // Commands sent to a daemon that does not own the channel take effect on the owner, with the same answers.
+    let disabled = admin(bystander).command("main-txs", "disable").await;
+    assert_eq!(disabled["state"], "Disabled", "{disabled}");
+    assert!(
+        disabled["owner"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&owner_id(owner))
+    );
+    let seen_by_owner = admin(owner).trigger("main-txs").await;
+    assert_eq!(seen_by_owner["state"], "Disabled", "{seen_by_owner}");
+    let pushed = cluster.receiver.pushes("main-txs").len();
+    cluster.networks[0].generate(2);
+    cluster.wait_all_processed_except(&["main-txs"]).await;
+    assert_eq!(
+        cluster.receiver.pushes("main-txs").len(),
+        pushed,
+        "a disabled trigger pushes nothing, on its owner"
+    );
+
+    let (status, refused) = admin(bystander)
+        .call(
+            reqwest::Method::POST,
+            "/v1/triggers/main-txs/enable?from=999999",
+        )
+        .await;
+    let (owner_status, owner_refused) = admin(owner)
+        .call(
+            reqwest::Method::POST,
+            "/v1/triggers/main-txs/enable?from=999999",
+        )
+        .await;
+    assert_eq!(
+        (status, owner_status),
+        (400, 400),
+        "{refused} / {owner_refused}"
+    );
+    assert_eq!(
+        refused["error"], owner_refused["error"],
+        "the same answer as the owner's"
+    );
+
+    let enabled = admin(bystander)
+        .command("main-txs", "enable?from=position")
+        .await;
+    assert_eq!(enabled["state"], "Running", "{enabled}");
+    assert_eq!(admin(owner).trigger("main-txs").await["state"], "Running");
+
+    let (status, _) = admin(other_owner)
+        .call(reqwest::Method::DELETE, "/v1/triggers/main-blocks")
+        .await;
+    assert!(
+        (200..300).contains(&status),
+        "delete through a non-owner: {status}"
+    );
+    let (status, _) = admin(owner)
+        .call(reqwest::Method::GET, "/v1/triggers/main-blocks")
+        .await;
+    assert_eq!(status, 404, "deleted on the owner");
+    let (status, again) = admin(bystander)
+        .call(reqwest::Method::POST, "/v1/triggers/main-blocks/disable")
+        .await;
+    let (owner_status, owner_again) = admin(owner)
+        .call(reqwest::Method::POST, "/v1/triggers/main-blocks/disable")
+        .await;
+    assert_eq!(
+        (status, owner_status),
+        (409, 409),
+        "{again} / {owner_again}"
+    );
+    assert_eq!(again, owner_again, "the same answer as the owner's");
+    cluster.stop_all().await;
+}
