@@ -573,8 +573,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The triggers as a table; with several daemons on one database (any trigger has an owner), an OWNER column
+/// says which daemon works on each.
 fn trigger_table(triggers: &[TriggerStatus]) -> String {
-    let rows: Vec<Vec<String>> = triggers
+    let clustered = triggers.iter().any(|trigger| trigger.owner.is_some());
+    let mut rows: Vec<Vec<String>> = triggers
         .iter()
         .map(|trigger| {
             vec![
@@ -598,21 +601,27 @@ fn trigger_table(triggers: &[TriggerStatus]) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "NAME",
-            "CHANNEL",
-            "TYPE",
-            "STATE",
-            "HEIGHT/CHAIN",
-            "LAG",
-            "FAILURES",
-            "DELIVERED",
-            "DISCARDED",
-            "LAST ERROR",
-        ],
-        &rows,
-    )
+    let mut header = vec![
+        "NAME",
+        "CHANNEL",
+        "TYPE",
+        "STATE",
+        "HEIGHT/CHAIN",
+        "LAG",
+        "FAILURES",
+        "DELIVERED",
+        "DISCARDED",
+        "LAST ERROR",
+    ];
+    if clustered {
+        const AFTER_STATE: usize = 4;
+        header.insert(AFTER_STATE, "OWNER");
+        for (row, trigger) in rows.iter_mut().zip(triggers) {
+            let owner = trigger.owner.as_deref().unwrap_or("(none)");
+            row.insert(AFTER_STATE, owner.to_owned());
+        }
+    }
+    table(&header, &rows)
 }
 
 fn deleted_table(triggers: &[DeletedTrigger]) -> String {
@@ -845,6 +854,27 @@ mod tests {
         assert_eq!(truncate("short", 10), "short");
         assert_eq!(truncate("line\nbreak", 20), "line break");
         assert_eq!(truncate("ééééé", 3), "éé…");
+    }
+
+    fn listed(name: &str, owner: Option<&str>) -> TriggerStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "channel": "mychannel", "event_type": "Tx", "target": "http:POST http://h/",
+            "state": "Running", "block_height": 4, "position": {"block": 5, "event_index": 0},
+            "chain_height": 6, "lag": 1, "failure_count": 0, "failure_threshold": 10, "last_error": null,
+            "delivered": 3, "discarded": 0, "retries": 0, "owner": owner,
+        }))
+        .expect("a trigger status")
+    }
+
+    #[test]
+    fn the_owner_column_appears_only_with_several_daemons() {
+        let alone = trigger_table(&[listed("a", None)]);
+        assert!(!alone.contains("OWNER"), "{alone}");
+        let shared = trigger_table(&[listed("a", Some("node-1-7f3a")), listed("b", None)]);
+        let lines: Vec<&str> = shared.lines().collect();
+        assert!(lines[0].contains("STATE    OWNER"), "{shared}");
+        assert!(lines[1].contains("Running  node-1-7f3a"), "{shared}");
+        assert!(lines[2].contains("Running  (none)"), "{shared}");
     }
 
     #[test]
