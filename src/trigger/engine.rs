@@ -948,7 +948,7 @@ impl Engine {
     ) -> Result<serde_json::Value, RequestError> {
         match forwarded {
             Forwarded::Reload => self
-                .reload_here()
+                .reload_this_daemon()
                 .await
                 .map(|report| reloaded_json(&report)),
             Forwarded::Command(command) => {
@@ -1418,7 +1418,7 @@ impl Engine {
     /// the report says how each did (waiting at most [`FORWARD_WAIT`] for all). A file that does not load here is
     /// refused before anything is sent to the others.
     pub async fn reload(&self) -> Result<Reloaded, RequestError> {
-        let mut report = self.reload_here().await?;
+        let mut report = self.reload_this_daemon().await?;
         if self.store.shared() {
             report.daemons = Some(self.reload_others().await);
         }
@@ -1465,8 +1465,9 @@ impl Engine {
         }
     }
 
-    /// Re-reads this daemon's configuration file and applies the differences.
-    async fn reload_here(&self) -> Result<Reloaded, RequestError> {
+    /// Re-reads this daemon's configuration file and applies the differences, asking no other daemon (SIGHUP:
+    /// a signal is sent to one process; a forwarded reload).
+    pub async fn reload_this_daemon(&self) -> Result<Reloaded, RequestError> {
         if self.shutdown.is_cancelled() {
             return Err(RequestError::ShuttingDown);
         }
