@@ -176,6 +176,16 @@ impl Cluster {
         .await
     }
 
+    /// Once the channels are spread: the owner of `mychannel`, the owner of the other channel, and the daemon
+    /// owning neither.
+    async fn roles(&self) -> (usize, usize, usize) {
+        let [(owner, _), (other_owner, _)] = self.wait_spread().await;
+        let bystander = (0..3)
+            .find(|index| *index != owner && *index != other_owner)
+            .expect("a daemon owning nothing");
+        (owner, other_owner, bystander)
+    }
+
     /// Generates `count` blocks on each channel, one every `every`, in the background.
     fn burst(&self, count: u64, every: Duration) -> tokio::task::JoinHandle<()> {
         let handles = [
@@ -484,10 +494,7 @@ async fn cluster_a_clean_stop_hands_the_channel_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_any_daemon_lists_every_trigger_with_its_owner_and_forwards_commands() {
     let mut cluster = Cluster::start().await;
-    let [(owner, _), (other_owner, _)] = cluster.wait_spread().await;
-    let bystander = (0..3)
-        .find(|index| *index != owner && *index != other_owner)
-        .expect("a daemon owning nothing");
+    let (owner, other_owner, bystander) = cluster.roles().await;
     cluster.networks[0].generate(3);
     cluster.wait_all_processed().await;
     let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
@@ -613,10 +620,7 @@ async fn cluster_any_daemon_lists_every_trigger_with_its_owner_and_forwards_comm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_repush_sent_to_a_non_owner_is_pushed_once_by_the_owner() {
     let mut cluster = Cluster::start().await;
-    let [(owner, _), (other_owner, _)] = cluster.wait_spread().await;
-    let bystander = (0..3)
-        .find(|index| *index != owner && *index != other_owner)
-        .expect("a daemon owning nothing");
+    let (owner, other_owner, bystander) = cluster.roles().await;
     let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
 
     // The target refuses: the owner discards the events into dead letters.
@@ -686,10 +690,7 @@ async fn cluster_a_repush_sent_to_a_non_owner_is_pushed_once_by_the_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_reload_sent_to_one_daemon_reloads_every_daemon() {
     let mut cluster = Cluster::start().await;
-    let [(owner, _), (other_owner, _)] = cluster.wait_spread().await;
-    let bystander = (0..3)
-        .find(|index| *index != owner && *index != other_owner)
-        .expect("a daemon owning nothing");
+    let (owner, other_owner, bystander) = cluster.roles().await;
     cluster.networks[0].generate(2);
     cluster.wait_all_processed().await;
 
