@@ -316,9 +316,21 @@ struct ChannelEntry {
 }
 
 /// A running worker.
+/// How a channel's workers stop when the daemon stops working on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// The lease is lost: stop at once, nothing more may be written.
+    Abandon,
+    /// The lease is still held: finish and record the event in flight, then stop.
+    Finish,
+}
+
 struct WorkerHandle {
     /// Abandons the worker at once.
     stop: CancellationToken,
+    /// Lets the worker finish and record its event in flight, then end (the daemon's shutdown, or a channel
+    /// given back while its lease is still held).
+    finish: CancellationToken,
     /// Its task, awaited so that a command knows the worker is gone.
     join: JoinHandle<()>,
 }
@@ -504,7 +516,7 @@ impl Engine {
                         }
                     } else {
                         tracing::warn!(%channel, generation, "the channel's lease was lost (it expired or another daemon took it): stopping its triggers here");
-                        self.drop_channel(&channel).await;
+                        self.drop_channel(&channel, Handover::Abandon).await;
                     }
                 }
             }
@@ -529,7 +541,7 @@ impl Engine {
         if !decision.release.is_empty() {
             for channel in &decision.release {
                 tracing::info!(%channel, "giving the channel back (beyond this daemon's fair share, or no longer configured)");
-                self.drop_channel(channel).await;
+                self.drop_channel(channel, Handover::Finish).await;
             }
             let (me, channels) = (self.daemon.clone(), decision.release.clone());
             if let Err(error) = store::blocking(&self.store, move |store| {
@@ -602,13 +614,25 @@ impl Engine {
         }
     }
 
-    /// Stops working on a channel: its workers stop at once (events in flight are abandoned; the next owner
-    /// pushes them again) and its triggers' writes are refused from now on.
-    async fn drop_channel(&self, channel: &ChannelName) {
+    /// Stops working on a channel, then refuses its triggers' writes from here. A lost lease abandons the events
+    /// in flight at once (the next owner pushes them again); a channel given back while its lease is held lets
+    /// each worker finish and record its event in flight first, within a third of the lease time (then abandons
+    /// it), so a rebalance pushes nothing twice.
+    async fn drop_channel(&self, channel: &ChannelName, handover: Handover) {
         self.held_lock().remove(channel);
         for entry in self.channel_entries(channel) {
             let mut slot = entry.worker.lock().await;
-            if let Some(worker) = slot.take() {
+            if let Some(mut worker) = slot.take() {
+                if handover == Handover::Finish {
+                    worker.finish.cancel();
+                    if tokio::time::timeout(self.lease_ttl / 3, &mut worker.join)
+                        .await
+                        .is_ok()
+                    {
+                        entry.shared.checkpoint.hold(None);
+                        continue;
+                    }
+                }
                 worker.stop.cancel();
                 let _ = worker.join.await;
             }
@@ -631,7 +655,7 @@ impl Engine {
         self.lease_stop.cancel();
         let channels: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
         for channel in &channels {
-            self.drop_channel(channel).await;
+            self.drop_channel(channel, Handover::Finish).await;
         }
         let me = self.daemon.clone();
         let released = store::blocking(&self.store, move |store| {
@@ -772,17 +796,19 @@ impl Engine {
         let lease = self.held_lock().get(&entry.shared.def.channel).cloned()?;
         entry.shared.checkpoint.hold(Some(lease));
         let stop = self.hard_stop.child_token();
+        let finish = self.shutdown.child_token();
         let worker = Worker {
             shared: entry.shared.clone(),
             feed: entry.feed.clone(),
             dispatcher: self.dispatcher.clone(),
             stop: stop.clone(),
-            shutdown: self.shutdown.clone(),
+            shutdown: finish.clone(),
         };
         // Every line the worker logs (its checkpoint's and catch-up stream's included) names trigger and channel.
         let span = trigger_span(&entry.shared.def);
         Some(WorkerHandle {
             stop,
+            finish,
             join: self.tracker.spawn(worker.run().instrument(span)),
         })
     }
