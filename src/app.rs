@@ -349,7 +349,8 @@ fn spawn_sighup_reload(engine: Arc<Engine>, shutdown: CancellationToken) {
                 received = hangups.recv() => if received.is_none() { return },
             }
             tracing::info!("SIGHUP: reloading the configuration");
-            if let Err(error) = engine.reload().await {
+            // This daemon only: a signal goes to one process (the others get their own).
+            if let Err(error) = engine.reload_this_daemon().await {
                 tracing::error!(%error, "reload refused; the running configuration stays");
             }
         }

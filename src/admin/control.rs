@@ -652,6 +652,24 @@ pub struct ReloadReport {
     pub changed: Vec<String>,
     /// Triggers still in the file that were deleted over the API, and so stay deleted.
     pub still_deleted: Vec<String>,
+    /// Several daemons on one database only (absent otherwise): how each other live daemon's reload went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemons: Option<Vec<DaemonReload>>,
+}
+
+/// How another daemon's reload went (the daemon that received the reload asked it through the database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonReload {
+    /// The daemon's id (`host-pid-random`).
+    pub daemon: String,
+    /// Whether it reloaded its configuration file.
+    pub reloaded: bool,
+    /// What its reload changed, when it reloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<ReloadReport>>,
+    /// Why it did not: its refusal (e.g. its file does not load), or that it did not answer within 10 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One trigger's invoke latency histogram, for `/metrics`.

@@ -6,10 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::control::{
-    CatchUpStatus, ChannelStatus, ControlError, DEFAULT_FILTER_TEST_BLOCKS, DeadLetter,
-    DeletedTrigger, EnableFrom, EngineControl, EventSelector, FilterTest, FilterTestAnswer,
-    InvokeLatency, LastError, MAX_FILTER_TEST_BLOCKS, PeerStatus, Position, ReloadReport,
-    RenderingStatus, RepushResult, TimeResolution, TriggerState, TriggerStatus,
+    CatchUpStatus, ChannelStatus, ControlError, DEFAULT_FILTER_TEST_BLOCKS, DaemonReload,
+    DeadLetter, DeletedTrigger, EnableFrom, EngineControl, EventSelector, FilterTest,
+    FilterTestAnswer, InvokeLatency, LastError, MAX_FILTER_TEST_BLOCKS, PeerStatus, Position,
+    ReloadReport, RenderingStatus, RepushResult, TimeResolution, TriggerState, TriggerStatus,
 };
 use crate::config;
 use crate::events::EventType;
@@ -164,6 +164,25 @@ impl From<Reloaded> for ReloadReport {
             removed: names(reloaded.removed),
             changed: names(reloaded.changed),
             still_deleted: names(reloaded.still_deleted),
+            daemons: reloaded.daemons.map(|daemons| {
+                daemons
+                    .into_iter()
+                    .map(|other| match other.outcome {
+                        Ok(report) => DaemonReload {
+                            daemon: other.daemon,
+                            reloaded: true,
+                            report: Some(Box::new(report.into())),
+                            error: None,
+                        },
+                        Err(error) => DaemonReload {
+                            daemon: other.daemon,
+                            reloaded: false,
+                            report: None,
+                            error: Some(error),
+                        },
+                    })
+                    .collect()
+            }),
         }
     }
 }

@@ -43,10 +43,10 @@ use tokio_util::sync::CancellationToken;
 pub use api::{ApiError, MAX_DEAD_LETTER_PAGE, router};
 pub use auth::{AdminToken, TokenError};
 pub use control::{
-    ChannelStatus, ControlError, DEFAULT_FILTER_TEST_BLOCKS, DeadLetter, DeletedTrigger, EnableAt,
-    EnableFrom, EngineControl, EventSelector, FilterTest, FilterTestAnswer, InvokeLatency,
-    LastError, MAX_FILTER_TEST_BLOCKS, Position, ReloadReport, RepushResult, TimeResolution,
-    TriggerState, TriggerStatus,
+    ChannelStatus, ControlError, DEFAULT_FILTER_TEST_BLOCKS, DaemonReload, DeadLetter,
+    DeletedTrigger, EnableAt, EnableFrom, EngineControl, EventSelector, FilterTest,
+    FilterTestAnswer, InvokeLatency, LastError, MAX_FILTER_TEST_BLOCKS, Position, ReloadReport,
+    RepushResult, TimeResolution, TriggerState, TriggerStatus,
 };
 pub use metrics::{HistogramSnapshot, LatencyHistogram};
 pub use server::{Limits, ServeOptions};

@@ -829,18 +829,71 @@ fn reload_summary(report: &ReloadReport) -> String {
             names.join(", ")
         }
     };
-    format!(
+    let mut text = format!(
         "reloaded\nadded          {}\nremoved        {}\nchanged        {}\nstill deleted  {}\n",
         list(&report.added),
         list(&report.removed),
         list(&report.changed),
         list(&report.still_deleted)
-    )
+    );
+    // Several daemons on one database: how each other daemon's reload went.
+    for other in report.daemons.iter().flatten() {
+        match (&other.report, &other.error) {
+            (Some(theirs), _) => text.push_str(&format!(
+                "daemon {}  reloaded (added {}; removed {}; changed {})\n",
+                other.daemon,
+                list(&theirs.added),
+                list(&theirs.removed),
+                list(&theirs.changed)
+            )),
+            (None, error) => text.push_str(&format!(
+                "daemon {}  NOT reloaded: {}\n",
+                other.daemon,
+                error.as_deref().unwrap_or("no reason given")
+            )),
+        }
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reload_summary_names_every_other_daemon() {
+        let report = ReloadReport {
+            added: vec!["new".into()],
+            daemons: Some(vec![
+                crate::admin::DaemonReload {
+                    daemon: "a-1-x".into(),
+                    reloaded: true,
+                    report: Some(Box::new(ReloadReport {
+                        added: vec!["new".into()],
+                        ..ReloadReport::default()
+                    })),
+                    error: None,
+                },
+                crate::admin::DaemonReload {
+                    daemon: "b-2-y".into(),
+                    reloaded: false,
+                    report: None,
+                    error: Some("did not answer".into()),
+                },
+            ]),
+            ..ReloadReport::default()
+        };
+        let text = reload_summary(&report);
+        assert!(
+            text.contains("daemon a-1-x  reloaded (added new;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("daemon b-2-y  NOT reloaded: did not answer"),
+            "{text}"
+        );
+        assert!(!reload_summary(&ReloadReport::default()).contains("daemon"));
+    }
 
     #[test]
     fn default_admin_url_uses_the_default_port() {

@@ -100,9 +100,9 @@ pub struct ClusterView {
 pub struct ForwardedCommand {
     /// Its id, to answer it.
     pub id: i64,
-    /// The trigger's channel: only its owner takes the command.
-    pub channel: ChannelName,
-    /// The trigger.
+    /// The trigger's channel: only its owner takes the command; `None` for a command sent to one daemon (reload).
+    pub channel: Option<ChannelName>,
+    /// The trigger (empty for a command sent to one daemon).
     pub trigger: String,
     /// The command, in the engine's own text form.
     pub command: String,

@@ -260,9 +260,14 @@ pub trait Store: Send + Sync {
         command: &str,
     ) -> Result<i64, StoreError>;
 
-    /// The commands waiting for the owner of any of `channels`, oldest first, left at most `max_age` ago.
+    /// Leaves a command for one daemon (not a channel's owner: e.g. reload); returns its id.
+    fn forward_to_daemon(&self, daemon: &DaemonId, command: &str) -> Result<i64, StoreError>;
+
+    /// The commands waiting for the owner of any of `channels`, or for `daemon` itself, oldest first, left at most
+    /// `max_age` ago.
     fn pending_commands(
         &self,
+        daemon: &DaemonId,
         channels: &[ChannelName],
         max_age: Duration,
     ) -> Result<Vec<ForwardedCommand>, StoreError>;

@@ -100,6 +100,11 @@ CREATE TABLE commands (
 );
 CREATE INDEX commands_waiting ON commands(channel, id) WHERE answer IS NULL;
 "#,
+    // Commands for one daemon rather than a channel's owner (reload): `daemon` names it, `channel` is empty.
+    r#"
+ALTER TABLE commands ADD COLUMN daemon TEXT;
+CREATE INDEX commands_for_daemon ON commands(daemon, id) WHERE answer IS NULL AND daemon IS NOT NULL;
+"#,
 ];
 
 /// Connections kept open to the server: enough for the daemon's concurrent outcomes (each is one short
@@ -613,8 +618,11 @@ const RELEASE_LEASES: &str = "UPDATE leases SET expires_at = now() WHERE owner =
 const LEAVE: &str = "DELETE FROM daemons WHERE id = $1";
 const FORWARD_COMMAND: &str =
     "INSERT INTO commands (channel, trigger, command) VALUES ($1, $2, $3) RETURNING id";
+const FORWARD_TO_DAEMON: &str =
+    "INSERT INTO commands (channel, trigger, command, daemon) VALUES ('', '', $2, $1) RETURNING id";
 const PENDING_COMMANDS: &str = "SELECT id, channel, trigger, command FROM commands
-     WHERE answer IS NULL AND channel = ANY($1::TEXT[]) AND created_at > now() - make_interval(secs => $2) ORDER BY id";
+     WHERE answer IS NULL AND ((daemon IS NULL AND channel = ANY($1::TEXT[])) OR daemon = $3)
+       AND created_at > now() - make_interval(secs => $2) ORDER BY id";
 const ANSWER_COMMAND: &str =
     "UPDATE commands SET answer = $2, answered_at = now() WHERE id = $1 AND answer IS NULL";
 const COMMAND_ANSWER: &str = "SELECT answer FROM commands WHERE id = $1";
@@ -927,24 +935,39 @@ impl Store for PostgresStore {
             .map_err(|e| self.error(e))
     }
 
+    fn forward_to_daemon(&self, daemon: &DaemonId, command: &str) -> Result<i64, StoreError> {
+        let rows = self.block_on(self.query(FORWARD_TO_DAEMON, &[&daemon.as_str(), &command]))?;
+        rows.first()
+            .ok_or_else(|| self.corrupt("forwarded command", "no id returned".into()))?
+            .try_get(0)
+            .map_err(|e| self.error(e))
+    }
+
     fn pending_commands(
         &self,
+        daemon: &DaemonId,
         channels: &[ChannelName],
         max_age: Duration,
     ) -> Result<Vec<ForwardedCommand>, StoreError> {
-        if channels.is_empty() {
-            return Ok(Vec::new());
-        }
         let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
-        let rows =
-            self.block_on(self.query(PENDING_COMMANDS, &[&names, &max_age.as_secs_f64()]))?;
+        let rows = self.block_on(self.query(
+            PENDING_COMMANDS,
+            &[&names, &max_age.as_secs_f64(), &daemon.as_str()],
+        ))?;
         rows.iter()
             .map(|row| {
                 let channel: String = row.try_get(1).map_err(|e| self.error(e))?;
+                let channel = if channel.is_empty() {
+                    None
+                } else {
+                    Some(
+                        ChannelName::new(channel.clone())
+                            .map_err(|_| self.corrupt("command channel", channel))?,
+                    )
+                };
                 Ok(ForwardedCommand {
                     id: row.try_get(0).map_err(|e| self.error(e))?,
-                    channel: ChannelName::new(channel.clone())
-                        .map_err(|_| self.corrupt("command channel", channel))?,
+                    channel,
                     trigger: row.try_get(2).map_err(|e| self.error(e))?,
                     command: row.try_get(3).map_err(|e| self.error(e))?,
                 })

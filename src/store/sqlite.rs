@@ -497,8 +497,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn forward_to_daemon(&self, daemon: &DaemonId, _command: &str) -> Result<i64, StoreError> {
+        // Its one daemon is the only one: there is no other to send to.
+        Err(StoreError::Setup {
+            path: self.path.clone(),
+            message: format!("daemon `{daemon}`: a SQLite file serves one daemon only"),
+        })
+    }
+
     fn pending_commands(
         &self,
+        _daemon: &DaemonId,
         _channels: &[ChannelName],
         _max_age: Duration,
     ) -> Result<Vec<ForwardedCommand>, StoreError> {

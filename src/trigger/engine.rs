@@ -30,7 +30,7 @@ use super::def::{DefinitionError, TriggerDef};
 use super::latency::{HistogramSnapshot, LatencyHistogram};
 use super::lease::{self, HeldLease};
 use super::state::{self, Command, Effect, State};
-use super::status::{ChannelSnapshot, Reloaded, Repushed, TriggerSnapshot};
+use super::status::{ChannelSnapshot, DaemonReloaded, Reloaded, Repushed, TriggerSnapshot};
 use super::worker::{TriggerShared, Worker};
 use crate::config::{self, ChannelName, Config, ConfigError, TriggerName};
 use crate::dispatch::{self, Delivery, Dispatcher, EmbeddedRuntime, PushKey};
@@ -166,55 +166,132 @@ pub const FORWARD_WAIT: Duration = Duration::from_secs(10);
 /// How often a daemon waiting for an answer looks for it.
 const FORWARD_POLL: Duration = Duration::from_millis(50);
 
-/// A command as forwarded through the database (pure).
-fn command_text(command: Command) -> String {
-    match command {
-        Command::Disable => "disable".into(),
-        Command::Delete => "delete".into(),
-        Command::Enable(state::EnableFrom::Latest) => "enable latest".into(),
-        Command::Enable(state::EnableFrom::Stored) => "enable stored".into(),
-        Command::Enable(state::EnableFrom::Block(block)) => format!("enable block {block}"),
+/// What one daemon asks another through the database: a trigger command, a dead letter re-push (both for the
+/// owner of the trigger's channel) or a reload (for one daemon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forwarded {
+    Command(Command),
+    /// Re-push one dead letter, by id.
+    Repush(u64),
+    /// Re-push every dead letter not yet re-pushed.
+    RepushAll,
+    /// Reload the configuration file (the receiver's own; it forwards nothing further).
+    Reload,
+}
+
+/// A forwarded request as written to the database (pure).
+fn forwarded_text(forwarded: Forwarded) -> String {
+    match forwarded {
+        Forwarded::Command(Command::Disable) => "disable".into(),
+        Forwarded::Command(Command::Delete) => "delete".into(),
+        Forwarded::Command(Command::Enable(state::EnableFrom::Latest)) => "enable latest".into(),
+        Forwarded::Command(Command::Enable(state::EnableFrom::Stored)) => "enable stored".into(),
+        Forwarded::Command(Command::Enable(state::EnableFrom::Block(block))) => {
+            format!("enable block {block}")
+        }
+        Forwarded::Repush(id) => format!("repush {id}"),
+        Forwarded::RepushAll => "repush all".into(),
+        Forwarded::Reload => "reload".into(),
     }
 }
 
-/// The command a forwarded text names; `None` for anything else (pure).
-fn parse_command(text: &str) -> Option<Command> {
+/// The request a forwarded text names; `None` for anything else (pure).
+fn parse_forwarded(text: &str) -> Option<Forwarded> {
     let words: Vec<&str> = text.split(' ').collect();
     Some(match words.as_slice() {
-        ["disable"] => Command::Disable,
-        ["delete"] => Command::Delete,
-        ["enable", "latest"] => Command::Enable(state::EnableFrom::Latest),
-        ["enable", "stored"] => Command::Enable(state::EnableFrom::Stored),
-        ["enable", "block", block] => {
-            Command::Enable(state::EnableFrom::Block(block.parse().ok()?))
-        }
+        ["disable"] => Forwarded::Command(Command::Disable),
+        ["delete"] => Forwarded::Command(Command::Delete),
+        ["enable", "latest"] => Forwarded::Command(Command::Enable(state::EnableFrom::Latest)),
+        ["enable", "stored"] => Forwarded::Command(Command::Enable(state::EnableFrom::Stored)),
+        ["enable", "block", block] => Forwarded::Command(Command::Enable(
+            state::EnableFrom::Block(block.parse().ok()?),
+        )),
+        ["repush", "all"] => Forwarded::RepushAll,
+        ["repush", id] => Forwarded::Repush(id.parse().ok()?),
+        ["reload"] => Forwarded::Reload,
         _ => return None,
     })
 }
 
-/// The owner's answer to a forwarded command: `ok`, or the refusal's class and message (pure).
-fn answer_text(error: Option<&RequestError>) -> String {
-    match error {
-        None => serde_json::json!({ "ok": true }).to_string(),
-        Some(error) => {
+/// The answer to a forwarded request: `ok` with what it produced (re-push outcomes, a reload report), or the
+/// refusal's class and message (pure).
+fn answer_text(result: Result<serde_json::Value, &RequestError>) -> String {
+    match result {
+        Ok(value) => serde_json::json!({ "ok": true, "result": value }).to_string(),
+        Err(error) => {
             serde_json::json!({ "error": error.kind().as_str(), "message": error.to_string() })
                 .to_string()
         }
     }
 }
 
-/// The refusal an answer carries, `None` when the command was applied (pure).
-fn parse_answer(answer: &str) -> Option<RequestError> {
-    let value: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+/// What an answer carries: the result when the request was carried out, else the refusal (pure).
+fn parse_answer(answer: &str) -> Result<serde_json::Value, RequestError> {
+    let mut value: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
     if value["ok"] == serde_json::Value::Bool(true) {
-        return None;
+        return Ok(value["result"].take());
     }
-    Some(RequestError::Remote {
+    Err(RequestError::Remote {
         kind: RemoteKind::parse(value["error"].as_str().unwrap_or_default()),
         message: value["message"].as_str().map_or_else(
-            || format!("unreadable answer from the channel's owner: {answer}"),
+            || format!("unreadable answer from the other daemon: {answer}"),
             str::to_owned,
         ),
+    })
+}
+
+/// Re-push outcomes as forwarded (pure).
+fn repushed_json(repushed: &[Repushed]) -> serde_json::Value {
+    repushed
+        .iter()
+        .map(|one| serde_json::json!({ "id": one.id, "error": one.error }))
+        .collect()
+}
+
+/// Re-push outcomes from a forwarded answer (pure); a garbled one is an internal error.
+fn repushed_from_json(value: &serde_json::Value) -> Result<Vec<Repushed>, RequestError> {
+    let garbled = || RequestError::Remote {
+        kind: RemoteKind::Internal,
+        message: format!("unreadable re-push outcome from the channel's owner: {value}"),
+    };
+    value
+        .as_array()
+        .ok_or_else(garbled)?
+        .iter()
+        .map(|one| {
+            Ok(Repushed {
+                id: one["id"].as_u64().ok_or_else(garbled)?,
+                error: one["error"].as_str().map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+/// A reload report as forwarded (pure).
+fn reloaded_json(report: &Reloaded) -> serde_json::Value {
+    serde_json::json!({
+        "added": report.added,
+        "removed": report.removed,
+        "changed": report.changed,
+        "still_deleted": report.still_deleted,
+    })
+}
+
+/// A reload report from a forwarded answer (pure); `None` when garbled.
+fn reloaded_from_json(value: &serde_json::Value) -> Option<Reloaded> {
+    let names = |key: &str| -> Option<Vec<TriggerName>> {
+        value[key]
+            .as_array()?
+            .iter()
+            .map(|name| TriggerName::new(name.as_str()?).ok())
+            .collect()
+    };
+    Some(Reloaded {
+        added: names("added")?,
+        removed: names("removed")?,
+        changed: names("changed")?,
+        still_deleted: names("still_deleted")?,
+        daemons: None,
     })
 }
 
@@ -239,9 +316,21 @@ struct ChannelEntry {
 }
 
 /// A running worker.
+/// How a channel's workers stop when the daemon stops working on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// The lease is lost: stop at once, nothing more may be written.
+    Abandon,
+    /// The lease is still held: finish and record the event in flight, then stop.
+    Finish,
+}
+
 struct WorkerHandle {
     /// Abandons the worker at once.
     stop: CancellationToken,
+    /// Lets the worker finish and record its event in flight, then end (the daemon's shutdown, or a channel
+    /// given back while its lease is still held).
+    finish: CancellationToken,
     /// Its task, awaited so that a command knows the worker is gone.
     join: JoinHandle<()>,
 }
@@ -427,7 +516,7 @@ impl Engine {
                         }
                     } else {
                         tracing::warn!(%channel, generation, "the channel's lease was lost (it expired or another daemon took it): stopping its triggers here");
-                        self.drop_channel(&channel).await;
+                        self.drop_channel(&channel, Handover::Abandon).await;
                     }
                 }
             }
@@ -452,7 +541,7 @@ impl Engine {
         if !decision.release.is_empty() {
             for channel in &decision.release {
                 tracing::info!(%channel, "giving the channel back (beyond this daemon's fair share, or no longer configured)");
-                self.drop_channel(channel).await;
+                self.drop_channel(channel, Handover::Finish).await;
             }
             let (me, channels) = (self.daemon.clone(), decision.release.clone());
             if let Err(error) = store::blocking(&self.store, move |store| {
@@ -525,13 +614,25 @@ impl Engine {
         }
     }
 
-    /// Stops working on a channel: its workers stop at once (events in flight are abandoned; the next owner
-    /// pushes them again) and its triggers' writes are refused from now on.
-    async fn drop_channel(&self, channel: &ChannelName) {
+    /// Stops working on a channel, then refuses its triggers' writes from here. A lost lease abandons the events
+    /// in flight at once (the next owner pushes them again); a channel given back while its lease is held lets
+    /// each worker finish and record its event in flight first, within a third of the lease time (then abandons
+    /// it), so a rebalance pushes nothing twice.
+    async fn drop_channel(&self, channel: &ChannelName, handover: Handover) {
         self.held_lock().remove(channel);
         for entry in self.channel_entries(channel) {
             let mut slot = entry.worker.lock().await;
-            if let Some(worker) = slot.take() {
+            if let Some(mut worker) = slot.take() {
+                if handover == Handover::Finish {
+                    worker.finish.cancel();
+                    if tokio::time::timeout(self.lease_ttl / 3, &mut worker.join)
+                        .await
+                        .is_ok()
+                    {
+                        entry.shared.checkpoint.hold(None);
+                        continue;
+                    }
+                }
                 worker.stop.cancel();
                 let _ = worker.join.await;
             }
@@ -554,7 +655,7 @@ impl Engine {
         self.lease_stop.cancel();
         let channels: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
         for channel in &channels {
-            self.drop_channel(channel).await;
+            self.drop_channel(channel, Handover::Finish).await;
         }
         let me = self.daemon.clone();
         let released = store::blocking(&self.store, move |store| {
@@ -695,17 +796,19 @@ impl Engine {
         let lease = self.held_lock().get(&entry.shared.def.channel).cloned()?;
         entry.shared.checkpoint.hold(Some(lease));
         let stop = self.hard_stop.child_token();
+        let finish = self.shutdown.child_token();
         let worker = Worker {
             shared: entry.shared.clone(),
             feed: entry.feed.clone(),
             dispatcher: self.dispatcher.clone(),
             stop: stop.clone(),
-            shutdown: self.shutdown.clone(),
+            shutdown: finish.clone(),
         };
         // Every line the worker logs (its checkpoint's and catch-up stream's included) names trigger and channel.
         let span = trigger_span(&entry.shared.def);
         Some(WorkerHandle {
             stop,
+            finish,
             join: self.tracker.spawn(worker.run().instrument(span)),
         })
     }
@@ -784,7 +887,7 @@ impl Engine {
             return Err(RequestError::ShuttingDown);
         }
         let entry = self.live_entry(name)?;
-        if self.store.shared() && !self.held_lock().contains_key(&entry.shared.def.channel) {
+        if self.forwards(&entry) {
             return self.forward(&entry, command).await;
         }
         self.command_here(&entry, command).await
@@ -812,47 +915,95 @@ impl Engine {
         entry: &Arc<TriggerEntry>,
         command: Command,
     ) -> Result<TriggerSnapshot, RequestError> {
+        self.forward_to_owner(entry, Forwarded::Command(command))
+            .await?;
+        let others = self.others(std::slice::from_ref(entry)).await;
+        Ok(self.snapshot_of(entry, others.as_ref()))
+    }
+
+    /// Sends a request to the owner of the trigger's channel and returns what its answer carries.
+    async fn forward_to_owner(
+        &self,
+        entry: &TriggerEntry,
+        forwarded: Forwarded,
+    ) -> Result<serde_json::Value, RequestError> {
         let def = &entry.shared.def;
         let (channel, trigger, text) = (
             def.channel.clone(),
             def.name.to_string(),
-            command_text(command),
+            forwarded_text(forwarded),
         );
         tracing::info!(trigger = %def.name, channel = %def.channel, command = %text, "forwarding the command to the channel's owner");
         let id = store::blocking(&self.store, move |store| {
             store.forward_command(&channel, &trigger, &text)
         })
         .await?;
-        let deadline = Instant::now() + FORWARD_WAIT;
-        let answer = loop {
-            tokio::time::sleep(FORWARD_POLL).await;
-            let last = Instant::now() >= deadline;
-            match store::blocking(&self.store, move |store| store.command_answer(id, last)).await? {
-                Some(answer) => break answer,
-                None if last => {
-                    return Err(RequestError::Remote {
-                        kind: RemoteKind::Unavailable,
-                        message: format!(
-                            "no daemon owning channel `{}` answered within {FORWARD_WAIT:?}; the command was withdrawn, nothing changed (try again once a daemon owns the channel)",
-                            def.channel
-                        ),
-                    });
-                }
-                None => {}
-            }
-        };
-        if let Some(error) = parse_answer(&answer) {
-            return Err(error);
-        }
-        let others = self.others(std::slice::from_ref(entry)).await;
-        Ok(self.snapshot_of(entry, others.as_ref()))
+        self.await_answer(id).await.unwrap_or_else(|| {
+            Err(RequestError::Remote {
+                kind: RemoteKind::Unavailable,
+                message: format!(
+                    "no daemon owning channel `{}` answered within {FORWARD_WAIT:?}; the command was withdrawn, nothing changed (try again once a daemon owns the channel)",
+                    def.channel
+                ),
+            })
+        })
     }
 
-    /// Applies the commands other daemons forwarded for the channels this daemon owns, and answers them.
+    /// Waits for the answer to forwarded request `id` (at most [`FORWARD_WAIT`], then withdraws it): what it
+    /// carries, `None` when nobody answered.
+    async fn await_answer(&self, id: i64) -> Option<Result<serde_json::Value, RequestError>> {
+        let deadline = Instant::now() + FORWARD_WAIT;
+        loop {
+            tokio::time::sleep(FORWARD_POLL).await;
+            let last = Instant::now() >= deadline;
+            match store::blocking(&self.store, move |store| store.command_answer(id, last)).await {
+                Ok(Some(answer)) => return Some(parse_answer(&answer)),
+                Ok(None) if last => return None,
+                Ok(None) => {}
+                Err(error) => return Some(Err(error.into())),
+            }
+        }
+    }
+
+    /// Carries out a request another daemon forwarded here (this daemon owns the trigger's channel, or the
+    /// request is for this daemon): what its answer carries.
+    async fn apply_forwarded(
+        &self,
+        trigger: &str,
+        forwarded: Forwarded,
+    ) -> Result<serde_json::Value, RequestError> {
+        match forwarded {
+            Forwarded::Reload => self
+                .reload_this_daemon()
+                .await
+                .map(|report| reloaded_json(&report)),
+            Forwarded::Command(command) => {
+                let entry = self.live_entry(trigger)?;
+                self.command_here(&entry, command).await?;
+                Ok(serde_json::Value::Null)
+            }
+            Forwarded::Repush(id) => {
+                let entry = self.live_entry(trigger)?;
+                self.check_owner(&entry).await?;
+                let repushed = self.repush_one_here(&entry, id).await?;
+                Ok(repushed_json(std::slice::from_ref(&repushed)))
+            }
+            Forwarded::RepushAll => {
+                let entry = self.live_entry(trigger)?;
+                self.check_owner(&entry).await?;
+                let repushed = self.repush_all_here(&entry).await?;
+                Ok(repushed_json(&repushed))
+            }
+        }
+    }
+
+    /// Applies the requests other daemons forwarded for the channels this daemon owns, or for this daemon, and
+    /// answers them.
     async fn serve_forwarded(&self) {
         let held: Vec<ChannelName> = self.held_lock().keys().cloned().collect();
+        let daemon = self.daemon.clone();
         let pending = match store::blocking(&self.store, move |store| {
-            store.pending_commands(&held, FORWARD_WAIT)
+            store.pending_commands(&daemon, &held, FORWARD_WAIT)
         })
         .await
         {
@@ -863,18 +1014,15 @@ impl Engine {
             }
         };
         for forwarded in pending {
-            let result = match parse_command(&forwarded.command) {
+            let result = match parse_forwarded(&forwarded.command) {
                 None => Err(RequestError::Remote {
                     kind: RemoteKind::Invalid,
                     message: format!("unknown forwarded command `{}`", forwarded.command),
                 }),
-                Some(command) => match self.live_entry(&forwarded.trigger) {
-                    Ok(entry) => self.command_here(&entry, command).await.map(|_| ()),
-                    Err(error) => Err(error),
-                },
+                Some(request) => self.apply_forwarded(&forwarded.trigger, request).await,
             };
             tracing::info!(trigger = %forwarded.trigger, command = %forwarded.command, ok = result.is_ok(), "applied a command forwarded by another daemon");
-            let answer = answer_text(result.err().as_ref());
+            let answer = answer_text(result.as_ref().map(Clone::clone));
             let id = forwarded.id;
             if let Err(error) =
                 store::blocking(&self.store, move |store| store.answer_command(id, &answer)).await
@@ -1218,9 +1366,29 @@ impl Engine {
             .collect())
     }
 
-    /// Pushes one dead letter of the trigger again, to its current target with its retry policy.
+    /// Pushes one dead letter of the trigger again, to its current target with its retry policy. On a shared
+    /// database, the owner of the trigger's channel does it (forwarded when that is another daemon).
     pub async fn repush_dead_letter(&self, name: &str, id: u64) -> Result<Repushed, RequestError> {
         let entry = self.live_entry(name)?;
+        if self.forwards(&entry) {
+            let answer = self.forward_to_owner(&entry, Forwarded::Repush(id)).await?;
+            return repushed_from_json(&answer)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| RequestError::Remote {
+                    kind: RemoteKind::Internal,
+                    message: "the channel's owner reported no re-push".into(),
+                });
+        }
+        self.repush_one_here(&entry, id).await
+    }
+
+    /// [`Engine::repush_dead_letter`] on this daemon.
+    async fn repush_one_here(
+        &self,
+        entry: &Arc<TriggerEntry>,
+        id: u64,
+    ) -> Result<Repushed, RequestError> {
         let not_found = || RequestError::NoSuchDeadLetter {
             trigger: entry.shared.def.name.clone(),
             id,
@@ -1230,12 +1398,25 @@ impl Engine {
             .await?
             .filter(|letter| letter.trigger == entry.shared.def.name)
             .ok_or_else(not_found)?;
-        self.repush(&entry, letter).await
+        self.repush(entry, letter).await
     }
 
-    /// Pushes every dead letter of the trigger not yet re-pushed again, oldest first.
+    /// Pushes every dead letter of the trigger not yet re-pushed again, oldest first (on the channel's owner, as
+    /// [`Engine::repush_dead_letter`]).
     pub async fn repush_all_dead_letters(&self, name: &str) -> Result<Vec<Repushed>, RequestError> {
         let entry = self.live_entry(name)?;
+        if self.forwards(&entry) {
+            let answer = self.forward_to_owner(&entry, Forwarded::RepushAll).await?;
+            return repushed_from_json(&answer);
+        }
+        self.repush_all_here(&entry).await
+    }
+
+    /// [`Engine::repush_all_dead_letters`] on this daemon.
+    async fn repush_all_here(
+        &self,
+        entry: &Arc<TriggerEntry>,
+    ) -> Result<Vec<Repushed>, RequestError> {
         let trigger = entry.shared.def.name.clone();
         let letters = store::blocking(&self.store, move |store| {
             store.dead_letters(&DeadLetterQuery {
@@ -1247,13 +1428,72 @@ impl Engine {
         .await?;
         let mut results = Vec::with_capacity(letters.len());
         for letter in letters {
-            results.push(self.repush(&entry, letter).await?);
+            results.push(self.repush(entry, letter).await?);
         }
         Ok(results)
     }
 
+    /// Whether a request on the trigger goes to another daemon: on a shared database, when this one does not own
+    /// its channel.
+    fn forwards(&self, entry: &TriggerEntry) -> bool {
+        self.store.shared() && !self.held_lock().contains_key(&entry.shared.def.channel)
+    }
+
     /// Re-reads the configuration file and applies the differences; a file that does not load changes nothing.
+    /// On a shared database, every other live daemon (by its heartbeat) is then asked to reload its own file, and
+    /// the report says how each did (waiting at most [`FORWARD_WAIT`] for all). A file that does not load here is
+    /// refused before anything is sent to the others.
     pub async fn reload(&self) -> Result<Reloaded, RequestError> {
+        let mut report = self.reload_this_daemon().await?;
+        if self.store.shared() {
+            report.daemons = Some(self.reload_others().await);
+        }
+        Ok(report)
+    }
+
+    /// Asks every other live daemon to reload, all at once, and collects their answers.
+    async fn reload_others(&self) -> Vec<DaemonReloaded> {
+        let view = match store::blocking(&self.store, |store| store.cluster()).await {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read which daemons are live; reloaded this one only");
+                return Vec::new();
+            }
+        };
+        let others = view
+            .daemons
+            .into_iter()
+            .filter(|record| record.live && record.id != self.daemon)
+            .map(|record| async move {
+                let daemon = record.id.to_string();
+                let outcome = self.reload_other(record.id).await;
+                DaemonReloaded { daemon, outcome }
+            });
+        futures::future::join_all(others).await
+    }
+
+    /// Asks one other daemon to reload: its report, or why not.
+    async fn reload_other(&self, daemon: DaemonId) -> Result<Reloaded, String> {
+        let to = daemon.clone();
+        let text = forwarded_text(Forwarded::Reload);
+        let id = store::blocking(&self.store, move |store| {
+            store.forward_to_daemon(&to, &text)
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+        match self.await_answer(id).await {
+            None => Err(format!(
+                "daemon {daemon} did not answer within {FORWARD_WAIT:?}; the reload was withdrawn"
+            )),
+            Some(Err(error)) => Err(error.to_string()),
+            Some(Ok(answer)) => reloaded_from_json(&answer)
+                .ok_or_else(|| format!("unreadable reload report from daemon {daemon}: {answer}")),
+        }
+    }
+
+    /// Re-reads this daemon's configuration file and applies the differences, asking no other daemon (SIGHUP:
+    /// a signal is sent to one process; a forwarded reload).
+    pub async fn reload_this_daemon(&self) -> Result<Reloaded, RequestError> {
         if self.shutdown.is_cancelled() {
             return Err(RequestError::ShuttingDown);
         }
@@ -1337,14 +1577,18 @@ mod tests {
 
     #[test]
     fn forwarded_commands_and_answers_read_back_as_written() {
-        for command in [
-            Command::Disable,
-            Command::Delete,
-            Command::Enable(state::EnableFrom::Latest),
-            Command::Enable(state::EnableFrom::Stored),
-            Command::Enable(state::EnableFrom::Block(u64::MAX)),
+        for forwarded in [
+            Forwarded::Command(Command::Disable),
+            Forwarded::Command(Command::Delete),
+            Forwarded::Command(Command::Enable(state::EnableFrom::Latest)),
+            Forwarded::Command(Command::Enable(state::EnableFrom::Stored)),
+            Forwarded::Command(Command::Enable(state::EnableFrom::Block(u64::MAX))),
+            Forwarded::Repush(0),
+            Forwarded::Repush(u64::MAX),
+            Forwarded::RepushAll,
+            Forwarded::Reload,
         ] {
-            assert_eq!(parse_command(&command_text(command)), Some(command));
+            assert_eq!(parse_forwarded(&forwarded_text(forwarded)), Some(forwarded));
         }
         for hostile in [
             "",
@@ -1353,13 +1597,19 @@ mod tests {
             "enable block 1 2",
             "DROP TABLE",
             "delete ",
+            "repush",
+            "repush -1",
+            "repush 1 2",
+            "reload now",
         ] {
-            assert_eq!(parse_command(hostile), None, "{hostile:?}");
+            assert_eq!(parse_forwarded(hostile), None, "{hostile:?}");
         }
-        assert!(parse_answer(&answer_text(None)).is_none());
+        assert_eq!(
+            parse_answer(&answer_text(Ok(serde_json::Value::Null))).ok(),
+            Some(serde_json::Value::Null)
+        );
         let refused = RequestError::Command(CommandError::Invalid("block 99 is beyond".into()));
-        let Some(RequestError::Remote { kind, message }) =
-            parse_answer(&answer_text(Some(&refused)))
+        let Err(RequestError::Remote { kind, message }) = parse_answer(&answer_text(Err(&refused)))
         else {
             panic!("a refusal");
         };
@@ -1367,10 +1617,44 @@ mod tests {
             (kind, message.as_str()),
             (RemoteKind::Invalid, "block 99 is beyond")
         );
-        let Some(garbled) = parse_answer("not json") else {
+        let Err(garbled) = parse_answer("not json") else {
             panic!("a refusal");
         };
         assert_eq!(garbled.kind(), RemoteKind::Internal);
         assert!(garbled.to_string().contains("not json"), "{garbled}");
+    }
+
+    #[test]
+    fn forwarded_results_read_back_as_written() {
+        let repushed = vec![
+            Repushed { id: 1, error: None },
+            Repushed {
+                id: 7,
+                error: Some("HTTP 500".into()),
+            },
+        ];
+        let answer = parse_answer(&answer_text(Ok(repushed_json(&repushed)))).expect("ok");
+        assert_eq!(repushed_from_json(&answer).expect("outcomes"), repushed);
+        assert!(repushed_from_json(&serde_json::json!([{ "id": -1 }])).is_err());
+        assert!(repushed_from_json(&serde_json::json!({})).is_err());
+
+        let name = |text: &str| TriggerName::new(text).expect("a name");
+        let report = Reloaded {
+            added: vec![name("a")],
+            removed: vec![name("b"), name("c")],
+            changed: Vec::new(),
+            still_deleted: vec![name("d")],
+            daemons: None,
+        };
+        let answer = parse_answer(&answer_text(Ok(reloaded_json(&report)))).expect("ok");
+        assert_eq!(reloaded_from_json(&answer), Some(report));
+        assert_eq!(
+            reloaded_from_json(
+                &serde_json::json!({ "added": ["../x"], "removed": [], "changed": [], "still_deleted": [] })
+            ),
+            None,
+            "a name that is not a trigger name"
+        );
+        assert_eq!(reloaded_from_json(&serde_json::json!(null)), None);
     }
 }

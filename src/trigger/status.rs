@@ -105,6 +105,18 @@ pub struct Reloaded {
     pub changed: Vec<TriggerName>,
     /// Triggers still in the file that were deleted over the API, and so stay deleted.
     pub still_deleted: Vec<TriggerName>,
+    /// On a shared database: how every other live daemon's reload went, by daemon id (`None` on a database of one
+    /// daemon, and in the reports other daemons send back).
+    pub daemons: Option<Vec<DaemonReloaded>>,
+}
+
+/// How another daemon's reload went, as it answered the daemon that forwarded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonReloaded {
+    /// The daemon's id (`host-pid-random`).
+    pub daemon: String,
+    /// Its report, or why it did not reload (its refusal, or that it did not answer in time).
+    pub outcome: Result<Reloaded, String>,
 }
 
 /// How pushing one dead letter again went.

@@ -14,8 +14,8 @@ use chaintrigger::store::{ClusterView, PostgresOptions, PostgresStore, Store, Tr
 use tokio_util::sync::CancellationToken;
 
 use crate::support::daemon::{
-    Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, eventually, expected_ids,
-    first_arrivals, toml_str,
+    Behaviour, Daemon, DaemonFiles, Network, PATIENCE, Receiver, TriggerSpec, eventually,
+    expected_ids, first_arrivals, toml_str,
 };
 use crate::support::postgres::{TestDatabase, server};
 
@@ -78,6 +78,16 @@ impl Cluster {
 
     /// One configuration for all, but for the admin port and the `X-Daemon` header naming the daemon.
     fn write_config(&self, files: &DaemonFiles, index: usize) {
+        self.write_config_with(files, index, &TRIGGERS);
+    }
+
+    /// [`Cluster::write_config`] with these triggers (name, channel, event type).
+    fn write_config_with(
+        &self,
+        files: &DaemonFiles,
+        index: usize,
+        triggers: &[(&str, &str, &str)],
+    ) {
         std::fs::write(
             files.dir.path().join("pg-password"),
             &self.database.password,
@@ -93,7 +103,7 @@ impl Cluster {
             self.networks[0].channel_toml(),
             self.networks[1].channel_toml(),
         );
-        for (name, channel, event) in TRIGGERS {
+        for &(name, channel, event) in triggers {
             let target = format!(
                 "[triggers.target.http]\nurl = {}\nheaders = {{ \"X-Daemon\" = \"d{index}\" }}\n",
                 toml_str(&self.receiver.hook_url(name))
@@ -164,6 +174,16 @@ impl Cluster {
             },
         )
         .await
+    }
+
+    /// Once the channels are spread: the owner of `mychannel`, the owner of the other channel, and the daemon
+    /// owning neither.
+    async fn roles(&self) -> (usize, usize, usize) {
+        let [(owner, _), (other_owner, _)] = self.wait_spread().await;
+        let bystander = (0..3)
+            .find(|index| *index != owner && *index != other_owner)
+            .expect("a daemon owning nothing");
+        (owner, other_owner, bystander)
     }
 
     /// Generates `count` blocks on each channel, one every `every`, in the background.
@@ -474,10 +494,7 @@ async fn cluster_a_clean_stop_hands_the_channel_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_any_daemon_lists_every_trigger_with_its_owner_and_forwards_commands() {
     let mut cluster = Cluster::start().await;
-    let [(owner, _), (other_owner, _)] = cluster.wait_spread().await;
-    let bystander = (0..3)
-        .find(|index| *index != owner && *index != other_owner)
-        .expect("a daemon owning nothing");
+    let (owner, other_owner, bystander) = cluster.roles().await;
     cluster.networks[0].generate(3);
     cluster.wait_all_processed().await;
     let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
@@ -597,5 +614,196 @@ async fn cluster_any_daemon_lists_every_trigger_with_its_owner_and_forwards_comm
         "{again} / {owner_again}"
     );
     assert_eq!(again, owner_again, "the same answer as the owner's");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_repush_sent_to_a_non_owner_is_pushed_once_by_the_owner() {
+    let mut cluster = Cluster::start().await;
+    let (owner, other_owner, bystander) = cluster.roles().await;
+    let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
+
+    // The target refuses: the owner discards the events into dead letters.
+    cluster.receiver.set("main-txs", Behaviour::Status(500));
+    cluster.networks[0].generate(2);
+    cluster.wait_all_processed().await;
+    let (status, listed) = admin(bystander)
+        .call(reqwest::Method::GET, "/v1/triggers/main-txs/dead-letters")
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let letters: Vec<u64> = listed["dead_letters"]
+        .as_array()
+        .expect("dead letters")
+        .iter()
+        .map(|letter| letter["id"].as_u64().expect("an id"))
+        .collect();
+    assert!(letters.len() >= 2, "{listed}");
+    cluster.receiver.set("main-txs", Behaviour::Accept);
+
+    // One dead letter re-pushed through a daemon that does not own the channel: pushed once, by the owner.
+    let before = cluster.receiver.pushes("main-txs").len();
+    let repushed = admin(bystander)
+        .command("main-txs", &format!("dead-letters/{}/repush", letters[0]))
+        .await;
+    assert_eq!(repushed["id"].as_u64(), Some(letters[0]), "{repushed}");
+    assert_eq!(repushed["delivered"], true, "{repushed}");
+    assert_eq!(cluster.receiver.pushes("main-txs").len(), before + 1);
+    assert_eq!(
+        cluster.pushes_by("main-txs", owner, before),
+        1,
+        "pushed by the owner"
+    );
+
+    // The rest through the other channel's owner: each pushed once, by the owner.
+    let all = admin(other_owner)
+        .command("main-txs", "dead-letters/repush")
+        .await;
+    let outcomes = all["outcomes"].as_array().expect("outcomes");
+    assert_eq!(outcomes.len(), letters.len() - 1, "{all}");
+    assert!(
+        outcomes.iter().all(|outcome| outcome["delivered"] == true),
+        "{all}"
+    );
+    assert_eq!(
+        cluster.receiver.pushes("main-txs").len(),
+        before + letters.len()
+    );
+    assert_eq!(
+        cluster.pushes_by("main-txs", owner, before),
+        letters.len(),
+        "every re-push by the owner"
+    );
+
+    // Refusals carry the owner's answer.
+    let path = "/v1/triggers/main-txs/dead-letters/999999/repush";
+    let (status, refused) = admin(bystander).call(reqwest::Method::POST, path).await;
+    let (owner_status, owner_refused) = admin(owner).call(reqwest::Method::POST, path).await;
+    assert_eq!(
+        (status, owner_status),
+        (404, 404),
+        "{refused} / {owner_refused}"
+    );
+    assert_eq!(refused, owner_refused, "the same answer as the owner's");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_reload_sent_to_one_daemon_reloads_every_daemon() {
+    let mut cluster = Cluster::start().await;
+    let (owner, other_owner, bystander) = cluster.roles().await;
+    cluster.networks[0].generate(2);
+    cluster.wait_all_processed().await;
+
+    // The shared configuration gains a trigger; one daemon is told to reload.
+    let mut triggers = TRIGGERS.to_vec();
+    triggers.push(("new-blocks", "mychannel", "Block"));
+    for (index, files) in cluster.files.iter().enumerate() {
+        cluster.write_config_with(files, index, &triggers);
+    }
+    let admin = |index: usize| &cluster.daemons[index].as_ref().expect("running").admin;
+    let (status, report) = admin(bystander)
+        .call(reqwest::Method::POST, "/v1/reload")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["added"],
+        serde_json::json!(["new-blocks"]),
+        "{report}"
+    );
+    let others = report["daemons"]
+        .as_array()
+        .expect("the other daemons' reloads");
+    assert_eq!(others.len(), 2, "{report}");
+    for index in [owner, other_owner] {
+        let pid = format!(
+            "-{}-",
+            cluster.daemons[index].as_ref().expect("running").pid()
+        );
+        let other = others
+            .iter()
+            .find(|other| other["daemon"].as_str().unwrap_or_default().contains(&pid))
+            .unwrap_or_else(|| panic!("daemon d{index} in {report}"));
+        assert_eq!(other["reloaded"], true, "{other}");
+        assert_eq!(
+            other["report"]["added"],
+            serde_json::json!(["new-blocks"]),
+            "{other}"
+        );
+    }
+
+    // Every daemon lists it; only the channel's owner pushes its events.
+    for index in 0..3 {
+        let listed = admin(index).triggers().await;
+        assert!(listed.contains_key("new-blocks"), "d{index}: {listed:?}");
+    }
+    cluster.networks[0].generate(2);
+    let height = cluster.networks[0].height();
+    cluster
+        .receiver
+        .wait_accepted(
+            "new-blocks",
+            usize::try_from(height).expect("a height"),
+            PATIENCE,
+        )
+        .await;
+    let by_owner = format!("d{owner}");
+    let pushes = cluster.receiver.pushes("new-blocks");
+    assert!(
+        pushes.iter().all(|push| push
+            .headers
+            .get("x-daemon")
+            .is_some_and(|value| value.as_bytes() == by_owner.as_bytes())),
+        "pushed by the owner ({by_owner}) only: {:?}",
+        pushes
+            .iter()
+            .map(|push| push.headers.get("x-daemon"))
+            .collect::<Vec<_>>()
+    );
+
+    // Another daemon whose file does not load says so in the report; the others reload.
+    cluster.files[other_owner].write_raw("not = [valid");
+    let (status, report) = admin(bystander)
+        .call(reqwest::Method::POST, "/v1/reload")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let others = report["daemons"]
+        .as_array()
+        .expect("the other daemons' reloads");
+    let pid = format!(
+        "-{}-",
+        cluster.daemons[other_owner]
+            .as_ref()
+            .expect("running")
+            .pid()
+    );
+    for other in others {
+        let broken = other["daemon"].as_str().unwrap_or_default().contains(&pid);
+        assert_eq!(other["reloaded"], !broken, "{report}");
+        if broken {
+            assert!(
+                other["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("unclosed array"),
+                "{report}"
+            );
+        }
+    }
+    assert!(
+        admin(other_owner)
+            .triggers()
+            .await
+            .contains_key("new-blocks"),
+        "unchanged"
+    );
+
+    // A file that does not load is refused by the daemon it is sent to, and nothing is forwarded.
+    cluster.files[bystander].write_raw("not = [valid");
+    let (status, refused) = admin(bystander)
+        .call(reqwest::Method::POST, "/v1/reload")
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "config_rejected", "{refused}");
+    assert!(admin(owner).triggers().await.contains_key("new-blocks"));
     cluster.stop_all().await;
 }

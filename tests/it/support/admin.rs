@@ -148,6 +148,7 @@ impl TestEngine {
                 removed: vec![],
                 changed: vec!["contracts".into()],
                 still_deleted: vec![],
+                daemons: None,
             })),
         })
     }
