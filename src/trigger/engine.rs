@@ -623,18 +623,16 @@ impl Engine {
         for entry in self.channel_entries(channel) {
             let mut slot = entry.worker.lock().await;
             if let Some(mut worker) = slot.take() {
-                if handover == Handover::Finish {
+                let finished = handover == Handover::Finish && {
                     worker.finish.cancel();
-                    if tokio::time::timeout(self.lease_ttl / 3, &mut worker.join)
+                    tokio::time::timeout(self.lease_ttl / 3, &mut worker.join)
                         .await
                         .is_ok()
-                    {
-                        entry.shared.checkpoint.hold(None);
-                        continue;
-                    }
+                };
+                if !finished {
+                    worker.stop.cancel();
+                    let _ = worker.join.await;
                 }
-                worker.stop.cancel();
-                let _ = worker.join.await;
             }
             entry.shared.checkpoint.hold(None);
         }
