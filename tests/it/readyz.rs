@@ -27,10 +27,7 @@ async fn readyz(daemon: &Daemon) -> (u16, Value) {
 
 /// A loopback address nobody listens on (yet).
 async fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
+    SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()))
 }
 
 /// Relays every connection to `address` on to `peer` until dropped; dropping it closes every relayed connection,

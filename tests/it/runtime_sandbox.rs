@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chaintrigger::runtime::Namespaces;
 use serde_json::{Value, json};
 
+use crate::support::free_port;
 use crate::support::runtime::{
     KEY_ID, KEY_SECRET, TestRuntime, processes_with, skipping, test_dir, wait_until_gone,
     wait_until_running,
@@ -231,15 +232,6 @@ async fn escapees_die_when_the_runtime_stops() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // `chaintrigger runtime` and `serve` as processes
-
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `chaintrigger` process, killed when dropped.
 struct Running {

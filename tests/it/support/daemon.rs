@@ -611,10 +611,7 @@ impl DaemonFiles {
         let dir = test_dir("engine-daemon-");
         std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("write the admin token");
         std::fs::write(dir.path().join("fc-secret"), KEY_SECRET).expect("write the FC secret");
-        let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let admin_port = super::free_port();
         DaemonFiles { dir, admin_port }
     }
 
