@@ -114,6 +114,13 @@ pub const POOL_SIZE: usize = 4;
 /// How long opening a connection (TCP, TLS, authentication) may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Set on every connection: a transaction of the store is a few statements sent back to back, so one idle for a
+/// second has a client that was paused or cut off, and a network partition keeps its connection open for as long
+/// as TCP takes to notice (hours). The server then ends the session, and the lease row its fenced write locked is
+/// free for the daemon taking the channel over. Sent as a statement rather than a startup option, which poolers
+/// such as PgBouncer refuse; skipped when the URL's `options` set the parameter.
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = 1000";
+
 /// The advisory lock key that serialises migrations of daemons starting at once on one database.
 const MIGRATION_LOCK: i64 = 0x6368_6169_6e74_7267; // "chaintrg"
 
@@ -320,9 +327,20 @@ impl PostgresStore {
                 let path = self.path.clone();
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
+                        let error = crate::config::postgres_error_text(&error);
                         tracing::warn!(database = %path, %error, "connection to the database lost");
                     }
                 });
+                let operator_set =
+                    self.pool.config.get_options().is_some_and(|options| {
+                        options.contains("idle_in_transaction_session_timeout")
+                    });
+                if !operator_set {
+                    client
+                        .batch_execute(IDLE_IN_TRANSACTION)
+                        .await
+                        .map_err(|e| self.error(e))?;
+                }
                 Connection {
                     client,
                     statements: HashMap::new(),

@@ -1,16 +1,19 @@
 //! Three `serve` processes sharing one PostgreSQL database and two channels (two peer simulators over TLS), with a
 //! short lease time: channels spread over the daemons; an owner killed with `kill -9` in the middle of a burst is
 //! replaced within the lease bound; an owner paused (SIGSTOP) past its lease cannot push-and-checkpoint once resumed;
-//! an owner stopped cleanly hands its channel over at once. Every expected event arrives at least once, in chain
+//! an owner cut off from the database in the middle of a write is replaced within the lease bound and its held
+//! writes are refused once the link heals; an owner stopped cleanly hands its channel over at once. Every expected event arrives at least once, in chain
 //! order per trigger, and the stored positions never move backwards.
 //!
 //! Each daemon's trigger targets carry an `X-Daemon` header naming the daemon, so the receiver can tell who pushed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chaintrigger::store::{ClusterView, PostgresOptions, PostgresStore, Store, TriggerRecord};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::daemon::{
@@ -38,10 +41,18 @@ struct Cluster {
     receiver: Receiver,
     files: Vec<DaemonFiles>,
     daemons: Vec<Option<Daemon>>,
+    /// Each daemon's way to the database, which a test can cut.
+    links: Vec<Link>,
 }
 
 impl Cluster {
+    /// Three daemons, each connected straight to the database.
     async fn start() -> Cluster {
+        Cluster::start_linked(false).await
+    }
+
+    /// Three daemons; with `linked`, each reaches the database through a [`Link`] the test can cut.
+    async fn start_linked(linked: bool) -> Cluster {
         let database = tokio::task::spawn_blocking(|| server().create_database())
             .await
             .expect("a database");
@@ -66,7 +77,12 @@ impl Cluster {
             receiver,
             files: Vec::new(),
             daemons: Vec::new(),
+            links: Vec::new(),
         };
+        for _ in 0..if linked { 3 } else { 0 } {
+            let link = Link::start(&cluster.database.url).await;
+            cluster.links.push(link);
+        }
         for index in 0..3 {
             let files = DaemonFiles::new();
             cluster.write_config(&files, index);
@@ -97,7 +113,9 @@ impl Cluster {
             "instance_id = \"csi-engine-test\"\n\
              database = {{ url = \"{}\", password = {{ file = \"pg-password\" }}, lease_ttl = \"{}s\" }}\n\n\
              [admin]\nlisten = \"127.0.0.1:{}\"\ntoken = {{ file = \"admin-token\" }}\n\n{}\n{}\n",
-            self.database.url,
+            self.links
+                .get(index)
+                .map_or(&self.database.url, |link| &link.url),
             LEASE_TTL.as_secs(),
             files.admin_port,
             self.networks[0].channel_toml(),
@@ -428,11 +446,15 @@ async fn cluster_an_owner_paused_past_its_lease_cannot_push_or_write_once_resume
         cluster.pushes_by("main-blocks", owner, resumed_at[0]),
         cluster.pushes_by("main-txs", owner, resumed_at[1]),
     ];
+    let log = cluster.files[owner].log();
+    let all: Vec<String> = (0..3)
+        .map(|i| format!("== daemon {i}\n{}", cluster.files[i].log()))
+        .collect();
     assert!(
         late.iter().all(|pushes| *pushes <= 1),
-        "the resumed owner pushed {late:?} events after losing its lease (at most the one in flight each)"
+        "the resumed owner pushed {late:?} events after losing its lease (at most the one in flight each):\n{}",
+        all.join("\n")
     );
-    let log = cluster.files[owner].log();
     assert!(
         log.contains("the channel's lease was lost") || log.contains("the channel's lease is lost"),
         "the resumed daemon notices it lost the channel:\n{log}"
@@ -805,5 +827,238 @@ async fn cluster_a_reload_sent_to_one_daemon_reloads_every_daemon() {
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["code"], "config_rejected", "{refused}");
     assert!(admin(owner).triggers().await.contains_key("new-blocks"));
+    cluster.stop_all().await;
+}
+
+/// A daemon's way to the database: a TCP relay that a test can cut like a network partition (bytes stop flowing
+/// both ways, connections stay open and hang; new ones hang too) and heal (everything held flows on).
+struct Link {
+    /// The database URL through the relay.
+    url: String,
+    /// True while bytes flow from the daemon to the database.
+    to_server: watch::Sender<bool>,
+    /// True while bytes flow from the database to the daemon.
+    to_client: watch::Sender<bool>,
+    /// Set by [`Link::cut_in_a_transaction`]: the next transaction the database opens stops the replies.
+    armed: Arc<AtomicBool>,
+}
+
+/// The end of the database's answer to a fenced write's lease check (`SELECT 1 ... FOR SHARE`): one row, then
+/// `ReadyForQuery` inside a transaction block. The server now holds the lease row's lock and waits for the daemon.
+const LEASE_ROW_LOCKED: &[u8] = b"C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05T";
+
+impl Link {
+    async fn start(database_url: &str) -> Link {
+        let (scheme_user, rest) = database_url.split_once('@').expect("user@host in the URL");
+        let (authority, path) = rest.split_once('/').expect("a database name in the URL");
+        let (host, port) = authority.rsplit_once(':').expect("host:port in the URL");
+        let upstream = match percent_decode(host) {
+            dir if dir.starts_with('/') => Upstream::Unix(format!("{dir}/.s.PGSQL.{port}")),
+            _ => Upstream::Tcp(authority.to_owned()),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "{scheme_user}@127.0.0.1:{}/{path}",
+            listener.local_addr().unwrap().port()
+        );
+        let link = Link {
+            url,
+            to_server: watch::channel(true).0,
+            to_client: watch::channel(true).0,
+            armed: Arc::new(AtomicBool::new(false)),
+        };
+        let (to_server, to_client, armed) = (
+            link.to_server.clone(),
+            link.to_client.clone(),
+            link.armed.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (to_server, to_client, armed) =
+                    (to_server.clone(), to_client.clone(), armed.clone());
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Some(server) = upstream.connect().await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = tokio::io::split(server);
+                    // Either side closing closes both, as a connection through a network does: the database
+                    // ends the session of a daemon killed behind the link.
+                    tokio::select! {
+                        () = pump(client_read, server_write, &to_server, None) => {}
+                        () = pump(server_read, client_write, &to_client, Some(&armed)) => {}
+                    }
+                });
+            }
+        });
+        link
+    }
+
+    /// Cuts both ways.
+    fn cut(&self) {
+        self.to_server.send_replace(false);
+        self.to_client.send_replace(false);
+    }
+
+    /// Cuts in the middle of a write: when the database has locked the channel's lease row for a write of the
+    /// daemon, both ways, before its answer gets through. Returns once cut.
+    async fn cut_in_a_transaction(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+        let mut replies = self.to_client.subscribe();
+        tokio::time::timeout(PATIENCE, replies.wait_for(|open| !*open))
+            .await
+            .expect("the daemon writes")
+            .expect("the link is alive");
+        self.cut();
+    }
+
+    fn heal(&self) {
+        self.to_server.send_replace(true);
+        self.to_client.send_replace(true);
+    }
+}
+
+/// Where the database listens: the test server's Unix socket, or a server given by URL.
+#[derive(Clone)]
+enum Upstream {
+    Unix(String),
+    Tcp(String),
+}
+
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+
+impl Upstream {
+    async fn connect(&self) -> Option<Box<dyn Duplex>> {
+        Some(match self {
+            Upstream::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.ok()?),
+            Upstream::Tcp(address) => Box::new(tokio::net::TcpStream::connect(address).await.ok()?),
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Copies `from` to `to` while `gate` is open; while it is shut, holds what it read and reads nothing more. With
+/// `trip` armed, the first chunk that shows the lease row locked shuts the gate before it is passed on.
+async fn pump<R, W>(mut from: R, mut to: W, gate: &watch::Sender<bool>, trip: Option<&AtomicBool>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut open = gate.subscribe();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if open.wait_for(|open| *open).await.is_err() {
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read,
+            _ = open.wait_for(|open| !*open) => continue,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some(trip) = trip
+            && buf[..n]
+                .windows(LEASE_ROW_LOCKED.len())
+                .any(|window| window == LEASE_ROW_LOCKED)
+            && trip.swap(false, Ordering::SeqCst)
+        {
+            gate.send_replace(false);
+        }
+        if open.wait_for(|open| *open).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An owner cut off from the database (its connections hang, as in a network partition) loses its channel to
+/// another daemon within the lease bound and pushes nothing after its lease ran out by its own clock; once the
+/// partition heals, its held writes are refused by the fence: positions never move back, and every event arrives
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_an_owner_cut_off_from_the_database_stops_and_is_fenced_when_it_heals() {
+    let mut cluster = Cluster::start_linked(true).await;
+    let [(owner, generation), _] = cluster.wait_spread().await;
+    let (stop_watch, violations) = watch_positions(cluster.store.clone());
+    let burst = cluster.burst(200, Duration::from_millis(25));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    cluster.links[owner].cut_in_a_transaction().await;
+    let cut_at = Instant::now();
+    let (new_owner, new_generation) = eventually(
+        "another daemon takes the cut-off owner's channel",
+        PATIENCE,
+        || async {
+            cluster
+                .owner("mychannel")
+                .await
+                .filter(|(index, _)| *index != owner)
+        },
+    )
+    .await;
+    eprintln!("partition: channel taken over after {:?}", cut_at.elapsed());
+    assert!(new_generation > generation);
+    // Its lease has run out by its own clock: from here on it pushes nothing.
+    let quiet_from = [
+        cluster.pushes_by("main-blocks", owner, 0),
+        cluster.pushes_by("main-txs", owner, 0),
+    ];
+    tokio::time::sleep(LEASE_TTL * 2).await;
+    let during = [
+        cluster.pushes_by("main-blocks", owner, 0) - quiet_from[0],
+        cluster.pushes_by("main-txs", owner, 0) - quiet_from[1],
+    ];
+    assert_eq!(
+        during,
+        [0, 0],
+        "the cut-off owner pushed after its lease ran out"
+    );
+
+    cluster.links[owner].heal();
+    tokio::time::sleep(LEASE_TTL * 2).await;
+    let after_heal = [
+        cluster.pushes_by("main-blocks", owner, 0) - quiet_from[0],
+        cluster.pushes_by("main-txs", owner, 0) - quiet_from[1],
+    ];
+    assert!(
+        after_heal.iter().all(|pushes| *pushes <= 1),
+        "the healed daemon pushed {after_heal:?} events on a channel it lost (at most the one in flight each)"
+    );
+    assert_eq!(
+        cluster.owner("mychannel").await.map(|(index, _)| index),
+        Some(new_owner),
+        "the channel stays with its new owner"
+    );
+
+    burst.await.expect("the burst");
+    cluster.wait_all_processed().await;
+    stop_watch.cancel();
+    cluster.assert_every_event_in_order();
+    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
     cluster.stop_all().await;
 }
