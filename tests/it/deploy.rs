@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::fabric::TlsPki;
-use chaintrigger::config::{Config, HttpAuth, SecretSource, Target};
+use chaintrigger::config::{Config, Database, HttpAuth, SecretSource, Target};
 use serde_json::Value;
 
 /// The repository's root.
@@ -40,6 +40,9 @@ fn yaml_docs(path: &str) -> Vec<Value> {
 enum Mounted {
     /// This repository file (its path from the root).
     RepoFile(PathBuf),
+    /// A file the manifest's comment makes from a repository file (`sed ... > file`), made here in a temporary
+    /// folder (its absolute path).
+    Generated(PathBuf),
     /// A file the operator provides (a certificate, a key).
     OperatorFile,
     /// A folder of files the operator provides.
@@ -71,10 +74,11 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// The repository file the deployment mounts as its configuration.
+    /// The file the deployment mounts as its configuration: a repository file (relative to the root) or one made
+    /// from it (absolute).
     fn config_source(&self) -> PathBuf {
         match self.mounts.get(&self.config) {
-            Some(Mounted::RepoFile(source)) => source.clone(),
+            Some(Mounted::RepoFile(source) | Mounted::Generated(source)) => source.clone(),
             other => panic!(
                 "{}: the configuration {} is not a repository file: {other:?}",
                 self.name,
@@ -141,6 +145,14 @@ fn reads(config: &Config) -> Vec<(String, PathBuf, Content)> {
         }
     };
     secret("admin.token".into(), config.admin.token.get_ref(), &mut out);
+    if let Database::Postgres(postgres) = config.database.get_ref() {
+        if let Some(path) = &postgres.tls_ca {
+            out.push(("database.tls_ca".into(), path.clone(), Content::PeerCa));
+        }
+        if let Some(source) = &postgres.password {
+            secret("database.password".into(), source, &mut out);
+        }
+    }
     if let Some(path) = &config.admin.tls_certificate {
         out.push((
             "admin.tls_certificate".into(),
@@ -233,6 +245,9 @@ fn trigger_secrets(target: &Target) -> Vec<&SecretSource> {
 /// Every environment variable the configuration reads a secret from.
 fn env_secrets(config: &Config) -> BTreeSet<String> {
     let mut sources = vec![config.admin.token.get_ref()];
+    if let Database::Postgres(postgres) = config.database.get_ref() {
+        sources.extend(&postgres.password);
+    }
     if config.runtime.enabled
         && let Some(credentials) = &config.runtime.credentials
     {
@@ -250,17 +265,12 @@ fn env_secrets(config: &Config) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every path the configuration writes: the database's folder, the runtime's data folder.
+/// Every path the configuration writes: the SQLite database's folder, the runtime's data folder.
 fn writes(config: &Config) -> Vec<(String, PathBuf)> {
-    let mut out = vec![(
-        "database".to_owned(),
-        config
-            .database
-            .get_ref()
-            .parent()
-            .expect("a database folder")
-            .to_owned(),
-    )];
+    let mut out = Vec::new();
+    if let Some(folder) = config.database.get_ref().parent() {
+        out.push(("database".to_owned(), folder.to_owned()));
+    }
     if config.runtime.enabled {
         out.push((
             "runtime.data_dir".into(),
@@ -385,6 +395,7 @@ fn check_deployment(deployment: &Deployment) {
 
 const COMPOSE: &str = "deploy/container/compose.yaml";
 const KUBERNETES: &str = "deploy/kubernetes/chaintrigger.yaml";
+const KUBERNETES_CLUSTER: &str = "deploy/kubernetes/cluster.yaml";
 const SERVICE_MONITOR: &str = "deploy/kubernetes/servicemonitor.yaml";
 const UNIT: &str = "deploy/systemd/chaintrigger.service";
 const DOCKERFILE: &str = "deploy/container/Dockerfile";
@@ -569,8 +580,8 @@ fn of_kind(docs: &[Value], kind: &str) -> Vec<Value> {
 }
 
 /// The Deployment's pod spec and its only container.
-fn kubernetes_pod() -> (Value, Value) {
-    let deployments = of_kind(&yaml_docs(KUBERNETES), "Deployment");
+fn kubernetes_pod(manifest: &str) -> (Value, Value) {
+    let deployments = of_kind(&yaml_docs(manifest), "Deployment");
     assert_eq!(deployments.len(), 1);
     let pod = deployments[0]["spec"]["template"]["spec"].clone();
     let containers = pod["containers"].as_array().expect("containers").clone();
@@ -578,10 +589,67 @@ fn kubernetes_pod() -> (Value, Value) {
     (pod, containers[0].clone())
 }
 
+/// The files the manifest's comment makes with `sed '...' source > file`: file -> its content.
+fn generated_files(text: &str) -> BTreeMap<String, String> {
+    let comment: String = text
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| line.trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\\\n", " ");
+    let mut files = BTreeMap::new();
+    for line in comment.lines() {
+        let Some(command) = line.strip_prefix("sed '") else {
+            continue;
+        };
+        let (expression, rest) = command
+            .split_once('\'')
+            .expect("sed 'EXPRESSION' SOURCE > FILE");
+        let (source, output) = rest
+            .split_once('>')
+            .expect("sed 'EXPRESSION' SOURCE > FILE");
+        // The one form the manifests use: replace the line starting with a prefix, `s|^PREFIX.*|LINE|`.
+        let parts: Vec<&str> = expression.split('|').collect();
+        let [substitute, pattern, line_text, ""] = parts[..] else {
+            panic!("sed expression {expression}: expected s|^PREFIX.*|LINE|");
+        };
+        assert_eq!(substitute, "s", "sed expression {expression}");
+        let prefix = pattern
+            .strip_prefix('^')
+            .and_then(|pattern| pattern.strip_suffix(".*"))
+            .unwrap_or_else(|| panic!("sed expression {expression}: expected ^PREFIX.*"));
+        let source = read(source.trim());
+        assert!(
+            source.lines().any(|line| line.starts_with(prefix)),
+            "sed expression {expression}: {} has no line starting with {prefix:?}",
+            rest.trim()
+        );
+        let made: Vec<&str> = source
+            .lines()
+            .map(|line| {
+                if line.starts_with(prefix) {
+                    line_text
+                } else {
+                    line
+                }
+            })
+            .collect();
+        files.insert(output.trim().to_owned(), made.join("\n") + "\n");
+    }
+    files
+}
+
 fn kubernetes() -> Deployment {
-    let text = read(KUBERNETES);
+    kubernetes_manifest(KUBERNETES, Path::new("/nowhere"))
+}
+
+/// A Kubernetes manifest's Deployment; files its comment makes are written to `made_in`.
+fn kubernetes_manifest(manifest: &'static str, made_in: &Path) -> Deployment {
+    let text = read(manifest);
     let created = created_objects(&text);
-    let (pod, container) = kubernetes_pod();
+    let generated = generated_files(&text);
+    let (pod, container) = kubernetes_pod(manifest);
     let volumes: BTreeMap<String, Value> = pod["volumes"]
         .as_array()
         .expect("volumes")
@@ -598,7 +666,7 @@ fn kubernetes() -> Deployment {
             .get(&(kind.to_owned(), name.to_owned()))
             .and_then(|keys| keys.get(key))
             .unwrap_or_else(|| {
-                panic!("{KUBERNETES}: the {kind} {name} with key {key} is used but the comment does not create it")
+                panic!("{manifest}: the {kind} {name} with key {key} is used but the comment does not create it")
             })
             .clone()
     };
@@ -606,13 +674,13 @@ fn kubernetes() -> Deployment {
     for mount in container["volumeMounts"].as_array().expect("volumeMounts") {
         let volume = &volumes[mount["name"].as_str().expect("a volume name")];
         let path = PathBuf::from(mount["mountPath"].as_str().expect("a mountPath"));
-        if volume["persistentVolumeClaim"].is_object() {
+        if volume["persistentVolumeClaim"].is_object() || volume["emptyDir"].is_object() {
             mounts.insert(path, Mounted::State);
             continue;
         }
         assert_eq!(
             mount["readOnly"], "true",
-            "{KUBERNETES}: {mount} should be read-only"
+            "{manifest}: {mount} should be read-only"
         );
         let (kind, name, source) = if volume["configMap"].is_object() {
             let source = &volume["configMap"];
@@ -641,7 +709,11 @@ fn kubernetes() -> Deployment {
                 Some(_) => continue,
                 None => path.join(item_path),
             };
-            let mounted = if repo().join(&from).is_file() {
+            let mounted = if let Some(content) = generated.get(&from) {
+                let made = made_in.join(&from);
+                std::fs::write(&made, content).expect("write a file the comment makes");
+                Mounted::Generated(made)
+            } else if repo().join(&from).is_file() {
                 Mounted::RepoFile(PathBuf::from(from))
             } else {
                 Mounted::OperatorFile
@@ -666,7 +738,7 @@ fn kubernetes() -> Deployment {
         env.insert(name, value);
     }
     Deployment {
-        name: KUBERNETES,
+        name: manifest,
         config: config_argument(&strings(&container["args"])),
         mounts,
         env,
@@ -798,6 +870,32 @@ fn kubernetes_configuration_passes_check_config_with_the_environment_and_mounts_
     check_deployment(&kubernetes());
 }
 
+/// The cluster manifest's configuration is the container's with a PostgreSQL `database` (made by the `sed` in its
+/// comment): it loads, and every file and secret it reads (the database's CA and password included) is mounted.
+#[test]
+fn kubernetes_cluster_configuration_passes_check_config_with_the_environment_and_mounts_it_defines()
+{
+    let made = tempfile::tempdir().expect("a temporary folder");
+    let deployment = kubernetes_manifest(KUBERNETES_CLUSTER, made.path());
+    assert!(
+        matches!(
+            deployment.mounts.get(&deployment.config),
+            Some(Mounted::Generated(_))
+        ),
+        "{KUBERNETES_CLUSTER}: the configuration is the one its comment makes: {:?}",
+        deployment.mounts
+    );
+    let config = load(&deployment);
+    let Database::Postgres(postgres) = config.database.get_ref() else {
+        panic!("{KUBERNETES_CLUSTER}: the configuration's database is not PostgreSQL");
+    };
+    assert!(
+        postgres.url.as_str().contains("sslmode=require"),
+        "{KUBERNETES_CLUSTER}: the database connection must require TLS"
+    );
+    check_deployment(&deployment);
+}
+
 #[test]
 fn systemd_configuration_passes_check_config_with_the_environment_and_files_it_defines() {
     check_deployment(&systemd());
@@ -865,9 +963,11 @@ fn no_latest_tag_anywhere_and_images_are_pinned_to_the_package_version() {
         .as_str()
         .expect("an image")
         .to_owned();
-    let (_, container) = kubernetes_pod();
+    let (_, container) = kubernetes_pod(KUBERNETES);
     let kubernetes_image = container["image"].as_str().expect("an image").to_owned();
-    for image in [&compose_image, &kubernetes_image] {
+    let (_, container) = kubernetes_pod(KUBERNETES_CLUSTER);
+    let cluster_image = container["image"].as_str().expect("an image").to_owned();
+    for image in [&compose_image, &kubernetes_image, &cluster_image] {
         assert!(
             image.ends_with(&format!("/chaintrigger:{version}"))
                 || *image == format!("chaintrigger:{version}"),
@@ -1063,7 +1163,7 @@ fn probes_reach_the_admin_api_and_prometheus_sends_the_token() {
     let port = admin.listen.get_ref().port().to_string();
 
     // Kubernetes: HTTPS probes on the container's admin port, liveness /healthz, readiness /readyz.
-    let (_, container) = kubernetes_pod();
+    let (_, container) = kubernetes_pod(KUBERNETES);
     let ports = container["ports"].as_array().expect("ports");
     let admin_port = ports
         .iter()
@@ -1117,7 +1217,7 @@ fn probes_reach_the_admin_api_and_prometheus_sends_the_token() {
         .clone();
     assert_eq!(endpoint["authorization"]["credentials"], token_ref);
     let ca = &endpoint["tlsConfig"]["ca"]["secret"];
-    let (pod, _) = kubernetes_pod();
+    let (pod, _) = kubernetes_pod(KUBERNETES);
     let admin_tls = pod["volumes"]
         .as_array()
         .expect("volumes")
