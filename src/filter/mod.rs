@@ -297,9 +297,9 @@ impl Filter {
     pub fn apply(&self, envelope: &Value) -> Result<Vec<Value>, FilterError> {
         let input = match &self.inner.program {
             Program::Jq(_) => Input::Jq(to_jq(envelope)?),
-            Program::Jmespath(_) => Input::Jmespath(to_jmespath(envelope)?),
+            Program::Jmespath(_) => Input::Jmespath(to_jmespath(envelope)?, envelope),
         };
-        self.run(input, envelope, &Limits::default(), &|| false)
+        self.run(input, &Limits::default(), &|| false)
     }
 
     /// Runs the filter on a prepared envelope under the default [`Limits`], on the current thread: the conversion
@@ -324,16 +324,23 @@ impl Filter {
         // happens before the budget starts.
         let input = match &self.inner.program {
             Program::Jq(_) => Input::Jq(envelope.jq()?.clone()),
-            Program::Jmespath(_) => Input::Jmespath(envelope.jmespath()?.clone()),
+            Program::Jmespath(_) => {
+                let converted = envelope.jmespath()?.clone();
+                let json = envelope.json().map_err(|message| FilterError {
+                    language: Language::Jmespath,
+                    kind: ErrorKind::Raised,
+                    message,
+                })?;
+                Input::Jmespath(converted, json)
+            }
         };
-        self.run(input, envelope.json(), limits, cancelled)
+        self.run(input, limits, cancelled)
     }
 
-    /// Runs the filter on `input`, the event `json` converted to its language; see [`Filter::evaluate`].
+    /// Runs the filter on `input`, the event converted to its language; see [`Filter::evaluate`].
     fn run(
         &self,
-        input: Input,
-        json: &Value,
+        input: Input<'_>,
         limits: &Limits,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<Value>, FilterError> {
@@ -363,7 +370,7 @@ impl Filter {
                         jq::JqError::Output(error) => fail(ErrorKind::Output, error.to_string()),
                     })
                 }
-                (Program::Jmespath(program), Input::Jmespath(input)) => {
+                (Program::Jmespath(program), Input::Jmespath(input, json)) => {
                     jmespath::run(program, &input, json, &mut outputs).map_err(|error| {
                         match error {
                             jmespath::JmespathError::Raised(message) => {
@@ -408,10 +415,10 @@ pub const MAX_SOURCE_BYTES: usize = 16 << 10;
 /// a debug build (2.7 KiB optimised), and a level takes at least one byte.
 const COMPILE_STACK_PER_BYTE: usize = 16 << 10;
 
-/// The event in the filter's language.
-enum Input {
+/// The event in the filter's language (JMESPath's with the envelope's JSON, which its `true` pushes).
+enum Input<'a> {
     Jq(Val),
-    Jmespath(::jmespath::Rcvar),
+    Jmespath(::jmespath::Rcvar, &'a Value),
 }
 
 /// The error for an evaluation that passed a limit.
@@ -470,9 +477,15 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// An event envelope ready for filtering (Send + Sync, share it with `Arc`): its conversions to jq and JMESPath
 /// values happen at most once per event, however many triggers filter it.
+///
+/// An envelope given as JSON text (what the daemon does: [`Envelope::from_text`]) is parsed straight into the
+/// language a filter needs: a jq filter never has a `serde_json::Value` built at all, which halves what building
+/// and dropping the event's tree costs; the `Value` is parsed only for JMESPath (whose `true` pushes it).
 pub struct Envelope {
-    /// The envelope itself: what a filter without a filter (or `true` in JMESPath) pushes.
-    json: Value,
+    /// The envelope as compact JSON text, when it was given that way.
+    text: Option<Box<[u8]>>,
+    /// The envelope itself: what JMESPath's `true` pushes. Given, or parsed from `text` on first use.
+    json: OnceLock<Result<Value, String>>,
     jq: OnceLock<Result<Val, String>>,
     jmespath: OnceLock<Result<::jmespath::Rcvar, String>>,
 }
@@ -481,20 +494,43 @@ impl Envelope {
     /// Wraps an envelope; nothing is converted until a filter needs it.
     pub fn new(json: Value) -> Self {
         Envelope {
-            json,
+            text: None,
+            json: OnceLock::from(Ok(json)),
             jq: OnceLock::new(),
             jmespath: OnceLock::new(),
         }
     }
 
-    /// The envelope as JSON.
-    pub fn json(&self) -> &Value {
-        &self.json
+    /// Wraps an envelope written as JSON text; nothing is parsed until a filter needs it. Text that is not JSON
+    /// fails each filter that reads it, with the parser's message.
+    pub fn from_text(text: Vec<u8>) -> Self {
+        Envelope {
+            text: Some(text.into_boxed_slice()),
+            json: OnceLock::new(),
+            jq: OnceLock::new(),
+            jmespath: OnceLock::new(),
+        }
+    }
+
+    /// The envelope as a JSON value (parsed now if it was given as text).
+    pub fn json(&self) -> Result<&Value, String> {
+        self.json
+            .get_or_init(|| match &self.text {
+                Some(text) => serde_json::from_slice(text).map_err(|e| e.to_string()),
+                None => Err("an envelope holds JSON or its text".to_owned()),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn jq(&self) -> Result<&Val, FilterError> {
         self.jq
-            .get_or_init(|| to_jq(&self.json).map_err(|e| e.message))
+            .get_or_init(|| match &self.text {
+                Some(text) => serde_json::from_slice::<Val>(text).map_err(|e| e.to_string()),
+                None => self
+                    .json()
+                    .and_then(|json| to_jq(json).map_err(|e| e.message)),
+            })
             .as_ref()
             .map_err(|message| FilterError {
                 language: Language::Jq,
@@ -505,7 +541,10 @@ impl Envelope {
 
     fn jmespath(&self) -> Result<&::jmespath::Rcvar, FilterError> {
         self.jmespath
-            .get_or_init(|| to_jmespath(&self.json).map_err(|e| e.message))
+            .get_or_init(|| {
+                self.json()
+                    .and_then(|json| to_jmespath(json).map_err(|e| e.message))
+            })
             .as_ref()
             .map_err(|message| FilterError {
                 language: Language::Jmespath,
@@ -535,7 +574,13 @@ fn to_jmespath(json: &Value) -> Result<::jmespath::Rcvar, FilterError> {
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Envelope").field(&self.json).finish()
+        match &self.text {
+            Some(text) => f
+                .debug_tuple("Envelope")
+                .field(&String::from_utf8_lossy(text))
+                .finish(),
+            None => f.debug_tuple("Envelope").field(&self.json).finish(),
+        }
     }
 }
 

@@ -351,7 +351,50 @@ fn a_prepared_envelope_gives_the_same_payloads_and_is_shared_between_threads() {
     for thread in threads {
         thread.join().unwrap();
     }
-    assert_eq!(envelope.json(), &event);
+    assert_eq!(envelope.json(), Ok(&event));
+}
+
+#[test]
+fn an_envelope_given_as_text_gives_what_the_same_envelope_as_json_gives() {
+    let event = fixture("tx_taskmgr_valid.json");
+    let text = serde_json::to_vec(&event).unwrap();
+    let example_5 = format!(r#"{EXAMPLE_4} | .[] | select(.key=="special_key")"#);
+    for filter in [
+        jq(EXAMPLE_4),
+        jq(&example_5),
+        jq(EXAMPLE_6),
+        // Key order, numbers and strings come through the text unchanged.
+        jq("."),
+        jq("keys_unsorted, (.content | keys_unsorted), .content.block_number, tojson"),
+        jmespath("content.state == 'VALID'"),
+        jmespath("content.to"),
+    ] {
+        let from_text = Envelope::from_text(text.clone());
+        assert_eq!(
+            filter.apply_to(&from_text).unwrap(),
+            filter.apply_to(&Envelope::new(event.clone())).unwrap(),
+            "{}",
+            filter.source()
+        );
+    }
+    assert_eq!(Envelope::from_text(text).json(), Ok(&event));
+}
+
+#[test]
+fn an_envelope_whose_text_is_not_json_fails_each_filter_with_the_parser_message() {
+    for text in [&b"{\"id\": "[..], b"", b"\xff\xfe", b"{} trailing"] {
+        let envelope = Envelope::from_text(text.to_vec());
+        for filter in [jq("."), jmespath("id")] {
+            let error = filter.apply_to(&envelope).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Raised, "{error}");
+            assert!(
+                error.message.contains("line 1"),
+                "{:?}: {error}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert!(envelope.json().is_err());
+    }
 }
 
 fn evaluate(filter: &Filter, timeout_ms: u64) -> Result<Vec<Value>, FilterError> {

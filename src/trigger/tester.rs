@@ -249,7 +249,7 @@ mod tests {
         let report = test(&blocks[..1], &spec("Block", Language::Jq, None)).await;
         assert_eq!(
             report.events[0].outputs,
-            [blocks[0].events[0].envelope().json().clone()]
+            [blocks[0].events[0].json().clone()]
         );
     }
 

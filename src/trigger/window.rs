@@ -46,10 +46,16 @@ impl ChainEvent {
         }
     }
 
-    /// The envelope, built on the first call (once per event, whichever trigger asks first).
+    /// The envelope as JSON, for a trigger without a filter (built on the first call, kept with the event).
+    pub fn json(&self) -> &serde_json::Value {
+        self.event.envelope()
+    }
+
+    /// The envelope for filters, written as JSON text on the first call (once per event, whichever trigger asks
+    /// first).
     pub fn envelope(&self) -> &Envelope {
         self.envelope
-            .get_or_init(|| Envelope::new(self.event.build_envelope()))
+            .get_or_init(|| Envelope::from_text(self.event.to_json()))
     }
 }
 

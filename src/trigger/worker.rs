@@ -98,7 +98,7 @@ pub async fn payloads(
     index: usize,
 ) -> Result<Vec<Value>, FilterError> {
     match filter {
-        None => Ok(vec![block.events[index].envelope().json().clone()]),
+        None => Ok(vec![block.events[index].json().clone()]),
         Some(filter) => {
             let envelope = EventEnvelope {
                 block: Arc::clone(block),
