@@ -248,6 +248,76 @@ impl Cluster {
         }
     }
 
+    /// How many pushes the receiver has had so far for `main-blocks` and `main-txs` (the triggers of `mychannel`).
+    fn marks(&self) -> [usize; 2] {
+        [
+            self.receiver.pushes("main-blocks").len(),
+            self.receiver.pushes("main-txs").len(),
+        ]
+    }
+
+    /// The pushes daemon `index` made for `main-blocks` and `main-txs` since `marks`.
+    fn pushes_since(&self, index: usize, marks: [usize; 2]) -> [usize; 2] {
+        [
+            self.pushes_by("main-blocks", index, marks[0]),
+            self.pushes_by("main-txs", index, marks[1]),
+        ]
+    }
+
+    /// Waits until a daemon other than `owner` holds `mychannel`'s lease (`why`: how `owner` lost it); returns it
+    /// and its generation.
+    async fn taken_from(&self, owner: usize, why: &str) -> (usize, i64) {
+        eventually(
+            &format!("another daemon takes the channel of the {why} owner"),
+            PATIENCE,
+            || async {
+                self.owner("mychannel")
+                    .await
+                    .filter(|(index, _)| *index != owner)
+            },
+        )
+        .await
+    }
+
+    /// After `owner` lost `mychannel` to `new_owner` and came back (resumed, healed) at `marks`, and a while of
+    /// blocks: it pushed at most the event it had in flight per trigger, and the channel stayed where it went.
+    async fn assert_lost_for_good(&self, owner: usize, marks: [usize; 2], new_owner: usize) {
+        let late = self.pushes_since(owner, marks);
+        assert!(
+            late.iter().all(|pushes| *pushes <= 1),
+            "daemon {owner} pushed {late:?} events after losing its lease (at most the one in flight each):\n{}",
+            self.logs()
+        );
+        assert_eq!(
+            self.owner("mychannel").await.map(|(index, _)| index),
+            Some(new_owner),
+            "the channel stays with its new owner:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Every daemon's log, for a failure message.
+    fn logs(&self) -> String {
+        (0..self.files.len())
+            .map(|index| format!("== daemon {index}\n{}", self.files[index].log()))
+            .collect()
+    }
+
+    /// Ends a burst watched by [`watch_positions`]: waits for it and for every trigger to process it, then checks
+    /// that every event arrived in order and that no stored position moved back. Returns the repeats per trigger.
+    async fn finish_watched_burst(
+        &self,
+        burst: tokio::task::JoinHandle<()>,
+        (stop_watch, violations): (CancellationToken, Arc<Mutex<Vec<String>>>),
+    ) -> HashMap<&'static str, usize> {
+        burst.await.expect("the burst");
+        self.wait_all_processed().await;
+        stop_watch.cancel();
+        let repeats = self.assert_every_event_in_order();
+        assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+        repeats
+    }
+
     /// Every expected event arrived at least once, first arrivals in chain order; returns the repeats per trigger.
     fn assert_every_event_in_order(&self) -> HashMap<&'static str, usize> {
         let mut repeats = HashMap::new();
@@ -355,7 +425,7 @@ async fn cluster_with_three_daemons_no_daemon_owns_both_channels() {
 async fn cluster_kill_9_of_an_owner_in_a_burst_loses_no_event() {
     let mut cluster = Cluster::start().await;
     let [(owner, generation), _] = cluster.wait_spread().await;
-    let (stop_watch, violations) = watch_positions(cluster.store.clone());
+    let watch = watch_positions(cluster.store.clone());
     let burst = cluster.burst(150, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
@@ -391,15 +461,11 @@ async fn cluster_kill_9_of_an_owner_in_a_burst_loses_no_event() {
         "takeover took {first_push:?}"
     );
 
-    burst.await.expect("the burst");
-    cluster.wait_all_processed().await;
-    stop_watch.cancel();
-    let repeats = cluster.assert_every_event_in_order();
+    let repeats = cluster.finish_watched_burst(burst, watch).await;
     // The dead owner had at most one event in flight per trigger of its channel.
     assert!(repeats["main-blocks"] <= 1, "{repeats:?}");
     assert!(repeats["main-txs"] <= 1, "{repeats:?}");
     assert_eq!(repeats["other-txs"], 0, "{repeats:?}");
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
     cluster.stop_all().await;
 }
 
@@ -407,23 +473,13 @@ async fn cluster_kill_9_of_an_owner_in_a_burst_loses_no_event() {
 async fn cluster_an_owner_paused_past_its_lease_cannot_push_or_write_once_resumed() {
     let mut cluster = Cluster::start().await;
     let [(owner, generation), _] = cluster.wait_spread().await;
-    let (stop_watch, violations) = watch_positions(cluster.store.clone());
+    let watch = watch_positions(cluster.store.clone());
     let burst = cluster.burst(200, Duration::from_millis(25));
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     let paused = cluster.daemons[owner].as_ref().expect("the owner");
     paused.signal(libc::SIGSTOP);
-    let (new_owner, new_generation) = eventually(
-        "another daemon takes the paused owner's channel",
-        PATIENCE,
-        || async {
-            cluster
-                .owner("mychannel")
-                .await
-                .filter(|(index, _)| *index != owner)
-        },
-    )
-    .await;
+    let (new_owner, new_generation) = cluster.taken_from(owner, "paused").await;
     assert!(new_generation > generation);
     // The new owner pushes meanwhile.
     let pushed = cluster.receiver.pushes("main-blocks").len();
@@ -432,44 +488,23 @@ async fn cluster_an_owner_paused_past_its_lease_cannot_push_or_write_once_resume
     })
     .await;
 
-    let resumed_at = [
-        cluster.receiver.pushes("main-blocks").len(),
-        cluster.receiver.pushes("main-txs").len(),
-    ];
+    let resumed_at = cluster.marks();
     cluster.daemons[owner]
         .as_ref()
         .expect("the owner")
         .signal(libc::SIGCONT);
     // Let it run a while with blocks coming: it must find out it lost the channel, and not push meanwhile.
     tokio::time::sleep(LEASE_TTL * 2).await;
-    let late = [
-        cluster.pushes_by("main-blocks", owner, resumed_at[0]),
-        cluster.pushes_by("main-txs", owner, resumed_at[1]),
-    ];
+    cluster
+        .assert_lost_for_good(owner, resumed_at, new_owner)
+        .await;
     let log = cluster.files[owner].log();
-    let all: Vec<String> = (0..3)
-        .map(|i| format!("== daemon {i}\n{}", cluster.files[i].log()))
-        .collect();
-    assert!(
-        late.iter().all(|pushes| *pushes <= 1),
-        "the resumed owner pushed {late:?} events after losing its lease (at most the one in flight each):\n{}",
-        all.join("\n")
-    );
     assert!(
         log.contains("the channel's lease was lost") || log.contains("the channel's lease is lost"),
         "the resumed daemon notices it lost the channel:\n{log}"
     );
-    assert_eq!(
-        cluster.owner("mychannel").await.map(|(index, _)| index),
-        Some(new_owner),
-        "the channel stays with its new owner"
-    );
 
-    burst.await.expect("the burst");
-    cluster.wait_all_processed().await;
-    stop_watch.cancel();
-    cluster.assert_every_event_in_order();
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    cluster.finish_watched_burst(burst, watch).await;
     cluster.stop_all().await;
 }
 
@@ -1004,61 +1039,30 @@ where
 async fn cluster_an_owner_cut_off_from_the_database_stops_and_is_fenced_when_it_heals() {
     let mut cluster = Cluster::start_linked(true).await;
     let [(owner, generation), _] = cluster.wait_spread().await;
-    let (stop_watch, violations) = watch_positions(cluster.store.clone());
+    let watch = watch_positions(cluster.store.clone());
     let burst = cluster.burst(200, Duration::from_millis(25));
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     cluster.links[owner].cut_in_a_transaction().await;
     let cut_at = Instant::now();
-    let (new_owner, new_generation) = eventually(
-        "another daemon takes the cut-off owner's channel",
-        PATIENCE,
-        || async {
-            cluster
-                .owner("mychannel")
-                .await
-                .filter(|(index, _)| *index != owner)
-        },
-    )
-    .await;
+    let (new_owner, new_generation) = cluster.taken_from(owner, "cut-off").await;
     eprintln!("partition: channel taken over after {:?}", cut_at.elapsed());
     assert!(new_generation > generation);
     // Its lease has run out by its own clock: from here on it pushes nothing.
-    let quiet_from = [
-        cluster.pushes_by("main-blocks", owner, 0),
-        cluster.pushes_by("main-txs", owner, 0),
-    ];
+    let quiet_from = cluster.marks();
     tokio::time::sleep(LEASE_TTL * 2).await;
-    let during = [
-        cluster.pushes_by("main-blocks", owner, 0) - quiet_from[0],
-        cluster.pushes_by("main-txs", owner, 0) - quiet_from[1],
-    ];
     assert_eq!(
-        during,
+        cluster.pushes_since(owner, quiet_from),
         [0, 0],
         "the cut-off owner pushed after its lease ran out"
     );
 
     cluster.links[owner].heal();
     tokio::time::sleep(LEASE_TTL * 2).await;
-    let after_heal = [
-        cluster.pushes_by("main-blocks", owner, 0) - quiet_from[0],
-        cluster.pushes_by("main-txs", owner, 0) - quiet_from[1],
-    ];
-    assert!(
-        after_heal.iter().all(|pushes| *pushes <= 1),
-        "the healed daemon pushed {after_heal:?} events on a channel it lost (at most the one in flight each)"
-    );
-    assert_eq!(
-        cluster.owner("mychannel").await.map(|(index, _)| index),
-        Some(new_owner),
-        "the channel stays with its new owner"
-    );
+    cluster
+        .assert_lost_for_good(owner, quiet_from, new_owner)
+        .await;
 
-    burst.await.expect("the burst");
-    cluster.wait_all_processed().await;
-    stop_watch.cancel();
-    cluster.assert_every_event_in_order();
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    cluster.finish_watched_burst(burst, watch).await;
     cluster.stop_all().await;
 }
