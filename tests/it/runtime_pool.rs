@@ -448,6 +448,13 @@ async fn python_environment_and_context() {
     if unsafe { libc::geteuid() } == 0 {
         assert_ne!(result["uid"], 0, "handlers must not run as root");
     }
+    // The handler changed its context after reading it: the next call on the same instance gets a fresh one.
+    let again = json(&h.call_as(&spec, "ctx-2", b"").await);
+    assert_eq!(again["env"]["FC_INSTANCE_ID"], env["FC_INSTANCE_ID"]);
+    let mut expected = context.clone();
+    expected["request_id"] = "ctx-2".into();
+    assert_eq!(again["context"], expected);
+    assert_eq!(again["baggages_before"], 0);
 }
 
 #[tokio::test]

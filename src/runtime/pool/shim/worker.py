@@ -30,7 +30,8 @@ SHIM_FILE = os.path.abspath(__file__)
 
 os.set_inheritable(REQUEST_FD, False)
 os.set_inheritable(RESPONSE_FD, False)
-_requests = os.fdopen(REQUEST_FD, "rb", buffering=0)
+# Buffered: a frame's length and its body usually arrive in one read from the pipe (only this process reads it).
+_requests = os.fdopen(REQUEST_FD, "rb")
 _responses = os.fdopen(RESPONSE_FD, "wb", buffering=0)
 
 _current_request_id = ""
@@ -107,49 +108,61 @@ def _configure_logging():
 
 
 class _Namespace:
-    def __init__(self, **fields):
+    def __init__(self, fields):
         self.__dict__.update(fields)
 
     def __repr__(self):
         return repr(self.__dict__)
 
 
-class FCContext:
-    """The `context` argument: the same attribute names as Function Compute's Python runtime."""
+class _ContextFields:
+    """What every invocation's context holds, read from the setup once per process."""
 
-    def __init__(self, setup, request_id):
+    def __init__(self, setup):
         ctx = setup["context"]
         creds = ctx["credentials"]
         function = ctx["function"]
         service = ctx["service"]
-        self.request_id = request_id
-        self.credentials = _Namespace(
-            access_key_id=creds["accessKeyId"],
-            access_key_secret=creds["accessKeySecret"],
-            security_token=creds["securityToken"],
-            accessKeyId=creds["accessKeyId"],
-            accessKeySecret=creds["accessKeySecret"],
-            securityToken=creds["securityToken"],
-        )
-        self.function = _Namespace(
-            name=function["name"],
-            handler=function["handler"],
-            memory=function["memory"],
-            timeout=function["timeout"],
-            initializer=function["initializer"],
-            initialization_timeout=function["initializationTimeout"],
-        )
-        self.service = _Namespace(
-            name=service["name"],
-            log_project=service["logProject"],
-            log_store=service["logStore"],
-            qualifier=service["qualifier"],
-            version_id=service["versionId"],
-        )
+        self.credentials = {
+            "access_key_id": creds["accessKeyId"],
+            "access_key_secret": creds["accessKeySecret"],
+            "security_token": creds["securityToken"],
+            "accessKeyId": creds["accessKeyId"],
+            "accessKeySecret": creds["accessKeySecret"],
+            "securityToken": creds["securityToken"],
+        }
+        self.function = {
+            "name": function["name"],
+            "handler": function["handler"],
+            "memory": function["memory"],
+            "timeout": function["timeout"],
+            "initializer": function["initializer"],
+            "initialization_timeout": function["initializationTimeout"],
+        }
+        self.service = {
+            "name": service["name"],
+            "log_project": service["logProject"],
+            "log_store": service["logStore"],
+            "qualifier": service["qualifier"],
+            "version_id": service["versionId"],
+        }
         self.region = ctx["region"]
         self.account_id = ctx["accountId"]
+
+
+class FCContext:
+    """The `context` argument: the same attribute names as Function Compute's Python runtime. A new one, with new
+    attribute objects, for every call: what a handler changes in it does not reach the next call."""
+
+    def __init__(self, fields, request_id):
+        self.request_id = request_id
+        self.credentials = _Namespace(fields.credentials)
+        self.function = _Namespace(fields.function)
+        self.service = _Namespace(fields.service)
+        self.region = fields.region
+        self.account_id = fields.account_id
         self.tracing = _Namespace(
-            span_context=None, jaeger_endpoint=None, span_baggages={}, parent_span_id=None
+            {"span_context": None, "jaeger_endpoint": None, "span_baggages": {}, "parent_span_id": None}
         )
 
     def getLogger(self):
@@ -347,6 +360,7 @@ def main():
         sys.stderr.write("runtime protocol error: expected setup, got %r\n" % kind)
         sys.exit(70)
     setup = json.loads(body)
+    context_fields = _ContextFields(setup)
     code_dir = setup["codeDir"]
     # The function's modules are found in its code, never next to this shim.
     shim_dir = os.path.dirname(SHIM_FILE)
@@ -360,7 +374,7 @@ def main():
             _current_request_id = body.decode()
             try:
                 initializer = _resolve(setup["initializer"])
-                initializer(FCContext(setup, _current_request_id))
+                initializer(FCContext(context_fields, _current_request_id))
             except Exception as error:
                 _log_error(error)
                 _write_frame(b"U", _error_body(error))
@@ -373,7 +387,7 @@ def main():
             try:
                 if handler is None:
                     handler = _resolve(setup["handler"])
-                result = handler(event, FCContext(setup, _current_request_id))
+                result = handler(event, FCContext(context_fields, _current_request_id))
                 response = _to_body(result)
             except Exception as error:
                 _log_error(error)
@@ -390,7 +404,7 @@ def main():
             try:
                 if handler is None:
                     handler = _resolve(setup["handler"])
-                response = _call_wsgi(handler, head, request_body, FCContext(setup, _current_request_id))
+                response = _call_wsgi(handler, head, request_body, FCContext(context_fields, _current_request_id))
             except _BadResponse as error:
                 sys.stderr.write("bad response: %s\n" % error)
                 response = _bad_response(str(error))
