@@ -843,7 +843,7 @@ impl Instance {
 
     /// Whether the process already ended (an uncaught error while idle, an external kill).
     pub fn has_exited(&mut self) -> bool {
-        self.process.try_wait().is_some()
+        self.process.has_exited()
     }
 
     /// Kills the process and everything it started (its PID namespace, or its process group without one).

@@ -39,6 +39,20 @@ impl HandlerProcess {
         self.pid
     }
 
+    /// Whether it has exited, as far as the reactor has seen its pidfd become readable: no system call while it
+    /// runs (this is asked before every invocation on a warm instance). A process that died a moment ago and is not
+    /// seen yet fails its invocation as any process dying during one does.
+    pub fn has_exited(&mut self) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match self.pidfd.poll_read_ready(&mut context) {
+            std::task::Poll::Pending => false,
+            std::task::Poll::Ready(_) => self.try_wait().is_some(),
+        }
+    }
+
     /// Its wait status if it has exited (reaping it).
     pub fn try_wait(&mut self) -> Option<i32> {
         if self.status.is_none() {
