@@ -261,28 +261,9 @@ impl Daemon {
         Ok((field("VmRSS:"), field("VmHWM:")))
     }
 
-    /// The daemon's CPU time so far (user + system, every thread), from `/proc/<pid>/stat`.
+    /// The daemon's CPU time so far (user + system, every thread).
     fn cpu_time(&self) -> BenchResult<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // The command name (field 2) may hold spaces: count the fields after its closing parenthesis.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .ok_or("no command name in /proc/<pid>/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-        let ticks: u64 = [11, 12]
-            .iter()
-            .map(|&i| {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum();
-        // SAFETY: sysconf only reads a configuration value.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+        process_cpu_time(&self.child.id().to_string())
     }
 
     /// Handler start times by event id, from the function's log.
@@ -337,6 +318,30 @@ impl Daemon {
 }
 
 /// Tx event ids of blocks `from..to`.
+/// A process's CPU time so far (user + system, every thread), from `/proc/<pid>/stat` (`self` for this process).
+fn process_cpu_time(pid: &str) -> BenchResult<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count the fields after its closing parenthesis.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("no command name in /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|&i| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
 fn tx_event_ids(chain: &Chain, from: u64, to: u64) -> BenchResult<Vec<(String, u64)>> {
     let options = ExtractOptions {
         instance_id: "csi-bench".to_owned(),
@@ -782,6 +787,9 @@ struct CatchUpRow {
     /// The daemon's CPU time (all threads, user + system) over the timed blocks, per block: what the daemon
     /// costs, apart from the simulator that shares the machine's cores with it.
     cpu_per_block: Duration,
+    /// This process's CPU time over the same blocks, per block: the simulator serving them over TLS (and the
+    /// admin API polled every 5 ms). Daemon and simulator share the machine's two cores.
+    simulator_cpu_per_block: Duration,
     from_start: Duration,
 }
 
@@ -795,7 +803,7 @@ async fn catch_up(bin: &Path, chain: &Chain) -> BenchResult<CatchUpRow> {
     );
     let spawned = Instant::now();
     let mut daemon = start_daemon(bin, dir.path(), chain, false, &triggers).await?;
-    let mut first: Option<(Instant, u64, Duration)> = None;
+    let mut first: Option<(Instant, u64, Duration, Duration)> = None;
     loop {
         daemon.check_alive()?;
         let position = daemon
@@ -805,17 +813,21 @@ async fn catch_up(bin: &Path, chain: &Chain) -> BenchResult<CatchUpRow> {
             .map_or(0, |t| t.position.block);
         let now = Instant::now();
         if position > 0 && first.is_none() {
-            first = Some((now, position, daemon.cpu_time()?));
+            first = Some((now, position, daemon.cpu_time()?, process_cpu_time("self")?));
         }
         if position >= head {
             let cpu = daemon.cpu_time()?;
-            let (since, from, cpu_before) = first.unwrap_or((spawned, 0, Duration::ZERO));
+            let simulator_cpu = process_cpu_time("self")?;
+            let (since, from, cpu_before, simulator_before) =
+                first.unwrap_or((spawned, 0, Duration::ZERO, Duration::ZERO));
             let blocks = head - from;
             let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
             return Ok(CatchUpRow {
                 blocks,
                 rate: blocks as f64 / seconds,
                 cpu_per_block: cpu.saturating_sub(cpu_before) / blocks.max(1) as u32,
+                simulator_cpu_per_block: simulator_cpu.saturating_sub(simulator_before)
+                    / blocks.max(1) as u32,
                 from_start: now.duration_since(spawned),
             });
         }
@@ -833,19 +845,20 @@ fn catch_up_part(runtime: &tokio::runtime::Runtime, blocks: u64) -> BenchResult<
         "\ncatch-up: 1 Block trigger from block 0 over {blocks} generated blocks, a jq filter that never matches (nothing pushed)"
     );
     println!(
-        "| binary | run | blocks timed | blocks/s | daemon CPU per block (us) | blocks per daemon CPU second | daemon start to head (s) |"
+        "| binary | run | blocks timed | blocks/s | daemon CPU per block (us) | blocks per daemon CPU second | simulator CPU per block (us) | daemon start to head (s) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for run in 1..=3 {
         // The binaries one after the other, on the same chain.
         for (label, bin) in &binaries {
             let row = runtime.block_on(catch_up(bin, &chain))?;
             let cpu_us = row.cpu_per_block.as_secs_f64() * 1e6;
             println!(
-                "| {label} | {run} | {} | {:.0} | {cpu_us:.1} | {:.0} | {:.2} |",
+                "| {label} | {run} | {} | {:.0} | {cpu_us:.1} | {:.0} | {:.1} | {:.2} |",
                 row.blocks,
                 row.rate,
                 1e6 / cpu_us.max(1e-3),
+                row.simulator_cpu_per_block.as_secs_f64() * 1e6,
                 row.from_start.as_secs_f64()
             );
         }

@@ -53,7 +53,7 @@ pub use jmespath::MAX_NESTING as MAX_JMESPATH_NESTING;
 pub use jq::MAX_FROMJSON_DEPTH;
 pub use meter::MeteredAllocator;
 pub use output::bytes_text;
-pub use pool::{FilterPool, PoolStatus};
+pub use pool::{Answer, FilterPool, PoolStatus};
 
 use budget::Budget;
 use output::Outputs;

@@ -31,6 +31,12 @@
 //!   waiting.
 //! - A thread whose evaluation went past the depth or memory limit exits after answering and is replaced, which
 //!   gives the stack and heap it touched back to the system.
+//! - A job may hold several events of one trigger ([`FilterPool::evaluate_many`]): one hand-over to a thread and
+//!   one answer instead of one per event, which is most of what a cheap filter costs when a trigger reads a
+//!   backlog. Each event is evaluated under its own limits and timed on its own (the watcher and [`SLOW`] look
+//!   at the event running now). A job gives its thread up after [`BATCH_SLICE`] and answers the events it
+//!   evaluated so far, so one trigger's backlog never holds a thread longer than one slow event would; the
+//!   caller sends the rest again, behind the work that waited meanwhile.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,9 +81,12 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(50);
 pub const HARD_MEMORY_FACTOR: usize = 4;
 /// The fewest abandoned overrun threads a pool replaces before it stops replacing them.
 pub const MIN_ABANDONED: usize = 4;
+/// How long a job of several events keeps its thread before it answers the events evaluated so far (at least
+/// one is always evaluated).
+pub const BATCH_SLICE: Duration = Duration::from_millis(2);
 
 /// What one evaluation sends back.
-type Answer = Result<Vec<Value>, FilterError>;
+pub type Answer = Result<Vec<Value>, FilterError>;
 
 /// A bounded pool of evaluation threads; see the module documentation. Dropping it lets its threads end once
 /// idle.
@@ -122,13 +131,13 @@ struct State {
 
 struct Job {
     filter: Filter,
-    envelope: Box<dyn AsRef<Envelope> + Send>,
+    /// The events to evaluate, in order (at least one).
+    envelopes: Vec<Box<dyn AsRef<Envelope> + Send>>,
     limits: Limits,
     reply: Arc<Reply>,
 }
 
 struct Running {
-    started: Instant,
     limits: Limits,
     reply: Arc<Reply>,
     overrun: Arc<AtomicBool>,
@@ -136,25 +145,73 @@ struct Running {
     filter: Filter,
 }
 
-/// Where an evaluation's answer goes: taken once, by the thread that ran it or by the watcher.
-struct Reply(Mutex<Option<oneshot::Sender<Answer>>>);
+/// Where a job's answers go: collected as its events are evaluated, and sent once, by the thread that ran it or
+/// by the watcher.
+struct Reply(Mutex<Replying>);
+
+struct Replying {
+    sender: Option<oneshot::Sender<Vec<Answer>>>,
+    /// The answers so far, in the job's order.
+    answers: Vec<Answer>,
+    /// When the evaluation running now started: what the time limit and [`SLOW`] are measured from.
+    started: Instant,
+}
 
 impl Reply {
-    fn sender(&self) -> MutexGuard<'_, Option<oneshot::Sender<Answer>>> {
+    fn new(sender: oneshot::Sender<Vec<Answer>>) -> Reply {
+        Reply(Mutex::new(Replying {
+            sender: Some(sender),
+            answers: Vec::new(),
+            started: Instant::now(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Replying> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn send(&self, answer: Answer) {
-        if let Some(sender) = self.sender().take() {
-            let _ = sender.send(answer);
+    /// Marks the start of the job's next evaluation.
+    fn start(&self) -> Instant {
+        let now = Instant::now();
+        self.lock().started = now;
+        now
+    }
+
+    /// When the evaluation running now started.
+    fn started(&self) -> Instant {
+        self.lock().started
+    }
+
+    /// Adds the next answer; `false` once the job was answered (by the watcher), or nobody waits any more.
+    fn push(&self, answer: Answer) -> bool {
+        let mut replying = self.lock();
+        if replying
+            .sender
+            .as_ref()
+            .is_none_or(oneshot::Sender::is_closed)
+        {
+            return false;
+        }
+        replying.answers.push(answer);
+        true
+    }
+
+    /// Sends the answers so far, with `last` after them; later pushes are ignored.
+    fn send(&self, last: Option<Answer>) {
+        let mut replying = self.lock();
+        if let Some(sender) = replying.sender.take() {
+            let mut answers = std::mem::take(&mut replying.answers);
+            answers.extend(last);
+            let _ = sender.send(answers);
         }
     }
 
     /// Whether nobody waits for the answer any more.
     fn abandoned(&self) -> bool {
-        self.sender()
+        self.lock()
+            .sender
             .as_ref()
             .is_none_or(oneshot::Sender::is_closed)
     }
@@ -227,38 +284,68 @@ impl FilterPool {
     where
         E: AsRef<Envelope> + Send + 'static,
     {
+        let mut answers = self.evaluate_many(filter, vec![envelope], limits).await;
+        answers.truncate(1);
+        answers.pop().unwrap_or_else(|| Err(no_answer(filter)))
+    }
+
+    /// Runs `filter` on each of `envelopes` in order, each under `limits`, in one job: the answers of the first
+    /// events, at least one (none only for no envelopes). Fewer answers than envelopes: the job gave its thread
+    /// up after [`BATCH_SLICE`], or an evaluation failed in a way that ended its thread (past a limit, overrun);
+    /// the caller sends the rest again. Dropping the future abandons the job: it is skipped if still queued, and
+    /// its evaluation stops at its next check if running.
+    pub async fn evaluate_many<E>(
+        &self,
+        filter: &Filter,
+        envelopes: Vec<E>,
+        limits: Limits,
+    ) -> Vec<Answer>
+    where
+        E: AsRef<Envelope> + Send + 'static,
+    {
+        if envelopes.is_empty() {
+            return Vec::new();
+        }
         if let Some(reason) = filter.overran() {
-            return Err(FilterError {
+            return vec![Err(FilterError {
                 language: filter.language(),
                 kind: ErrorKind::Overrun,
                 message: format!(
                     "not run: {reason}; a filter that could not be interrupted is not run again, so that it holds \
                      no more filter threads: change it and reload the configuration (or restart the daemon)"
                 ),
-            });
+            })];
         }
         let (sender, receiver) = oneshot::channel();
-        let reply = Arc::new(Reply(Mutex::new(Some(sender))));
+        let reply = Arc::new(Reply::new(sender));
         {
             let mut state = self.shared.lock();
             if state.live == 0 {
-                return Err(unavailable(filter, state.abandoned));
+                return vec![Err(unavailable(filter, state.abandoned))];
             }
             state.queue.push_back(Job {
                 filter: filter.clone(),
-                envelope: Box::new(envelope),
+                envelopes: envelopes
+                    .into_iter()
+                    .map(|envelope| Box::new(envelope) as Box<dyn AsRef<Envelope> + Send>)
+                    .collect(),
                 limits,
                 reply,
             });
         }
         self.shared.work.notify_one();
-        receiver.await.unwrap_or_else(|_| {
-            Err(FilterError {
-                language: filter.language(),
-                kind: ErrorKind::Panicked,
-                message: "the filter thread ended without an answer".to_owned(),
-            })
-        })
+        match receiver.await {
+            Ok(answers) if !answers.is_empty() => answers,
+            _ => vec![Err(no_answer(filter))],
+        }
+    }
+}
+
+fn no_answer(filter: &Filter) -> FilterError {
+    FilterError {
+        language: filter.language(),
+        kind: ErrorKind::Panicked,
+        message: "the filter thread ended without an answer".to_owned(),
     }
 }
 
@@ -332,10 +419,10 @@ impl Shared {
                 if job.reply.abandoned() {
                     continue;
                 }
+                job.reply.start();
                 state.running.insert(
                     id,
                     Running {
-                        started: Instant::now(),
                         limits: job.limits,
                         reply: Arc::clone(&job.reply),
                         overrun: Arc::clone(overrun),
@@ -367,18 +454,28 @@ fn serve(shared: &Arc<Shared>, id: u64, overrun: &Arc<AtomicBool>) {
             memory: job.limits.memory.min(memory_cap),
             ..job.limits
         };
-        meter::set_hard_cap(limits.memory.saturating_mul(HARD_MEMORY_FACTOR));
         let reply = Arc::clone(&job.reply);
         let cancelled = || reply.abandoned();
-        let started = Instant::now();
-        let answer = job
-            .filter
-            .evaluate((*job.envelope).as_ref(), &limits, &cancelled);
-        meter::set_hard_cap(0);
-        give_back(started.elapsed(), meter::peak_bytes());
+        let sliced = Instant::now();
+        let mut retire = false;
+        for (done, envelope) in job.envelopes.iter().enumerate() {
+            if done > 0 && (sliced.elapsed() > BATCH_SLICE || reply.abandoned()) {
+                break;
+            }
+            let started = reply.start();
+            meter::set_hard_cap(limits.memory.saturating_mul(HARD_MEMORY_FACTOR));
+            let answer = job
+                .filter
+                .evaluate((**envelope).as_ref(), &limits, &cancelled);
+            meter::set_hard_cap(0);
+            give_back(started.elapsed(), meter::peak_bytes());
+            retire =
+                matches!(&answer, Err(e) if matches!(e.kind, ErrorKind::Depth | ErrorKind::Memory));
+            if !reply.push(answer) || retire {
+                break;
+            }
+        }
         drop(job);
-        let retire =
-            matches!(&answer, Err(e) if matches!(e.kind, ErrorKind::Depth | ErrorKind::Memory));
         let mut state = shared.lock();
         if overrun.load(Ordering::SeqCst) {
             // The watcher answered for this evaluation and replaced this thread meanwhile.
@@ -395,7 +492,7 @@ fn serve(shared: &Arc<Shared>, id: u64, overrun: &Arc<AtomicBool>) {
             shared.refill(&mut state);
         }
         drop(state);
-        reply.send(answer);
+        reply.send(None);
         if leave {
             break;
         }
@@ -434,7 +531,7 @@ fn watch(shared: &Arc<Shared>) {
             .running
             .iter()
             .filter(|(_, running)| {
-                now.saturating_duration_since(running.started)
+                now.saturating_duration_since(running.reply.started())
                     > running.limits.timeout.saturating_add(GRACE)
             })
             .map(|(id, _)| *id)
@@ -456,7 +553,7 @@ fn watch(shared: &Arc<Shared>) {
             running
                 .filter
                 .mark_overran(format!("on an earlier event {}", error.message));
-            running.reply.send(Err(error));
+            running.reply.send(Some(Err(error)));
         }
         shared.refill(&mut state);
         // Work waits while every thread is busy with an evaluation that has run a while: one more thread, so that
@@ -465,7 +562,7 @@ fn watch(shared: &Arc<Shared>) {
         let all_slow = state
             .running
             .values()
-            .all(|running| now.saturating_duration_since(running.started) > SLOW);
+            .all(|running| now.saturating_duration_since(running.reply.started()) > SLOW);
         if !state.queue.is_empty()
             && idle == 0
             && all_slow
@@ -477,7 +574,8 @@ fn watch(shared: &Arc<Shared>) {
         if state.live == 0 {
             let abandoned = state.abandoned;
             for job in state.queue.drain(..) {
-                job.reply.send(Err(unavailable(&job.filter, abandoned)));
+                job.reply
+                    .send(Some(Err(unavailable(&job.filter, abandoned))));
             }
         }
     }

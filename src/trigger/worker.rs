@@ -6,7 +6,10 @@
 //!   block it needs next, or while it holds an event in Exception, so the slot goes to another trigger meanwhile.
 //! - Each event of the trigger's type goes through the filter, evaluated on the [`FilterPool`] (off the async
 //!   runtime, under the trigger's filter limits; a filter past its limits is a run-time filter error, so the
-//!   trigger holds the event in Exception); each output is pushed in order with the retry policy; the event's
+//!   trigger holds the event in Exception). The events the trigger will reach next, from blocks already at hand
+//!   (the window's, or those its catch-up stream has received), go to the pool in the same job ([`Answers`]):
+//!   filters have no effects, so evaluating early changes nothing but the number of hand-overs. Each output is
+//!   pushed in order with the retry policy; the event's
 //!   outcome goes through the state machine and is written in one store transaction with
 //!   the new position. The position never moves past an event whose outcome is not recorded.
 //! - Events that do not concern the trigger (another type, filtered out) move the position in memory only; the
@@ -20,8 +23,11 @@
 //!   lease (it waits otherwise, until the lease is renewed or the engine stops it), and ends when the store refuses
 //!   a write as fenced: the channel belongs to another daemon now, which resumes from the stored position.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures::FutureExt;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -37,12 +43,19 @@ use crate::config;
 use crate::dispatch::retry::ExceptionSchedule;
 use crate::dispatch::{Delivery, Dispatcher, PushKey};
 use crate::fabric::decode::{BlockDecoder, VerifyError};
-use crate::fabric::deliver::DeliverError;
-use crate::filter::{Envelope, Filter, FilterError, FilterPool, Limits};
+use crate::fabric::deliver::{DeliverError, DeliveredBlock};
+use crate::filter::{Answer, Envelope, Filter, FilterError, FilterPool, Limits};
 use crate::store::StoreError;
 
 /// How often a worker waiting for its channel's lease to be renewed looks again.
 const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+/// The most blocks a catching-up trigger holds read ahead of the one it works on (only blocks its stream has
+/// already received are taken: reading ahead never waits).
+const READ_AHEAD_BLOCKS: usize = 32;
+/// The most bytes (as delivered) of blocks held read ahead.
+const READ_AHEAD_BYTES: usize = 8 << 20;
+/// The most events one filter job holds.
+const FILTER_BATCH: usize = 64;
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
 #[derive(Debug)]
@@ -162,10 +175,155 @@ pub struct Worker {
 /// The worker's moving parts between blocks.
 #[derive(Default)]
 struct Moving {
-    /// The catch-up stream and its decoder, while the trigger is behind the window.
-    catch_up: Option<(CatchUp, BlockDecoder)>,
+    /// The catch-up stream, while the trigger is behind the window.
+    catch_up: Option<Behind>,
     /// The Exception retry delays, while the trigger holds an event.
     exception: Option<ExceptionSchedule>,
+    /// Filter answers for events the trigger has not reached yet.
+    answers: Answers,
+}
+
+/// A trigger's own catch-up stream, its decoder, and the blocks read from it that the trigger has not reached.
+struct Behind {
+    stream: CatchUp,
+    decoder: BlockDecoder,
+    /// What the stream brought after the block in hand, in order: taken while the stream had it at hand
+    /// (never waited for), so that its events can share filter jobs. A read that is not a usable block ends it.
+    ahead: VecDeque<(Read, usize)>,
+    /// The bytes (as delivered) of the blocks in `ahead`.
+    ahead_bytes: usize,
+}
+
+/// One block (or the failure to get it) from a catch-up stream.
+enum Read {
+    Ready(Arc<BlockEvents>),
+    /// Block `number` arrived but cannot be used.
+    Unusable {
+        number: u64,
+        error: PrepareError,
+    },
+    /// The stream failed while block `number` was next.
+    Failed {
+        number: Option<u64>,
+        error: DeliverError,
+    },
+}
+
+impl Behind {
+    fn new(stream: CatchUp) -> Behind {
+        Behind {
+            stream,
+            decoder: BlockDecoder::new(),
+            ahead: VecDeque::new(),
+            ahead_bytes: 0,
+        }
+    }
+
+    /// Whether the next read is block `number`.
+    fn serves(&self, number: u64) -> bool {
+        match self.ahead.front() {
+            Some((Read::Ready(block), _)) => block.number == number,
+            Some((Read::Unusable { number: next, .. }, _)) => *next == number,
+            Some((Read::Failed { number: next, .. }, _)) => *next == Some(number),
+            None => self.stream.next_block_number() == Some(number),
+        }
+    }
+
+    /// Decodes, verifies and extracts what the stream delivered.
+    fn read(
+        &mut self,
+        feed: &ChannelFeed,
+        delivered: Result<DeliveredBlock, DeliverError>,
+    ) -> (Read, usize) {
+        match delivered {
+            Ok(delivered) => {
+                let number = delivered.number;
+                let size = delivered.bytes.len();
+                match feed.prepare(&mut self.decoder, delivered) {
+                    Ok(block) => (Read::Ready(block), size),
+                    Err(error) => (Read::Unusable { number, error }, size),
+                }
+            }
+            Err(error) => (
+                Read::Failed {
+                    number: self.stream.next_block_number(),
+                    error,
+                },
+                0,
+            ),
+        }
+    }
+
+    /// Takes what the stream has already received, within the read-ahead bounds, up to the first read that is
+    /// not a usable block.
+    fn read_ahead(&mut self, feed: &ChannelFeed) {
+        while self.ahead.len() < READ_AHEAD_BLOCKS && self.ahead_bytes < READ_AHEAD_BYTES {
+            // Cancel-safe: a block not ready now stays with the stream.
+            let Some(delivered) = self.stream.next_block().now_or_never() else {
+                return;
+            };
+            let (read, size) = self.read(feed, delivered);
+            let usable = matches!(read, Read::Ready(_));
+            self.ahead_bytes += size;
+            self.ahead.push_back((read, size));
+            if !usable {
+                return;
+            }
+        }
+    }
+
+    /// The next read: held ahead, or waited for (then reading ahead what else arrived).
+    async fn next(&mut self, feed: &ChannelFeed) -> Read {
+        if let Some((read, size)) = self.ahead.pop_front() {
+            self.ahead_bytes -= size;
+            return read;
+        }
+        let delivered = self.stream.next_block().await;
+        let (read, _) = self.read(feed, delivered);
+        if matches!(read, Read::Ready(_)) {
+            self.read_ahead(feed);
+        }
+        read
+    }
+
+    /// Asks the next peer for block `number` again; what was read ahead of it goes.
+    fn reject(&mut self, number: u64, reason: String) {
+        self.ahead.clear();
+        self.ahead_bytes = 0;
+        self.stream.reject(number, reason);
+    }
+
+    /// The usable blocks read ahead, in order.
+    fn blocks_ahead(&self) -> impl Iterator<Item = &Arc<BlockEvents>> {
+        self.ahead.iter().map_while(|(read, _)| match read {
+            Read::Ready(block) => Some(block),
+            _ => None,
+        })
+    }
+}
+
+/// Filter answers worked out for events after the one in hand, in chain order. An answer belongs to one copy of
+/// a block: a block read again (refused, or from another stream) is evaluated again.
+#[derive(Default)]
+struct Answers(VecDeque<(Arc<BlockEvents>, usize, Answer)>);
+
+impl Answers {
+    /// The answer for event `index` of `block`, if worked out; drops those for events before it.
+    fn take(&mut self, block: &Arc<BlockEvents>, index: usize) -> Option<Answer> {
+        while let Some((held, at, _)) = self.0.front() {
+            let here = Arc::ptr_eq(held, block);
+            if here && *at == index {
+                return self.0.pop_front().map(|(_, _, answer)| answer);
+            }
+            let before = held.number < block.number
+                || (held.number == block.number && (!here || *at < index));
+            if !before {
+                return None;
+            }
+            self.0.pop_front();
+        }
+        None
+    }
 }
 
 impl Worker {
@@ -275,8 +433,8 @@ impl Worker {
         self.checkpoint()
             .note_error(format!("block {} refused: {error}", block.number));
         match moving.catch_up.as_mut() {
-            Some((catch_up, _)) => {
-                catch_up.reject(block.number, error.to_string());
+            Some(behind) => {
+                behind.reject(block.number, error.to_string());
                 Ok(())
             }
             None => {
@@ -347,8 +505,7 @@ impl Worker {
         number: u64,
         moving: &mut Moving,
     ) -> Result<Option<Arc<BlockEvents>>, Halt> {
-        let fresh =
-            !matches!(&moving.catch_up, Some((s, _)) if s.next_block_number() == Some(number));
+        let fresh = !matches!(&moving.catch_up, Some(behind) if behind.serves(number));
         if fresh {
             // Its slot first: with one slot, waiting for a new one while holding the old would wait forever.
             moving.catch_up = None;
@@ -358,46 +515,122 @@ impl Worker {
                 _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
                 catch_up = self.feed.catch_up(number, self.stop.child_token(), self.def().name.as_str()) => catch_up,
             };
-            moving.catch_up = Some((catch_up, BlockDecoder::new()));
+            moving.catch_up = Some(Behind::new(catch_up));
         }
-        let Some((subscription, decoder)) = moving.catch_up.as_mut() else {
+        let Some(behind) = moving.catch_up.as_mut() else {
             return Ok(None);
         };
-        let delivered = tokio::select! {
+        let read = tokio::select! {
             _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
-            delivered = subscription.next_block() => delivered,
+            read = behind.next(&self.feed) => read,
         };
-        match delivered {
-            Ok(delivered) => {
-                let got = delivered.number;
-                match self.feed.prepare(decoder, delivered) {
-                    Ok(block) => Ok(Some(block)),
-                    Err(PrepareError::Verify(error)) => {
-                        tracing::error!(trigger = %self.def().name, block = got, %error, "block fails verification; asking the next peer for it");
-                        self.checkpoint()
-                            .note_error(format!("block {got} refused: {error}"));
-                        subscription.reject(got, error.to_string());
-                        Ok(None)
-                    }
-                    Err(error) => {
-                        tracing::error!(trigger = %self.def().name, block = got, %error, "block cannot be decoded; asking for it again");
-                        self.checkpoint().note_error(format!("block {got} {error}"));
-                        moving.catch_up = None;
-                        tokio::select! {
-                            _ = self.stop.cancelled() => Err(Halt::Stopped),
-                            _ = self.shutdown.cancelled() => Err(Halt::Stopped),
-                            _ = tokio::time::sleep(DECODE_RETRY) => Ok(None),
-                        }
-                    }
+        match read {
+            Read::Ready(block) => Ok(Some(block)),
+            Read::Unusable {
+                number: got,
+                error: PrepareError::Verify(error),
+            } => {
+                tracing::error!(trigger = %self.def().name, block = got, %error, "block fails verification; asking the next peer for it");
+                self.checkpoint()
+                    .note_error(format!("block {got} refused: {error}"));
+                behind.reject(got, error.to_string());
+                Ok(None)
+            }
+            Read::Unusable { number: got, error } => {
+                tracing::error!(trigger = %self.def().name, block = got, %error, "block cannot be decoded; asking for it again");
+                self.checkpoint().note_error(format!("block {got} {error}"));
+                moving.catch_up = None;
+                tokio::select! {
+                    _ = self.stop.cancelled() => Err(Halt::Stopped),
+                    _ = self.shutdown.cancelled() => Err(Halt::Stopped),
+                    _ = tokio::time::sleep(DECODE_RETRY) => Ok(None),
                 }
             }
-            Err(DeliverError::Shutdown { .. }) => Err(Halt::Stopped),
-            Err(error) => {
+            Read::Failed {
+                error: DeliverError::Shutdown { .. },
+                ..
+            } => Err(Halt::Stopped),
+            Read::Failed { error, .. } => {
                 tracing::warn!(trigger = %self.def().name, %error, "catch-up stream error");
                 self.checkpoint().note_error(error.to_string());
                 Ok(None)
             }
         }
+    }
+
+    /// The filter's answer for event `index` of `block`: worked out already, or evaluated now in one pool job
+    /// with the next events of the trigger's type in the blocks at hand (whose answers are kept for later).
+    async fn filtered(
+        &self,
+        filter: &Filter,
+        block: &Arc<BlockEvents>,
+        index: usize,
+        moving: &mut Moving,
+    ) -> Answer {
+        if let Some(answer) = moving.answers.take(block, index) {
+            return answer;
+        }
+        let batch = self.batch(block, index, moving);
+        let positions: Vec<(Arc<BlockEvents>, usize)> = batch
+            .iter()
+            .map(|event| (Arc::clone(&event.block), event.index))
+            .collect();
+        let answers = FilterPool::shared()
+            .evaluate_many(filter, batch, self.def().filter_limits)
+            .await;
+        let mut answers = positions.into_iter().zip(answers);
+        let first = answers.next().map(|(_, answer)| answer);
+        moving
+            .answers
+            .0
+            .extend(answers.map(|((block, index), answer)| (block, index, answer)));
+        first.unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Event `index` of `block` and the events of the trigger's type after it, in the blocks at hand (this one,
+    /// those read ahead while catching up, the window's), up to [`FILTER_BATCH`].
+    fn batch(&self, block: &Arc<BlockEvents>, index: usize, moving: &Moving) -> Vec<EventEnvelope> {
+        let def = self.def();
+        let mut batch = vec![EventEnvelope {
+            block: Arc::clone(block),
+            index,
+        }];
+        let mut add = |block: &Arc<BlockEvents>, from: usize| {
+            for (index, event) in block.events.iter().enumerate().skip(from) {
+                if batch.len() >= FILTER_BATCH {
+                    return false;
+                }
+                if def.receives(event) {
+                    batch.push(EventEnvelope {
+                        block: Arc::clone(block),
+                        index,
+                    });
+                }
+            }
+            true
+        };
+        if !add(block, index + 1) {
+            return batch;
+        }
+        match &moving.catch_up {
+            Some(behind) => {
+                for ahead in behind.blocks_ahead() {
+                    if !add(ahead, 0) {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let mut number = block.number;
+                while let Some(next) = number.checked_add(1)
+                    && let Lookup::Here(ahead) = self.feed.lookup(next)
+                    && add(&ahead, 0)
+                {
+                    number = next;
+                }
+            }
+        }
+        batch
     }
 
     /// Processes the events of `block` from `start` on.
@@ -430,11 +663,13 @@ impl Worker {
             );
             // Off the async runtime, under the trigger's limits; a stopped worker stops waiting at once (and the
             // evaluation stops at its next step).
-            let evaluation = payloads(def.filter.as_ref(), def.filter_limits, block, index);
-            let payloads = tokio::select! {
-                _ = self.stop.cancelled() => return Err(Halt::Stopped),
-                _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
-                evaluated = evaluation => evaluated,
+            let payloads = match &def.filter {
+                None => Ok(vec![event.json().clone()]),
+                Some(filter) => tokio::select! {
+                    _ = self.stop.cancelled() => return Err(Halt::Stopped),
+                    _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
+                    answer = self.filtered(filter, block, index, moving) => answer,
+                },
             }
             .map_err(|error| format!("the filter failed on event {} ({at}): {error}", event.id));
             let filtered = Instant::now();

@@ -238,3 +238,101 @@ async fn a_jmespath_result_that_doubles_at_every_step_is_contained() {
     );
     wait_status(&pool, "a live thread", |s| s.live == 1);
 }
+
+fn numbered(n: u64) -> Arc<Envelope> {
+    Arc::new(Envelope::new(json!({"id": format!("tx-{n}"), "n": n})))
+}
+
+#[tokio::test]
+async fn several_events_in_one_job_are_answered_in_order() {
+    let pool = FilterPool::new(1);
+    let envelopes: Vec<_> = (0..40).map(numbered).collect();
+    let answers = pool
+        .evaluate_many(
+            &jq("select(.n % 3 == 0) | .id"),
+            envelopes,
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(answers.len(), 40, "quick evaluations fit one slice");
+    for (n, answer) in answers.into_iter().enumerate() {
+        let expected = if n % 3 == 0 {
+            vec![json!(format!("tx-{n}"))]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(answer.expect("runs"), expected, "event {n}");
+    }
+    assert!(
+        pool.evaluate_many(&jq("."), Vec::<Arc<Envelope>>::new(), Limits::default())
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_slow_events_gives_its_thread_up_after_its_slice() {
+    let pool = Arc::new(FilterPool::new(1));
+    // Each evaluation takes longer than the slice.
+    let slow = jq("last(range(2000000)) | .");
+    let envelopes: Vec<_> = (0..20).map(numbered).collect();
+    let job = {
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move { pool.evaluate_many(&slow, envelopes, limits(60_000)).await })
+    };
+    wait_status(&pool, "the slow job runs", |s| s.busy == 1);
+    // Queued behind it on the only thread: answered after its first evaluation, not after all twenty.
+    let started = Instant::now();
+    let healthy = pool
+        .evaluate(&jq(".id"), numbered(7), Limits::default())
+        .await
+        .expect("runs");
+    let waited = started.elapsed();
+    assert_eq!(healthy, vec![json!("tx-7")]);
+    let answers = job.await.expect("the task");
+    assert!(
+        !answers.is_empty() && answers.len() < 20,
+        "{} answers: the job kept its thread",
+        answers.len()
+    );
+    for answer in &answers {
+        assert_eq!(answer.as_ref().expect("runs"), &vec![json!(1999999)]);
+    }
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+}
+
+#[tokio::test]
+async fn a_job_ends_at_an_event_past_its_memory_limit() {
+    let pool = FilterPool::new(1);
+    let filter = jq("if .n == 1 then [range(1e10)] | length else .n end");
+    let answers = pool
+        .evaluate_many(&filter, (0..4).map(numbered).collect(), limits(30_000))
+        .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0].as_ref().expect("runs"), &vec![json!(0)]);
+    let error = answers[1].as_ref().expect_err("over the memory limit");
+    assert_eq!(error.kind, ErrorKind::Memory, "{error}");
+    // The events after it are evaluated again by the caller, on the replacement thread.
+    wait_status(&pool, "the thread is replaced", |s| {
+        s.live == 1 && s.busy == 0
+    });
+    let rest = pool
+        .evaluate_many(&jq(".n"), (2..4).map(numbered).collect(), Limits::default())
+        .await;
+    assert_eq!(rest.len(), 2);
+}
+
+#[tokio::test]
+async fn an_uninterruptible_event_in_a_job_is_answered_after_the_ones_before_it() {
+    let pool = FilterPool::new(1);
+    let filter = jq(r#"if .n == 2 then "x" * 10000000000 else .n end"#);
+    let answers = pool
+        .evaluate_many(&filter, (0..5).map(numbered).collect(), limits(100))
+        .await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0].as_ref().expect("runs"), &vec![json!(0)]);
+    assert_eq!(answers[1].as_ref().expect("runs"), &vec![json!(1)]);
+    let error = answers[2].as_ref().expect_err("abandoned");
+    assert_eq!(error.kind, ErrorKind::Overrun, "{error}");
+    wait_status(&pool, "a replacement thread", |s| s.live == 1);
+}
