@@ -49,13 +49,13 @@ use crate::store::StoreError;
 
 /// How often a worker waiting for its channel's lease to be renewed looks again.
 const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
-/// The most blocks a catching-up trigger holds read ahead of the one it works on (only blocks its stream has
-/// already received are taken: reading ahead never waits).
-const READ_AHEAD_BLOCKS: usize = 32;
+/// The most blocks a catching-up trigger holds read ahead of the one it works on: about two filter jobs' worth,
+/// so the blocks of the next job are decoded while the pool evaluates the current one.
+const READ_AHEAD_BLOCKS: usize = 64;
 /// The most bytes (as delivered) of blocks held read ahead.
 const READ_AHEAD_BYTES: usize = 8 << 20;
 /// The most events one filter job holds.
-const FILTER_BATCH: usize = 64;
+const FILTER_BATCH: usize = 32;
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
 #[derive(Debug)]
@@ -187,8 +187,9 @@ struct Moving {
 struct Behind {
     stream: CatchUp,
     decoder: BlockDecoder,
-    /// What the stream brought after the block in hand, in order: taken while the stream had it at hand
-    /// (never waited for), so that its events can share filter jobs. A read that is not a usable block ends it.
+    /// What the stream brought after the block in hand, in order: taken while the stream had it at hand, or
+    /// while the worker waited for its filter job, so that the events share filter jobs and decoding overlaps
+    /// with evaluation. A read that is not a usable block ends it.
     ahead: VecDeque<(Read, usize)>,
     /// The bytes (as delivered) of the blocks in `ahead`.
     ahead_bytes: usize,
@@ -254,22 +255,41 @@ impl Behind {
         }
     }
 
-    /// Takes what the stream has already received, within the read-ahead bounds, up to the first read that is
-    /// not a usable block.
+    /// Whether more may be read ahead: within the bounds, and the last read was a usable block.
+    fn reads_on(&self) -> bool {
+        self.ahead.len() < READ_AHEAD_BLOCKS
+            && self.ahead_bytes < READ_AHEAD_BYTES
+            && self
+                .ahead
+                .back()
+                .is_none_or(|(read, _)| matches!(read, Read::Ready(_)))
+    }
+
+    fn push(&mut self, feed: &ChannelFeed, delivered: Result<DeliveredBlock, DeliverError>) {
+        let (read, size) = self.read(feed, delivered);
+        self.ahead_bytes += size;
+        self.ahead.push_back((read, size));
+    }
+
+    /// Takes what the stream has already received, within the read-ahead bounds.
     fn read_ahead(&mut self, feed: &ChannelFeed) {
-        while self.ahead.len() < READ_AHEAD_BLOCKS && self.ahead_bytes < READ_AHEAD_BYTES {
+        while self.reads_on() {
             // Cancel-safe: a block not ready now stays with the stream.
             let Some(delivered) = self.stream.next_block().now_or_never() else {
                 return;
             };
-            let (read, size) = self.read(feed, delivered);
-            let usable = matches!(read, Read::Ready(_));
-            self.ahead_bytes += size;
-            self.ahead.push_back((read, size));
-            if !usable {
-                return;
-            }
+            self.push(feed, delivered);
         }
+    }
+
+    /// Reads ahead, waiting for the stream, until the bounds are reached; then waits forever. For while the
+    /// worker waits on its filter job. Cancel-safe: a block is either still with the stream or held ahead.
+    async fn fill(&mut self, feed: &ChannelFeed) -> std::convert::Infallible {
+        while self.reads_on() {
+            let delivered = self.stream.next_block().await;
+            self.push(feed, delivered);
+        }
+        std::future::pending().await
     }
 
     /// The next read: held ahead, or waited for (then reading ahead what else arrived).
@@ -575,9 +595,17 @@ impl Worker {
             .iter()
             .map(|event| (Arc::clone(&event.block), event.index))
             .collect();
-        let answers = FilterPool::shared()
-            .evaluate_many(filter, batch, self.def().filter_limits)
-            .await;
+        let evaluation =
+            FilterPool::shared().evaluate_many(filter, batch, self.def().filter_limits);
+        let answers = match moving.catch_up.as_mut() {
+            // Meanwhile, the next blocks are decoded.
+            Some(behind) => tokio::select! {
+                biased;
+                answers = evaluation => answers,
+                never = behind.fill(&self.feed) => match never {},
+            },
+            None => evaluation.await,
+        };
         let mut answers = positions.into_iter().zip(answers);
         let first = answers.next().map(|(_, answer)| answer);
         moving
