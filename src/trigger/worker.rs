@@ -56,6 +56,9 @@ const READ_AHEAD_BLOCKS: usize = 64;
 const READ_AHEAD_BYTES: usize = 8 << 20;
 /// The most events one filter job holds.
 const FILTER_BATCH: usize = 32;
+/// The most events one filter job holds for a trigger reading the window: the blocks are in memory anyway, but
+/// every trigger of the channel keeps its own answers, and a channel may have a thousand triggers.
+const WINDOW_FILTER_BATCH: usize = 8;
 
 /// A trigger as the engine keeps it: its definition, its progress, its latency histogram.
 #[derive(Debug)]
@@ -333,7 +336,12 @@ impl Answers {
         while let Some((held, at, _)) = self.0.front() {
             let here = Arc::ptr_eq(held, block);
             if here && *at == index {
-                return self.0.pop_front().map(|(_, _, answer)| answer);
+                let answer = self.0.pop_front().map(|(_, _, answer)| answer);
+                if self.0.is_empty() {
+                    // Most triggers hold no answers most of the time: give the room back.
+                    self.0 = VecDeque::new();
+                }
+                return answer;
             }
             let before = held.number < block.number
                 || (held.number == block.number && (!here || *at < index));
@@ -502,7 +510,7 @@ impl Worker {
             match next {
                 Source::Window(block) => return Ok(block),
                 Source::Wait => {
-                    self.flush().await?;
+                    Box::pin(self.flush()).await?;
                     tokio::select! {
                         _ = self.stop.cancelled() => return Err(Halt::Stopped),
                         _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
@@ -510,7 +518,9 @@ impl Worker {
                     }
                 }
                 Source::ReadBehind => {
-                    if let Some(block) = self.read_behind(number, moving).await? {
+                    // Boxed, as `filtered` below: the stream's futures are large, and every idle worker's task
+                    // would otherwise reserve room for them (a thousand triggers, megabytes).
+                    if let Some(block) = Box::pin(self.read_behind(number, moving)).await? {
                         return Ok(block);
                     }
                 }
@@ -598,12 +608,18 @@ impl Worker {
         let evaluation =
             FilterPool::shared().evaluate_many(filter, batch, self.def().filter_limits);
         let answers = match moving.catch_up.as_mut() {
-            // Meanwhile, the next blocks are decoded.
-            Some(behind) => tokio::select! {
-                biased;
-                answers = evaluation => answers,
-                never = behind.fill(&self.feed) => match never {},
-            },
+            // Meanwhile, the next blocks are decoded. Boxed: the stream's future is large, and a trigger reading
+            // the window (one of maybe a thousand) should not hold room for it while its job waits in the pool.
+            Some(behind) => {
+                Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        answers = evaluation => answers,
+                        never = behind.fill(&self.feed) => match never {},
+                    }
+                })
+                .await
+            }
             None => evaluation.await,
         };
         let mut answers = positions.into_iter().zip(answers);
@@ -616,16 +632,21 @@ impl Worker {
     }
 
     /// Event `index` of `block` and the events of the trigger's type after it, in the blocks at hand (this one,
-    /// those read ahead while catching up, the window's), up to [`FILTER_BATCH`].
+    /// those read ahead while catching up, the window's), up to [`FILTER_BATCH`] ([`WINDOW_FILTER_BATCH`] from the window).
     fn batch(&self, block: &Arc<BlockEvents>, index: usize, moving: &Moving) -> Vec<EventEnvelope> {
         let def = self.def();
+        let most = if moving.catch_up.is_some() {
+            FILTER_BATCH
+        } else {
+            WINDOW_FILTER_BATCH
+        };
         let mut batch = vec![EventEnvelope {
             block: Arc::clone(block),
             index,
         }];
         let mut add = |block: &Arc<BlockEvents>, from: usize| {
             for (index, event) in block.events.iter().enumerate().skip(from) {
-                if batch.len() >= FILTER_BATCH {
+                if batch.len() >= most {
                     return false;
                 }
                 if def.receives(event) {
@@ -696,7 +717,7 @@ impl Worker {
                 Some(filter) => tokio::select! {
                     _ = self.stop.cancelled() => return Err(Halt::Stopped),
                     _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
-                    answer = self.filtered(filter, block, index, moving) => answer,
+                    answer = Box::pin(self.filtered(filter, block, index, moving)) => answer,
                 },
             }
             .map_err(|error| format!("the filter failed on event {} ({at}): {error}", event.id));
@@ -708,7 +729,7 @@ impl Worker {
                     index += 1;
                     continue;
                 }
-                Ok(payloads) => self.push_all(block, event, at, payloads).await?,
+                Ok(payloads) => Box::pin(self.push_all(block, event, at, payloads)).await?,
                 Err(reason) => Pushed {
                     result: EventResult {
                         outcome: EventOutcome::Blocked { reason },
@@ -720,7 +741,7 @@ impl Worker {
                 },
             };
             let pushed_at = Instant::now();
-            let next = self.record(&pushed, (at, after), block.anchor()).await?;
+            let next = Box::pin(self.record(&pushed, (at, after), block.anchor())).await?;
             let committed = Instant::now();
             stages.record(Stage::Push, pushed_at - filtered);
             stages.record(Stage::Commit, committed - pushed_at);
