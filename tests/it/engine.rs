@@ -743,6 +743,55 @@ async fn a_filter_failing_at_run_time_holds_the_trigger_until_the_filter_is_fixe
     assert_eq!(receiver.accepted("picky"), block_ids(first, last + 1));
 }
 
+/// The same while catching up, where a trigger's filter jobs carry many events read ahead: the failing event is in
+/// the middle of a job; what came before it is pushed, nothing after it is, and after the fix the trigger goes on
+/// from that event to the head, every block once and in order.
+#[tokio::test]
+async fn a_filter_failing_in_the_middle_of_a_catch_up_holds_exactly_that_event() {
+    let network = Network::start(None).await;
+    let receiver = Receiver::start().await;
+    let files = DaemonFiles::new();
+    let first = network.height();
+    // Past the channel's window of 64 blocks: the trigger reads them on its own stream.
+    let last = network.generate(150);
+    let bad_block = first + 45;
+    let mut picky = TriggerSpec::new("picky", "Block", receiver.target_toml("picky"));
+    picky.start = Some(first);
+    picky.filter = Some((
+        "jq",
+        format!(
+            r#"if .content.number == {bad_block} then error("no rule for block {bad_block}") else . end"#
+        ),
+    ));
+    files.write_config(&network, &[picky.clone()]);
+    let daemon = Daemon::start(&files).await;
+
+    let exception = daemon.admin.wait_state("picky", "Exception").await;
+    assert_eq!(
+        exception["position"],
+        json!({"block": bad_block, "event_index": 0}),
+        "{exception}"
+    );
+    assert!(
+        exception["last_error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("no rule for block {bad_block}")),
+        "{exception}"
+    );
+    // Held: a retry later evaluates the event again, and still nothing past it goes out.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert_eq!(receiver.accepted("picky"), block_ids(first, bad_block));
+
+    picky.filter = Some(("jq", ".".to_owned()));
+    files.write_config(&network, &[picky]);
+    let (status, report) = daemon.admin.call(reqwest::Method::POST, "/v1/reload").await;
+    assert_eq!(status, 200, "{report}");
+    let recovered = daemon.admin.wait_position("picky", last + 1).await;
+    assert_eq!(recovered["state"], "Running", "{recovered}");
+    assert_eq!(receiver.accepted("picky"), block_ids(first, last + 1));
+}
+
 /// A filter with several outputs per event pushes each, in order, numbered by the output index header.
 #[tokio::test]
 async fn every_output_of_a_filter_is_pushed_in_order() {
