@@ -697,6 +697,37 @@ async fn async_function_compute_invocations_run_each_event_once() {
     assert_eq!(calls, expected, "each event ran once");
 }
 
+/// Trigger `picky`: Block events from `first` on, through a jq filter that fails on block `bad_block`.
+fn failing_at(receiver: &Receiver, first: u64, bad_block: u64) -> TriggerSpec {
+    let mut picky = TriggerSpec::new("picky", "Block", receiver.target_toml("picky"));
+    picky.start = Some(first);
+    picky.filter = Some((
+        "jq",
+        format!(
+            r#"if .content.number == {bad_block} then error("no rule for block {bad_block}") else . end"#
+        ),
+    ));
+    picky
+}
+
+/// Waits for `picky` to hold block `bad_block`'s event in Exception with the filter's error; its status.
+async fn held_at(daemon: &Daemon, bad_block: u64) -> Value {
+    let exception = daemon.admin.wait_state("picky", "Exception").await;
+    assert_eq!(
+        exception["position"],
+        json!({"block": bad_block, "event_index": 0}),
+        "{exception}"
+    );
+    let error = exception["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains(&format!("no rule for block {bad_block}")),
+        "{exception}"
+    );
+    exception
+}
+
 /// A filter that fails at run time is a configuration error: the trigger holds the event in Exception with the
 /// filter's error shown; after the filter is fixed and the configuration reloaded, it goes on from that event.
 #[tokio::test]
@@ -706,30 +737,12 @@ async fn a_filter_failing_at_run_time_holds_the_trigger_until_the_filter_is_fixe
     let files = DaemonFiles::new();
     let first = network.height();
     let bad_block = first + 1;
-    let mut picky = TriggerSpec::new("picky", "Block", receiver.target_toml("picky"));
-    picky.start = Some(first);
-    picky.filter = Some((
-        "jq",
-        format!(
-            r#"if .content.number == {bad_block} then error("no rule for block {bad_block}") else . end"#
-        ),
-    ));
+    let mut picky = failing_at(&receiver, first, bad_block);
     files.write_config(&network, &[picky.clone()]);
     let daemon = Daemon::start(&files).await;
     let last = network.generate(3);
 
-    let exception = daemon.admin.wait_state("picky", "Exception").await;
-    let error = exception["last_error"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        error.contains(&format!("no rule for block {bad_block}")),
-        "{exception}"
-    );
-    assert_eq!(
-        exception["position"],
-        json!({"block": bad_block, "event_index": 0})
-    );
+    let exception = held_at(&daemon, bad_block).await;
     assert_eq!(exception["discarded"], 0, "{exception}");
     assert_eq!(receiver.accepted("picky"), block_ids(first, bad_block));
 
@@ -755,32 +768,13 @@ async fn a_filter_failing_in_the_middle_of_a_catch_up_holds_exactly_that_event()
     // Past the channel's window of 64 blocks: the trigger reads them on its own stream.
     let last = network.generate(150);
     let bad_block = first + 45;
-    let mut picky = TriggerSpec::new("picky", "Block", receiver.target_toml("picky"));
-    picky.start = Some(first);
-    picky.filter = Some((
-        "jq",
-        format!(
-            r#"if .content.number == {bad_block} then error("no rule for block {bad_block}") else . end"#
-        ),
-    ));
+    let mut picky = failing_at(&receiver, first, bad_block);
     files.write_config(&network, &[picky.clone()]);
     let daemon = Daemon::start(&files).await;
 
-    let exception = daemon.admin.wait_state("picky", "Exception").await;
-    assert_eq!(
-        exception["position"],
-        json!({"block": bad_block, "event_index": 0}),
-        "{exception}"
-    );
-    assert!(
-        exception["last_error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&format!("no rule for block {bad_block}")),
-        "{exception}"
-    );
+    held_at(&daemon, bad_block).await;
     // Held: a retry later evaluates the event again, and still nothing past it goes out.
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(receiver.accepted("picky"), block_ids(first, bad_block));
 
     picky.filter = Some(("jq", ".".to_owned()));
