@@ -52,8 +52,9 @@ const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// The most blocks a catching-up trigger holds read ahead of the one it works on: about two filter jobs' worth,
 /// so the blocks of the next job are decoded while the pool evaluates the current one.
 const READ_AHEAD_BLOCKS: usize = 64;
-/// The most bytes (as delivered) of blocks held read ahead.
-const READ_AHEAD_BYTES: usize = 8 << 20;
+/// The most bytes (as delivered) of blocks held read ahead: decoded, with their events, they hold a few times
+/// that, for each of a channel's catch-up streams. Blocks of ordinary size still fill [`READ_AHEAD_BLOCKS`].
+const READ_AHEAD_BYTES: usize = 2 << 20;
 /// The most events one filter job holds.
 const FILTER_BATCH: usize = 32;
 /// The most events one filter job holds for a trigger reading the window: the blocks are in memory anyway, but
