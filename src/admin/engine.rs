@@ -22,6 +22,7 @@ use crate::trigger::engine::RemoteKind;
 use crate::trigger::replay::{self, Found};
 use crate::trigger::status::{ChannelSnapshot, Reloaded, Repushed, TimedError, TriggerSnapshot};
 use crate::trigger::tester::{self, TestSpec};
+use crate::trigger::window::Readers;
 use crate::trigger::{Engine, RequestError};
 
 impl From<RequestError> for ControlError {
@@ -334,12 +335,15 @@ impl EngineControl for Engine {
         let mut blocks = Vec::with_capacity(fetched.len());
         for delivered in fetched {
             let number = delivered.number;
-            blocks.push(feed.prepare(&mut decoder, delivered).map_err(|e| {
-                ControlError::Unavailable(format!(
-                    "block {number} of channel `{}` {e}",
-                    request.channel
-                ))
-            })?);
+            blocks.push(
+                feed.prepare(&mut decoder, delivered, Readers::Many)
+                    .map_err(|e| {
+                        ControlError::Unavailable(format!(
+                            "block {number} of channel `{}` {e}",
+                            request.channel
+                        ))
+                    })?,
+            );
         }
         let spec = TestSpec {
             selector,

@@ -323,7 +323,7 @@ impl Filter {
         // Converting the event is shared by every trigger of its channel and is not the filter's doing: it
         // happens before the budget starts.
         let input = match &self.inner.program {
-            Program::Jq(_) => Input::Jq(envelope.jq()?.clone()),
+            Program::Jq(_) => Input::Jq(envelope.jq()?),
             Program::Jmespath(_) => {
                 let converted = envelope.jmespath()?.clone();
                 let json = envelope.json().map_err(|message| FilterError {
@@ -484,6 +484,10 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub struct Envelope {
     /// The envelope as compact JSON text, when it was given that way.
     text: Option<Box<[u8]>>,
+    /// Whether the jq value is kept for the next filter. An event only one filter reads (a catch-up stream's) has
+    /// its jq value parsed for each evaluation and dropped on the thread that ran it: its many small allocations
+    /// are freed where they were made, and a block held read ahead holds its text only.
+    keep_jq: bool,
     /// The envelope itself: what JMESPath's `true` pushes. Given, or parsed from `text` on first use.
     json: OnceLock<Result<Value, String>>,
     jq: OnceLock<Result<Val, String>>,
@@ -495,6 +499,7 @@ impl Envelope {
     pub fn new(json: Value) -> Self {
         Envelope {
             text: None,
+            keep_jq: true,
             json: OnceLock::from(Ok(json)),
             jq: OnceLock::new(),
             jmespath: OnceLock::new(),
@@ -506,9 +511,19 @@ impl Envelope {
     pub fn from_text(text: Vec<u8>) -> Self {
         Envelope {
             text: Some(text.into_boxed_slice()),
+            keep_jq: true,
             json: OnceLock::new(),
             jq: OnceLock::new(),
             jmespath: OnceLock::new(),
+        }
+    }
+
+    /// [`Envelope::from_text`] for an event one filter reads, most likely once: the jq value is not kept
+    /// between evaluations (see the field `keep_jq`).
+    pub fn from_text_for_one(text: Vec<u8>) -> Self {
+        Envelope {
+            keep_jq: false,
+            ..Envelope::from_text(text)
         }
     }
 
@@ -523,20 +538,24 @@ impl Envelope {
             .map_err(Clone::clone)
     }
 
-    fn jq(&self) -> Result<&Val, FilterError> {
-        self.jq
-            .get_or_init(|| match &self.text {
-                Some(text) => serde_json::from_slice::<Val>(text).map_err(|e| e.to_string()),
-                None => self
-                    .json()
-                    .and_then(|json| to_jq(json).map_err(|e| e.message)),
-            })
-            .as_ref()
-            .map_err(|message| FilterError {
-                language: Language::Jq,
-                kind: ErrorKind::Raised,
-                message: message.clone(),
-            })
+    /// The envelope as a jq value: kept from the first call, or (when not kept) parsed for this call.
+    fn jq(&self) -> Result<Val, FilterError> {
+        let parse = || match &self.text {
+            Some(text) => serde_json::from_slice::<Val>(text).map_err(|e| e.to_string()),
+            None => self
+                .json()
+                .and_then(|json| to_jq(json).map_err(|e| e.message)),
+        };
+        let parsed = if self.keep_jq {
+            self.jq.get_or_init(parse).clone()
+        } else {
+            parse()
+        };
+        parsed.map_err(|message| FilterError {
+            language: Language::Jq,
+            kind: ErrorKind::Raised,
+            message,
+        })
     }
 
     fn jmespath(&self) -> Result<&::jmespath::Rcvar, FilterError> {

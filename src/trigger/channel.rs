@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::latency::{Stage, StageHistograms};
 use super::status::{CatchUpSnapshot, ChannelSnapshot, PeerSnapshot, TimedError};
-use super::window::{BlockEvents, BlockWindow, Lookup, backfill_start};
+use super::window::{BlockEvents, BlockWindow, Lookup, Readers, backfill_start};
 use crate::config::{self, ChannelName};
 use crate::events::{ExtractOptions, Rendering, extract};
 use crate::fabric::decode::{Block, BlockDecoder, DecodeError, VerifyError, decode_block_bytes};
@@ -450,6 +450,7 @@ impl ChannelFeed {
         &self,
         decoder: &mut BlockDecoder,
         delivered: DeliveredBlock,
+        readers: Readers,
     ) -> Result<Arc<BlockEvents>, PrepareError> {
         let received_at = Instant::now();
         let block = decoder.decode_bytes(delivered.bytes)?;
@@ -463,7 +464,12 @@ impl ChannelFeed {
         };
         let events = extract(&block, &options);
         self.stages.record(Stage::Decode, received_at.elapsed());
-        Ok(Arc::new(BlockEvents::new(&block, events, received_at)))
+        Ok(Arc::new(BlockEvents::new(
+            &block,
+            events,
+            received_at,
+            readers,
+        )))
     }
 
     /// The rendering a block is extracted with, after taking a config block's (see [`ChannelRendering::follow`]).
@@ -667,10 +673,12 @@ impl ChannelFeed {
                             Lookup::Here(previous) => Some(previous.anchor()),
                             _ => None,
                         };
-                        let prepared = self.prepare(&mut decoder, delivered).and_then(|block| {
-                            block.chains_onto(previous)?;
-                            Ok(block)
-                        });
+                        let prepared = self
+                            .prepare(&mut decoder, delivered, Readers::Many)
+                            .and_then(|block| {
+                                block.chains_onto(previous)?;
+                                Ok(block)
+                            });
                         match prepared {
                             Ok(block) => {
                                 self.window

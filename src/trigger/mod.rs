@@ -9,6 +9,7 @@
 //! | [`checkpoint`] | one trigger's progress and the only writer of its store record | store |
 //! | [`channel`] | a channel's feed: one Deliver stream, decode, window, height | network |
 //! | [`worker`] | one trigger's worker: blocks in, filter, push, record | network, store |
+//! | `behind` | a catching-up trigger's reader: its own stream, decoded ahead on a task of its own | network |
 //! | [`lease`] | which channels this daemon works on when daemons share a database; the lease its workers hold | pure |
 //! | [`engine`] | every channel and trigger, operators' commands, reload, the lease loop | all of it |
 //! | [`replay`] | the first block at or after a time: a binary search over single-block reads | none (reads given) |
@@ -17,6 +18,7 @@
 //!
 //! Lower modules never reach up: the admin API maps the engine's [`status`] types to its own JSON.
 
+mod behind;
 pub mod channel;
 pub mod checkpoint;
 pub mod def;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::def;
-use super::window::BlockEvents;
+use super::window::{BlockEvents, Readers};
 use super::worker;
 use crate::config::EventSelector;
 use crate::events::{EventType, ExtractOptions, Rendering, extract};
@@ -176,6 +176,7 @@ pub fn prepare(
         &block,
         events,
         std::time::Instant::now(),
+        Readers::Many,
     )))
 }
 

@@ -30,14 +30,28 @@ pub struct ChainEvent {
     /// The event, whose envelope is written only when a trigger receives it.
     event: Event,
     /// The envelope, built by the first trigger that receives the event and shared by the others, with its
-    /// filter-language conversions cached for every trigger that filters it.
+    /// filter-language conversions cached for every trigger that filters it (see [`Readers`]).
     envelope: OnceLock<Envelope>,
+    /// Who filters the event: whether its envelope keeps its jq value.
+    readers: Readers,
+}
+
+/// Who reads a block's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Every trigger of the channel (the window): each event's conversions to the filter languages are kept for
+    /// the next trigger.
+    Many,
+    /// One trigger (its catch-up stream): the jq value of an event is made for each evaluation and dropped on the
+    /// filter thread that made it (see [`Envelope::from_text_for_one`]).
+    One,
 }
 
 impl ChainEvent {
     /// Prepares an event; nothing of its envelope is built yet.
-    pub fn new(event: Event) -> Self {
+    pub fn new(event: Event, readers: Readers) -> Self {
         ChainEvent {
+            readers,
             event_type: event.event_type(),
             id: event.id().to_owned(),
             valid_transaction: event.valid_transaction(),
@@ -54,8 +68,10 @@ impl ChainEvent {
     /// The envelope for filters, written as JSON text on the first call (once per event, whichever trigger asks
     /// first).
     pub fn envelope(&self) -> &Envelope {
-        self.envelope
-            .get_or_init(|| Envelope::from_text(self.event.to_json()))
+        self.envelope.get_or_init(|| match self.readers {
+            Readers::Many => Envelope::from_text(self.event.to_json()),
+            Readers::One => Envelope::from_text_for_one(self.event.to_json()),
+        })
     }
 }
 
@@ -80,8 +96,11 @@ pub struct BlockEvents {
 
 impl BlockEvents {
     /// Prepares a decoded block's events (extracted with `include_invalid = true`, see the type's docs).
-    pub fn new(block: &Block, events: Vec<Event>, received_at: Instant) -> Self {
-        let events = events.into_iter().map(ChainEvent::new).collect();
+    pub fn new(block: &Block, events: Vec<Event>, received_at: Instant, readers: Readers) -> Self {
+        let events = events
+            .into_iter()
+            .map(|event| ChainEvent::new(event, readers))
+            .collect();
         BlockEvents {
             number: block.number,
             hash: block.hash,
@@ -252,8 +271,12 @@ mod tests {
                 include_invalid,
                 ..ExtractOptions::default()
             };
-            let prepared =
-                BlockEvents::new(&block, extract(&block, &options(true)), Instant::now());
+            let prepared = BlockEvents::new(
+                &block,
+                extract(&block, &options(true)),
+                Instant::now(),
+                Readers::Many,
+            );
             let received: Vec<&str> = prepared
                 .events
                 .iter()

@@ -27,12 +27,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::FutureExt;
-
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::channel::{CatchUp, ChannelFeed, DECODE_RETRY, PrepareError};
+use super::behind::{Behind, Read};
+use super::channel::{ChannelFeed, DECODE_RETRY, PrepareError};
 use super::checkpoint::{Checkpoint, Next};
 use super::def::TriggerDef;
 use super::latency::{LatencyHistogram, Stage};
@@ -42,19 +41,13 @@ use super::window::{BlockEvents, ChainEvent, Lookup};
 use crate::config;
 use crate::dispatch::retry::ExceptionSchedule;
 use crate::dispatch::{Delivery, Dispatcher, PushKey};
-use crate::fabric::decode::{BlockDecoder, VerifyError};
-use crate::fabric::deliver::{DeliverError, DeliveredBlock};
+use crate::fabric::decode::VerifyError;
+use crate::fabric::deliver::DeliverError;
 use crate::filter::{Answer, Envelope, Filter, FilterError, FilterPool, Limits};
 use crate::store::StoreError;
 
 /// How often a worker waiting for its channel's lease to be renewed looks again.
 const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
-/// The most blocks a catching-up trigger holds read ahead of the one it works on: about two filter jobs' worth,
-/// so the blocks of the next job are decoded while the pool evaluates the current one.
-const READ_AHEAD_BLOCKS: usize = 64;
-/// The most bytes (as delivered) of blocks held read ahead: decoded, with their events, they hold a few times
-/// that, for each of a channel's catch-up streams. Blocks of ordinary size still fill [`READ_AHEAD_BLOCKS`].
-const READ_AHEAD_BYTES: usize = 2 << 20;
 /// The most events one filter job holds.
 const FILTER_BATCH: usize = 32;
 /// The most events one filter job holds for a trigger reading the window: the blocks are in memory anyway, but
@@ -185,145 +178,6 @@ struct Moving {
     exception: Option<ExceptionSchedule>,
     /// Filter answers for events the trigger has not reached yet.
     answers: Answers,
-}
-
-/// A trigger's own catch-up stream, its decoder, and the blocks read from it that the trigger has not reached.
-struct Behind {
-    stream: CatchUp,
-    decoder: BlockDecoder,
-    /// What the stream brought after the block in hand, in order: taken while the stream had it at hand, or
-    /// while the worker waited for its filter job, so that the events share filter jobs and decoding overlaps
-    /// with evaluation. A read that is not a usable block ends it.
-    ahead: VecDeque<(Read, usize)>,
-    /// The bytes (as delivered) of the blocks in `ahead`.
-    ahead_bytes: usize,
-}
-
-/// One block (or the failure to get it) from a catch-up stream.
-enum Read {
-    Ready(Arc<BlockEvents>),
-    /// Block `number` arrived but cannot be used.
-    Unusable {
-        number: u64,
-        error: PrepareError,
-    },
-    /// The stream failed while block `number` was next.
-    Failed {
-        number: Option<u64>,
-        error: DeliverError,
-    },
-}
-
-impl Behind {
-    fn new(stream: CatchUp) -> Behind {
-        Behind {
-            stream,
-            decoder: BlockDecoder::new(),
-            ahead: VecDeque::new(),
-            ahead_bytes: 0,
-        }
-    }
-
-    /// Whether the next read is block `number`.
-    fn serves(&self, number: u64) -> bool {
-        match self.ahead.front() {
-            Some((Read::Ready(block), _)) => block.number == number,
-            Some((Read::Unusable { number: next, .. }, _)) => *next == number,
-            Some((Read::Failed { number: next, .. }, _)) => *next == Some(number),
-            None => self.stream.next_block_number() == Some(number),
-        }
-    }
-
-    /// Decodes, verifies and extracts what the stream delivered.
-    fn read(
-        &mut self,
-        feed: &ChannelFeed,
-        delivered: Result<DeliveredBlock, DeliverError>,
-    ) -> (Read, usize) {
-        match delivered {
-            Ok(delivered) => {
-                let number = delivered.number;
-                let size = delivered.bytes.len();
-                match feed.prepare(&mut self.decoder, delivered) {
-                    Ok(block) => (Read::Ready(block), size),
-                    Err(error) => (Read::Unusable { number, error }, size),
-                }
-            }
-            Err(error) => (
-                Read::Failed {
-                    number: self.stream.next_block_number(),
-                    error,
-                },
-                0,
-            ),
-        }
-    }
-
-    /// Whether more may be read ahead: within the bounds, and the last read was a usable block.
-    fn reads_on(&self) -> bool {
-        self.ahead.len() < READ_AHEAD_BLOCKS
-            && self.ahead_bytes < READ_AHEAD_BYTES
-            && self
-                .ahead
-                .back()
-                .is_none_or(|(read, _)| matches!(read, Read::Ready(_)))
-    }
-
-    fn push(&mut self, feed: &ChannelFeed, delivered: Result<DeliveredBlock, DeliverError>) {
-        let (read, size) = self.read(feed, delivered);
-        self.ahead_bytes += size;
-        self.ahead.push_back((read, size));
-    }
-
-    /// Takes what the stream has already received, within the read-ahead bounds.
-    fn read_ahead(&mut self, feed: &ChannelFeed) {
-        while self.reads_on() {
-            // Cancel-safe: a block not ready now stays with the stream.
-            let Some(delivered) = self.stream.next_block().now_or_never() else {
-                return;
-            };
-            self.push(feed, delivered);
-        }
-    }
-
-    /// Reads ahead, waiting for the stream, until the bounds are reached; then waits forever. For while the
-    /// worker waits on its filter job. Cancel-safe: a block is either still with the stream or held ahead.
-    async fn fill(&mut self, feed: &ChannelFeed) -> std::convert::Infallible {
-        while self.reads_on() {
-            let delivered = self.stream.next_block().await;
-            self.push(feed, delivered);
-        }
-        std::future::pending().await
-    }
-
-    /// The next read: held ahead, or waited for (then reading ahead what else arrived).
-    async fn next(&mut self, feed: &ChannelFeed) -> Read {
-        if let Some((read, size)) = self.ahead.pop_front() {
-            self.ahead_bytes -= size;
-            return read;
-        }
-        let delivered = self.stream.next_block().await;
-        let (read, _) = self.read(feed, delivered);
-        if matches!(read, Read::Ready(_)) {
-            self.read_ahead(feed);
-        }
-        read
-    }
-
-    /// Asks the next peer for block `number` again; what was read ahead of it goes.
-    fn reject(&mut self, number: u64, reason: String) {
-        self.ahead.clear();
-        self.ahead_bytes = 0;
-        self.stream.reject(number, reason);
-    }
-
-    /// The usable blocks read ahead, in order.
-    fn blocks_ahead(&self) -> impl Iterator<Item = &Arc<BlockEvents>> {
-        self.ahead.iter().map_while(|(read, _)| match read {
-            Read::Ready(block) => Some(block),
-            _ => None,
-        })
-    }
 }
 
 /// Filter answers worked out for events after the one in hand, in chain order. An answer belongs to one copy of
@@ -519,8 +373,17 @@ impl Worker {
                     }
                 }
                 Source::ReadBehind => {
-                    // Boxed, as `filtered` below: the stream's futures are large, and every idle worker's task
-                    // would otherwise reserve room for them (a thousand triggers, megabytes).
+                    // Most often the reader holds the block already.
+                    if let Some(block) = moving
+                        .catch_up
+                        .as_mut()
+                        .filter(|behind| behind.serves(number))
+                        .and_then(Behind::take_ready)
+                    {
+                        return Ok(block);
+                    }
+                    // Boxed, as `filtered` below: waiting on the reader and handling a trouble take room, and
+                    // every idle worker's task would otherwise reserve it (a thousand triggers).
                     if let Some(block) = Box::pin(self.read_behind(number, moving)).await? {
                         return Ok(block);
                     }
@@ -546,14 +409,14 @@ impl Worker {
                 _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
                 catch_up = self.feed.catch_up(number, self.stop.child_token(), self.def().name.as_str()) => catch_up,
             };
-            moving.catch_up = Some(Behind::new(catch_up));
+            moving.catch_up = Some(Behind::start(catch_up, Arc::clone(&self.feed)));
         }
         let Some(behind) = moving.catch_up.as_mut() else {
             return Ok(None);
         };
         let read = tokio::select! {
             _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
-            read = behind.next(&self.feed) => read,
+            read = behind.next() => read,
         };
         match read {
             Read::Ready(block) => Ok(Some(block)),
@@ -570,27 +433,35 @@ impl Worker {
             Read::Unusable { number: got, error } => {
                 tracing::error!(trigger = %self.def().name, block = got, %error, "block cannot be decoded; asking for it again");
                 self.checkpoint().note_error(format!("block {got} {error}"));
-                moving.catch_up = None;
-                tokio::select! {
-                    _ = self.stop.cancelled() => Err(Halt::Stopped),
-                    _ = self.shutdown.cancelled() => Err(Halt::Stopped),
-                    _ = tokio::time::sleep(DECODE_RETRY) => Ok(None),
-                }
+                self.drop_catch_up(moving).await
             }
-            Read::Failed {
-                error: DeliverError::Shutdown { .. },
-                ..
-            } => Err(Halt::Stopped),
-            Read::Failed { error, .. } => {
+            Read::Failed(DeliverError::Shutdown { .. }) => Err(Halt::Stopped),
+            Read::Failed(error) => {
                 tracing::warn!(trigger = %self.def().name, %error, "catch-up stream error");
                 self.checkpoint().note_error(error.to_string());
                 Ok(None)
             }
+            Read::Ended => {
+                tracing::error!(trigger = %self.def().name, block = number, "the catch-up reader stopped; opening the stream again");
+                self.checkpoint()
+                    .note_error(format!("the catch-up reader stopped before block {number}"));
+                self.drop_catch_up(moving).await
+            }
         }
     }
 
-    /// The filter's answer for event `index` of `block`: worked out already, or evaluated now in one pool job
-    /// with the next events of the trigger's type in the blocks at hand (whose answers are kept for later).
+    /// Drops the catch-up stream and waits [`DECODE_RETRY`] before the caller opens it again.
+    async fn drop_catch_up(&self, moving: &mut Moving) -> Result<Option<Arc<BlockEvents>>, Halt> {
+        moving.catch_up = None;
+        tokio::select! {
+            _ = self.stop.cancelled() => Err(Halt::Stopped),
+            _ = self.shutdown.cancelled() => Err(Halt::Stopped),
+            _ = tokio::time::sleep(DECODE_RETRY) => Ok(None),
+        }
+    }
+
+    /// The filter's answer for event `index` of `block` (not worked out yet), evaluated in one pool job with the
+    /// next events of the trigger's type in the blocks at hand, whose answers are kept for later.
     async fn filtered(
         &self,
         filter: &Filter,
@@ -598,9 +469,6 @@ impl Worker {
         index: usize,
         moving: &mut Moving,
     ) -> Answer {
-        if let Some(answer) = moving.answers.take(block, index) {
-            return answer;
-        }
         let batch = self.batch(block, index, moving);
         let positions: Vec<(Arc<BlockEvents>, usize)> = batch
             .iter()
@@ -608,21 +476,8 @@ impl Worker {
             .collect();
         let evaluation =
             FilterPool::shared().evaluate_many(filter, batch, self.def().filter_limits);
-        let answers = match moving.catch_up.as_mut() {
-            // Meanwhile, the next blocks are decoded. Boxed: the stream's future is large, and a trigger reading
-            // the window (one of maybe a thousand) should not hold room for it while its job waits in the pool.
-            Some(behind) => {
-                Box::pin(async {
-                    tokio::select! {
-                        biased;
-                        answers = evaluation => answers,
-                        never = behind.fill(&self.feed) => match never {},
-                    }
-                })
-                .await
-            }
-            None => evaluation.await,
-        };
+        // Meanwhile, a catch-up's reader decodes the next blocks.
+        let answers = evaluation.await;
         let mut answers = positions.into_iter().zip(answers);
         let first = answers.next().map(|(_, answer)| answer);
         moving
@@ -664,11 +519,7 @@ impl Worker {
         }
         match &moving.catch_up {
             Some(behind) => {
-                for ahead in behind.blocks_ahead() {
-                    if !add(ahead, 0) {
-                        break;
-                    }
-                }
+                behind.visit_ahead(|ahead| add(ahead, 0));
             }
             None => {
                 let mut number = block.number;
@@ -713,9 +564,14 @@ impl Worker {
             );
             // Off the async runtime, under the trigger's limits; a stopped worker stops waiting at once (and the
             // evaluation stops at its next step).
-            let payloads = match &def.filter {
-                None => Ok(vec![event.json().clone()]),
-                Some(filter) => tokio::select! {
+            let worked_out = def
+                .filter
+                .as_ref()
+                .and_then(|_| moving.answers.take(block, index));
+            let payloads = match (&def.filter, worked_out) {
+                (_, Some(answer)) => answer,
+                (None, None) => Ok(vec![event.json().clone()]),
+                (Some(filter), None) => tokio::select! {
                     _ = self.stop.cancelled() => return Err(Halt::Stopped),
                     _ = self.shutdown.cancelled() => return Err(Halt::Stopped),
                     answer = Box::pin(self.filtered(filter, block, index, moving)) => answer,
