@@ -1,8 +1,9 @@
-//! One JSON producer, two outputs: the envelopes and configtxlator's JSON are written once, against [`Out`],
-//! and come out either as JSON text ([`TextOut`], straight into a byte buffer: what is pushed or printed) or as a
-//! `serde_json::Value` ([`ValueOut`]: what filters read). Pure.
+//! One JSON producer, three outputs: the envelopes and configtxlator's JSON are written once, against [`Out`],
+//! and come out as JSON text ([`TextOut`], straight into a byte buffer: what is pushed or printed), as a
+//! `serde_json::Value` ([`ValueOut`]: what JMESPath filters read), or as a jq value ([`JqOut`]: what a jq filter
+//! reads, without writing and parsing the text in between). Pure.
 //!
-//! Invariants: both outputs see the same calls, so the text parses to exactly the value; the text is what
+//! Invariants: every output sees the same calls, so the text parses to exactly each value; the text is what
 //! `serde_json::to_vec` prints for that value (compact, keys in call order, the same escaping and number forms),
 //! because strings and numbers go through serde_json's own writer. Base64 and hex are written without escaping
 //! (their alphabets never need it) and without an intermediate `String`. Callers keep objects and arrays balanced
@@ -12,6 +13,7 @@ use std::fmt::{self, Display, Write as _};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use jaq_json::{Num, Val};
 use serde_json::{Map, Value};
 
 use super::Rendering;
@@ -260,6 +262,114 @@ impl Out for ValueOut {
     }
 }
 
+/// A jq value built node by node: what `serde_json::from_slice::<jaq_json::Val>` gives for [`TextOut`]'s text,
+/// node for node (integers through jaq's own conversion, strings as UTF-8 text, members in call order).
+#[derive(Default)]
+pub(crate) struct JqOut {
+    /// Open objects (with the key waiting for its value) and arrays, innermost last.
+    open: Vec<OpenJq>,
+    /// The finished top-level value.
+    root: Option<Val>,
+}
+
+/// A jq object's members, as jaq keeps them.
+type JqMap = jaq_json::Map<Val, Val>;
+
+enum OpenJq {
+    Object(JqMap, Option<Val>),
+    Array(Vec<Val>),
+}
+
+impl JqOut {
+    /// The value written (`null` when nothing was).
+    pub(crate) fn finish(self) -> Val {
+        self.root.unwrap_or(Val::Null)
+    }
+
+    fn put(&mut self, value: Val) {
+        match self.open.last_mut() {
+            Some(OpenJq::Object(map, key)) => {
+                map.insert(key.take().unwrap_or_default(), value);
+            }
+            Some(OpenJq::Array(items)) => items.push(value),
+            None => self.root = Some(value),
+        }
+    }
+
+    fn text(&mut self, text: Vec<u8>) {
+        self.put(Val::utf8_str(text));
+    }
+}
+
+impl Out for JqOut {
+    fn begin_object(&mut self) {
+        self.open.push(OpenJq::Object(JqMap::default(), None));
+    }
+
+    fn key(&mut self, key: &str) {
+        if let Some(OpenJq::Object(_, pending)) = self.open.last_mut() {
+            *pending = Some(Val::utf8_str(key.as_bytes().to_vec()));
+        }
+    }
+
+    fn end_object(&mut self) {
+        if let Some(OpenJq::Object(map, _)) = self.open.pop() {
+            self.put(Val::obj(map));
+        }
+    }
+
+    fn begin_array(&mut self) {
+        self.open.push(OpenJq::Array(Vec::new()));
+    }
+
+    fn end_array(&mut self) {
+        if let Some(OpenJq::Array(items)) = self.open.pop() {
+            self.put(Val::Arr(items.into()));
+        }
+    }
+
+    fn null(&mut self) {
+        self.put(Val::Null);
+    }
+
+    fn bool(&mut self, value: bool) {
+        self.put(Val::Bool(value));
+    }
+
+    fn i64(&mut self, value: i64) {
+        self.put(Val::Num(Num::from_integral(value)));
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.put(Val::Num(Num::from_integral(value)));
+    }
+
+    fn str(&mut self, value: &str) {
+        self.text(value.as_bytes().to_vec());
+    }
+
+    fn display(&mut self, value: &dyn Display) {
+        let mut text = String::new();
+        let _ = write!(text, "{value}");
+        self.text(text.into_bytes());
+    }
+
+    fn base64(&mut self, raw: &[u8]) {
+        self.text(BASE64.encode(raw).into_bytes());
+    }
+
+    fn hex(&mut self, raw: &[u8]) {
+        self.text(hex::encode(raw).into_bytes());
+    }
+
+    fn empty_bytes(&mut self, rendering: Rendering) {
+        match rendering.empty_bytes() {
+            Value::String(text) => self.text(text.into_bytes()),
+            _ => self.null(),
+        }
+    }
+}
+
 /// Writes `produce`'s JSON as text, appended to `out`.
 pub(crate) fn to_text(out: &mut Vec<u8>, produce: impl FnOnce(&mut TextOut<'_>)) {
     produce(&mut TextOut::new(out));
@@ -268,6 +378,13 @@ pub(crate) fn to_text(out: &mut Vec<u8>, produce: impl FnOnce(&mut TextOut<'_>))
 /// Builds `produce`'s JSON as a value.
 pub(crate) fn to_value(produce: impl FnOnce(&mut ValueOut)) -> Value {
     let mut out = ValueOut::default();
+    produce(&mut out);
+    out.finish()
+}
+
+/// Builds `produce`'s JSON as a jq value.
+pub(crate) fn to_jq(produce: impl FnOnce(&mut JqOut)) -> Val {
+    let mut out = JqOut::default();
     produce(&mut out);
     out.finish()
 }
@@ -292,15 +409,27 @@ macro_rules! obj {
 pub(crate) use obj;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// The text and the value `produce` writes, after checking that the jq output is what jq reads the text as.
     fn both(produce: impl Fn(&mut dyn Out)) -> (Vec<u8>, Value) {
         let mut text = Vec::new();
         produce(&mut TextOut::new(&mut text));
         let mut value = ValueOut::default();
         produce(&mut value);
+        let mut jq = JqOut::default();
+        produce(&mut jq);
+        assert_same_jq(&jq.finish(), &text);
         (text, value.finish())
+    }
+
+    /// `built` is exactly what parsing `text` as a jq value gives: equal as jq compares, and printed alike (which
+    /// tells integers from floats and text from byte strings).
+    pub(crate) fn assert_same_jq(built: &Val, text: &[u8]) {
+        let parsed: Val = serde_json::from_slice(text).unwrap();
+        assert!(*built == parsed, "{built} != {parsed}");
+        assert_eq!(built.to_string(), parsed.to_string());
     }
 
     #[test]

@@ -475,31 +475,48 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
+/// An event that writes its envelope in each form a filter reads, when asked (see [`Envelope::for_one`]).
+pub trait Render: Send + Sync {
+    /// The envelope as compact JSON text.
+    fn text(&self) -> Vec<u8>;
+    /// The envelope as a jq value: exactly what parsing [`Render::text`] gives.
+    fn jq(&self) -> Val;
+}
+
 /// An event envelope ready for filtering (Send + Sync, share it with `Arc`): its conversions to jq and JMESPath
 /// values happen at most once per event, however many triggers filter it.
 ///
-/// An envelope given as JSON text (what the daemon does: [`Envelope::from_text`]) is parsed straight into the
-/// language a filter needs: a jq filter never has a `serde_json::Value` built at all, which halves what building
-/// and dropping the event's tree costs; the `Value` is parsed only for JMESPath (whose `true` pushes it).
+/// An envelope given as JSON text (what the daemon does for the channel's shared blocks: [`Envelope::from_text`])
+/// is parsed straight into the language a filter needs: a jq filter never has a `serde_json::Value` built at all,
+/// which halves what building and dropping the event's tree costs; the `Value` is parsed only for JMESPath (whose
+/// `true` pushes it). An envelope only one filter reads ([`Envelope::for_one`]: a catch-up stream's events) keeps
+/// no jq value at all.
 pub struct Envelope {
-    /// The envelope as compact JSON text, when it was given that way.
-    text: Option<Box<[u8]>>,
-    /// Whether the jq value is kept for the next filter. An event only one filter reads (a catch-up stream's) has
-    /// its jq value parsed for each evaluation and dropped on the thread that ran it: its many small allocations
-    /// are freed where they were made, and a block held read ahead holds its text only.
-    keep_jq: bool,
-    /// The envelope itself: what JMESPath's `true` pushes. Given, or parsed from `text` on first use.
+    /// Where the envelope comes from.
+    source: Source,
+    /// The envelope itself: what JMESPath's `true` pushes. Given, or parsed from the text on first use.
     json: OnceLock<Result<Value, String>>,
     jq: OnceLock<Result<Val, String>>,
     jmespath: OnceLock<Result<::jmespath::Rcvar, String>>,
+}
+
+/// Where an [`Envelope`] comes from.
+enum Source {
+    /// Given as a value (held in `json`).
+    Value,
+    /// Given as compact JSON text.
+    Text(Box<[u8]>),
+    /// Written by the event on demand. Its jq value is written for each evaluation and dropped on the thread that
+    /// ran it, never kept: its many small allocations are freed where they were made, a block held read ahead
+    /// holds no tree, and no text is written and parsed in between.
+    Render(Arc<dyn Render>),
 }
 
 impl Envelope {
     /// Wraps an envelope; nothing is converted until a filter needs it.
     pub fn new(json: Value) -> Self {
         Envelope {
-            text: None,
-            keep_jq: true,
+            source: Source::Value,
             json: OnceLock::from(Ok(json)),
             jq: OnceLock::new(),
             jmespath: OnceLock::new(),
@@ -510,46 +527,54 @@ impl Envelope {
     /// fails each filter that reads it, with the parser's message.
     pub fn from_text(text: Vec<u8>) -> Self {
         Envelope {
-            text: Some(text.into_boxed_slice()),
-            keep_jq: true,
+            source: Source::Text(text.into_boxed_slice()),
             json: OnceLock::new(),
             jq: OnceLock::new(),
             jmespath: OnceLock::new(),
         }
     }
 
-    /// [`Envelope::from_text`] for an event one filter reads, most likely once: the jq value is not kept
-    /// between evaluations (see the field `keep_jq`).
-    pub fn from_text_for_one(text: Vec<u8>) -> Self {
+    /// Wraps an event one filter reads, most likely once (a catch-up stream's): its jq value is written for each
+    /// evaluation, straight from the event, and dropped on the thread that ran it, never kept; its text is written
+    /// only for JMESPath.
+    pub fn for_one(event: Arc<dyn Render>) -> Self {
         Envelope {
-            keep_jq: false,
-            ..Envelope::from_text(text)
+            source: Source::Render(event),
+            json: OnceLock::new(),
+            jq: OnceLock::new(),
+            jmespath: OnceLock::new(),
         }
     }
 
-    /// The envelope as a JSON value (parsed now if it was given as text).
+    /// The envelope as a JSON value (parsed now if it was not given as one).
     pub fn json(&self) -> Result<&Value, String> {
         self.json
-            .get_or_init(|| match &self.text {
-                Some(text) => serde_json::from_slice(text).map_err(|e| e.to_string()),
-                None => Err("an envelope holds JSON or its text".to_owned()),
+            .get_or_init(|| match &self.source {
+                Source::Text(text) => serde_json::from_slice(text).map_err(|e| e.to_string()),
+                Source::Render(event) => {
+                    serde_json::from_slice(&event.text()).map_err(|e| e.to_string())
+                }
+                Source::Value => Err("an envelope holds JSON or its text".to_owned()),
             })
             .as_ref()
             .map_err(Clone::clone)
     }
 
-    /// The envelope as a jq value: kept from the first call, or (when not kept) parsed for this call.
+    /// The envelope as a jq value: kept from the first call, or (written on demand) made for this call.
     fn jq(&self) -> Result<Val, FilterError> {
-        let parse = || match &self.text {
-            Some(text) => serde_json::from_slice::<Val>(text).map_err(|e| e.to_string()),
-            None => self
-                .json()
-                .and_then(|json| to_jq(json).map_err(|e| e.message)),
-        };
-        let parsed = if self.keep_jq {
-            self.jq.get_or_init(parse).clone()
-        } else {
-            parse()
+        let parsed = match &self.source {
+            Source::Render(event) => Ok(event.jq()),
+            Source::Text(text) => self
+                .jq
+                .get_or_init(|| serde_json::from_slice::<Val>(text).map_err(|e| e.to_string()))
+                .clone(),
+            Source::Value => self
+                .jq
+                .get_or_init(|| {
+                    self.json()
+                        .and_then(|json| to_jq(json).map_err(|e| e.message))
+                })
+                .clone(),
         };
         parsed.map_err(|message| FilterError {
             language: Language::Jq,
@@ -593,12 +618,16 @@ fn to_jmespath(json: &Value) -> Result<::jmespath::Rcvar, FilterError> {
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.text {
-            Some(text) => f
+        match &self.source {
+            Source::Text(text) => f
                 .debug_tuple("Envelope")
                 .field(&String::from_utf8_lossy(text))
                 .finish(),
-            None => f.debug_tuple("Envelope").field(&self.json).finish(),
+            Source::Render(event) => f
+                .debug_tuple("Envelope")
+                .field(&String::from_utf8_lossy(&event.text()))
+                .finish(),
+            Source::Value => f.debug_tuple("Envelope").field(&self.json).finish(),
         }
     }
 }

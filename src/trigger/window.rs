@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::state::Anchor;
 use crate::events::{Event, EventType};
 use crate::fabric::decode::{Block, VerifyError};
-use crate::filter::Envelope;
+use crate::filter::{Envelope, Render};
 
 /// One event of a block, prepared once for every trigger of the channel.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub struct ChainEvent {
     /// to triggers that asked for them.
     pub valid_transaction: bool,
     /// The event, whose envelope is written only when a trigger receives it.
-    event: Event,
+    event: Arc<Event>,
     /// The envelope, built by the first trigger that receives the event and shared by the others, with its
     /// filter-language conversions cached for every trigger that filters it (see [`Readers`]).
     envelope: OnceLock<Envelope>,
@@ -43,7 +43,7 @@ pub enum Readers {
     /// the next trigger.
     Many,
     /// One trigger (its catch-up stream): the jq value of an event is made for each evaluation and dropped on the
-    /// filter thread that made it (see [`Envelope::from_text_for_one`]).
+    /// filter thread that made it (see [`Envelope::for_one`]).
     One,
 }
 
@@ -55,7 +55,7 @@ impl ChainEvent {
             event_type: event.event_type(),
             id: event.id().to_owned(),
             valid_transaction: event.valid_transaction(),
-            event,
+            event: Arc::new(event),
             envelope: OnceLock::new(),
         }
     }
@@ -70,8 +70,19 @@ impl ChainEvent {
     pub fn envelope(&self) -> &Envelope {
         self.envelope.get_or_init(|| match self.readers {
             Readers::Many => Envelope::from_text(self.event.to_json()),
-            Readers::One => Envelope::from_text_for_one(self.event.to_json()),
+            Readers::One => Envelope::for_one(Arc::clone(&self.event) as Arc<dyn Render>),
         })
+    }
+}
+
+/// An event writes its envelope for filters straight from its parts.
+impl Render for Event {
+    fn text(&self) -> Vec<u8> {
+        self.to_json()
+    }
+
+    fn jq(&self) -> jaq_json::Val {
+        self.to_jq()
     }
 }
 

@@ -4,6 +4,8 @@
 //! - Blocks come from the channel's shared window; a trigger behind the window opens its own catch-up stream
 //!   from its position (waiting for one of the channel's catch-up slots) and drops it once the window has the
 //!   block it needs next, or while it holds an event in Exception, so the slot goes to another trigger meanwhile.
+//!   The stream's reader task (`behind`) decodes and verifies the blocks ahead while the worker filters, pushes
+//!   and records the ones before.
 //! - Each event of the trigger's type goes through the filter, evaluated on the [`FilterPool`] (off the async
 //!   runtime, under the trigger's filter limits; a filter past its limits is a run-time filter error, so the
 //!   trigger holds the event in Exception). The events the trigger will reach next, from blocks already at hand
