@@ -165,30 +165,147 @@ impl Out for TextOut<'_> {
     }
 }
 
-/// A `serde_json::Value` built node by node.
-#[derive(Default)]
-pub(crate) struct ValueOut {
-    /// Open objects (with the key waiting for its value) and arrays, innermost last.
-    open: Vec<Open>,
-    /// The finished top-level value.
-    root: Option<Value>,
+/// A JSON tree built node by node, in either of the two forms filters read.
+pub(crate) trait Tree: Sized {
+    /// An object's key.
+    type Key;
+    /// An object being filled.
+    type Object: Default;
+    fn key(text: &str) -> Self::Key;
+    /// Adds a member, as this form's JSON parser does.
+    fn insert(object: &mut Self::Object, key: Self::Key, value: Self);
+    fn object(object: Self::Object) -> Self;
+    fn array(items: Vec<Self>) -> Self;
+    fn null() -> Self;
+    fn bool(value: bool) -> Self;
+    fn i64(value: i64) -> Self;
+    fn u64(value: u64) -> Self;
+    fn text(text: String) -> Self;
 }
 
-enum Open {
-    Object(Map<String, Value>, Option<String>),
-    Array(Vec<Value>),
-}
+/// serde_json's values: what JMESPath filters and pushes read.
+impl Tree for Value {
+    type Key = String;
+    type Object = Map<String, Value>;
 
-impl ValueOut {
-    /// The value written (`null` when nothing was).
-    pub(crate) fn finish(self) -> Value {
-        self.root.unwrap_or(Value::Null)
+    fn key(text: &str) -> String {
+        text.to_owned()
     }
 
-    fn put(&mut self, value: Value) {
+    fn insert(object: &mut Map<String, Value>, key: String, value: Value) {
+        object.insert(key, value);
+    }
+
+    fn object(object: Map<String, Value>) -> Value {
+        Value::Object(object)
+    }
+
+    fn array(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    fn null() -> Value {
+        Value::Null
+    }
+
+    fn bool(value: bool) -> Value {
+        Value::Bool(value)
+    }
+
+    fn i64(value: i64) -> Value {
+        Value::from(value)
+    }
+
+    fn u64(value: u64) -> Value {
+        Value::from(value)
+    }
+
+    fn text(text: String) -> Value {
+        Value::String(text)
+    }
+}
+
+/// jq's values, as `serde_json::from_slice::<jaq_json::Val>` makes them from the text: integers through jaq's own
+/// conversion, strings as UTF-8 text, members in order.
+impl Tree for Val {
+    type Key = Val;
+    type Object = jaq_json::Map<Val, Val>;
+
+    fn key(text: &str) -> Val {
+        Val::utf8_str(text.as_bytes().to_vec())
+    }
+
+    fn insert(object: &mut jaq_json::Map<Val, Val>, key: Val, value: Val) {
+        object.insert(key, value);
+    }
+
+    fn object(object: jaq_json::Map<Val, Val>) -> Val {
+        Val::obj(object)
+    }
+
+    fn array(items: Vec<Val>) -> Val {
+        Val::Arr(items.into())
+    }
+
+    fn null() -> Val {
+        Val::Null
+    }
+
+    fn bool(value: bool) -> Val {
+        Val::Bool(value)
+    }
+
+    fn i64(value: i64) -> Val {
+        Val::Num(Num::from_integral(value))
+    }
+
+    fn u64(value: u64) -> Val {
+        Val::Num(Num::from_integral(value))
+    }
+
+    fn text(text: String) -> Val {
+        Val::utf8_str(text.into_bytes())
+    }
+}
+
+/// A [`Tree`] built node by node.
+pub(crate) struct TreeOut<T: Tree> {
+    /// Open objects (with the key waiting for its value) and arrays, innermost last.
+    open: Vec<Open<T>>,
+    /// The finished top-level value.
+    root: Option<T>,
+}
+
+/// A `serde_json::Value` built node by node.
+pub(crate) type ValueOut = TreeOut<Value>;
+/// A jq value built node by node.
+pub(crate) type JqOut = TreeOut<Val>;
+
+enum Open<T: Tree> {
+    Object(T::Object, Option<T::Key>),
+    Array(Vec<T>),
+}
+
+impl<T: Tree> Default for TreeOut<T> {
+    fn default() -> Self {
+        TreeOut {
+            open: Vec::new(),
+            root: None,
+        }
+    }
+}
+
+impl<T: Tree> TreeOut<T> {
+    /// The value written (`null` when nothing was).
+    pub(crate) fn finish(self) -> T {
+        self.root.unwrap_or_else(T::null)
+    }
+
+    fn put(&mut self, value: T) {
         match self.open.last_mut() {
             Some(Open::Object(map, key)) => {
-                map.insert(key.take().unwrap_or_default(), value);
+                let key = key.take().unwrap_or_else(|| T::key(""));
+                T::insert(map, key, value);
             }
             Some(Open::Array(items)) => items.push(value),
             None => self.root = Some(value),
@@ -196,20 +313,20 @@ impl ValueOut {
     }
 }
 
-impl Out for ValueOut {
+impl<T: Tree> Out for TreeOut<T> {
     fn begin_object(&mut self) {
-        self.open.push(Open::Object(Map::new(), None));
+        self.open.push(Open::Object(T::Object::default(), None));
     }
 
     fn key(&mut self, key: &str) {
         if let Some(Open::Object(_, pending)) = self.open.last_mut() {
-            *pending = Some(key.to_owned());
+            *pending = Some(T::key(key));
         }
     }
 
     fn end_object(&mut self) {
         if let Some(Open::Object(map, _)) = self.open.pop() {
-            self.put(Value::Object(map));
+            self.put(T::object(map));
         }
     }
 
@@ -219,152 +336,47 @@ impl Out for ValueOut {
 
     fn end_array(&mut self) {
         if let Some(Open::Array(items)) = self.open.pop() {
-            self.put(Value::Array(items));
+            self.put(T::array(items));
         }
     }
 
     fn null(&mut self) {
-        self.put(Value::Null);
+        self.put(T::null());
     }
 
     fn bool(&mut self, value: bool) {
-        self.put(Value::Bool(value));
+        self.put(T::bool(value));
     }
 
     fn i64(&mut self, value: i64) {
-        self.put(Value::from(value));
+        self.put(T::i64(value));
     }
 
     fn u64(&mut self, value: u64) {
-        self.put(Value::from(value));
+        self.put(T::u64(value));
     }
 
     fn str(&mut self, value: &str) {
-        self.put(Value::String(value.to_owned()));
+        self.put(T::text(value.to_owned()));
     }
 
     fn display(&mut self, value: &dyn Display) {
         let mut text = String::new();
         let _ = write!(text, "{value}");
-        self.put(Value::String(text));
+        self.put(T::text(text));
     }
 
     fn base64(&mut self, raw: &[u8]) {
-        self.put(Value::String(BASE64.encode(raw)));
+        self.put(T::text(BASE64.encode(raw)));
     }
 
     fn hex(&mut self, raw: &[u8]) {
-        self.put(Value::String(hex::encode(raw)));
-    }
-
-    fn empty_bytes(&mut self, rendering: Rendering) {
-        self.put(rendering.empty_bytes());
-    }
-}
-
-/// A jq value built node by node: what `serde_json::from_slice::<jaq_json::Val>` gives for [`TextOut`]'s text,
-/// node for node (integers through jaq's own conversion, strings as UTF-8 text, members in call order).
-#[derive(Default)]
-pub(crate) struct JqOut {
-    /// Open objects (with the key waiting for its value) and arrays, innermost last.
-    open: Vec<OpenJq>,
-    /// The finished top-level value.
-    root: Option<Val>,
-}
-
-/// A jq object's members, as jaq keeps them.
-type JqMap = jaq_json::Map<Val, Val>;
-
-enum OpenJq {
-    Object(JqMap, Option<Val>),
-    Array(Vec<Val>),
-}
-
-impl JqOut {
-    /// The value written (`null` when nothing was).
-    pub(crate) fn finish(self) -> Val {
-        self.root.unwrap_or(Val::Null)
-    }
-
-    fn put(&mut self, value: Val) {
-        match self.open.last_mut() {
-            Some(OpenJq::Object(map, key)) => {
-                map.insert(key.take().unwrap_or_default(), value);
-            }
-            Some(OpenJq::Array(items)) => items.push(value),
-            None => self.root = Some(value),
-        }
-    }
-
-    fn text(&mut self, text: Vec<u8>) {
-        self.put(Val::utf8_str(text));
-    }
-}
-
-impl Out for JqOut {
-    fn begin_object(&mut self) {
-        self.open.push(OpenJq::Object(JqMap::default(), None));
-    }
-
-    fn key(&mut self, key: &str) {
-        if let Some(OpenJq::Object(_, pending)) = self.open.last_mut() {
-            *pending = Some(Val::utf8_str(key.as_bytes().to_vec()));
-        }
-    }
-
-    fn end_object(&mut self) {
-        if let Some(OpenJq::Object(map, _)) = self.open.pop() {
-            self.put(Val::obj(map));
-        }
-    }
-
-    fn begin_array(&mut self) {
-        self.open.push(OpenJq::Array(Vec::new()));
-    }
-
-    fn end_array(&mut self) {
-        if let Some(OpenJq::Array(items)) = self.open.pop() {
-            self.put(Val::Arr(items.into()));
-        }
-    }
-
-    fn null(&mut self) {
-        self.put(Val::Null);
-    }
-
-    fn bool(&mut self, value: bool) {
-        self.put(Val::Bool(value));
-    }
-
-    fn i64(&mut self, value: i64) {
-        self.put(Val::Num(Num::from_integral(value)));
-    }
-
-    fn u64(&mut self, value: u64) {
-        self.put(Val::Num(Num::from_integral(value)));
-    }
-
-    fn str(&mut self, value: &str) {
-        self.text(value.as_bytes().to_vec());
-    }
-
-    fn display(&mut self, value: &dyn Display) {
-        let mut text = String::new();
-        let _ = write!(text, "{value}");
-        self.text(text.into_bytes());
-    }
-
-    fn base64(&mut self, raw: &[u8]) {
-        self.text(BASE64.encode(raw).into_bytes());
-    }
-
-    fn hex(&mut self, raw: &[u8]) {
-        self.text(hex::encode(raw).into_bytes());
+        self.put(T::text(hex::encode(raw)));
     }
 
     fn empty_bytes(&mut self, rendering: Rendering) {
         match rendering.empty_bytes() {
-            Value::String(text) => self.text(text.into_bytes()),
+            Value::String(text) => self.put(T::text(text)),
             _ => self.null(),
         }
     }
