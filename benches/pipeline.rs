@@ -9,7 +9,10 @@
 //!    - paced: then `BENCH_PACED` blocks are appended at `BENCH_RATE` blocks/s, each append timestamped; added
 //!      latency = the handler's first statement (`time.time_ns()`) minus the moment the block was appended to the
 //!      simulator. Both clocks are this machine's CLOCK_REALTIME, so the difference is meaningful; it includes
-//!      the Deliver transfer over TLS, so it bounds "block received -> handler started" from above.
+//!      the Deliver transfer over TLS, so it bounds "block received -> handler started" from above;
+//!    - meanwhile a stall probe (a thread of this process that only sleeps 1 ms at a time) notes every time it
+//!      wakes more than 2 ms late, and the machine's hypervisor steal time is read from /proc/stat: a paced
+//!      event's slow stage is then told apart from the machine stopping as a whole while it was on its way.
 //! 2. Memory: the daemon's RSS (VmRSS and peak VmHWM from /proc) with `BENCH_TRIGGERS` Block triggers on one
 //!    channel (a jq filter that never matches, so nothing is pushed: what is measured is the per-trigger cost of
 //!    following the channel), next to the same daemon with one trigger.
@@ -422,6 +425,91 @@ struct PipelineRow {
     stages: Vec<[f64; 3]>,
     /// The slowest paced events' breakdowns.
     slowest: Vec<[f64; 8]>,
+    /// For each of `slowest`: the longest the stall probe overslept while that event was on its way (ms).
+    slowest_stalls: Vec<f64>,
+    /// What the stall probe saw over the whole paced phase.
+    stalls: StallSummary,
+}
+
+/// A thread that does nothing but ask for 1 ms of sleep, over and over, and note how late it wakes. It shares the
+/// machine with the simulator, the daemon and the handler but not their work: when it wakes 10 ms late while the
+/// machine is nearly idle (the paced phase uses a few percent of a core), the machine as a whole stopped (the
+/// hypervisor ran something else, the kernel stalled), and every process on it waited the same.
+struct StallProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u128, f64)>>,
+    steal_before: Option<u64>,
+}
+
+/// How late the probe woke more than this is kept, with when (ms).
+const STALL_NOTED_MS: f64 = 2.0;
+
+/// What a [`StallProbe`] saw.
+struct StallSummary {
+    /// Wake-ups later than [`STALL_NOTED_MS`]: when (CLOCK_REALTIME ns, the wake-up) and how late (ms).
+    late: Vec<(u128, f64)>,
+    /// Time the hypervisor gave the machine's CPUs to others meanwhile (`steal` in /proc/stat), ms over all CPUs.
+    steal_ms: Option<f64>,
+}
+
+impl StallProbe {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut late = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                let over = (asked.elapsed().as_secs_f64() * 1e3 - 1.0).max(0.0);
+                if over > STALL_NOTED_MS {
+                    late.push((now_ns(), over));
+                }
+            }
+            late
+        });
+        StallProbe {
+            stop,
+            thread,
+            steal_before: steal_ticks(),
+        }
+    }
+
+    fn finish(self) -> StallSummary {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let late = self.thread.join().unwrap_or_default();
+        let steal_ms = match (self.steal_before, steal_ticks()) {
+            // USER_HZ is 100 on Linux: a tick is 10 ms.
+            (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 * 10.0),
+            _ => None,
+        };
+        StallSummary { late, steal_ms }
+    }
+}
+
+impl StallSummary {
+    /// The longest oversleep that ended within `[from, to]` (ns), or 0.
+    fn worst_within(&self, from: u128, to: u128) -> f64 {
+        self.late
+            .iter()
+            .filter(|(at, over)| *at >= from && at.saturating_sub((*over * 1e6) as u128) <= to)
+            .map(|(_, over)| *over)
+            .fold(0.0, f64::max)
+    }
+
+    fn worst(&self) -> f64 {
+        self.late.iter().map(|(_, over)| *over).fold(0.0, f64::max)
+    }
+
+    fn count_over(&self, ms: f64) -> usize {
+        self.late.iter().filter(|(_, over)| *over > ms).count()
+    }
+}
+
+/// The machine's `steal` time so far, in ticks (all CPUs).
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()
 }
 
 async fn pipeline(
@@ -491,6 +579,7 @@ invocation = "{mode}"
     let paced_from = chain.handle.height();
     let mut appended = HashMap::new();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let probe = StallProbe::start();
     for _ in 0..paced {
         ticks.tick().await;
         // Stamped once the block is in the chain (built and signed): the simulator's own work is not latency.
@@ -499,6 +588,7 @@ invocation = "{mode}"
     }
     let paced_ids = tx_event_ids(&chain, paced_from, chain.handle.height())?;
     let stamps = wait_for_stamps(&mut daemon, &paced_ids).await?;
+    let stalls = probe.finish();
     let mut latencies: Vec<f64> = paced_ids
         .iter()
         .filter_map(|(id, block)| {
@@ -509,19 +599,19 @@ invocation = "{mode}"
         .collect();
     latencies.sort_by(f64::total_cmp);
     let marks = daemon.stage_marks();
-    let mut breakdowns: Vec<[f64; 8]> = paced_ids
+    let mut breakdowns: Vec<([f64; 8], f64)> = paced_ids
         .iter()
         .filter_map(|(id, block)| {
-            Some(breakdown(
-                *appended.get(block)?,
-                *stamps.get(id)?,
-                marks.get(id)?,
+            let (appended, handled) = (*appended.get(block)?, *stamps.get(id)?);
+            Some((
+                breakdown(appended, handled, marks.get(id)?),
+                stalls.worst_within(appended, handled),
             ))
         })
         .collect();
     let stages = (0..BREAKDOWN.len())
         .map(|stage| {
-            let mut values: Vec<f64> = breakdowns.iter().map(|b| b[stage]).collect();
+            let mut values: Vec<f64> = breakdowns.iter().map(|(b, _)| b[stage]).collect();
             values.sort_by(f64::total_cmp);
             [
                 percentile(&values, 0.5),
@@ -530,8 +620,9 @@ invocation = "{mode}"
             ]
         })
         .collect();
-    breakdowns.sort_by(|a, b| b[7].total_cmp(&a[7]));
+    breakdowns.sort_by(|(a, _), (b, _)| b[7].total_cmp(&a[7]));
     breakdowns.truncate(3);
+    let (slowest, slowest_stalls) = breakdowns.into_iter().unzip();
     Ok(PipelineRow {
         mode,
         backlog_events: backlog_ids.len(),
@@ -542,7 +633,9 @@ invocation = "{mode}"
         p99: percentile(&latencies, 0.99),
         max: latencies.last().copied().unwrap_or(f64::NAN),
         stages,
-        slowest: breakdowns,
+        slowest,
+        slowest_stalls,
+        stalls,
     })
 }
 
@@ -726,6 +819,26 @@ fn pipeline_part(
                 slowest.join(" / ")
             );
         }
+        let stalled: Vec<String> = row
+            .slowest_stalls
+            .iter()
+            .map(|ms| format!("{ms:.2}"))
+            .collect();
+        println!(
+            "| stall probe: longest oversleep of a 1 ms sleep meanwhile | - | - | {:.2} | {} |",
+            row.stalls.worst(),
+            stalled.join(" / ")
+        );
+        println!(
+            "\nstall probe over the paced phase: {} wake-ups more than {STALL_NOTED_MS} ms late, {} more than 5 ms, {} more than 10 ms; hypervisor steal {}",
+            row.stalls.late.len(),
+            row.stalls.count_over(5.0),
+            row.stalls.count_over(10.0),
+            row.stalls.steal_ms.map_or_else(
+                || "unknown".to_owned(),
+                |ms| format!("{ms:.0} ms (all CPUs)")
+            )
+        );
     }
     Ok(())
 }
