@@ -2,6 +2,8 @@
 //!
 //! - the floor: a minimal keep-alive HTTP/1.1 server (this process, one thread per connection, a fixed `{}`
 //!   answer): what loopback HTTP costs on this machine with no work behind it;
+//! - the HTTP stack alone: axum on hyper and tokio, as the runtime serves requests, echoing the body with no
+//!   work behind it (this process, a tokio runtime of its own);
 //! - `chaintrigger runtime` (this build's binary, a process of its own) running the handler;
 //! - the same with an older binary, when `BENCH_BASE_BIN` names one (e.g. built from an earlier commit);
 //! - Google's functions-framework (gunicorn, 1 worker, 8 threads) serving the same handler.
@@ -98,6 +100,35 @@ fn serve_floor(stream: TcpStream) {
             return;
         }
     }
+}
+
+/// The HTTP stack alone: axum and hyper as the runtime serves them (a multi-threaded tokio runtime of its own,
+/// `TCP_NODELAY` on accepted connections, one route echoing the body). What the runtime's framework costs per
+/// request before any work of the runtime's own: between the floor and the runtime.
+fn start_http_stack() -> BenchResult<String> {
+    use axum::serve::ListenerExt as _;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            let app = axum::Router::new().route(
+                "/{*rest}",
+                axum::routing::post(|body: bytes::Bytes| async move { body }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok(format!("http://127.0.0.1:{port}{INVOKE_PATH}"))
 }
 
 /// Starts `bin runtime` with the no-op function declared in a functions folder.
@@ -275,6 +306,10 @@ async fn bench() -> BenchResult<()> {
         "floor: minimal keep-alive HTTP server".into(),
         start_floor()?,
     )];
+    targets.push((
+        "HTTP stack alone: axum echoing the body".into(),
+        start_http_stack()?,
+    ));
     let mut children = Vec::new();
     let this_dir = dir.path().join("this");
     let (child, url) = start_runtime(Path::new(env!("CARGO_BIN_EXE_chaintrigger")), &this_dir)?;
