@@ -947,13 +947,14 @@ async fn invoke(
             attempts: 0,
             next_attempt_ms: now,
         };
-        match core.storage.enqueue(&event)? {
+        let given_id = event.invocation_id.clone();
+        match core.stored(move |storage| storage.enqueue(&event)).await? {
             Enqueued::New(seq) => {
                 tracing::debug!(%service, %function, seq, "queued an async invocation");
                 core.queue_wakeup.notify_one();
             }
             Enqueued::Duplicate => tracing::info!(
-                %service, %function, invocation_id = ?event.invocation_id,
+                %service, %function, invocation_id = ?given_id,
                 "async invocation id already accepted; not queued again"
             ),
         }

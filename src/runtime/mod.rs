@@ -164,6 +164,25 @@ pub(crate) struct Core {
     base_url: OnceLock<String>,
 }
 
+impl Core {
+    /// Runs a storage call on a blocking thread, for the calls on the invocation paths (the async enqueue and the
+    /// queue's reads and writes). A call can wait: a commit that restarts the WAL syncs it, which takes as long as
+    /// the disk's flush (tens of milliseconds on a slow disk), and a call also waits for another writer or for the
+    /// one connection. On an async thread that wait would hold up every request the thread serves; here it holds
+    /// up only the caller.
+    async fn stored<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Storage) -> Result<T, storage::StorageError> + Send + 'static,
+    ) -> Result<T, storage::StorageError> {
+        let storage = self.storage.clone();
+        match tokio::task::spawn_blocking(move || call(storage.as_ref())).await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(storage::StorageError::Stopped),
+        }
+    }
+}
+
 /// A running (or ready to run) runtime. Cheap to clone: every clone is the same runtime.
 #[derive(Clone)]
 pub struct Runtime {

@@ -56,9 +56,10 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
         let now = now_ms();
         if tokio::time::Instant::now() >= next_prune {
             next_prune += PRUNE_EVERY;
+            let before = now - OUTCOME_RETENTION.as_millis() as i64;
             match core
-                .storage
-                .prune_outcomes(now - OUTCOME_RETENTION.as_millis() as i64)
+                .stored(move |storage| storage.prune_outcomes(before))
+                .await
             {
                 Ok(0) => {}
                 Ok(pruned) => {
@@ -68,7 +69,7 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
             }
         }
         let mut next_due: Option<i64> = None;
-        match core.storage.queue_heads() {
+        match core.stored(|storage| storage.queue_heads()).await {
             Ok(heads) => {
                 for event in heads {
                     let key = (event.service.clone(), event.function.clone());
@@ -113,7 +114,8 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
                             let count = throttled.entry(seq).or_insert(0);
                             *count += 1;
                             let delay = backoff(*count, core.config.async_backoff_cap);
-                            if let Err(error) = core.storage.reschedule(seq, attempts, now_ms() + delay.as_millis() as i64) {
+                            let due = now_ms() + delay.as_millis() as i64;
+                            if let Err(error) = core.stored(move |storage| storage.reschedule(seq, attempts, due)).await {
                                 tracing::error!(seq, "async queue: cannot reschedule a throttled event: {error}");
                             }
                         }
@@ -127,7 +129,11 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
 
 /// Runs one event and records what happened.
 async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
-    let policy = match core.storage.async_config(&event.service, &event.function) {
+    let (service, function) = (event.service.clone(), event.function.clone());
+    let config = core
+        .stored(move |storage| storage.async_config(&service, &function))
+        .await;
+    let policy = match config {
         Ok(config) => config.map_or(core.config.async_defaults, |c| c.policy),
         Err(error) => {
             tracing::error!("async queue: cannot read the async settings: {error}");
@@ -140,11 +146,15 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             attempts: runs,
             ..event.clone()
         };
-        if let Err(error) = core.storage.finish(&event, status, detail, now_ms()) {
-            tracing::error!(
-                seq = event.seq,
-                "async queue: cannot record an outcome: {error}"
-            );
+        let detail = detail.to_owned();
+        async move {
+            let seq = event.seq;
+            let recorded = core
+                .stored(move |storage| storage.finish(&event, status, &detail, now_ms()))
+                .await;
+            if let Err(error) = recorded {
+                tracing::error!(seq, "async queue: cannot record an outcome: {error}");
+            }
         }
     };
     let age_ms = now_ms() - event.enqueued_ms;
@@ -155,16 +165,20 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             policy.max_age_secs
         );
         tracing::warn!(service = %event.service, function = %event.function, request_id = %event.request_id, "{detail}");
-        finish(EventStatus::Expired, event.attempts, &detail);
+        finish(EventStatus::Expired, event.attempts, &detail).await;
         return RunResult::Done;
     }
-    let records = core.records_at(&event.service, event.version, &event.function);
+    let (service, version, function) =
+        (event.service.clone(), event.version, event.function.clone());
+    let records = core
+        .stored(move |storage| super::versions::records_at(storage, &service, version, &function))
+        .await;
     let (service, function) = match records {
         Ok(Some(records)) => records,
         Ok(None) => {
             let detail = "dropped: the function (or its version) was deleted before the event ran";
             tracing::warn!(service = %event.service, function = %event.function, "{detail}");
-            finish(EventStatus::Invalid, event.attempts, detail);
+            finish(EventStatus::Invalid, event.attempts, detail).await;
             return RunResult::Done;
         }
         Err(error) => {
@@ -183,7 +197,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             spec
         }
         Err(error) => {
-            finish(EventStatus::Invalid, event.attempts, &error.message);
+            finish(EventStatus::Invalid, event.attempts, &error.message).await;
             return RunResult::Done;
         }
     };
@@ -197,7 +211,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
     let error_detail = match result {
         Ok(invocation) => match invocation.outcome {
             InvokeOutcome::Success { .. } => {
-                finish(EventStatus::Succeeded, event.attempts + 1, "");
+                finish(EventStatus::Succeeded, event.attempts + 1, "").await;
                 return RunResult::Done;
             }
             InvokeOutcome::FunctionError { body, .. } => {
@@ -214,16 +228,17 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
             service = %event.service, function = %event.function, request_id = %event.request_id, attempts,
             "async invocation failed; retries exhausted: {error_detail}"
         );
-        finish(EventStatus::Failed, attempts, &error_detail);
+        finish(EventStatus::Failed, attempts, &error_detail).await;
     } else {
         let delay = backoff(attempts, core.config.async_backoff_cap);
         tracing::info!(
             service = %event.service, function = %event.function, attempts, delay_ms = delay.as_millis() as u64,
             "async invocation failed; retrying"
         );
-        if let Err(error) =
-            core.storage
-                .reschedule(event.seq, attempts, now_ms() + delay.as_millis() as i64)
+        let (seq, due) = (event.seq, now_ms() + delay.as_millis() as i64);
+        if let Err(error) = core
+            .stored(move |storage| storage.reschedule(seq, attempts, due))
+            .await
         {
             tracing::error!(seq = event.seq, "async queue: cannot reschedule: {error}");
         }

@@ -32,6 +32,8 @@ pub enum StorageError {
     HasTriggers(usize),
     #[error("the function already has {0} triggers")]
     TooManyTriggers(usize),
+    #[error("runtime database: the runtime stopped before the call ran")]
+    Stopped,
     #[error("runtime database {}: cannot make it private to the runtime's user: {source}", path.display())]
     Permissions {
         path: std::path::PathBuf,

@@ -701,6 +701,67 @@ async fn async_invocations_run_once_per_id_and_retry_function_errors() {
     rt.stop().await;
 }
 
+/// A commit can wait: for the disk's flush (tens of milliseconds on a slow disk, when the commit restarts the WAL),
+/// or, as here, for another writer holding the database. The wait must hold up only the request that made the
+/// commit: the runtime's other requests go on meanwhile, and the async event is still answered 202 only once it
+/// is committed, then runs.
+#[tokio::test]
+async fn an_async_enqueue_waiting_for_the_database_holds_up_no_other_request() {
+    let dir = test_dir("rt-held-db-");
+    let data = dir.path().join("data");
+    let rt = TestRuntime::start(&data, |_| {}).await;
+    with_service(&rt).await;
+    rt.create_function("svc", "py", "python3", &[("index.py", PY)], json!({}))
+        .await;
+    let mark = json!({"handler": "index.mark"});
+    rt.create_function("svc", "mark", "python3", &[("index.py", PY)], mark)
+        .await;
+    // Warm: the instance runs and the function's records are cached, so the next call reads no database.
+    assert_eq!(rt.invoke("svc", "py", "warm").await.status, 200);
+
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let database = data.join("runtime.sqlite");
+    let holder = std::thread::spawn(move || {
+        let other = rusqlite::Connection::open(database).expect("another connection");
+        other
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("the write lock");
+        locked.send(()).expect("the test waits");
+        std::thread::sleep(Duration::from_secs(2));
+        other.execute_batch("COMMIT").expect("commit");
+    });
+    is_locked.recv().expect("locked");
+    let started = std::time::Instant::now();
+    let (accepted, (answer, answered_at)) = tokio::join!(
+        rt.send(
+            "POST",
+            "/2016-08-15/services/svc/functions/mark/invocations",
+            &[("x-fc-invocation-type", "Async")],
+            b"late".to_vec(),
+        ),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let answer = rt.invoke("svc", "py", "meanwhile").await;
+            (answer, started.elapsed())
+        }
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(&answer.body[..], b"py:meanwhile");
+    assert!(
+        answered_at < Duration::from_millis(1500),
+        "a sync call was answered {answered_at:?} after another request's commit began waiting (2 s)"
+    );
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the async event was accepted before it could be committed"
+    );
+    holder.join().expect("the other writer");
+    let outcomes = rt.outcomes("svc", "mark", 1, Duration::from_secs(20)).await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].status, "Succeeded", "{outcomes:?}");
+}
+
 #[tokio::test]
 async fn async_events_in_flight_at_a_stop_run_again_after_the_restart() {
     let dir = test_dir("rt-restart-");

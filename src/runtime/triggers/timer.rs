@@ -65,7 +65,16 @@ pub fn due(
 /// Runs until `shutdown`: fires what is due, sleeps until the next firing (or a trigger change).
 pub(crate) async fn run(core: std::sync::Arc<Core>, shutdown: CancellationToken) {
     loop {
-        let sleep = fire_due(&core);
+        // Off the async threads: firing reads and commits (see `Core::stored`).
+        let firing = tokio::task::spawn_blocking({
+            let core = core.clone();
+            move || fire_due(&core)
+        });
+        let sleep = match firing.await {
+            Ok(sleep) => sleep,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => return,
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = core.timer_wakeup.notified() => {}
