@@ -280,7 +280,10 @@ impl Cluster {
     }
 
     /// After `owner` lost `mychannel` to `new_owner` and came back (resumed, healed) at `marks`, and a while of
-    /// blocks: it pushed at most the event it had in flight per trigger, and the channel stayed where it went.
+    /// blocks: it pushed at most the event it had in flight per trigger, and it did not get the channel back.
+    /// The channel may have moved on from `new_owner` to the third daemon: on a loaded machine a renewal can come
+    /// later than the 2 s lease, which is a takeover like any other; what must never happen is the fenced owner
+    /// holding it again.
     async fn assert_lost_for_good(&self, owner: usize, marks: [usize; 2], new_owner: usize) {
         let late = self.pushes_since(owner, marks);
         assert!(
@@ -288,10 +291,11 @@ impl Cluster {
             "daemon {owner} pushed {late:?} events after losing its lease (at most the one in flight each):\n{}",
             self.logs()
         );
-        assert_eq!(
-            self.owner("mychannel").await.map(|(index, _)| index),
-            Some(new_owner),
-            "the channel stays with its new owner:\n{}",
+        let holder = self.owner("mychannel").await.map(|(index, _)| index);
+        assert_ne!(
+            holder,
+            Some(owner),
+            "the channel went to daemon {new_owner}, then back to the owner that lost it:\n{}",
             self.logs()
         );
     }
