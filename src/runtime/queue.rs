@@ -69,7 +69,7 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
             }
         }
         let mut next_due: Option<i64> = None;
-        match core.stored(|storage| storage.queue_heads()).await {
+        match core.storage.queue_heads() {
             Ok(heads) => {
                 for event in heads {
                     let key = (event.service.clone(), event.function.clone());
@@ -129,10 +129,9 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
 
 /// Runs one event and records what happened.
 async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
-    let (service, function) = (event.service.clone(), event.function.clone());
-    let config = core
-        .stored(move |storage| storage.async_config(&service, &function))
-        .await;
+    // Reads stay on this thread: they are quick, and only a write waits for the disk. Writes go through
+    // `Core::stored`.
+    let config = core.storage.async_config(&event.service, &event.function);
     let policy = match config {
         Ok(config) => config.map_or(core.config.async_defaults, |c| c.policy),
         Err(error) => {
@@ -168,11 +167,7 @@ async fn run_event(core: &Core, event: AsyncEvent) -> RunResult {
         finish(EventStatus::Expired, event.attempts, &detail).await;
         return RunResult::Done;
     }
-    let (service, version, function) =
-        (event.service.clone(), event.version, event.function.clone());
-    let records = core
-        .stored(move |storage| super::versions::records_at(storage, &service, version, &function))
-        .await;
+    let records = core.records_at(&event.service, event.version, &event.function);
     let (service, function) = match records {
         Ok(Some(records)) => records,
         Ok(None) => {

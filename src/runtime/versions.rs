@@ -27,9 +27,7 @@ use super::error::ApiError;
 use super::limits::MAX_FUNCTIONS_PER_SERVICE;
 use super::names::{FunctionName, LATEST, Qualifier, ServiceName};
 use super::registry::{ListQuery, check_if_match, function_json, iso, now_ms, page, service_json};
-use super::storage::{
-    AliasRecord, FunctionRecord, ServiceRecord, Storage, StorageError, VersionRecord,
-};
+use super::storage::{AliasRecord, FunctionRecord, ServiceRecord, StorageError, VersionRecord};
 
 /// A PublishServiceVersion body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -263,33 +261,23 @@ impl Core {
         version: Option<u64>,
         function: &str,
     ) -> Result<Option<(ServiceRecord, FunctionRecord)>, StorageError> {
-        records_at(self.storage.as_ref(), service, version, function)
-    }
-}
-
-/// [`Core::records_at`] on a storage handle, for calls made off the async threads.
-pub(crate) fn records_at(
-    storage: &dyn Storage,
-    service: &str,
-    version: Option<u64>,
-    function: &str,
-) -> Result<Option<(ServiceRecord, FunctionRecord)>, StorageError> {
-    match version {
-        None => Ok(storage
-            .service(service)?
-            .zip(storage.function(service, function)?)),
-        Some(id) => {
-            let Some(version) = storage.version(service, id)? else {
-                return Ok(None);
-            };
-            Ok(storage
-                .version_function(service, id, function)?
-                .map(|record| (version.snapshot, record)))
+        match version {
+            None => Ok(self
+                .storage
+                .service(service)?
+                .zip(self.storage.function(service, function)?)),
+            Some(id) => {
+                let Some(version) = self.storage.version(service, id)? else {
+                    return Ok(None);
+                };
+                Ok(self
+                    .storage
+                    .version_function(service, id, function)?
+                    .map(|record| (version.snapshot, record)))
+            }
         }
     }
-}
 
-impl Core {
     /// ListFunctions at a version.
     pub(crate) fn list_functions_at(
         &self,
