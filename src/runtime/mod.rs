@@ -170,7 +170,8 @@ impl Core {
     /// it, which takes as long as the disk's flush (tens of milliseconds on a slow disk), and any commit waits for
     /// another writer. On an async thread that wait would hold up every request the thread serves; here it holds
     /// up only the caller. Reads stay where they are: each hop to a blocking thread costs two thread wake-ups,
-    /// which the queue's throughput felt when its reads took them too (a quarter fewer events per second).
+    /// which the queue's throughput felt when its reads took them too (a quarter fewer events per second), and
+    /// the queue's reads go through a connection of their own, which a waiting commit does not hold.
     async fn stored<T: Send + 'static>(
         &self,
         call: impl FnOnce(&dyn Storage) -> Result<T, storage::StorageError> + Send + 'static,

@@ -536,8 +536,13 @@ CREATE INDEX triggers_by_type ON triggers (trigger_type);
 
 /// The SQLite store.
 pub struct SqliteStorage {
-    /// One connection: every statement is short, and one writer is what SQLite allows anyway.
+    /// The connection for writes and for the reads that fill [`Records`]: every statement is short, and one
+    /// writer is what SQLite allows anyway.
     connection: Mutex<Connection>,
+    /// A second connection, for the async queue's reads on its own path (its heads, a function's async
+    /// settings). In WAL mode a reader never waits for a writer, so these reads go on while a commit waits for
+    /// the disk's flush (a WAL restart syncs) holding `connection`. Never used to write, nor for `records`.
+    queue_reader: Mutex<Connection>,
     /// Services and functions as last read: every invocation reads its service and function, and they change
     /// only through this store's own writes. Invariants: an entry is only added while `connection` is held, with
     /// what was just read through it; every write of a service or function empties the cache once the write is
@@ -643,8 +648,12 @@ impl SqliteStorage {
             tx.pragma_update(None, "user_version", index as i64 + 1)?;
             tx.commit()?;
         }
+        let queue_reader = Connection::open(path)?;
+        queue_reader.pragma_update(None, "query_only", true)?;
+        queue_reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(SqliteStorage {
             connection: Mutex::new(connection),
+            queue_reader: Mutex::new(queue_reader),
             records: Mutex::default(),
             _checkpointer: crate::sqlite_wal::WalCheckpointer::start(path)?,
         })
@@ -664,6 +673,13 @@ impl SqliteStorage {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection itself usable: SQLite rolls back.
         self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The queue's read connection (see [`SqliteStorage::queue_reader`]).
+    fn lock_queue_reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.queue_reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -1128,7 +1144,7 @@ impl Storage for SqliteStorage {
         function: &str,
     ) -> Result<Option<AsyncConfigRecord>, StorageError> {
         Ok(self
-            .lock()
+            .lock_queue_reader()
             .prepare_cached(
                 "SELECT max_retries, max_age_secs, created_ms, modified_ms FROM async_configs
                  WHERE service = ?1 AND function = ?2",
@@ -1211,7 +1227,7 @@ impl Storage for SqliteStorage {
     }
 
     fn queue_heads(&self) -> Result<Vec<AsyncEvent>, StorageError> {
-        let connection = self.lock();
+        let connection = self.lock_queue_reader();
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM async_events
              WHERE seq IN (SELECT MIN(seq) FROM async_events GROUP BY service, function) ORDER BY seq"

@@ -742,7 +742,17 @@ async fn an_async_enqueue_waiting_for_the_database_holds_up_no_other_request() {
         async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let answer = rt.invoke("svc", "py", "meanwhile").await;
-            (answer, started.elapsed())
+            let answered_at = started.elapsed();
+            // The queue's reads do not wait for the write either (a connection of their own).
+            let asked = std::time::Instant::now();
+            let heads = rt.runtime.storage().queue_heads().expect("the queue");
+            let read_in = asked.elapsed();
+            assert!(heads.is_empty(), "{heads:?}");
+            assert!(
+                read_in < Duration::from_millis(500),
+                "reading the queue waited {read_in:?} for another request's commit"
+            );
+            (answer, answered_at)
         }
     );
     assert_eq!(answer.status, 200, "{}", answer.text());
