@@ -1,84 +1,168 @@
-//! WAL checkpoints off the write path, for the SQLite files the daemon and the function runtime write on every
-//! event.
+//! WAL checkpoints off the write path, and rare, for the SQLite files the daemon and the function runtime write on
+//! every event.
 //!
-//! SQLite's own automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages: that commit
-//! copies the WAL into the database and syncs both, so one event in a few hundred waited for the disk (the
-//! end-to-end bench saw 15-30 ms). A [`WalCheckpointer`] runs passive checkpoints from its own connection on a
-//! thread instead: they never block a writer, and commits only append to the WAL. The writers keep an automatic
-//! checkpoint at a far larger size ([`FALLBACK_AUTOCHECKPOINT_PAGES`]) so the WAL stays bounded even if the
-//! thread falls behind (a long-running reader holds every checkpoint back).
+//! Two things in a WAL database wait for the disk, and both would otherwise land on an event's commit:
+//!
+//! - **The checkpoint** copies the WAL into the database and syncs both. SQLite's automatic checkpoint runs it
+//!   inside the commit that takes the WAL past 1,000 pages (the end-to-end bench saw 15-30 ms). A
+//!   [`WalCheckpointer`] runs it from its own connection on a thread instead, passive: it never blocks a writer.
+//! - **The WAL restart.** Once a checkpoint has copied every frame, the next commit starts the WAL over from its
+//!   first byte and, even with `synchronous=NORMAL`, syncs the new WAL header before writing its frames (SQLite's
+//!   guard against mixing two generations of the log after a power loss). That sync is on the committing writer
+//!   and cannot be moved off it. It is usually a fraction of a millisecond, but the disk's flush sometimes takes
+//!   tens of milliseconds. Every checkpoint that empties the WAL costs one, so checkpoints run by size, not by the
+//!   clock: the writer's commit hook asks for one when the WAL reaches [`CHECKPOINT_PAGES`]. (A 250 ms timer
+//!   restarted the WAL every dozen events of a paced stream; by size it restarts once per thousands of pages.)
+//!
+//! A checkpoint that ends with every frame copied lets the next commit restart the WAL. Under a steady stream of
+//! commits, new frames often arrive while it runs: the WAL then keeps growing, and the hook asks for the next
+//! checkpoint only once another [`CHECKPOINT_PAGES`] have been appended, so the thread never checkpoints (and
+//! syncs) once per commit.
+//!
+//! Invariants: a commit never copies the WAL unless the WAL has reached [`FALLBACK_CHECKPOINT_PAGES`] (the thread
+//! fell behind, or a long-running reader holds every checkpoint back), so the WAL stays bounded; a failed
+//! checkpoint never fails the commit that asked for it (the commit has happened); the next commit asks again.
 
+use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
+use rusqlite::wal::CheckpointMode;
 
-/// How often the checkpointer copies the WAL into the database.
-pub const CHECKPOINT_PERIOD: Duration = Duration::from_millis(250);
-/// The writers' own automatic checkpoint, a safety net: 10,000 pages (about 40 MB of WAL).
-pub const FALLBACK_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+/// The WAL size, in pages, at which the writer asks the thread for a checkpoint: SQLite's own default (about
+/// 4 MB of WAL with 4 KiB pages).
+pub const CHECKPOINT_PAGES: c_int = 1_000;
+/// The size at which the committing writer checkpoints itself, a safety net: 10,000 pages (about 40 MB of WAL).
+pub const FALLBACK_CHECKPOINT_PAGES: c_int = 10_000;
 
-/// Sets a writer connection up for a [`WalCheckpointer`]: WAL journal, and automatic checkpoints only as a
-/// fallback.
-pub fn configure_writer(connection: &Connection) -> rusqlite::Result<()> {
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)
+/// What the writer's hook and the thread share.
+#[derive(Debug, Default)]
+struct Requests {
+    /// A checkpoint was asked for and has not started yet.
+    due: bool,
+    /// The checkpointer is dropped: the thread ends.
+    stop: bool,
+    /// Checkpoints the thread has run.
+    runs: u64,
 }
 
-/// A thread checkpointing one database file every [`CHECKPOINT_PERIOD`], until dropped.
+#[derive(Debug, Default)]
+struct Signal {
+    requests: Mutex<Requests>,
+    wake: Condvar,
+}
+
+impl Signal {
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A thread checkpointing one database file whenever its writer's WAL has grown to [`CHECKPOINT_PAGES`], until
+/// dropped.
 #[derive(Debug)]
 pub struct WalCheckpointer {
-    /// Set to true (and notified) to stop the thread.
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    signal: Arc<Signal>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WalCheckpointer {
-    /// Starts checkpointing the database at `path` (already in WAL mode) from a connection of its own.
-    pub fn start(path: &Path) -> rusqlite::Result<WalCheckpointer> {
+    /// Puts `writer`, a connection to the database at `path`, in WAL mode with its commits asking this
+    /// checkpointer for checkpoints, and starts the thread, which checkpoints from a connection of its own.
+    /// `writer` should be the database's only writing connection: another writer's commits ask for nothing and
+    /// checkpoint themselves at SQLite's default size.
+    pub fn start(path: &Path, writer: &mut Connection) -> rusqlite::Result<WalCheckpointer> {
+        writer.pragma_update(None, "journal_mode", "WAL")?;
         let connection = Connection::open(path)?;
         connection.busy_timeout(Duration::from_secs(5))?;
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = stop.clone();
+        let signal = Arc::new(Signal::default());
         let name = path.display().to_string();
+        let hook_signal = signal.clone();
+        let hook_name = name.clone();
+        // The WAL size at which the hook next asks: a checkpoint that could not empty the WAL (commits kept
+        // coming, or a reader kept a snapshot) is not asked for again until as much again has been appended, so
+        // a busy writer never has a checkpoint (and its two syncs) per commit.
+        let mut next_request = CHECKPOINT_PAGES;
+        let mut last_pages = 0;
+        // Replaces SQLite's automatic checkpoint, which is itself a WAL hook.
+        writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: c_int| {
+            if pages < last_pages {
+                // The WAL was restarted: it starts over from its first frame.
+                next_request = CHECKPOINT_PAGES;
+            }
+            last_pages = pages;
+            if pages >= FALLBACK_CHECKPOINT_PAGES {
+                if let Err(error) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                    tracing::warn!(database = %hook_name, %error, pages, "cannot checkpoint the WAL; will try again");
+                }
+            } else if pages >= next_request {
+                next_request = pages.saturating_add(CHECKPOINT_PAGES);
+                let mut requests = hook_signal.requests();
+                if !requests.due {
+                    requests.due = true;
+                    hook_signal.wake.notify_one();
+                }
+            }
+            Ok(())
+        }))?;
+        let thread_signal = signal.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                let (stopped, wake) = &*signal;
-                let mut guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    let (next, _) = wake
-                        .wait_timeout(guard, CHECKPOINT_PERIOD)
-                        .unwrap_or_else(|p| p.into_inner());
-                    guard = next;
-                    if *guard {
-                        return;
-                    }
-                    // PASSIVE: copies what no reader still needs, waits for nobody; the next run finishes it.
-                    if let Err(error) =
-                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(database = %name, %error, "cannot checkpoint the WAL; will try again");
-                    }
-                }
-            })
+            .spawn(move || checkpoint_when_asked(&connection, &thread_signal, &name))
             .map_err(|e| {
-                rusqlite::Error::InvalidPath(format!("cannot start a checkpoint thread: {e}").into())
+                rusqlite::Error::InvalidPath(
+                    format!("cannot start a checkpoint thread: {e}").into(),
+                )
             })?;
         Ok(WalCheckpointer {
-            stop,
+            signal,
             thread: Some(thread),
         })
     }
 }
 
+/// The thread's loop: one passive checkpoint per request, until stopped.
+fn checkpoint_when_asked(connection: &Connection, signal: &Signal, name: &str) {
+    let mut requests = signal.requests();
+    loop {
+        if requests.stop {
+            return;
+        }
+        if !requests.due {
+            requests = signal
+                .wake
+                .wait(requests)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            continue;
+        }
+        requests.due = false;
+        requests.runs += 1;
+        drop(requests);
+        // PASSIVE: copies what no reader still needs and waits for nobody. The next commit restarts the WAL if
+        // it finds every frame copied; if not, the hook asks again once the WAL has grown by CHECKPOINT_PAGES.
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(database = %name, %error, "cannot checkpoint the WAL; will try again");
+        }
+        requests = signal.requests();
+    }
+}
+
+impl WalCheckpointer {
+    /// Checkpoints the thread has run (or started) so far.
+    pub fn runs(&self) -> u64 {
+        self.signal.requests().runs
+    }
+}
+
 impl Drop for WalCheckpointer {
     fn drop(&mut self) {
-        let (stopped, wake) = &*self.stop;
-        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        wake.notify_all();
+        self.signal.requests().stop = true;
+        self.signal.wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -89,31 +173,136 @@ impl Drop for WalCheckpointer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn commits_leave_the_checkpoint_to_the_thread_which_empties_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let connection = Connection::open(&path).unwrap();
-        configure_writer(&connection).unwrap();
-        connection.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        let checkpointer = WalCheckpointer::start(&path).unwrap();
-        for _ in 0..2000 {
-            connection
-                .execute("INSERT INTO t VALUES (zeroblob(1000))", [])
-                .unwrap();
-        }
-        // More than SQLite's default 1,000 pages were committed; the thread has copied them into the database.
-        std::thread::sleep(CHECKPOINT_PERIOD * 3);
-        let (log, copied): (i64, i64) = connection
+    /// (frames in the WAL, frames copied into the database), from a passive checkpoint of `connection`'s own.
+    fn wal_frames(connection: &Connection) -> (i64, i64) {
+        connection
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
                 Ok((row.get(1)?, row.get(2)?))
             })
+            .unwrap()
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn commits_leave_the_checkpoint_to_the_thread_which_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut writer = Connection::open(&path).unwrap();
+        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
+        writer.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        for _ in 0..2000 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(1000))", [])
+                .unwrap();
+        }
+        // More than CHECKPOINT_PAGES were committed: the thread copies them into the database.
+        let reader = Connection::open(&path).unwrap();
+        wait_until("the database file holds the rows", || {
+            reader
+                .query_row("PRAGMA page_count", [], |row| row.get::<_, i64>(0))
+                .unwrap()
+                > 400
+        });
+        drop(checkpointer);
+    }
+
+    #[test]
+    fn a_small_wal_is_left_alone_so_the_next_commit_does_not_restart_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut writer = Connection::open(&path).unwrap();
+        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
+        writer.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        for _ in 0..100 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // The commits appended to the WAL and nothing copied it: a 250 ms timer would have by now, and the
+        // next commit would have synced a new WAL header.
+        drop(checkpointer);
+        let (log, copied) = wal_frames(&writer);
+        assert!(log >= 100, "{log} frames in the WAL");
+        assert_eq!(copied, log, "this test's own checkpoint copied them");
+        let reopened = Connection::open(&path).unwrap();
+        let rows: i64 = reopened
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
             .unwrap();
-        assert_eq!(log, copied, "every WAL frame is in the database");
-        let pages: i64 = connection
-            .query_row("PRAGMA page_count", [], |row| row.get(0))
+        assert_eq!(rows, 100);
+    }
+
+    #[test]
+    fn a_wal_that_cannot_be_emptied_is_checkpointed_once_per_thousand_pages_not_once_per_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut writer = Connection::open(&path).unwrap();
+        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (1)")
             .unwrap();
-        assert!(pages > 400, "{pages} pages in the database file");
+        // A reader's snapshot keeps every checkpoint from copying the frames after it.
+        let mut reader = Connection::open(&path).unwrap();
+        let snapshot = reader.transaction().unwrap();
+        let _: i64 = snapshot
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        for _ in 0..4_000 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
+                .unwrap();
+            // Room for the thread to run between commits, as under a paced stream.
+            if checkpointer.runs() > 0 {
+                std::thread::yield_now();
+            }
+        }
+        let (log, _) = wal_frames(&writer);
+        assert!(log >= 4_000, "{log} frames in the WAL");
+        let runs = checkpointer.runs();
+        let most = u64::try_from(log).unwrap() / u64::try_from(CHECKPOINT_PAGES).unwrap();
+        assert!(
+            (1..=most).contains(&runs),
+            "{runs} checkpoints for {log} frames: at most one per {CHECKPOINT_PAGES}"
+        );
+        drop(snapshot);
+        drop(checkpointer);
+    }
+
+    #[test]
+    fn a_reader_holding_every_checkpoint_back_leaves_the_wal_bounded_by_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut writer = Connection::open(&path).unwrap();
+        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (1)")
+            .unwrap();
+        let mut reader = Connection::open(&path).unwrap();
+        let snapshot = reader.transaction().unwrap();
+        let _: i64 = snapshot
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        for _ in 0..12_000 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
+                .unwrap();
+        }
+        drop(snapshot);
+        // The reader is gone: the next commit past the fallback copies the WAL itself, and then it restarts.
+        for _ in 0..10 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
+                .unwrap();
+        }
+        let (log, _) = wal_frames(&writer);
+        assert!(log < 100, "{log} frames in the WAL: it was not restarted");
         drop(checkpointer);
     }
 }

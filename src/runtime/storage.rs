@@ -627,7 +627,7 @@ impl SqliteStorage {
         // async payloads are for the runtime's user only. SQLite gives the -wal and -shm files the mode of the
         // database file, so restricting it before WAL starts covers all three.
         restrict_to_owner(path)?;
-        crate::sqlite_wal::configure_writer(&connection)?;
+        let checkpointer = crate::sqlite_wal::WalCheckpointer::start(path, &mut connection)?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -655,7 +655,7 @@ impl SqliteStorage {
             connection: Mutex::new(connection),
             queue_reader: Mutex::new(queue_reader),
             records: Mutex::default(),
-            _checkpointer: crate::sqlite_wal::WalCheckpointer::start(path)?,
+            _checkpointer: checkpointer,
         })
     }
 

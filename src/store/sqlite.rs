@@ -96,7 +96,7 @@ impl SqliteStore {
         }
         let mut connection = Connection::open(path).map_err(error)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
-        crate::sqlite_wal::configure_writer(&connection).map_err(error)?;
+        let checkpointer = WalCheckpointer::start(path, &mut connection).map_err(error)?;
         connection
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(error)?;
@@ -104,7 +104,6 @@ impl SqliteStore {
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(error)?;
         migrate(&mut connection, &name)?;
-        let checkpointer = WalCheckpointer::start(path).map_err(error)?;
         Ok(SqliteStore {
             connection: Mutex::new(connection),
             path: name,
