@@ -63,14 +63,18 @@ async fn a_block_that_does_not_chain_onto_the_previous_one_is_read_from_the_next
 
 #[tokio::test]
 async fn the_last_accepted_header_holds_across_a_restart() {
+    /// Blocks added while the daemon is down: more than the channel's window of recent blocks.
+    const GROWN: u64 = 70;
     let network = Network::start(None).await;
     let receiver = Receiver::start().await;
     let (files, daemon) = blocks_daemon(&network.channel_toml(), &receiver).await;
     receiver.wait_accepted("blocks", 24, PATIENCE).await;
     daemon.terminate().await;
 
-    // While the daemon is down, its only peer starts serving blocks that do not chain onto block 23. After the
-    // restart the trigger's window is empty: only the stored header of block 23 can tell.
+    // While the daemon is down, its only peer starts serving blocks that do not chain onto block 23, and the chain
+    // grows past the channel's 64 recent blocks. So after the restart the channel does not read block 23 again
+    // for the trigger (which would let the channel's own stream see that 24 does not chain onto it): the trigger
+    // reads the chain itself from block 24, and only the stored header of block 23 can tell.
     network.handle().set_faults(Faults {
         tamper: Some(Tamper {
             from: 24,
@@ -78,7 +82,7 @@ async fn the_last_accepted_header_holds_across_a_restart() {
         }),
         ..Faults::default()
     });
-    network.generate(2);
+    network.generate(GROWN);
     let daemon = Daemon::start(&files).await;
     let trigger = eventually("the refusal shown on the trigger", PATIENCE, || async {
         let trigger = daemon.admin.trigger("blocks").await;
@@ -105,10 +109,14 @@ async fn the_last_accepted_header_holds_across_a_restart() {
         "nothing of the forged blocks"
     );
 
-    // The peer mends: the true blocks follow.
+    // The peer mends: the true blocks follow, including the newest, which the channel had taken in before its
+    // block before it was known.
     network.handle().set_faults(Faults::default());
-    let accepted = receiver.wait_accepted("blocks", 26, PATIENCE).await;
-    assert_eq!(accepted, block_ids(0, 26));
+    let height = 24 + GROWN;
+    let accepted = receiver
+        .wait_accepted("blocks", usize::try_from(height).unwrap(), PATIENCE)
+        .await;
+    assert_eq!(accepted, block_ids(0, height));
     daemon.terminate().await;
 }
 
