@@ -11,6 +11,9 @@
 //!   is returned as [`DeliverError::Refused`] (or [`DeliverError::Tls`]): nothing will change until someone
 //!   fixes the network or the configuration. The subscription stays usable: the next call tries again, after
 //!   the backoff delay.
+//! - A block the caller refuses after verifying it ([`Subscription::reject`]) is asked for again from the next
+//!   peer. Refusals of the same block count on as failures although the block was handed out each time, so the
+//!   backoff delay keeps growing while a peer keeps serving it.
 //! - A block whose number is not the expected one is never handed out: a duplicate is skipped, a gap makes the
 //!   subscription reconnect from the expected block.
 //! - The stream counts as connected once it is established (connection up, request sent): a real peer sends
@@ -351,6 +354,11 @@ pub struct Subscription {
     peer_index: usize,
     /// Failures since the last block handed out: drives the backoff delay.
     failures: u32,
+    /// The block last refused by the caller ([`Subscription::reject`]) and the failures counted when it was.
+    /// Handing that block out again is no progress: refused again, it takes the count on from there, so a peer
+    /// that keeps serving the same forged block is asked ever less often (up to the backoff's cap), not about
+    /// five times a second.
+    rejected: Option<(u64, u32)>,
     /// Consecutive refusals: when every peer refused in turn, the refusal is returned.
     refusals: usize,
     /// Whether a stream was opened before (to count reconnects).
@@ -385,6 +393,7 @@ impl Subscription {
             stream: None,
             peer_index: 0,
             failures: 0,
+            rejected: None,
             refusals: 0,
             opened_once: false,
             status,
@@ -534,8 +543,14 @@ impl Subscription {
             reason,
         };
         tracing::error!(channel = %self.config.channel_id, %error, "block refused");
+        if let Some((block, failures)) = self.rejected
+            && block == number
+        {
+            self.failures = failures;
+        }
         // Not a refusal, never fatal: `fail` only records it and moves on.
         let _ = self.fail(error);
+        self.rejected = Some((number, self.failures));
     }
 
     /// Starts the peer watch once, when there is more than one peer to compare.
@@ -745,6 +760,9 @@ impl Subscription {
         self.cursor = Cursor::Next(number.saturating_add(1));
         self.failures = 0;
         self.refusals = 0;
+        if self.rejected.is_some_and(|(block, _)| number > block) {
+            self.rejected = None;
+        }
         let index = self.peer_index;
         let limit = self.config.options.stale_peer_blocks;
         self.status.update(|s| {

@@ -407,6 +407,31 @@ async fn reconnects_wait_per_the_backoff_policy() {
     assert_eq!(subscription.status_handle().snapshot().reconnects, 4);
 }
 
+/// A peer that serves the same forged block every time it is asked is asked ever less often: the backoff keeps
+/// growing across the refusals of that block, though the block is handed out (and the count of failures since
+/// the last block handed out would start over) each time. Only lower bounds are checked.
+#[tokio::test]
+async fn the_same_block_refused_again_and_again_backs_off_further_each_time() {
+    let peer = RunningPeer::fixtures(None).await;
+    let mut config = channel_config(vec![peer.endpoint()], None);
+    config.options.backoff = chaintrigger::fabric::deliver::BackoffPolicy {
+        initial: Duration::from_millis(40),
+        max: Duration::from_secs(2),
+    };
+    let mut subscription =
+        Subscription::new(config, StartPosition::Block(0), CancellationToken::new());
+    assert_eq!(next_numbers(&mut subscription, 3).await, [0, 1, 2]);
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        subscription.reject(2, "forged".to_owned());
+        assert_eq!(next_numbers(&mut subscription, 1).await, [2]);
+    }
+    // Equal jitter waits at least half of 40, 80, 160, 320 and 640 ms: 620 ms. Had each refusal started the
+    // count over, the five waits would add up to at least 100 ms only.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(620), "{elapsed:?}");
+}
+
 #[tokio::test]
 async fn every_stream_the_client_drops_is_closed_on_the_peer() {
     let pki = TlsPki::new();
