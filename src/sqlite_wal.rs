@@ -124,6 +124,11 @@ impl WalCheckpointer {
             thread: Some(thread),
         })
     }
+
+    /// Checkpoints the thread has run (or started) so far.
+    pub fn runs(&self) -> u64 {
+        self.signal.requests().runs
+    }
 }
 
 /// The thread's loop: one passive checkpoint per request, until stopped.
@@ -152,13 +157,6 @@ fn checkpoint_when_asked(connection: &Connection, signal: &Signal, name: &str) {
     }
 }
 
-impl WalCheckpointer {
-    /// Checkpoints the thread has run (or started) so far.
-    pub fn runs(&self) -> u64 {
-        self.signal.requests().runs
-    }
-}
-
 impl Drop for WalCheckpointer {
     fn drop(&mut self) {
         self.signal.requests().stop = true;
@@ -173,136 +171,122 @@ impl Drop for WalCheckpointer {
 mod tests {
     use super::*;
 
-    /// (frames in the WAL, frames copied into the database), from a passive checkpoint of `connection`'s own.
-    fn wal_frames(connection: &Connection) -> (i64, i64) {
-        connection
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                Ok((row.get(1)?, row.get(2)?))
-            })
-            .unwrap()
+    /// A database with a table `t`, its writer, and the writer's checkpointer.
+    struct Database {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        writer: Connection,
+        checkpointer: WalCheckpointer,
     }
 
-    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(10));
+    impl Database {
+        fn new() -> Database {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite");
+            let mut writer = Connection::open(&path).unwrap();
+            let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
+            writer
+                .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (1)")
+                .unwrap();
+            Database {
+                _dir: dir,
+                path,
+                writer,
+                checkpointer,
+            }
+        }
+
+        /// `rows` commits of one row of `bytes` each.
+        fn insert(&self, rows: usize, bytes: i64) {
+            for _ in 0..rows {
+                self.writer
+                    .execute("INSERT INTO t VALUES (zeroblob(?1))", [bytes])
+                    .unwrap();
+                // Room for the thread to run between commits, as under a paced stream.
+                std::thread::yield_now();
+            }
+        }
+
+        /// Another connection in a read transaction: its snapshot keeps every checkpoint from copying the frames
+        /// committed after it, until it is dropped.
+        fn snapshot(&self) -> Connection {
+            let reader = Connection::open(&self.path).unwrap();
+            reader
+                .execute_batch("BEGIN; SELECT count(*) FROM t;")
+                .unwrap();
+            reader
+        }
+
+        /// (frames in the WAL, frames copied into the database), from a passive checkpoint of the writer's own.
+        fn wal_frames(&self) -> (i64, i64) {
+            self.writer
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    Ok((row.get(1)?, row.get(2)?))
+                })
+                .unwrap()
+        }
+
+        fn count(connection: &Connection, sql: &str) -> i64 {
+            connection.query_row(sql, [], |row| row.get(0)).unwrap()
         }
     }
 
     #[test]
     fn commits_leave_the_checkpoint_to_the_thread_which_copies_the_wal_into_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut writer = Connection::open(&path).unwrap();
-        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
-        writer.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        for _ in 0..2000 {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(1000))", [])
-                .unwrap();
-        }
+        let db = Database::new();
+        db.insert(2000, 1000);
         // More than CHECKPOINT_PAGES were committed: the thread copies them into the database.
-        let reader = Connection::open(&path).unwrap();
-        wait_until("the database file holds the rows", || {
-            reader
-                .query_row("PRAGMA page_count", [], |row| row.get::<_, i64>(0))
-                .unwrap()
-                > 400
-        });
-        drop(checkpointer);
+        let reader = Connection::open(&db.path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Database::count(&reader, "PRAGMA page_count") <= 400 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file never got the rows"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(db.checkpointer.runs() >= 1);
     }
 
     #[test]
     fn a_small_wal_is_left_alone_so_the_next_commit_does_not_restart_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut writer = Connection::open(&path).unwrap();
-        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
-        writer.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        for _ in 0..100 {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
-                .unwrap();
-        }
+        let db = Database::new();
+        db.insert(100, 100);
         std::thread::sleep(Duration::from_millis(300));
         // The commits appended to the WAL and nothing copied it: a 250 ms timer would have by now, and the
         // next commit would have synced a new WAL header.
-        drop(checkpointer);
-        let (log, copied) = wal_frames(&writer);
+        assert_eq!(db.checkpointer.runs(), 0);
+        let (log, _) = db.wal_frames();
         assert!(log >= 100, "{log} frames in the WAL");
-        assert_eq!(copied, log, "this test's own checkpoint copied them");
-        let reopened = Connection::open(&path).unwrap();
-        let rows: i64 = reopened
-            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(rows, 100);
+        let reopened = Connection::open(&db.path).unwrap();
+        assert_eq!(Database::count(&reopened, "SELECT count(*) FROM t"), 101);
     }
 
     #[test]
     fn a_wal_that_cannot_be_emptied_is_checkpointed_once_per_thousand_pages_not_once_per_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut writer = Connection::open(&path).unwrap();
-        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (1)")
-            .unwrap();
-        // A reader's snapshot keeps every checkpoint from copying the frames after it.
-        let mut reader = Connection::open(&path).unwrap();
-        let snapshot = reader.transaction().unwrap();
-        let _: i64 = snapshot
-            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
-            .unwrap();
-        for _ in 0..4_000 {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
-                .unwrap();
-            // Room for the thread to run between commits, as under a paced stream.
-            if checkpointer.runs() > 0 {
-                std::thread::yield_now();
-            }
-        }
-        let (log, _) = wal_frames(&writer);
+        let db = Database::new();
+        let snapshot = db.snapshot();
+        db.insert(4_000, 100);
+        let (log, _) = db.wal_frames();
         assert!(log >= 4_000, "{log} frames in the WAL");
-        let runs = checkpointer.runs();
+        let runs = db.checkpointer.runs();
         let most = u64::try_from(log).unwrap() / u64::try_from(CHECKPOINT_PAGES).unwrap();
         assert!(
             (1..=most).contains(&runs),
             "{runs} checkpoints for {log} frames: at most one per {CHECKPOINT_PAGES}"
         );
         drop(snapshot);
-        drop(checkpointer);
     }
 
     #[test]
     fn a_reader_holding_every_checkpoint_back_leaves_the_wal_bounded_by_the_fallback() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut writer = Connection::open(&path).unwrap();
-        let checkpointer = WalCheckpointer::start(&path, &mut writer).unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (1)")
-            .unwrap();
-        let mut reader = Connection::open(&path).unwrap();
-        let snapshot = reader.transaction().unwrap();
-        let _: i64 = snapshot
-            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
-            .unwrap();
-        for _ in 0..12_000 {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
-                .unwrap();
-        }
+        let db = Database::new();
+        let snapshot = db.snapshot();
+        db.insert(12_000, 100);
         drop(snapshot);
         // The reader is gone: the next commit past the fallback copies the WAL itself, and then it restarts.
-        for _ in 0..10 {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(100))", [])
-                .unwrap();
-        }
-        let (log, _) = wal_frames(&writer);
+        db.insert(10, 100);
+        let (log, _) = db.wal_frames();
         assert!(log < 100, "{log} frames in the WAL: it was not restarted");
-        drop(checkpointer);
     }
 }
