@@ -97,8 +97,14 @@ impl WalCheckpointer {
             }
             last_pages = pages;
             if pages >= FALLBACK_CHECKPOINT_PAGES {
-                if let Err(error) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-                    tracing::warn!(database = %hook_name, %error, pages, "cannot checkpoint the WAL; will try again");
+                match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                    // The thread's checkpoint is running: it does the same work.
+                    Err(rusqlite::Error::SqliteFailure(error, _))
+                        if error.code == rusqlite::ErrorCode::DatabaseBusy => {}
+                    Err(error) => {
+                        tracing::warn!(database = %hook_name, %error, pages, "cannot checkpoint the WAL; will try again");
+                    }
+                    Ok(_) => {}
                 }
             } else if pages >= next_request {
                 next_request = pages.saturating_add(CHECKPOINT_PAGES);
