@@ -12,7 +12,8 @@
 //!   and cannot be moved off it. It is usually a fraction of a millisecond, but the disk's flush sometimes takes
 //!   tens of milliseconds. Every checkpoint that empties the WAL costs one, so checkpoints run by size, not by the
 //!   clock: the writer's commit hook asks for one when the WAL reaches [`CHECKPOINT_PAGES`]. (A 250 ms timer
-//!   restarted the WAL every dozen events of a paced stream; by size it restarts once per thousands of pages.)
+//!   restarted the WAL 26-47 times in the end-to-end bench's run; by size it restarts 3-12 times. A larger size
+//!   restarts less often but each restart waits longer for the disk: see BENCHMARKS.md.)
 //!
 //! A checkpoint that ends with every frame copied lets the next commit restart the WAL. Under a steady stream of
 //! commits, new frames often arrive while it runs: the WAL then keeps growing, and the hook asks for the next
@@ -33,7 +34,8 @@ use rusqlite::Connection;
 use rusqlite::wal::CheckpointMode;
 
 /// The WAL size, in pages, at which the writer asks the thread for a checkpoint: SQLite's own default (about
-/// 4 MB of WAL with 4 KiB pages).
+/// 4 MB of WAL with 4 KiB pages). 4,000 was measured too: the disk then took 17-44 ms, not 8-12, to flush the
+/// header of the WAL restarted after such a checkpoint.
 pub const CHECKPOINT_PAGES: c_int = 1_000;
 /// The size at which the committing writer checkpoints itself, a safety net: 10,000 pages (about 40 MB of WAL).
 pub const FALLBACK_CHECKPOINT_PAGES: c_int = 10_000;
