@@ -149,8 +149,10 @@ impl WalCheckpointer {
 
 /// The thread's loop: one passive checkpoint per request, until stopped.
 fn checkpoint_when_asked(connection: &Connection, signal: &Signal, name: &str) {
-    // The last checkpoint left frames behind (commits landed while it ran, or a reader still needed them).
+    // The WAL may hold frames no checkpoint has copied: try again after RETRY_PERIOD.
     let mut unfinished = false;
+    // Frames in the WAL as the last checkpoint saw them.
+    let mut last_log = -1;
     let mut requests = signal.requests();
     loop {
         if requests.stop {
@@ -176,12 +178,25 @@ fn checkpoint_when_asked(connection: &Connection, signal: &Signal, name: &str) {
         requests.runs += 1;
         drop(requests);
         // PASSIVE: copies what no reader still needs and waits for nobody. Its row is (busy, frames in the WAL,
-        // frames copied). Once every frame is copied the next commit restarts the WAL.
-        let copied_all = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok(row.get::<_, i64>(0)? == 0 && row.get::<_, i64>(2)? >= row.get::<_, i64>(1)?)
+        // frames copied), the frames counted as the checkpoint began: commits may have appended more while it
+        // ran (then SQLite copied what it saw but does not let the WAL restart). So the WAL counts as emptied
+        // only once a checkpoint saw every frame copied and no frame added since the one before it, or once
+        // the WAL has restarted (fewer frames than a checkpoint is asked for at).
+        let counts = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
         });
-        unfinished = match copied_all {
-            Ok(all) => !all,
+        unfinished = match counts {
+            Ok((busy, log, copied)) => {
+                let emptied = busy == 0
+                    && copied >= log
+                    && (log < i64::from(CHECKPOINT_PAGES) || log == last_log);
+                last_log = log;
+                !emptied
+            }
             Err(error) => {
                 tracing::warn!(database = %name, %error, "cannot checkpoint the WAL; will try again");
                 true
