@@ -11,15 +11,17 @@
 //!   guard against mixing two generations of the log after a power loss). That sync is on the committing writer
 //!   and cannot be moved off it. It is usually a fraction of a millisecond, but the disk's flush sometimes takes
 //!   tens of milliseconds. Every checkpoint that empties the WAL costs one, so checkpoints run by size, not by the
-//!   clock: the writer's commit hook asks for one when the WAL reaches [`CHECKPOINT_PAGES`]. (A 250 ms timer
-//!   restarted the WAL 26-47 times in the end-to-end bench's run; by size it restarts 3-12 times. A larger size
-//!   restarts less often but each restart waits longer for the disk: see BENCHMARKS.md.)
+//!   clock: the writer's commit hook asks for one when the WAL reaches [`CHECKPOINT_PAGES`]. (With a 250 ms timer
+//!   the writers synced 26-47 times in a run of the end-to-end bench, 45-77 ms for the slowest; now, after the
+//!   backlog, only to restart the WAL right after the thread's checkpoint flushed the disk, in 0.2-0.6 ms. A
+//!   larger size restarts less often but each restart waits longer for the disk: see BENCHMARKS.md.)
 //!
 //! A checkpoint that ends with every frame copied lets the next commit restart the WAL. Under a steady stream of
 //! commits, new frames often arrive while it runs: the WAL then keeps growing. The hook asks for the next
 //! checkpoint only once another [`CHECKPOINT_PAGES`] have been appended, so the thread never checkpoints (and
-//! syncs) once per commit; the thread itself tries again every [`RETRY_PERIOD`] until one copies every frame, so
-//! the WAL is emptied in the first pause of the stream. Only a stream with no pause long enough for a
+//! syncs) once per commit; the thread itself tries again every [`RETRY_PERIOD`] until the WAL is emptied (two
+//! checkpoints in a row found nothing new to copy, or it restarted), which happens in the first pause of the
+//! stream. Only a stream with no pause long enough for a
 //! checkpoint (a backlog pushed as fast as it goes) takes the WAL to the writer's own fallback checkpoint.
 //!
 //! Invariants: a commit never copies the WAL unless the WAL has reached [`FALLBACK_CHECKPOINT_PAGES`] (the thread
