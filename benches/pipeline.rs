@@ -427,6 +427,8 @@ struct PipelineRow {
     slowest: Vec<[f64; 8]>,
     /// For each of `slowest`: the longest the stall probe overslept while that event was on its way (ms).
     slowest_stalls: Vec<f64>,
+    /// For each of `slowest`: its block's place in the paced phase (1 = the first block appended at the pace).
+    slowest_blocks: Vec<u64>,
     /// What the stall probe saw over the whole paced phase.
     stalls: StallSummary,
 }
@@ -586,6 +588,10 @@ invocation = "{mode}"
         let number = chain.handle.generate_block()?;
         appended.insert(number, now_ns());
     }
+    // One more period before reading anything back: reading and parsing the logs takes a core of the two for some
+    // milliseconds, and done at once it delayed the last block's events by up to 4 ms (the slowest event of a run
+    // was often the last block's).
+    ticks.tick().await;
     let paced_ids = tx_event_ids(&chain, paced_from, chain.handle.height())?;
     let stamps = wait_for_stamps(&mut daemon, &paced_ids).await?;
     let stalls = probe.finish();
@@ -599,19 +605,20 @@ invocation = "{mode}"
         .collect();
     latencies.sort_by(f64::total_cmp);
     let marks = daemon.stage_marks();
-    let mut breakdowns: Vec<([f64; 8], f64)> = paced_ids
+    let mut breakdowns: Vec<([f64; 8], f64, u64)> = paced_ids
         .iter()
         .filter_map(|(id, block)| {
             let (appended, handled) = (*appended.get(block)?, *stamps.get(id)?);
             Some((
                 breakdown(appended, handled, marks.get(id)?),
                 stalls.worst_within(appended, handled),
+                block - paced_from + 1,
             ))
         })
         .collect();
     let stages = (0..BREAKDOWN.len())
         .map(|stage| {
-            let mut values: Vec<f64> = breakdowns.iter().map(|(b, _)| b[stage]).collect();
+            let mut values: Vec<f64> = breakdowns.iter().map(|(b, _, _)| b[stage]).collect();
             values.sort_by(f64::total_cmp);
             [
                 percentile(&values, 0.5),
@@ -620,9 +627,11 @@ invocation = "{mode}"
             ]
         })
         .collect();
-    breakdowns.sort_by(|(a, _), (b, _)| b[7].total_cmp(&a[7]));
+    breakdowns.sort_by(|(a, _, _), (b, _, _)| b[7].total_cmp(&a[7]));
     breakdowns.truncate(3);
-    let (slowest, slowest_stalls) = breakdowns.into_iter().unzip();
+    let slowest = breakdowns.iter().map(|(b, _, _)| *b).collect();
+    let slowest_stalls = breakdowns.iter().map(|(_, stall, _)| *stall).collect();
+    let slowest_blocks = breakdowns.iter().map(|(_, _, block)| *block).collect();
     Ok(PipelineRow {
         mode,
         backlog_events: backlog_ids.len(),
@@ -635,6 +644,7 @@ invocation = "{mode}"
         stages,
         slowest,
         slowest_stalls,
+        slowest_blocks,
         stalls,
     })
 }
@@ -828,6 +838,11 @@ fn pipeline_part(
             "| stall probe: longest oversleep of a 1 ms sleep meanwhile | - | - | {:.2} | {} |",
             row.stalls.worst(),
             stalled.join(" / ")
+        );
+        let blocks: Vec<String> = row.slowest_blocks.iter().map(u64::to_string).collect();
+        println!(
+            "| the event's block, counted from the first paced one | - | - | - | {} |",
+            blocks.join(" / ")
         );
         println!(
             "\nstall probe over the paced phase: {} wake-ups more than {STALL_NOTED_MS} ms late, {} more than 5 ms, {} more than 10 ms; hypervisor steal {}",
