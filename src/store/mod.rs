@@ -305,13 +305,33 @@ pub fn open(database: &Database) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Runs a store call off the async threads (SQLite blocks); a panic inside it resumes in the caller.
+/// How many store calls run on blocking threads at once, across the process.
+///
+/// Why a bound: a store serves one call at a time (SQLite's connection) or four (the PostgreSQL pool), so more
+/// threads only wait. Without it, a thousand triggers starting together took tokio's blocking pool to its 512
+/// threads, each holding a stack and an allocator cache for as long as the pool keeps idle threads.
+pub const STORE_THREADS: usize = POSTGRES_POOL_SIZE;
+
+/// The permits behind [`STORE_THREADS`]. A permit moves into the blocking call and is released when the call
+/// ends, even if the caller stopped waiting for it.
+static STORE_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(STORE_THREADS);
+
+/// Runs a store call off the async threads (SQLite blocks), at most [`STORE_THREADS`] at once; a panic inside it
+/// resumes in the caller.
 pub async fn blocking<T: Send + 'static>(
     store: &Arc<dyn Store>,
     call: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
+    let permit = STORE_CALLS
+        .acquire()
+        .await
+        .expect("the store's semaphore is never closed");
+    let call = move || {
+        let _permit = permit;
+        call(store.as_ref())
+    };
+    match tokio::task::spawn_blocking(call).await {
         Ok(result) => result,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     }

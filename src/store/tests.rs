@@ -1118,3 +1118,65 @@ fn sqlite_grants_every_lease_to_its_one_daemon() {
     );
     assert_eq!(store.cluster().unwrap(), ClusterView::default());
 }
+
+/// A thousand triggers starting together once took tokio's blocking pool to its 512 threads. The calls must run at
+/// most `STORE_THREADS` at once, counting one whose caller was cancelled while it still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_store_calls_at_once_use_a_few_threads_and_a_caller_giving_up_keeps_its_slot() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let backend = Sqlite::new();
+    let store = backend.open();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let counted = |running: Arc<AtomicUsize>, most: Arc<AtomicUsize>, hold: Duration| {
+        move |store: &dyn Store| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(hold);
+            let record = store.trigger(&name("t1"));
+            running.fetch_sub(1, Ordering::SeqCst);
+            record
+        }
+    };
+
+    // A call whose caller stops waiting: its permit must stay taken until the call itself ends.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let abandoned = tokio::spawn({
+        let (store, running, most) = (store.clone(), running.clone(), most.clone());
+        async move {
+            super::blocking(&store, move |store| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                released.recv().unwrap();
+                running.fetch_sub(1, Ordering::SeqCst);
+                store.trigger(&name("t1"))
+            })
+            .await
+        }
+    });
+    while running.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+
+    let calls: Vec<_> = (0..1000)
+        .map(|_| {
+            let call = counted(running.clone(), most.clone(), Duration::from_micros(200));
+            let store = store.clone();
+            tokio::spawn(async move { super::blocking(&store, call).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    release.send(()).unwrap();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), None);
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        (1..=super::STORE_THREADS).contains(&most),
+        "{most} store calls ran at once; the bound is {}",
+        super::STORE_THREADS
+    );
+}
