@@ -29,8 +29,8 @@
 //! Pure cores (`fabric::decode`, `events`, `filter` evaluation, `trigger`, the retry classifier in `dispatch`) take
 //! values and return values; I/O lives at the edges (`fabric::deliver`, `dispatch`, `store`, `admin`, `runtime`).
 //!
-//! The library sets the process's global allocator: [`filter::MeteredAllocator`], the system allocator counting
-//! per thread while a filter runs, which is how a filter's memory is limited. A program linking this library
+//! The library sets the process's global allocator: [`filter::MeteredAllocator`], jemalloc counting per thread
+//! while a filter runs, which is how a filter's memory is limited. A program linking this library
 //! cannot set another one.
 
 pub mod admin;

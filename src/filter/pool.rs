@@ -507,15 +507,9 @@ fn give_back(elapsed: Duration, peak: isize) {
     if elapsed > RELEASE_STACK_AFTER {
         stack::release_unused();
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if peak > TRIM_HEAP_AFTER {
-        // SAFETY: malloc_trim(3) only returns free memory of the allocator's arenas to the system.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        meter::release_free_memory();
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = peak;
 }
 
 /// The watcher: marks overrun evaluations, answers for them and replaces their threads; see the module docs.
