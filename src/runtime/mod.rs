@@ -2,7 +2,7 @@
 //! invocations, signatures) in front of a pool of warm python3 / node handler processes.
 //!
 //! ```text
-//! HTTP (axum, api) ─ request id ─ handler peers (peer) ─ auth (fcsign + Date) ─ Content-MD5 ─ handlers
+//! HTTP (serve: hyper, axum router, api) ─ request id ─ handler peers (peer) ─ auth (fcsign + Date) ─ Content-MD5 ─ handlers
 //!     management ──► registry ──► storage (SQLite) + code (content-addressed zips under <data dir>/code)
 //!     invoke Sync ──► concurrency limit (429 over it) ──► pool
 //!     invoke Async ──► storage queue ──► queue worker (in order per function, retries, max age) ──► pool
@@ -37,6 +37,7 @@ mod proxy;
 pub mod queue;
 pub mod registry;
 pub mod run_as;
+mod serve;
 pub mod storage;
 pub mod triggers;
 pub mod versions;
@@ -294,17 +295,12 @@ impl Runtime {
             None => self.core.pool.isolation().run_as.map(|(uid, _)| uid),
         };
         let listener = peer::PeerListener::new(listener, handler_uid);
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<peer::Peer>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        serve::serve(listener, app, shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = timers.await;
         self.core.pool.shutdown().await;
-        served.map_err(RuntimeError::Serve)
+        Ok(())
     }
 
     /// Creates or updates a function from a code zip, creating its service if needed; the daemon's way to

@@ -12,7 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 
 /// One connection's peer, as the API middleware sees it.
@@ -59,12 +59,6 @@ impl Listener for PeerListener {
             addr: self.inner.local_addr()?,
             is_handler: false,
         })
-    }
-}
-
-impl axum::extract::connect_info::Connected<IncomingStream<'_, PeerListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, PeerListener>) -> Self {
-        *stream.remote_addr()
     }
 }
 
