@@ -824,6 +824,52 @@ async fn async_events_in_flight_at_a_stop_run_again_after_the_restart() {
     rt.stop().await;
 }
 
+/// The runtime serves its own connections (see `runtime::serve`): a stop still answers the call in flight, then
+/// closes, and the address refuses connections afterwards.
+#[tokio::test]
+async fn a_stop_answers_the_sync_call_in_flight_then_refuses_connections() {
+    let dir = test_dir("rt-stop-sync-");
+    let rt = TestRuntime::start(dir.path(), |_| {}).await;
+    with_service(&rt).await;
+    let env = json!({"handler": "index.hold", "timeout": 10});
+    rt.create_function("svc", "hold", "python3", &[("index.py", PY)], env)
+        .await;
+    let caller = TestRuntime::client_for(&rt.url, false);
+    let url = rt.url.clone();
+    let in_flight = tokio::spawn(async move {
+        caller
+            .send(
+                "POST",
+                "/2016-08-15/services/svc/functions/hold/invocations",
+                &[],
+                b"call:1".to_vec(),
+            )
+            .await
+    });
+    assert!(
+        wait_for_mark(&rt.runtime, "svc", "hold", "call", Duration::from_secs(20)).await,
+        "the call started"
+    );
+    let stopping = tokio::time::Instant::now();
+    rt.stop().await;
+    let answer = in_flight.await.expect("the caller's task");
+    assert_eq!(
+        (answer.status, answer.text()),
+        (200, "held".to_owned()),
+        "the call in flight was answered"
+    );
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(500),
+        "the stop waited for the call ({:?})",
+        stopping.elapsed()
+    );
+    let after = reqwest::Client::new()
+        .get(format!("{url}/2016-08-15/services"))
+        .send()
+        .await;
+    assert!(after.is_err(), "served after the stop: {after:?}");
+}
+
 #[tokio::test]
 async fn signed_runtimes_refuse_unsigned_wrong_and_stale_requests() {
     let dir = test_dir("rt-auth-");
