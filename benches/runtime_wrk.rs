@@ -2,8 +2,9 @@
 //!
 //! - the floor: a minimal keep-alive HTTP/1.1 server (this process, one thread per connection, a fixed `{}`
 //!   answer): what loopback HTTP costs on this machine with no work behind it;
-//! - the HTTP stack alone: axum on hyper and tokio, as the runtime serves requests, echoing the body with no
-//!   work behind it (this process, a tokio runtime of its own);
+//! - the HTTP stack alone: axum on hyper and tokio echoing the body with no work behind it (this process, a tokio
+//!   runtime of its own), twice: served by the runtime's own accept loop (`chaintrigger::runtime::serve`), and by
+//!   `axum::serve`, whose connections tokio reschedules each time they wake themselves;
 //! - `chaintrigger runtime` (this build's binary, a process of its own) running the handler;
 //! - the same with an older binary, when `BENCH_BASE_BIN` names one (e.g. built from an earlier commit);
 //! - Google's functions-framework (gunicorn, 1 worker, 8 threads) serving the same handler.
@@ -102,10 +103,19 @@ fn serve_floor(stream: TcpStream) {
     }
 }
 
-/// The HTTP stack alone: axum and hyper as the runtime serves them (a multi-threaded tokio runtime of its own,
-/// `TCP_NODELAY` on accepted connections, one route echoing the body). What the runtime's framework costs per
-/// request before any work of the runtime's own: between the floor and the runtime.
-fn start_http_stack() -> BenchResult<String> {
+/// How the HTTP stack alone is served.
+#[derive(Clone, Copy)]
+enum Serve {
+    /// The runtime's accept loop.
+    Runtime,
+    /// `axum::serve`.
+    Axum,
+}
+
+/// The HTTP stack alone: axum and hyper (a multi-threaded tokio runtime of its own, `TCP_NODELAY` on accepted
+/// connections, one route echoing the body). What the runtime's framework costs per request before any work of
+/// the runtime's own: between the floor and the runtime.
+fn start_http_stack(serve: Serve) -> BenchResult<String> {
     use axum::serve::ListenerExt as _;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
@@ -118,14 +128,27 @@ fn start_http_stack() -> BenchResult<String> {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
             let app = axum::Router::new().route(
                 "/{*rest}",
                 axum::routing::post(|body: bytes::Bytes| async move { body }),
             );
-            let _ = axum::serve(listener, app).await;
+            match serve {
+                Serve::Runtime => {
+                    let listener = chaintrigger::runtime::peer::PeerListener::new(listener, None);
+                    chaintrigger::runtime::serve::serve(
+                        listener,
+                        app,
+                        tokio_util::sync::CancellationToken::new(),
+                    )
+                    .await;
+                }
+                Serve::Axum => {
+                    let listener = listener.tap_io(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    });
+                    let _ = axum::serve(listener, app).await;
+                }
+            }
         });
     });
     Ok(format!("http://127.0.0.1:{port}{INVOKE_PATH}"))
@@ -307,8 +330,12 @@ async fn bench() -> BenchResult<()> {
         start_floor()?,
     )];
     targets.push((
-        "HTTP stack alone: axum echoing the body".into(),
-        start_http_stack()?,
+        "HTTP stack alone: axum echoing the body, the runtime's accept loop".into(),
+        start_http_stack(Serve::Runtime)?,
+    ));
+    targets.push((
+        "HTTP stack alone: axum echoing the body, axum::serve".into(),
+        start_http_stack(Serve::Axum)?,
     ));
     let mut children = Vec::new();
     let this_dir = dir.path().join("this");

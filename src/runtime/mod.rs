@@ -37,7 +37,7 @@ mod proxy;
 pub mod queue;
 pub mod registry;
 pub mod run_as;
-mod serve;
+pub mod serve;
 pub mod storage;
 pub mod triggers;
 pub mod versions;

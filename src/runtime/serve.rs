@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use super::peer::{Peer, PeerListener};
 
 /// Serves `router` on `listener` until `shutdown`, then waits for the open connections to finish their requests.
-pub(super) async fn serve(mut listener: PeerListener, router: Router, shutdown: CancellationToken) {
+pub async fn serve(mut listener: PeerListener, router: Router, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
