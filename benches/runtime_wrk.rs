@@ -139,6 +139,7 @@ fn start_http_stack(serve: Serve) -> BenchResult<String> {
                         listener,
                         app,
                         tokio_util::sync::CancellationToken::new(),
+                        std::time::Duration::from_secs(1),
                     )
                     .await;
                 }

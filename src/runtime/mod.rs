@@ -61,6 +61,9 @@ pub use self::pool::{Isolation, Namespaces};
 pub use self::registry::FunctionInfo;
 pub use self::run_as::RunAs;
 
+/// [`RuntimeConfig::stop_grace`] unless set: a sync call in flight may finish, a stalled client cannot hold a stop.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -88,6 +91,10 @@ pub struct RuntimeConfig {
     pub pool: PoolConfig,
     /// The shortest `@every` of a timer trigger (a minute, as in Function Compute; tests use less).
     pub timer_min_interval: Duration,
+    /// How long a stop waits for the requests in flight (a sync invocation still running, a client still sending
+    /// its body) before it closes their connections; an invocation cut short stops its instance. Short enough for
+    /// the daemon's stop margin ([`crate::cmd::serve::STOP_MARGIN`]) to cover it.
+    pub stop_grace: Duration,
 }
 
 impl RuntimeConfig {
@@ -107,6 +114,7 @@ impl RuntimeConfig {
             account_id: "0".into(),
             region: "local".into(),
             timer_min_interval: triggers::schedule::MIN_INTERVAL,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }
@@ -295,7 +303,7 @@ impl Runtime {
             None => self.core.pool.isolation().run_as.map(|(uid, _)| uid),
         };
         let listener = peer::PeerListener::new(listener, handler_uid);
-        serve::serve(listener, app, shutdown.clone()).await;
+        serve::serve(listener, app, shutdown.clone(), self.core.config.stop_grace).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = timers.await;

@@ -8,8 +8,9 @@
 //! two context switches and the request finishing on the other worker, with cold caches. [`RepollOnSelfWake`]
 //! absorbs those wakes; any other wake reaches the scheduler as before.
 //!
-//! Otherwise the same as `axum::serve`: keep-alive HTTP/1.1, each request carrying its connection's [`Peer`], and
-//! at shutdown no new connections while the open ones finish the requests they are serving.
+//! Otherwise the same as `axum::serve` (keep-alive HTTP/1.1, each request carrying its connection's [`Peer`], at
+//! shutdown no new connections while the open ones finish the requests they are serving), except that a stop waits
+//! for those requests for a grace period only: a client that never finishes its request cannot hold it up.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -30,9 +32,16 @@ use tokio_util::task::TaskTracker;
 
 use super::peer::{Peer, PeerListener};
 
-/// Serves `router` on `listener` until `shutdown`, then waits for the open connections to finish their requests.
-pub async fn serve(mut listener: PeerListener, router: Router, shutdown: CancellationToken) {
+/// Serves `router` on `listener` until `shutdown`, then waits for the open connections to finish the requests
+/// they are serving, for at most `grace`: after it, the connections still open are closed.
+pub async fn serve(
+    mut listener: PeerListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let connections = TaskTracker::new();
+    let close = CancellationToken::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -43,19 +52,32 @@ pub async fn serve(mut listener: PeerListener, router: Router, shutdown: Cancell
             peer,
             router.clone(),
             shutdown.clone(),
+            close.clone(),
         )));
     }
     drop(listener);
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "runtime API: requests still in flight {grace:?} after the stop; closing their connections"
+        );
+        close.cancel();
+        connections.wait().await;
+    }
 }
 
-/// Serves one connection until the client leaves, or until `shutdown` and the request in flight is answered.
+/// Serves one connection until the client leaves; after `shutdown`, until the request in flight is answered or
+/// `close`.
 async fn serve_connection(
     stream: TcpStream,
     peer: Peer,
     router: Router,
     shutdown: CancellationToken,
+    close: CancellationToken,
 ) {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut request = request.map(axum::body::Body::new);
@@ -74,7 +96,10 @@ async fn serve_connection(
         result = connection.as_mut() => result,
         _ = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                result = connection.as_mut() => result,
+                _ = close.cancelled() => Ok(()),
+            }
         }
     };
     if let Err(error) = result {

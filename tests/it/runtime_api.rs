@@ -870,6 +870,44 @@ async fn a_stop_answers_the_sync_call_in_flight_then_refuses_connections() {
     assert!(after.is_err(), "served after the stop: {after:?}");
 }
 
+/// A client that sends half a request body and stops does not hold a stop up: after the stop's grace its
+/// connection is closed, and the calls of well-behaved clients in flight were answered.
+#[tokio::test]
+async fn a_stop_is_not_held_up_by_a_client_that_never_finishes_its_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = test_dir("rt-stop-stalled-");
+    let rt = TestRuntime::start(dir.path(), |config| {
+        config.stop_grace = Duration::from_secs(1);
+    })
+    .await;
+    with_service(&rt).await;
+    rt.create_function("svc", "py", "python3", &[("index.py", PY)], json!({}))
+        .await;
+    let address = rt.url.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /2016-08-15/services/svc/functions/py/invocations HTTP/1.1\r\nHost: x\r\n\
+              Content-Length: 100\r\n\r\nonly ten b",
+        )
+        .await
+        .unwrap();
+    // The request is being read: the stop must not wait for the rest of its body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), rt.stop())
+        .await
+        .expect("the stop ended, though a client never finished its request");
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(900),
+        "the stop gave the request its grace ({:?})",
+        stopping.elapsed()
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the stalled connection was closed");
+}
+
 #[tokio::test]
 async fn signed_runtimes_refuse_unsigned_wrong_and_stale_requests() {
     let dir = test_dir("rt-auth-");
