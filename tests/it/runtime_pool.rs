@@ -392,6 +392,27 @@ async fn memory_over_memory_size_stops_the_instance() {
 }
 
 #[tokio::test]
+async fn peak_memory_keeps_a_burst_freed_before_the_answer() {
+    let h = Harness::new(Language::Python3);
+    let spec = h.spec(Language::Python3, "burst", "index.burst");
+    let quiet = h.call(&spec, b"0").await;
+    let before = quiet.max_memory_mb.expect("the peak of a started instance");
+    // 64 MB touched and freed: the resident size at the end is back to where it was, the peak is not.
+    let burst = h.call(&spec, b"64").await;
+    assert_eq!(text(&burst), "freed");
+    let peak = burst.max_memory_mb.expect("the peak after the burst");
+    assert!(
+        peak >= before + 60,
+        "peak {peak} MB after a 64 MB burst, {before} MB before"
+    );
+    // Short calls afterwards read only the resident size, and never lower the instance's figure.
+    for _ in 0..3 {
+        let after = h.call(&spec, b"0").await;
+        assert_eq!(after.max_memory_mb, Some(peak));
+    }
+}
+
+#[tokio::test]
 async fn python_environment_and_context() {
     let h = Harness::new(Language::Python3);
     let mut spec = h.spec(Language::Python3, "env", "index.environment");

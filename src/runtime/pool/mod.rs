@@ -59,7 +59,10 @@
 //!   killed, the log says so, and the answer is the unexpected-exit body (what Function Compute reports for an
 //!   out-of-memory kill). Node also gets `--max-old-space-size=<memorySize>`. This host has no writable cgroup v2,
 //!   and RLIMIT_AS breaks V8, so a burst shorter than the sampling period can exceed the limit unnoticed; child
-//!   processes of the handler are not counted.
+//!   processes of the handler are not counted. `X-Fc-Max-Memory-Usage` is the instance's peak resident memory in
+//!   MB, rounded up: the kernel's `VmHWM`, which also counts memory touched and freed before the answer, read by
+//!   that check and at the end of every invocation that ran 250 us or more; a shorter invocation adds its resident
+//!   size at the end instead, a sixth of the price (see `instance::FULL_PEAK_AFTER` for what that can miss).
 //! - **Environment**: only `PATH=/usr/local/bin:/usr/bin:/bin`, `LANG=C.UTF-8`, `HOME`/`TMPDIR`/`TEMP`/`TMP`
 //!   (`/tmp` in the sandbox, else the instance's own directory), the `FC_*` variables, `ALIBABA_CLOUD_ACCESS_KEY_*`
 //!   when the service has a role, and the function's own variables (which may replace the defaults, not `FC_*`).
