@@ -38,26 +38,27 @@ _current_request_id = ""
 _CONTEXT_LOGGER = "fc.context"
 
 
+_U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+
+
 def _read_exact(n):
-    chunks = []
-    while n > 0:
-        chunk = _requests.read(n)
-        if not chunk:
-            sys.exit(0)
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+    # The buffered reader blocks until it has `n` bytes: fewer means the runtime closed the pipe.
+    data = _requests.read(n)
+    if len(data) < n:
+        sys.exit(0)
+    return data
 
 
 def _read_frame():
-    (length,) = struct.unpack(">I", _read_exact(4))
+    (length,) = _U32.unpack(_read_exact(4))
     frame = _read_exact(length)
     return frame[:1], frame[1:]
 
 
 def _write_frame(kind, body):
     _flush_logs()
-    _responses.write(struct.pack(">I", len(body) + 1) + kind + body)
+    _responses.write(_U32.pack(len(body) + 1) + kind + body)
 
 
 def _flush_logs():
@@ -151,19 +152,32 @@ class _ContextFields:
 
 
 class FCContext:
-    """The `context` argument: the same attribute names as Function Compute's Python runtime. A new one, with new
-    attribute objects, for every call: what a handler changes in it does not reach the next call."""
+    """The `context` argument: the same attribute names as Function Compute's Python runtime. A new one for every
+    call, whose attribute objects are made new on first use: what a handler changes in it does not reach the next
+    call, and a handler that never looks at them does not pay for them."""
 
     def __init__(self, fields, request_id):
         self.request_id = request_id
-        self.credentials = _Namespace(fields.credentials)
-        self.function = _Namespace(fields.function)
-        self.service = _Namespace(fields.service)
         self.region = fields.region
         self.account_id = fields.account_id
-        self.tracing = _Namespace(
-            {"span_context": None, "jaeger_endpoint": None, "span_baggages": {}, "parent_span_id": None}
-        )
+        self._fields = fields
+
+    def __getattr__(self, name):
+        # Only called for attributes not set yet: each is made once per call, then found like any other.
+        if name == "credentials":
+            value = _Namespace(self._fields.credentials)
+        elif name == "function":
+            value = _Namespace(self._fields.function)
+        elif name == "service":
+            value = _Namespace(self._fields.service)
+        elif name == "tracing":
+            value = _Namespace(
+                {"span_context": None, "jaeger_endpoint": None, "span_baggages": {}, "parent_span_id": None}
+            )
+        else:
+            raise AttributeError("'FCContext' object has no attribute '%s'" % name)
+        setattr(self, name, value)
+        return value
 
     def getLogger(self):
         return logging.getLogger(_CONTEXT_LOGGER)
@@ -230,7 +244,7 @@ _MAX_HTTP_BODY = 6 * 1024 * 1024
 
 def _http_answer(head, body):
     encoded = json.dumps(head).encode("utf-8")
-    return struct.pack(">I", len(encoded)) + encoded + body
+    return _U32.pack(len(encoded)) + encoded + body
 
 
 def _bad_response(message):
@@ -381,7 +395,7 @@ def main():
                 continue
             _write_frame(b"O", b"")
         elif kind == b"I":
-            (id_length,) = struct.unpack(">H", body[:2])
+            (id_length,) = _U16.unpack_from(body)
             _current_request_id = body[2 : 2 + id_length].decode()
             event = body[2 + id_length :]
             try:
@@ -395,9 +409,9 @@ def main():
                 continue
             _write_frame(b"O", response)
         elif kind == b"P":
-            (id_length,) = struct.unpack(">H", body[:2])
+            (id_length,) = _U16.unpack_from(body)
             _current_request_id = body[2 : 2 + id_length].decode()
-            (head_length,) = struct.unpack(">I", body[2 + id_length : 6 + id_length])
+            (head_length,) = _U32.unpack_from(body, 2 + id_length)
             head_start = 6 + id_length
             head = json.loads(body[head_start : head_start + head_length])
             request_body = body[head_start + head_length :]
