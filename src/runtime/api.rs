@@ -134,67 +134,70 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         )
         .fallback(unsupported)
         .method_not_allowed_fallback(unsupported)
-        .layer(middleware::from_fn(verify_content_md5))
-        .layer(middleware::from_fn_with_state(core.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(
-            core.clone(),
-            refuse_handlers,
-        ))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(core.clone(), gate))
         .layer(DefaultBodyLimit::disable())
         .with_state(core)
 }
 
-/// Gives every request an id and every response its `X-Fc-Request-Id`: a version 4 UUID from the thread's
-/// random generator (seeded from the system, so ids do not repeat), which costs no system call per request as
-/// `Uuid::new_v4` would.
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = uuid::Builder::from_random_bytes(rand::random())
-        .into_uuid()
-        .to_string();
+/// What every request goes through before its route, in one layer (each layer of its own would box the request's
+/// future once more): an id, then [`refuse_handlers`], [`authenticate`] and [`verify_content_md5`]. A refused
+/// request is answered here, with its id like any other.
+async fn gate(State(core): Shared, mut request: Request, next: Next) -> Response {
+    let id = new_request_id();
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let admitted = refuse_handlers(&core, &request)
+        .and_then(|()| authenticate(&core, &request))
+        .and_then(|()| verify_content_md5(request));
+    let mut response = match admitted {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-fc-request-id", value);
     }
     response
 }
 
+/// A new request id, for the request's `X-Fc-Request-Id`: a version 4 UUID from the thread's random generator
+/// (seeded from the system, so ids do not repeat), which costs no system call per request as `Uuid::new_v4`
+/// would.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 /// An anonymous runtime refuses connections its own handlers opened (see [`super::peer`]): without this, code
 /// running in the sandbox could manage functions, read their environment or invoke them.
-async fn refuse_handlers(State(core): Shared, request: Request, next: Next) -> Response {
+fn refuse_handlers(core: &Core, request: &Request) -> Result<(), ApiError> {
     let from_handler = request
         .extensions()
         .get::<axum::extract::ConnectInfo<Peer>>()
         .is_some_and(|info| info.0.is_handler);
     if from_handler && core.config.access_key.is_none() {
         tracing::info!(path = %request.uri().path(), "refused a request from a function handler");
-        return ApiError::new_access_denied(
+        return Err(ApiError::new_access_denied(
             "requests from function handlers are refused: this runtime has no access key, so it cannot tell a \
              handler from the operator other than by its connection; give the runtime an access key if \
              functions must call its API",
-        )
-        .into_response();
+        ));
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// Refuses unsigned or wrongly signed requests when the runtime has an access key. HTTP-trigger paths are left
 /// to [`super::proxy`]: whether they need a signature is their trigger's `authType`.
-async fn authenticate(State(core): Shared, request: Request, next: Next) -> Response {
+fn authenticate(core: &Core, request: &Request) -> Result<(), ApiError> {
     let Some(key) = &core.config.access_key else {
-        return next.run(request).await;
+        return Ok(());
     };
     // Code archive URLs carry their own expiring token, like OSS pre-signed URLs.
     if request.uri().path().starts_with("/code-archives/")
         || request.uri().path().starts_with(PROXY_PREFIX)
     {
-        return next.run(request).await;
+        return Ok(());
     }
-    match check_signature(key, request.method(), request.uri(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(error) => ApiError::from(error).into_response(),
-    }
+    check_signature(key, request.method(), request.uri(), request.headers()).map_err(ApiError::from)
 }
 
 /// Checks a request's signature and Date against `key` (logging a refusal).
@@ -259,20 +262,19 @@ pub fn parse_content_md5(value: &str) -> Option<[u8; 16]> {
 )]
 struct ContentMd5Mismatch(String);
 
-/// Checks a body against its `Content-MD5` as it streams: the handler reading it gets an error instead of its
-/// end when the digests differ, so nothing acts on a body that does not match.
-async fn verify_content_md5(request: Request, next: Next) -> Response {
+/// Makes a body check itself against its `Content-MD5` as it streams: the handler reading it gets an error
+/// instead of its end when the digests differ, so nothing acts on a body that does not match.
+fn verify_content_md5(request: Request) -> Result<Request, ApiError> {
     use md5::Digest as _;
     let Some(value) = request.headers().get("content-md5") else {
-        return next.run(request).await;
+        return Ok(request);
     };
     let text = value.to_str().unwrap_or_default().to_owned();
     let Some(expected) = parse_content_md5(&text) else {
-        return ApiError::invalid(format!(
+        return Err(ApiError::invalid(format!(
             "Content-MD5 '{text}' is not an MD5 digest: expected base64 of the 16-byte MD5 of the body (or its 32 \
              hex digits, or base64 of those)"
-        ))
-        .into_response();
+        )));
     };
     let (parts, body) = request.into_parts();
     let hasher = std::sync::Arc::new(std::sync::Mutex::new(md5::Md5::new()));
@@ -299,7 +301,7 @@ async fn verify_content_md5(request: Request, next: Next) -> Response {
     })
     .filter_map(std::future::ready);
     let body = Body::from_stream(data.chain(check));
-    next.run(Request::from_parts(parts, body)).await
+    Ok(Request::from_parts(parts, body))
 }
 
 /// The API error for a body that could not be read (or did not match its `Content-MD5`).
