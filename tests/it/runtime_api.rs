@@ -870,8 +870,8 @@ async fn a_stop_answers_the_sync_call_in_flight_then_refuses_connections() {
     assert!(after.is_err(), "served after the stop: {after:?}");
 }
 
-/// A client that sends half a request body and stops does not hold a stop up: after the stop's grace its
-/// connection is closed, and the calls of well-behaved clients in flight were answered.
+/// A client that sends half a request body and stops does not hold a stop up: the stop waits out its grace, then
+/// closes that connection. (That a call in flight is answered is the test above.)
 #[tokio::test]
 async fn a_stop_is_not_held_up_by_a_client_that_never_finishes_its_body() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -405,7 +405,7 @@ async fn peak_memory_keeps_a_burst_freed_before_the_answer() {
         peak >= before + 60,
         "peak {peak} MB after a 64 MB burst, {before} MB before"
     );
-    // Short calls afterwards read only the resident size, and never lower the instance's figure.
+    // Calls afterwards (the short ones read only the resident size) never lower the instance's figure.
     for _ in 0..3 {
         let after = h.call(&spec, b"0").await;
         assert_eq!(after.max_memory_mb, Some(peak));
